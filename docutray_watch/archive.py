@@ -1,0 +1,132 @@
+"""The final file actions: move (crash-safe, even across file systems), delete or keep, and the
+`<name>.error.json` sidecar that says why a document failed.
+
+A move is journaled before it happens (the destination is chosen once and stored), so a crash in
+the middle is finished on restart: `move_file` is safe to run again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from docutray_watch.fsutil import atomic_write_bytes, fsync_dir
+
+__all__ = ["move_file", "remove_file", "sidecar_path", "unique_destination", "write_sidecar"]
+
+SIDECAR_SUFFIX = ".error.json"
+
+
+def sidecar_path(document_path: Path) -> Path:
+    """`x.pdf` → `x.pdf.error.json` beside it."""
+    return document_path.with_name(document_path.name + SIDECAR_SUFFIX)
+
+
+def unique_destination(folder: Path, name: str) -> Path:
+    """A path in `folder` for `name` that clashes with nothing there (`a.pdf`, `a.1.pdf`, …)."""
+    candidate = folder / name
+    if not _taken(candidate):
+        return candidate
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    counter = 1
+    while True:
+        candidate = folder / (f"{stem}.{counter}.{ext}" if ext else f"{stem}.{counter}")
+        if not _taken(candidate):
+            return candidate
+        counter += 1
+
+
+def _taken(path: Path) -> bool:
+    return os.path.lexists(path) or os.path.lexists(sidecar_path(path))
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def move_file(source: Path, destination: Path, *, sha256: str | None = None) -> Path:
+    """Move `source` to `destination` durably; returns where the file is now.
+
+    Same file system: one rename. Across file systems: copy to a temporary name beside the
+    destination, fsync, rename, fsync the folder, then remove the source. Running it again after
+    a crash completes the move. An existing different file at `destination` is never overwritten.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(source):
+        if os.path.lexists(destination):
+            return destination  # a previous run got this far
+        raise FileNotFoundError(errno.ENOENT, "the file to move is gone", str(source))
+    if os.path.lexists(destination):
+        same = (
+            sha256 is not None
+            and destination.is_file()
+            and not destination.is_symlink()
+            and _sha256_of(destination) == sha256
+        )
+        if not same:
+            destination = unique_destination(destination.parent, destination.name)
+        else:
+            # The copy finished before a crash; only the source is left to remove.
+            source.unlink()
+            fsync_dir(source.parent)
+            return destination
+    try:
+        os.rename(source, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_then_remove(source, destination)
+    else:
+        fsync_dir(destination.parent)
+        if destination.parent != source.parent:
+            fsync_dir(source.parent)
+    return destination
+
+
+def _copy_then_remove(source: Path, destination: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name[:40]}.")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+            out.flush()
+            os.fsync(out.fileno())
+        shutil.copystat(source, tmp)
+        os.rename(tmp, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(destination.parent)
+    source.unlink()
+    fsync_dir(source.parent)
+
+
+def remove_file(path: Path) -> bool:
+    """Delete a file durably; False when it was already gone."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    fsync_dir(path.parent)
+    return True
+
+
+def write_sidecar(document_path: Path, details: dict[str, Any]) -> Path:
+    """Write `<name>.error.json` beside the document, atomically."""
+    target = sidecar_path(document_path)
+    payload = json.dumps(details, indent=2, ensure_ascii=False, default=str) + "\n"
+    atomic_write_bytes(target, payload.encode("utf-8"))
+    return target

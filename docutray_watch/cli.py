@@ -1,0 +1,304 @@
+"""The `docutray-watch` command line.
+
+Exit codes: 0 success; 1 some documents failed (`process`); 2 usage error; 78 (EX_CONFIG) the
+configuration cannot be used — the message names the YAML path; 70 (EX_SOFTWARE) an internal
+error. Logging is configured here and only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import structlog
+
+from docutray_watch._version import __version__
+from docutray_watch.config import (
+    EX_CONFIG,
+    Config,
+    ConfigError,
+    api_key_of,
+    config_json_schema,
+    load_config,
+)
+from docutray_watch.log import configure_logging, register_secret
+
+log = structlog.get_logger(__name__)
+
+EX_SOFTWARE = 70
+CONFIG_ENV = "DOCUTRAY_WATCH_CONFIG"
+
+
+def _fail_config(error: ConfigError) -> NoReturn:
+    for line in error.lines():
+        click.echo(f"docutray-watch: config error: {line}", err=True)
+    sys.exit(EX_CONFIG)
+
+
+def _load(path: str | None, *, need_secrets: bool = True) -> Config:
+    if not path:
+        click.echo(
+            f"docutray-watch: config error: no config file: pass -c FILE or set ${CONFIG_ENV}",
+            err=True,
+        )
+        sys.exit(EX_CONFIG)
+    try:
+        config = load_config(path, need_secrets=need_secrets)
+    except ConfigError as error:
+        _fail_config(error)
+    register_secret(api_key_of(config))
+    return config
+
+
+def _config_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        envvar=CONFIG_ENV,
+        type=click.Path(dir_okay=False),
+        help=f"YAML configuration file (default: ${CONFIG_ENV}).",
+    )(function)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="docutray-watch")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Minimum log level (default: the config's log.level, else info).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default=None,
+    help="auto: JSON lines unless stderr is a terminal.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
+    """Watch folders, run documents through DocuTray steps, deliver the results."""
+    ctx.ensure_object(dict)
+    ctx.obj["log_level"] = log_level
+    ctx.obj["log_format"] = log_format
+    configure_logging(log_level or "info", log_format or "auto")
+
+
+def _configure_from(ctx: click.Context, config: Config) -> None:
+    configure_logging(
+        ctx.obj.get("log_level") or config.log.level, ctx.obj.get("log_format") or config.log.format
+    )
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_config_option
+@click.pass_context
+def run(ctx: click.Context, config_path: str | None) -> None:
+    """Run the daemon: watch every pipeline's folder until SIGTERM (systemd's ExecStart)."""
+    from docutray_watch.daemon import run_daemon
+
+    config = _load(config_path)
+    _configure_from(ctx, config)
+    assert config_path is not None
+    sys.exit(
+        run_daemon(
+            config,
+            Path(config_path),
+            log_level=ctx.obj.get("log_level"),
+            log_format=ctx.obj.get("log_format"),
+        )
+    )
+
+
+# -- process -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@_config_option
+@click.option("--dry-run", is_flag=True, help="List what each pipeline would take; submit nothing.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+@click.pass_context
+def process(
+    ctx: click.Context, config_path: str | None, dry_run: bool, progress: bool | None
+) -> None:
+    """One pass over every pipeline's folder; wait until every document is done.
+
+    Exits 0 when every document was delivered, 1 when some failed or were rejected.
+    """
+    from docutray_watch.runner import dry_run_report, process_once
+
+    config = _load(config_path, need_secrets=not dry_run)
+    _configure_from(ctx, config)
+    if dry_run:
+        sys.exit(dry_run_report(config, echo=click.echo))
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    sys.exit(_run_async(process_once(config, progress=show_progress, echo=click.echo)))
+
+
+def _run_async(coro: Any) -> int:
+    from docutray_watch.engine import MissingApiKeyError
+
+    try:
+        return int(asyncio.run(coro))
+    except MissingApiKeyError as exc:
+        click.echo(f"docutray-watch: config error: api.api_key: {exc}", err=True)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@_config_option
+@click.option("--offline", is_flag=True, help="Only check the file; no sinks, no network.")
+@click.pass_context
+def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None:
+    """Check the configuration, the sinks' health checks and that the API answers."""
+    from docutray_watch.runner import validate_online
+
+    config = _load(config_path, need_secrets=not offline)
+    _configure_from(ctx, config)
+    click.echo(f"{config_path}: configuration is valid ({len(config.pipelines)} pipeline(s))")
+    if offline:
+        sys.exit(0)
+    sys.exit(_run_async(validate_online(config, echo=click.echo)))
+
+
+# -- status / retry ----------------------------------------------------------------------------
+
+
+@cli.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--failures", default=10, show_default=True, help="How many recent failures to show.")
+def status(config_path: str | None, as_json: bool, failures: int) -> None:
+    """Documents per pipeline and state, and the most recent failures with their reasons."""
+    from docutray_watch.runner import status_report
+
+    config = _load(config_path, need_secrets=False)
+    report = status_report(config, failures=failures)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not report["pipelines"]:
+        click.echo("The journal is empty: no document has been seen yet.")
+    for name, states in report["pipelines"].items():
+        total = sum(states.values())
+        parts = ", ".join(f"{state} {count}" for state, count in sorted(states.items()))
+        click.echo(f"{name}: {total} document(s): {parts}")
+    if report["failures"]:
+        click.echo("\nRecent failures:")
+        for item in report["failures"]:
+            click.echo(f"  [{item['pipeline']}] {item['path']}: {item['stage']}: {item['reason']}")
+
+
+@cli.command()
+@_config_option
+@click.option("--failed", "include_failed", is_flag=True, help="Requeue every failed document.")
+@click.option("--force", is_flag=True, help="Also run documents that succeeded again.")
+@click.argument("paths", nargs=-1, type=click.Path())
+def retry(
+    config_path: str | None, include_failed: bool, force: bool, paths: tuple[str, ...]
+) -> None:
+    """Requeue failed (or, with --force, done) documents; the daemon or `process` runs them.
+
+    A retried document keeps the results of its successful steps, so nothing is paid for twice;
+    only failed steps and undelivered results run again.
+    """
+    from docutray_watch.runner import retry_documents
+
+    if not include_failed and not paths:
+        raise click.UsageError("name documents to retry (PATH…) or pass --failed")
+    config = _load(config_path, need_secrets=False)
+    requeued, problems = retry_documents(config, paths=paths, failed=include_failed, force=force)
+    for problem in problems:
+        click.echo(f"docutray-watch: {problem}", err=True)
+    click.echo(f"{requeued} document(s) requeued")
+
+
+# -- plugins / schema --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Also list the built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(show_all: bool, as_json: bool) -> None:
+    """Installed plugins with their versions, hooks and sink types."""
+    from docutray_watch.plugins import describe_plugins
+
+    entries = describe_plugins(include_builtin=show_all)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo("No plugins installed (use --all to list the built-in ones).")
+    for entry in entries:
+        version = f" {entry['version']}" if entry.get("version") else ""
+        click.echo(f"{entry['name']}{version}")
+        click.echo(f"  hooks: {', '.join(entry['hooks'])}")
+        for sink in entry["sink_types"]:
+            click.echo(f"  sink type {sink['type']}: {sink['description']}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the configuration (for yaml-language-server and editors)."""
+    click.echo(json.dumps(config_json_schema(), indent=2))
+
+
+# -- demo / emulator ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the demo's inbox, results and journal (default: a new temporary folder).",
+)
+@click.option("--latency", default=0.5, show_default=True, help="Emulated processing time (s).")
+@click.pass_context
+def demo(ctx: click.Context, directory: str | None, latency: float) -> None:
+    """Run a complete pipeline on sample documents against the local emulator (no API key)."""
+    from docutray_watch.demo import run_demo
+
+    configure_logging(ctx.obj.get("log_level") or "warning", ctx.obj.get("log_format") or "auto")
+    sys.exit(run_demo(Path(directory) if directory else None, latency=latency, echo=click.echo))
+
+
+def _add_emulator() -> None:
+    from docutray_watch.emulator.cli import emulator_command
+
+    cli.add_command(emulator_command, name="emulator")
+
+
+_add_emulator()
+
+
+def main() -> None:
+    """Entry point of the `docutray-watch` console script."""
+    try:
+        cli.main(prog_name="docutray-watch")
+    except SystemExit:
+        raise
+    except Exception as exc:
+        log.error("internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        click.echo(f"docutray-watch: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EX_SOFTWARE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

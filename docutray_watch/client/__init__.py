@@ -1,0 +1,84 @@
+"""The DocuTray API client: a drop-in for the official ``docutray`` SDK's steps surface.
+
+``from docutray import Client`` becomes ``from docutray_watch.client import Client``; beyond the
+shared names this client streams uploads, never resends a POST the service may have accepted,
+and checks documents locally before sending. See docs/client.md.
+"""
+
+from docutray_watch.client._base import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT,
+    DEFAULT_TIMEOUT,
+)
+from docutray_watch.client._client import AsyncClient, Client
+from docutray_watch.client._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    DocuTrayError,
+    FileTooLargeError,
+    InternalServerError,
+    InvalidDocumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+    UnsupportedFileTypeError,
+)
+from docutray_watch.client._files import (
+    MAX_FILE_SIZE,
+    SUPPORTED_CONTENT_TYPES,
+    FileInput,
+    sniff_content_type,
+)
+from docutray_watch.client._models import AsyncStepExecutionStatus, StepExecutionStatus
+from docutray_watch.client._response import RawResponse
+from docutray_watch.client._retry import RetryInfo
+from docutray_watch.client._retry_after import parse_retry_after
+from docutray_watch.client.resources import (
+    AsyncSteps,
+    AsyncStepsWithRawResponse,
+    Steps,
+    StepsWithRawResponse,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_MAX_RETRY_WAIT",
+    "DEFAULT_TIMEOUT",
+    "MAX_FILE_SIZE",
+    "SUPPORTED_CONTENT_TYPES",
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AsyncClient",
+    "AsyncStepExecutionStatus",
+    "AsyncSteps",
+    "AsyncStepsWithRawResponse",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "DocuTrayError",
+    "FileInput",
+    "FileTooLargeError",
+    "InternalServerError",
+    "InvalidDocumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RawResponse",
+    "RetryInfo",
+    "StepExecutionStatus",
+    "Steps",
+    "StepsWithRawResponse",
+    "UnprocessableEntityError",
+    "UnsupportedFileTypeError",
+    "parse_retry_after",
+    "sniff_content_type",
+]

@@ -1,0 +1,825 @@
+"""The YAML configuration: typed models, `${ENV}` expansion, and errors that name the YAML path.
+
+`load_config(path)` reads the file, expands `${VAR}` / `${VAR:-default}` in string values,
+validates it against models that reject unknown keys, resolves relative paths against the config
+file's folder and reads `api.api_key_file`. Any problem raises `ConfigError`, whose lines look like
+`config.yaml:12:7: pipelines[0].sinks[1].bucket: Field required` — the CLI prints them and exits 78
+(EX_CONFIG). Sink blocks are validated by the model of the sink type that a plugin registered, so
+`build_config_model()` assembles the final model (and its JSON Schema) from the installed plugins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, cast
+
+import pluggy
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from docutray_watch.sinks.base import ConfigPath, SinkConfig
+from docutray_watch.templates import METADATA_FIELDS, TemplateError, check_template
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "EX_CONFIG",
+    "ActionConfig",
+    "ApiConfig",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "PipelineConfig",
+    "PollConfig",
+    "WatchConfig",
+    "build_config_model",
+    "config_json_schema",
+    "load_config",
+    "parse_config",
+]
+
+EX_CONFIG = 78
+DEFAULT_BASE_URL = "https://app.docutray.com"
+DEFAULT_INCLUDE = ["*.pdf", "*.png", "*.jpg", "*.jpeg", "*.gif", "*.bmp", "*.webp"]
+DEFAULT_IGNORE = [".*", "*.part", "*.tmp", "*.crdownload", "~*"]
+# systemd's default TimeoutStopSec is 90 s; the daemon keeps 10 s for itself (see operations.md).
+DEFAULT_SHUTDOWN_GRACE = 80.0
+SHUTDOWN_GRACE_ENV = "DOCUTRAY_WATCH_SHUTDOWN_GRACE"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class _FieldError(ValueError):
+    """A check of a whole model that blames one of its fields: the error names that field's path.
+
+    pydantic reports a model validator's error at the model itself (`pipelines[0]`); the loader
+    appends `loc` (e.g. `("sinks", 1, "id")`) so the message points at the offending key.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+# --- the models ---------------------------------------------------------------------------------
+
+
+class TimeoutConfig(_Model):
+    """HTTP timeouts towards the DocuTray API, in seconds."""
+
+    connect: float = Field(5.0, gt=0, description="Establishing a connection.")
+    read: float = Field(60.0, gt=0, description="Waiting for each part of an answer.")
+    write: float = Field(60.0, gt=0, description="Sending each part of an upload.")
+    pool: float = Field(10.0, gt=0, description="Waiting for a free connection from the pool.")
+
+
+class ApiConfig(_Model):
+    """How to reach the DocuTray API, and the limits shared by all pipelines."""
+
+    base_url: str | None = Field(
+        None,
+        description="API root. Defaults to $DOCUTRAY_BASE_URL, then https://app.docutray.com.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="API key (prefer ${DOCUTRAY_API_KEY} or api_key_file). Never logged."
+    )
+    api_key_file: ConfigPath | None = Field(
+        None,
+        description=(
+            "File holding the API key, e.g. ${CREDENTIALS_DIRECTORY}/api-key under systemd's "
+            "LoadCredential=."
+        ),
+    )
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed API request.")
+    timeout: TimeoutConfig = Field(default_factory=TimeoutConfig, description="HTTP timeouts.")
+    max_in_flight: int = Field(
+        32, ge=1, le=10_000, description="Executions in flight at once, all pipelines together."
+    )
+    requests_per_second: float = Field(
+        10.0, gt=0, description="API requests per second, all pipelines together."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ApiConfig:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise _FieldError(("api_key_file",), "set api_key or api_key_file, not both")
+        return self
+
+    def resolved_base_url(self, environ: Mapping[str, str] = os.environ) -> str:
+        """The configured URL, else $DOCUTRAY_BASE_URL, else the public service."""
+        return (self.base_url or environ.get("DOCUTRAY_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+class WatchConfig(_Model):
+    """The folder a pipeline takes documents from, and when a file counts as complete."""
+
+    path: ConfigPath = Field(description="The inbox folder.")
+    recursive: bool = Field(False, description="Also take files from sub-folders.")
+    polling: bool | None = Field(
+        None,
+        description=(
+            "Poll the folder instead of using inotify (for NFS/SMB). Default: automatic — "
+            "polling on network file systems, inotify elsewhere."
+        ),
+    )
+    settle: float = Field(
+        1.0,
+        ge=0,
+        description="A file is complete once its size and mtime stay the same this many seconds.",
+    )
+    rescan_interval: float = Field(
+        60.0, gt=0, description="Full rescan period in seconds (inotify can drop events)."
+    )
+    ready_marker: str | None = Field(
+        None,
+        pattern=r"^\.[A-Za-z0-9_.-]+$",
+        description=(
+            "Take x.pdf only once x.pdf<marker> exists (e.g. '.done'); the marker is removed "
+            "with the document."
+        ),
+    )
+
+
+class PollConfig(_Model):
+    """How often to ask for a submitted document's status."""
+
+    initial: float = Field(1.0, gt=0, description="First interval between status reads.")
+    max: float = Field(5.0, gt=0, description="Longest interval between status reads.")
+    timeout: float = Field(
+        900.0, gt=0, description="Fail the document if a step has no result after this long."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PollConfig:
+        if self.max < self.initial:
+            raise _FieldError(("max",), "max must be at least initial")
+        return self
+
+
+class ActionConfig(_Model):
+    """What happens to the source file once the document is done."""
+
+    action: Literal["move", "delete", "keep"] = Field(
+        description="move it to `to`, delete it, or keep it where it is."
+    )
+    to: ConfigPath | None = Field(None, description="Destination folder (for move).")
+
+    @model_validator(mode="after")
+    def _destination(self) -> ActionConfig:
+        if self.action == "move" and self.to is None:
+            raise _FieldError(("to",), "action 'move' needs a 'to' folder")
+        if self.action != "move" and self.to is not None:
+            raise _FieldError(("to",), f"action {self.action!r} takes no 'to' folder")
+        return self
+
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class PipelineConfig(_Model):
+    """One inbox folder, the steps each document goes through, and where results go."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Unique pipeline name.")
+    watch: WatchConfig = Field(description="The inbox folder and readiness rules.")
+    include: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INCLUDE),
+        min_length=1,
+        description="File name patterns to take (case-insensitive globs).",
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IGNORE),
+        description="File name patterns to leave alone, e.g. temporary names of files in transfer.",
+    )
+    duplicates: Literal["skip", "reprocess"] = Field(
+        "skip",
+        description="A file whose content was already processed: skip it (archive as duplicate) "
+        "or submit it again.",
+    )
+    steps: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, description="DocuTray step IDs; each runs on every document."
+    )
+    document_metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Metadata sent with each submission; string values may use {name}, "
+        "{relative_dir}… placeholders.",
+    )
+    poll: PollConfig = Field(default_factory=PollConfig, description="Status polling.")
+    on_success: ActionConfig = Field(
+        default_factory=lambda: ActionConfig(action="keep"),
+        description="Action once every result is delivered.",
+    )
+    on_failure: ActionConfig = Field(
+        default_factory=lambda: ActionConfig(action="keep"),
+        description="Action for a rejected or failed document; an <name>.error.json sidecar "
+        "says why.",
+    )
+    deliver_errors: bool = Field(
+        False, description="Also hand ERROR results to the sinks (they always get SUCCESS)."
+    )
+    sinks: list[SinkConfig] = Field(min_length=1, description="Where results are delivered.")
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_steps(cls, steps: list[str]) -> list[str]:
+        if len(set(steps)) != len(steps):
+            raise ValueError("step IDs must be unique")
+        return steps
+
+    @field_validator("document_metadata")
+    @classmethod
+    def _metadata_templates(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        for key, value in metadata.items():
+            if isinstance(value, str):
+                try:
+                    check_template(value, METADATA_FIELDS)
+                except TemplateError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+        return metadata
+
+    @model_validator(mode="after")
+    def _sink_ids(self) -> PipelineConfig:
+        seen: dict[str, int] = {}
+        for sink in self.sinks:
+            if sink.id is None:
+                count = seen.get(sink.type, 0) + 1
+                seen[sink.type] = count
+                sink.id = sink.type if count == 1 else f"{sink.type}-{count}"
+        first: dict[str, int] = {}
+        for index, sink in enumerate(self.sinks):
+            assert sink.id is not None
+            if sink.id in first:
+                raise _FieldError(
+                    ("sinks", index, "id"),
+                    f"sink ids must be unique in a pipeline: {sink.id!r} is also the id of "
+                    f"sinks[{first[sink.id]}]",
+                )
+            first[sink.id] = index
+        return self
+
+    @model_validator(mode="after")
+    def _folders_apart(self) -> PipelineConfig:
+        inbox = _absolute(self.watch.path)
+        for label, action in (("on_success", self.on_success), ("on_failure", self.on_failure)):
+            if action.to is None:
+                continue
+            target = _absolute(action.to)
+            if target == inbox or (self.watch.recursive and inbox in target.parents):
+                raise _FieldError(
+                    (label, "to"),
+                    f"{label}.to ({target}) must be outside the watched folder, "
+                    "or processed files would be taken again",
+                )
+        return self
+
+
+class MetricsConfig(_Model):
+    """The optional local HTTP listener for Prometheus metrics and health checks."""
+
+    listen: str = Field(
+        "127.0.0.1:9464", description="host:port for /metrics, /healthz and /readyz."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9464")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The listening address (brackets of an IPv6 literal removed)."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The listening port."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class LogConfig(_Model):
+    """Log output."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Minimum level."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="auto: JSON lines when stderr is not a terminal (journald), else console.",
+    )
+
+
+def _default_state_dir() -> Path:
+    # Our units set $DOCUTRAY_WATCH_STATE_DIR; systemd sets $STATE_DIRECTORY for
+    # StateDirectory=; otherwise follow the XDG convention.
+    state_directory = os.environ.get("DOCUTRAY_WATCH_STATE_DIR") or os.environ.get(
+        "STATE_DIRECTORY"
+    )
+    if state_directory:
+        return Path(state_directory.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "docutray-watch"
+
+
+def _default_grace() -> float:
+    raw = os.environ.get(SHUTDOWN_GRACE_ENV)
+    try:
+        return float(raw) if raw else DEFAULT_SHUTDOWN_GRACE
+    except ValueError:
+        return DEFAULT_SHUTDOWN_GRACE
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    api: ApiConfig = Field(default_factory=ApiConfig, description="The DocuTray API.")
+    state_dir: ConfigPath = Field(
+        default_factory=_default_state_dir,
+        description="Where the journal lives ($STATE_DIRECTORY under systemd); never inside an "
+        "inbox.",
+    )
+    metrics: MetricsConfig | None = Field(None, description="Optional metrics/health listener.")
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+    shutdown_grace: float = Field(
+        default_factory=_default_grace,
+        ge=0,
+        description="On SIGTERM, let in-flight work finish this long before persisting the rest "
+        f"(default ${SHUTDOWN_GRACE_ENV} or {DEFAULT_SHUTDOWN_GRACE:g} s).",
+    )
+    pipelines: list[PipelineConfig] = Field(min_length=1, description="The pipelines.")
+
+    @model_validator(mode="after")
+    def _unique_names_and_state_outside(self) -> Config:
+        first: dict[str, int] = {}
+        for index, pipeline in enumerate(self.pipelines):
+            if pipeline.name in first:
+                raise _FieldError(
+                    ("pipelines", index, "name"),
+                    f"pipeline names must be unique: {pipeline.name!r} is also the name of "
+                    f"pipelines[{first[pipeline.name]}]",
+                )
+            first[pipeline.name] = index
+        state = _absolute(self.state_dir)
+        for pipeline in self.pipelines:
+            inbox = _absolute(pipeline.watch.path)
+            if state == inbox or inbox in state.parents:
+                raise _FieldError(
+                    ("state_dir",),
+                    f"state_dir ({state}) must not be inside the watched folder of pipeline "
+                    f"{pipeline.name!r}",
+                )
+        return self
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        """The pipeline called `name`."""
+        for pipeline in self.pipelines:
+            if pipeline.name == name:
+                return pipeline
+        raise KeyError(name)
+
+    @property
+    def journal_path(self) -> Path:
+        """The SQLite journal inside `state_dir`."""
+        return Path(self.state_dir) / "journal.sqlite3"
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+# --- assembling the model from the installed sink types -----------------------------------------
+
+
+def _sink_type_models(sink_models: Mapping[str, type[SinkConfig]]) -> list[type[SinkConfig]]:
+    models: list[type[SinkConfig]] = []
+    for name, model in sorted(sink_models.items()):
+        # Each sink model gets `type: Literal[name]` so the sinks list is a tagged union.
+        tag: Any = Literal[name]
+        tagged = create_model(
+            f"{model.__name__}_{name}",
+            __base__=model,
+            __doc__=model.__doc__,
+            type=(tag, Field(description="The sink type.")),
+        )
+        models.append(cast("type[SinkConfig]", tagged))
+    return models
+
+
+def build_config_model(sink_models: Mapping[str, type[SinkConfig]]) -> type[Config]:
+    """The `Config` model whose `pipelines[].sinks[]` accept exactly the given sink types."""
+    tagged = _sink_type_models(sink_models)
+    if not tagged:
+        raise ValueError("no sink types are registered")
+    sink_item: Any
+    if len(tagged) == 1:
+        sink_item = tagged[0]
+    else:
+        sink_item = Annotated[Union[tuple(tagged)], Field(discriminator="type")]  # noqa: UP007
+    pipeline_model = create_model(
+        "PipelineConfig",
+        __base__=PipelineConfig,
+        __doc__=PipelineConfig.__doc__,
+        sinks=(list[sink_item], Field(min_length=1, description="Where results are delivered.")),
+    )
+    return create_model(
+        "Config",
+        __base__=Config,
+        __doc__=Config.__doc__,
+        pipelines=(
+            list[pipeline_model],
+            Field(min_length=1, description="The pipelines."),
+        ),
+    )
+
+
+def _sink_models_from_plugins(
+    plugin_manager: pluggy.PluginManager | None,
+) -> dict[str, type[SinkConfig]]:
+    from docutray_watch.plugins import collect_sink_types, get_plugin_manager
+
+    pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
+    return {name: st.config_model for name, st in collect_sink_types(pm).items()}
+
+
+def config_json_schema(plugin_manager: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    """The JSON Schema of the configuration, for editors (yaml-language-server) and docs."""
+    model = build_config_model(_sink_models_from_plugins(plugin_manager))
+    schema = model.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "docutray-watch configuration"
+    return schema
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem: where (YAML path and, when known, line/column) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def format(self, source: str | None) -> str:
+        """One line: `file:line:col: path: message`."""
+        where = source or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `str()` gives one line per problem."""
+
+    def __init__(self, issues: Sequence[ConfigIssue], source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """The problems, one line each."""
+        return [issue.format(self.source) for issue in self.issues]
+
+
+def format_path(parts: Sequence[str | int]) -> str:
+    """`('pipelines', 0, 'sinks', 1, 'bucket')` → `pipelines[0].sinks[1].bucket`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+# --- YAML with positions, and ${ENV} expansion ---------------------------------------------------
+
+
+_Positions = dict[tuple[str | int, ...], tuple[int, int]]
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, _Positions]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    path="",
+                    message=f"invalid YAML: {problem}",
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                )
+            ],
+            source,
+        ) from None
+    positions: _Positions = {}
+    duplicates: list[ConfigIssue] = []
+    if node is not None:
+        _collect_positions(node, (), positions, duplicates)
+    if duplicates:
+        # PyYAML silently keeps the last of two equal keys, which would drop half a pipeline.
+        raise ConfigError(duplicates, source)
+    return data, positions
+
+
+def _collect_positions(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    out: _Positions,
+    duplicates: list[ConfigIssue],
+) -> None:
+    out[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    duplicates.append(
+                        ConfigIssue(
+                            format_path((*path, key_node.value)),
+                            "duplicate key (each key may appear once)",
+                            key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1,
+                        )
+                    )
+                seen.add(key_node.value)
+                _collect_positions(value_node, (*path, key_node.value), out, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _collect_positions(item, (*path, index), out, duplicates)
+
+
+_ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(
+    data: Any, environ: Mapping[str, str], path: tuple[str | int, ...] = ()
+) -> tuple[Any, list[tuple[tuple[str | int, ...], str]]]:
+    """Replace `${VAR}` / `${VAR:-default}` in every string value (`$$` is a literal `$`)."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(data, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            value = environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    problems.append((path, f"environment variable {name} is not set"))
+                    return ""
+                return default
+            return value
+
+        return _ENV_PATTERN.sub(substitute, data), problems
+    if isinstance(data, dict):
+        result: dict[Any, Any] = {}
+        for key, value in data.items():
+            result[key], sub = expand_env(value, environ, (*path, str(key)))
+            problems.extend(sub)
+        return result, problems
+    if isinstance(data, list):
+        items = []
+        for index, value in enumerate(data):
+            item, sub = expand_env(value, environ, (*path, index))
+            items.append(item)
+            problems.extend(sub)
+        return items, problems
+    return data, problems
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+# Values under these keys are never echoed in error messages (URLs may carry credentials).
+_SECRET_KEYS = {
+    "api_key",
+    "password",
+    "secret_access_key",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "secret",
+    "url",
+    "endpoint_url",
+    "headers",
+    "token",
+}
+
+
+def _issue_from_pydantic(error: Mapping[str, Any], data: Any, positions: _Positions) -> ConfigIssue:
+    loc = _real_location(error.get("loc", ()), data)
+    message = str(error.get("msg", "invalid value"))
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    located = (error.get("ctx") or {}).get("error")
+    if isinstance(located, _FieldError):
+        loc = (*loc, *located.loc)
+    if error.get("type") == "union_tag_not_found":
+        message = "Field required: every sink needs a type"
+        loc = (*loc, "type")
+    elif error.get("type") == "union_tag_invalid":
+        ctx = error.get("ctx") or {}
+        message = (
+            f"unknown sink type {ctx.get('tag')!r} (known: {ctx.get('expected_tags')}); "
+            "is its plugin installed?"
+        )
+        loc = (*loc, "type")
+    elif error.get("type") == "extra_forbidden":
+        message = "unknown key"
+    elif error.get("type") not in ("missing",) and "input" in error:
+        value = error["input"]
+        if not any(str(part) in _SECRET_KEYS for part in loc) and not isinstance(
+            value, dict | list
+        ):
+            shown = repr(value)
+            message += f" (got {shown[:60]}{'…' if len(shown) > 60 else ''})"
+    line_col = _position_of(loc, positions)
+    return ConfigIssue(
+        path=format_path(loc),
+        message=message,
+        line=line_col[0] if line_col else None,
+        column=line_col[1] if line_col else None,
+    )
+
+
+def _real_location(loc: Sequence[str | int], data: Any) -> tuple[str | int, ...]:
+    """Drop the union-tag parts pydantic adds to locations (`sinks.1.s3.bucket`)."""
+    real: list[str | int] = []
+    node = data
+    for part in loc:
+        if part == "[key]":
+            continue  # pydantic's marker for "the key itself" of a mapping entry
+        if isinstance(node, dict) and isinstance(part, str) and part not in node:
+            if part == node.get("type") or part.endswith(f"_{node.get('type')}"):
+                continue  # the discriminator tag, not a key of the input
+            real.append(part)
+            node = None
+            continue
+        # A YAML key that is a number is a key, not a list index: `1`, not `[1]`.
+        real.append(str(part) if isinstance(node, dict) else part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(real)
+
+
+def _position_of(loc: tuple[str | int, ...], positions: _Positions) -> tuple[int, int] | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in positions:
+            return positions[loc[:end]]
+    return None
+
+
+def parse_config(
+    data: Any,
+    *,
+    source: str | None = None,
+    config_dir: Path | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
+    environ: Mapping[str, str] = os.environ,
+    positions: _Positions | None = None,
+    need_secrets: bool = True,
+) -> Config:
+    """Validate already-parsed YAML data (see `load_config`)."""
+    positions = positions or {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [ConfigIssue("", "the configuration must be a mapping (key: value) at the top")],
+            source,
+        )
+    data, env_problems = expand_env(data, environ)
+    if not need_secrets:
+        # `status`, `retry`, `validate --offline` never talk to the API: an API key variable
+        # that only exists inside the service (${CREDENTIALS_DIRECTORY}) must not stop them.
+        # The key file is still validated as an option (type, api_key exclusivity), not read.
+        env_problems = [(p, m) for p, m in env_problems if p[:1] != ("api",)]
+    if env_problems:
+        raise ConfigError(
+            [
+                ConfigIssue(format_path(p), m, *(_position_of(p, positions) or (None, None)))
+                for p, m in env_problems
+            ],
+            source,
+        )
+    try:
+        model = build_config_model(_sink_models_from_plugins(plugin_manager))
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must still give an exit-78 line
+        raise ConfigError(
+            [ConfigIssue("pipelines", f"cannot load sink types: {exc}")], source
+        ) from None
+    try:
+        config = model.model_validate(
+            data, context={"config_dir": config_dir if config_dir is not None else Path.cwd()}
+        )
+    except ValidationError as exc:
+        issues = [_issue_from_pydantic(e, data, positions) for e in exc.errors()]
+        raise ConfigError(issues, source) from None
+    if need_secrets:
+        _read_api_key_file(config, source, positions)
+    return config
+
+
+def _read_api_key_file(config: Config, source: str | None, positions: _Positions) -> None:
+    key_file = config.api.api_key_file
+    if key_file is None:
+        return
+    where = ("api", "api_key_file")
+    try:
+        secret = Path(key_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    format_path(where),
+                    f"cannot read {key_file}: {reason}",
+                    *(_position_of(where, positions) or (None, None)),
+                )
+            ],
+            source,
+        ) from None
+    if not secret:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    format_path(where),
+                    f"{key_file} is empty",
+                    *(_position_of(where, positions) or (None, None)),
+                )
+            ],
+            source,
+        )
+    config.api.api_key = SecretStr(secret)
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    plugin_manager: pluggy.PluginManager | None = None,
+    environ: Mapping[str, str] = os.environ,
+    need_secrets: bool = True,
+) -> Config:
+    """Read, expand and validate a YAML config file; raise `ConfigError` on any problem.
+
+    With `need_secrets=False` (commands that never call the API) unset variables under `api`
+    and an unreadable `api.api_key_file` are not errors.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [ConfigIssue("", f"cannot read the config file: {reason}")], source
+        ) from None
+    data, positions = _parse_yaml(text, source)
+    config = parse_config(
+        data,
+        source=source,
+        config_dir=path.resolve().parent,
+        plugin_manager=plugin_manager,
+        environ=environ,
+        positions=positions,
+        need_secrets=need_secrets,
+    )
+    return config
+
+
+def api_key_of(config: Config, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The API key from the config, else $DOCUTRAY_API_KEY (None when neither is set)."""
+    if config.api.api_key is not None:
+        return config.api.api_key.get_secret_value()
+    return environ.get("DOCUTRAY_API_KEY") or None

@@ -1,0 +1,315 @@
+"""`docutray-watch run`: the long-running service — watchers, rescans, signals, sd_notify.
+
+Lifecycle:
+
+1. open the journal, the sinks and the API client (`Engine.start`), resuming unfinished work;
+2. start a watcher per pipeline and the optional metrics/health listener;
+3. tell systemd `READY=1`; the backlog scan runs alongside new arrivals, so the first document
+   is submitted while a large inbox is still being listed;
+4. every `rescan_interval`, rescan each folder (inotify drops events on overflow) and pick up
+   documents requeued with `docutray-watch retry`;
+5. SIGHUP: `RELOADING=1`, reload the config (a bad one is logged and the old one kept), then
+   `READY=1`;
+6. SIGTERM/SIGINT: `STOPPING=1`, stop taking files, give in-flight executions `shutdown_grace`
+   seconds, persist the rest (they resume on the next start), exit 0. A second signal cuts the
+   grace period short — still losing nothing.
+
+`WATCHDOG=1` is sent from the main loop only while it makes progress: if documents are pending
+and nothing has moved for `STALL_SECONDS`, the pings stop and systemd restarts the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from docutray_watch.config import Config, ConfigError, api_key_of, load_config
+from docutray_watch.engine import Engine, MissingApiKeyError
+from docutray_watch.health import HealthServer
+from docutray_watch.log import configure_logging, register_secret
+from docutray_watch.metrics import Metrics
+from docutray_watch.plugins import get_plugin_manager
+from docutray_watch.sdnotify import Notifier
+from docutray_watch.watcher import FolderWatcher
+
+__all__ = ["STALL_SECONDS", "Daemon", "run_daemon"]
+
+log = structlog.get_logger(__name__)
+
+STALL_SECONDS = 600.0
+STATUS_EVERY = 5.0
+EX_CONFIG = 78
+
+
+class Daemon:
+    """Runs the engine with its watchers until told to stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path,
+        *,
+        notifier: Notifier | None = None,
+        log_level: str | None = None,
+        log_format: str | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier.from_env()
+        self.metrics = Metrics()
+        self.engine = Engine(config, plugin_manager=get_plugin_manager(), metrics=self.metrics)
+        self.watchers: dict[str, FolderWatcher] = {}
+        self.health: HealthServer | None = None
+        self._log_level = log_level
+        self._log_format = log_format
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reloading = asyncio.Lock()
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _on_stop_signal(self, signame: str) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stop_requested", signal=signame, grace_s=self.config.shutdown_grace)
+            self._stop.set()
+        else:
+            log.warning("stop_forced", signal=signame, note="persisting in-flight work now")
+            self.engine.hurry()
+
+    def _on_reload_signal(self) -> None:
+        self._spawn(self.reload(), "reload")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- watching ----------------------------------------------------------------------------
+
+    def _start_watchers(self) -> None:
+        loop = asyncio.get_running_loop()
+        wanted = self.engine.pipelines
+        for name in list(self.watchers):
+            old = self.watchers[name]
+            config = wanted.get(name)
+            if (
+                config is None
+                or Path(config.watch.path) != old.root
+                or config.watch.recursive != old.recursive
+                or config.watch.polling != old.polling
+            ):
+                old.stop()
+                del self.watchers[name]
+        for name, pipeline in wanted.items():
+            if name in self.watchers:
+                continue
+            root = Path(pipeline.watch.path)
+            root.mkdir(parents=True, exist_ok=True)
+
+            def nominate(path: Path, closed: bool, _name: str = name) -> None:
+                loop.call_soon_threadsafe(lambda: self.engine.nominate(_name, path, closed=closed))
+
+            watcher = FolderWatcher(
+                pipeline=name,
+                root=root,
+                recursive=pipeline.watch.recursive,
+                polling=pipeline.watch.polling,
+                nominate=nominate,
+            )
+            watcher.start()
+            log.info("watcher_started", pipeline=name, path=str(root), mode=watcher.mode)
+            self.watchers[name] = watcher
+
+    def _stop_watchers(self) -> None:
+        for watcher in self.watchers.values():
+            watcher.stop()
+        self.watchers.clear()
+
+    async def _rescan_loop(self) -> None:
+        """Scan every folder now (the backlog), then each pipeline every `rescan_interval`."""
+        next_scan: dict[str, float] = {}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for name, pipeline in self.engine.pipelines.items():
+                if next_scan.get(name, 0.0) <= now:
+                    next_scan[name] = now + pipeline.watch.rescan_interval
+                    started = time.monotonic()
+                    found = await self.engine.scan(name)
+                    log.debug(
+                        "folder_scanned",
+                        pipeline=name,
+                        nominated=found,
+                        duration_s=round(time.monotonic() - started, 3),
+                    )
+            with contextlib.suppress(Exception):
+                await self.engine.resume_requeued()
+            wake = min(next_scan.values(), default=time.monotonic() + 60) - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=max(0.5, wake))
+
+    # -- health ------------------------------------------------------------------------------
+
+    async def _readiness(self) -> list[str]:
+        problems = []
+        try:
+            await self.engine.journal.call(_probe_journal, self.engine.journal.journal)
+        except Exception as exc:  # noqa: BLE001 - reported as a readiness problem
+            problems.append(f"journal not writable: {exc}")
+        for name, watcher in self.watchers.items():
+            if not watcher.alive:
+                problems.append(f"watcher of pipeline {name} is not running")
+        if self._stop.is_set():
+            problems.append("stopping")
+        return problems
+
+    async def _refresh_gauges(self) -> None:
+        oldest = await self.engine.journal.oldest_pending()
+        now = time.time()
+        for name in self.engine.pipelines:
+            self.metrics.oldest_pending.labels(name).set(
+                max(0.0, now - oldest[name]) if name in oldest else 0.0
+            )
+
+    async def _heartbeat(self) -> None:
+        """STATUS= and WATCHDOG=1 from the main loop, while the engine makes progress."""
+        interval = self.notifier.watchdog_interval()
+        tick = min(STATUS_EVERY, interval) if interval else STATUS_EVERY
+        last_status = ""
+        while not self._stop.is_set():
+            engine = self.engine
+            status = (
+                f"{engine.queue_depth} queued, {engine.in_flight} in flight, "
+                f"{engine.outstanding} pending, "
+                f"{sum(engine.summary.outcomes.values())} done since start"
+            )
+            if status != last_status:
+                self.notifier.status(status)
+                last_status = status
+            stalled = (
+                engine.outstanding > 0 and time.monotonic() - engine.last_progress > STALL_SECONDS
+            )
+            if interval and not stalled:
+                self.notifier.watchdog()
+            elif stalled:
+                log.error(
+                    "engine_stalled",
+                    pending=engine.outstanding,
+                    idle_s=round(time.monotonic() - engine.last_progress),
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=tick)
+
+    # -- reload ------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it; a bad file is logged and the old one kept."""
+        async with self._reloading:
+            self.notifier.reloading()
+            try:
+                try:
+                    config = await asyncio.to_thread(load_config, self.config_path)
+                except ConfigError as error:
+                    log.error(
+                        "config_reload_failed",
+                        problems=error.lines(),
+                        note="keeping the running configuration",
+                    )
+                    return False
+                register_secret(api_key_of(config))
+                try:
+                    changes = await self.engine.reload(config)
+                except MissingApiKeyError as exc:
+                    log.error(
+                        "config_reload_failed",
+                        problems=[f"api.api_key: {exc}"],
+                        note="keeping the running configuration",
+                    )
+                    return False
+                self.config = self.engine.config
+                configure_logging(
+                    self._log_level or self.config.log.level,
+                    self._log_format or self.config.log.format,
+                )
+                self._start_watchers()
+                for change in changes:
+                    if change.startswith("added pipeline ") or change.startswith("changed"):
+                        await self.engine.scan(change.rsplit(" ", 1)[-1])
+                return True
+            finally:
+                self.notifier.ready()
+
+    # -- the whole life ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, serve until a stop signal, stop cleanly; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signal.Signals(signum).name)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        try:
+            await self.engine.start()
+        except MissingApiKeyError as exc:
+            log.error("config_invalid", problems=[f"api.api_key: {exc}"])
+            return EX_CONFIG
+        try:
+            self._start_watchers()
+            if self.config.metrics is not None:
+                self.health = HealthServer(
+                    self.metrics,
+                    self._readiness,
+                    host=self.config.metrics.host,
+                    port=self.config.metrics.port,
+                    before_scrape=self._refresh_gauges,
+                )
+                await self.health.start()
+                log.info("metrics_listening", address=f"{self.health.host}:{self.health.port}")
+            self._spawn(self._rescan_loop(), "rescan")
+            self._spawn(self._heartbeat(), "heartbeat")
+            self.notifier.ready()
+            log.info(
+                "daemon_started",
+                pipelines=sorted(self.engine.pipelines),
+                config=str(self.config_path),
+            )
+            await self._stop.wait()
+        finally:
+            self.notifier.stopping()
+            self._stop.set()
+            self._stop_watchers()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.engine.stop(self.config.shutdown_grace)
+            if self.health is not None:
+                await self.health.stop()
+            self.notifier.close()
+            log.info("daemon_stopped", outcomes=dict(self.engine.summary.outcomes))
+        return 0
+
+
+def _probe_journal(journal: object) -> None:
+    conn = journal.conn  # type: ignore[attr-defined]
+    conn.execute("SAVEPOINT readiness_probe")
+    conn.execute("RELEASE readiness_probe")
+
+
+def run_daemon(
+    config: Config,
+    config_path: Path,
+    *,
+    log_level: str | None = None,
+    log_format: str | None = None,
+) -> int:
+    """Run the daemon until SIGTERM; the process exit code."""
+    daemon = Daemon(config, config_path, log_level=log_level, log_format=log_format)
+    return asyncio.run(daemon.run())

@@ -1,0 +1,232 @@
+"""The aiohttp application that emulates the DocuTray steps API, plus its control endpoints.
+
+An API request goes through, in order: drop (``drop_rate``), 5xx (``server_error_rate``, status
+drawn from ``server_error_statuses``), authentication, step lookup, reading the document (POST),
+the Retry-After check, rate limits (limiter, then ``rate_limit_rate``), the work itself, then
+``drop_after_accept_rate`` (POST).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from docutray_watch.emulator._documents import read_document
+from docutray_watch.emulator._errors import ApiError, DropConnection
+from docutray_watch.emulator._timestamps import iso_utc
+from docutray_watch.emulator.config import EmulatorConfig
+from docutray_watch.emulator.state import EmulatorState
+from docutray_watch.emulator.stats import FaultKind
+
+STATE_KEY = web.AppKey("docutray_emulator_state", EmulatorState)
+"""Where `create_app` keeps the `EmulatorState` of the application."""
+
+CLIENT_MAX_SIZE = 1024**3
+"""Body size aiohttp allows for buffered reads; documents are streamed and checked by us."""
+
+_API_PREFIX = "/api/"
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    config: EmulatorConfig | None = None, *, state: EmulatorState | None = None
+) -> web.Application:
+    """Build the emulator application from `config`, or around an existing `state`."""
+    if config is not None and state is not None:
+        raise ValueError("pass either config or state, not both")
+    app = web.Application(middlewares=[_envelope], client_max_size=CLIENT_MAX_SIZE)
+    app[STATE_KEY] = state if state is not None else EmulatorState(config)
+    app.add_routes(
+        [
+            web.post("/api/steps-async/{step_id}", _submit),
+            web.get("/api/steps-async/status/{execution_id}", _status),
+            web.get("/_emulator/stats", _get_stats),
+            web.get("/_emulator/config", _get_config),
+            web.post("/_emulator/config", _post_config),
+            web.post("/_emulator/reset", _post_reset),
+        ]
+    )
+    return app
+
+
+@web.middleware
+async def _envelope(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Render errors as JSON, drop connections on demand, tag and count every answer."""
+    try:
+        response = await handler(request)
+    except DropConnection:
+        return _closed_without_answer(request)
+    except ConnectionError:
+        # The client went away mid-request (a timeout, a cancelled upload): nobody to answer.
+        request.app[STATE_KEY].count_client_disconnect()
+        return _closed_without_answer(request)
+    except ApiError as exc:
+        response = exc.to_response()
+    except web.HTTPException as exc:
+        response = ApiError(exc.status, exc.reason, headers=_allow_header(exc)).to_response()
+    response.headers["X-Request-ID"] = f"req_{uuid.uuid4().hex}"
+    if request.path.startswith(_API_PREFIX):
+        request.app[STATE_KEY].count_response(response.status)
+    return response
+
+
+def _closed_without_answer(request: web.Request) -> web.StreamResponse:
+    if request.transport is not None:
+        request.transport.close()
+    # aiohttp fails to write this to the closed transport and treats it as a disconnect.
+    return web.Response(status=204)
+
+
+def _allow_header(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+# -- API ---------------------------------------------------------------------------------------
+
+
+async def _submit(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    config = state.config
+    arrived_at = state.now()
+    state.count_post()
+    _inject_early_faults(state, config)
+    _authenticate(request, config)
+    step_id = request.match_info["step_id"]
+    if config.step_ids is not None and step_id not in config.step_ids:
+        raise ApiError(404, f"Step {step_id!r} not found")
+    limiter_wait = state.take_token(arrived_at)
+    # Read the document even when the answer will be 429: its hash identifies the request.
+    document = await read_document(request, max_size=config.max_file_size)
+    identity = f"POST {step_id} {document.sha256}"
+    state.check_retry_after(identity, arrived_at)
+    _enforce_rate_limits(state, config, identity, limiter_wait)
+    execution = state.create_execution(step_id, document)
+    if state.roll(config.drop_after_accept_rate):
+        state.count_fault(FaultKind.DROP_AFTER_ACCEPT)
+        raise DropConnection
+    return web.json_response(execution.accepted_body())
+
+
+async def _status(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    config = state.config
+    arrived_at = state.now()
+    state.count_status_get()
+    _inject_early_faults(state, config)
+    _authenticate(request, config)
+    execution_id = request.match_info["execution_id"]
+    identity = f"GET {execution_id}"
+    state.check_retry_after(identity, arrived_at)
+    _enforce_rate_limits(state, config, identity, state.take_token(arrived_at))
+    found = state.read_status(execution_id, state.now())
+    if found is None:
+        raise ApiError(404, f"Execution {execution_id!r} not found")
+    execution, status = found
+    return web.json_response(execution.status_body(status))
+
+
+def _inject_early_faults(state: EmulatorState, config: EmulatorConfig) -> None:
+    if state.roll(config.drop_rate):
+        state.count_fault(FaultKind.DROP)
+        raise DropConnection
+    status = state.roll_server_error(config)
+    if status is not None:
+        state.count_fault(FaultKind.SERVER_ERROR)
+        raise ApiError(status, f"Emulated server error ({status})")
+
+
+def _authenticate(request: web.Request, config: EmulatorConfig) -> None:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(
+            401, "Missing API key: send 'Authorization: Bearer <key>'", headers=challenge
+        )
+    if not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
+        raise ApiError(401, "Invalid API key", headers=challenge)
+
+
+def _enforce_rate_limits(
+    state: EmulatorState, config: EmulatorConfig, identity: str, limiter_wait: float
+) -> None:
+    if limiter_wait > 0.0:
+        state.count_fault(FaultKind.RATE_LIMITER)
+        raise _too_many_requests(
+            state,
+            identity,
+            wait=limiter_wait,
+            limit_type="requests_per_second",
+            limit=config.rate_limit_rps or 0.0,
+        )
+    if state.roll(config.rate_limit_rate):
+        state.count_fault(FaultKind.RATE_LIMIT)
+        raise _too_many_requests(
+            state, identity, wait=config.retry_after, limit_type="emulated", limit=0.0
+        )
+
+
+def _too_many_requests(
+    state: EmulatorState, identity: str, *, wait: float, limit_type: str, limit: float
+) -> ApiError:
+    # The header takes whole seconds; round up so a client that obeys it is never early.
+    header_seconds = math.ceil(wait)
+    if wait > 0.0:
+        header_seconds = max(1, header_seconds)
+    state.note_retry_after(identity, header_seconds)
+    return ApiError(
+        429,
+        "Rate limit exceeded, retry later",
+        headers={"Retry-After": str(header_seconds)},
+        extra={
+            "retryAfter": round(wait, 3),
+            "limitType": limit_type,
+            "limit": limit,
+            "remaining": 0,
+            "resetTime": iso_utc(time.time() + wait),
+        },
+        flat=True,
+    )
+
+
+# -- control endpoints -------------------------------------------------------------------------
+
+
+async def _get_stats(request: web.Request) -> web.Response:
+    include = request.query.get("executions", "").lower() in ("1", "true", "yes")
+    stats = request.app[STATE_KEY].stats(include_executions=include)
+    return web.json_response(stats.model_dump(mode="json"))
+
+
+def _public_config(config: EmulatorConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude={"api_key"})
+
+
+async def _get_config(request: web.Request) -> web.Response:
+    return web.json_response(_public_config(request.app[STATE_KEY].config))
+
+
+async def _post_config(request: web.Request) -> web.Response:
+    try:
+        changes = await request.json()
+    except ValueError as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(changes, dict):
+        raise ApiError(400, "The body must be a JSON object of configuration fields")
+    try:
+        config = request.app[STATE_KEY].configure(**changes)
+    except ValidationError as exc:
+        raise ApiError(400, f"Invalid configuration: {exc}") from exc
+    return web.json_response(_public_config(config))
+
+
+async def _post_reset(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].reset()
+    return web.json_response({"reset": True})

@@ -1,0 +1,184 @@
+"""``docutray-watch emulator``: serve the DocuTray API emulator until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from docutray_watch.emulator._limits import MAX_FILE_SIZE
+from docutray_watch.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from docutray_watch.emulator.server import EmulatorServer
+
+_RATE = click.FloatRange(0.0, 1.0)
+_SECONDS = click.FloatRange(min=0.0)
+
+
+@click.command(name="emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 picks a free one).",
+)
+@click.option("--api-key", default=DEFAULT_API_KEY, show_default=True, help="Bearer key to accept.")
+@click.option(
+    "--step",
+    "steps",
+    multiple=True,
+    metavar="STEP_ID",
+    help="A known step id (repeatable); without any, every step id is accepted.",
+)
+@click.option(
+    "--latency",
+    default=0.2,
+    show_default=True,
+    type=_SECONDS,
+    help="Seconds from submission to result.",
+)
+@click.option(
+    "--latency-jitter",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Uniform jitter as a fraction of the latency.",
+)
+@click.option(
+    "--latency-per-mb",
+    default=0.0,
+    show_default=True,
+    type=_SECONDS,
+    help="Extra seconds of latency per MiB.",
+)
+@click.option(
+    "--error-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of executions that end in ERROR.",
+)
+@click.option(
+    "--server-error-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of API requests answered 500/502/503/504.",
+)
+@click.option(
+    "--server-error-status",
+    "server_error_statuses",
+    multiple=True,
+    type=click.IntRange(500, 599),
+    metavar="STATUS",
+    help="A status injected server errors may use (repeatable; default 500, 502, 503, 504).",
+)
+@click.option(
+    "--rate-limit-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of API requests answered 429.",
+)
+@click.option(
+    "--retry-after",
+    default=1.0,
+    show_default=True,
+    type=_SECONDS,
+    help="Seconds announced by injected 429 answers.",
+)
+@click.option(
+    "--drop-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of API requests dropped without an answer.",
+)
+@click.option(
+    "--drop-after-accept-rate",
+    default=0.0,
+    show_default=True,
+    type=_RATE,
+    help="Share of submissions that start an execution, then drop the connection.",
+)
+@click.option(
+    "--rate-limit-rps",
+    default=None,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Token-bucket limit on API requests per second.",
+)
+@click.option(
+    "--max-file-size",
+    default=MAX_FILE_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest accepted document, in bytes.",
+)
+@click.option("--seed", default=None, type=int, help="Seed of the fault dice.")
+def emulator_command(
+    host: str,
+    port: int,
+    api_key: str,
+    steps: tuple[str, ...],
+    latency: float,
+    latency_jitter: float,
+    latency_per_mb: float,
+    error_rate: float,
+    server_error_rate: float,
+    server_error_statuses: tuple[int, ...],
+    rate_limit_rate: float,
+    retry_after: float,
+    drop_rate: float,
+    drop_after_accept_rate: float,
+    rate_limit_rps: float | None,
+    max_file_size: int,
+    seed: int | None,
+) -> None:
+    """Serve a local emulator of the DocuTray steps API (for tests, demos and benchmarks)."""
+    config = EmulatorConfig(
+        api_key=api_key,
+        server_error_statuses=server_error_statuses or EmulatorConfig().server_error_statuses,
+        step_ids=frozenset(steps) if steps else None,
+        latency=latency,
+        latency_jitter=latency_jitter,
+        latency_per_mb=latency_per_mb,
+        error_rate=error_rate,
+        server_error_rate=server_error_rate,
+        rate_limit_rate=rate_limit_rate,
+        retry_after=retry_after,
+        drop_rate=drop_rate,
+        drop_after_accept_rate=drop_after_accept_rate,
+        rate_limit_rps=rate_limit_rps,
+        max_file_size=max_file_size,
+        seed=seed,
+    )
+    server = EmulatorServer(config, host=host, port=port)
+    try:
+        server.start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        click.echo(f"DocuTray API emulator at {server.base_url} (API key: {api_key})")
+        _wait_for_signal()
+    finally:
+        server.stop()
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM arrives."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # A bounded wait keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

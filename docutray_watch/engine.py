@@ -1,0 +1,1500 @@
+"""The engine: every document from its folder to its sinks and its final place, nothing lost.
+
+For each document the engine runs every configured step: it journals the intent, submits the file
+(streamed), stores the execution id, polls (learned schedule, see `polling`), journals the result,
+delivers one `ResultRecord` per step to every sink of the pipeline (each delivery its own journal
+row and retries), and finally moves, deletes or keeps the source file. All pipelines share one
+limit of executions in flight (`api.max_in_flight`) and one request rate (`api.requests_per_second`)
+that a 429 answer slows down for everyone.
+
+Hooks fire in this order for a document (`startup` before the first, `shutdown` after the last)::
+
+    ignore_document            a candidate file's name passed the include/ignore rules
+    document_discovered        the file is complete, hashed, checked and journaled
+    before_document_submit     for each step, just before its submission (may add metadata)
+    after_document_result      for each step, once its SUCCESS/ERROR result is journaled
+    after_document_delivered   for each result and sink, once the sink stored it
+    on_document_error          whenever the document is rejected or fails (then no more results)
+    after_document_archived    last: the source file was moved, deleted or kept
+
+A duplicate goes from `document_discovered` straight to `after_document_archived`; a rejected file
+from `document_discovered` (or before, when it cannot be read) to `on_document_error` and then
+`after_document_archived`.
+
+Crash safety (design §5): after a restart, steps in `polling` resume polling their execution id
+and are never resubmitted; steps caught in `submitting` are resubmitted at most once (and the
+document is flagged `resubmitted`); deliveries not yet journaled are delivered again (sinks are
+idempotent); interrupted moves are completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pluggy
+import structlog
+
+from docutray_watch import archive, intake
+from docutray_watch.client import (
+    APIConnectionError,
+    APIError,
+    AsyncClient,
+    AuthenticationError,
+    DocuTrayError,
+    InternalServerError,
+    InvalidDocumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RetryInfo,
+)
+from docutray_watch.client._retry_after import parse_retry_after
+from docutray_watch.config import Config, PipelineConfig, api_key_of
+from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
+from docutray_watch.journal import AsyncJournal, DocumentRow, Journal, StepRow
+from docutray_watch.metrics import Metrics
+from docutray_watch.plugins import SinkType, call_first, call_observers, collect_sink_types
+from docutray_watch.polling import LatencyModel, PollSchedule
+from docutray_watch.ratelimit import RateLimiter
+from docutray_watch.records import Document, ResultRecord
+from docutray_watch.templates import metadata_context, render
+
+__all__ = ["Engine", "MissingApiKeyError", "RunSummary"]
+
+log = structlog.get_logger(__name__)
+
+_TERMINAL = frozenset({"SUCCESS", "ERROR"})
+_SUBMIT_BACKOFF_MAX = 60.0
+# Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
+_WAITER_PREFIXES = ("settle:", "twin:")
+
+
+class MissingApiKeyError(Exception):
+    """No API key in the config, its key file or $DOCUTRAY_API_KEY."""
+
+
+@dataclass
+class RunSummary:
+    """What happened to the documents finished since the engine started."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (pipeline, path, reason)
+    ignored: list[tuple[str, str, str]] = field(default_factory=list)  # (pipeline, path, rule)
+
+    @property
+    def failed(self) -> int:
+        """Documents that failed or were rejected."""
+        return self.outcomes["failed"] + self.outcomes["rejected"]
+
+
+class _Slots:
+    """Executions in flight: a counting semaphore that resumed work may overfill."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    async def resize(self, capacity: int) -> None:
+        async with self._changed:
+            self.capacity = capacity
+            self._changed.notify_all()
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used < self.capacity)
+            self.used += 1
+
+    def take(self) -> None:
+        self.used += 1
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.used -= 1
+            self._changed.notify_all()
+
+
+@dataclass
+class _Pipeline:
+    config: PipelineConfig
+    sinks: dict[str, SinkRunner]
+    root: Path
+    retired: bool = False  # removed by a reload: finishes its documents, takes no new ones
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _document_of(row: DocumentRow) -> Document:
+    return Document(
+        name=row.name,
+        path=row.path,
+        relative_path=row.relative_path,
+        sha256=row.sha256 or "",
+        size=row.size or 0,
+        content_type=row.content_type or "application/octet-stream",
+    )
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+class Engine:
+    """Processes the documents of every pipeline of a `Config` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        plugin_manager: pluggy.PluginManager,
+        metrics: Metrics | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.pm = plugin_manager
+        self.metrics = metrics or Metrics()
+        self.summary = RunSummary()
+        self._transport = transport
+        self._environ = environ if environ is not None else dict(os.environ)
+        self.journal = AsyncJournal(Journal(config.journal_path))
+        self.latency = LatencyModel()
+        self.limiter = RateLimiter(config.api.requests_per_second)
+        self._slots = _Slots(config.api.max_in_flight)
+        self._pipelines: dict[str, _Pipeline] = {}
+        self._sink_types: dict[str, SinkType] = {}
+        self._client: AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._old_clients: list[tuple[AsyncClient | None, httpx.AsyncClient | None]] = []
+        self._retired_runners: list[SinkRunner] = []
+        self._candidates: asyncio.Queue[tuple[str, intake.Candidate]] = asyncio.Queue()
+        self._ready: asyncio.Queue[int] = asyncio.Queue()
+        self._nominated: set[tuple[str, str]] = set()
+        self._known: dict[str, dict[str, DocumentRow]] = {}
+        self._ignored: dict[tuple[str, str], tuple[int, int]] = {}
+        self._closed: dict[tuple[str, str], int] = {}
+        self._hurry = asyncio.Event()
+        self._active_sha: dict[tuple[str, str], asyncio.Event] = {}
+        self._docs: dict[int, DocumentRow] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = False
+        self._started = False
+        self.last_progress = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, resume: bool = True) -> None:
+        """Open the journal and the sinks, resume unfinished work, start taking documents."""
+        api_key = api_key_of(self.config, self._environ)
+        if not api_key:
+            raise MissingApiKeyError(
+                "no API key: set api.api_key or api.api_key_file in the config, "
+                "or DOCUTRAY_API_KEY in the environment"
+            )
+        self._sink_types = collect_sink_types(self.pm)
+        await self.journal.open()
+        self.latency.load(await self.journal.load_latencies())
+        self._build_client(api_key)
+        for pipeline in self.config.pipelines:
+            self._pipelines[pipeline.name] = self._build_pipeline(pipeline)
+            self._known[pipeline.name] = await self.journal.latest_by_path(pipeline.name)
+        for runtime in self._pipelines.values():
+            for runner in runtime.sinks.values():
+                await self._open_sink(runner)
+        self._accepting = True
+        self._started = True
+        call_observers(self.pm, "startup", config=self.config)
+        if resume:
+            await self._resume()
+        self._workers = [
+            asyncio.create_task(self._intake_worker(), name=f"intake-{i}") for i in range(2)
+        ]
+        self._workers.append(asyncio.create_task(self._dispatcher(), name="dispatcher"))
+
+    def _build_client(self, api_key: str) -> None:
+        timeout = self.config.api.timeout
+        limiter, metrics = self.limiter, self.metrics
+
+        async def before_request(request: httpx.Request) -> None:
+            await limiter.acquire()
+            request.extensions["docutray_watch_started"] = time.monotonic()
+
+        async def after_response(response: httpx.Response) -> None:
+            started = response.request.extensions.get("docutray_watch_started")
+            if started is not None:
+                metrics.api_latency.labels(
+                    response.request.method, str(response.status_code)
+                ).observe(time.monotonic() - started)
+            if response.status_code == 429:
+                metrics.rate_limited.inc()
+                wait = parse_retry_after(response.headers.get("retry-after"))
+                limiter.pause(wait if wait is not None else 1.0)
+
+        connections = max(8, min(self.config.api.max_in_flight, 256))
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+            ),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            event_hooks={"request": [before_request], "response": [after_response]},
+            transport=self._transport,
+        )
+
+        def on_retry(info: RetryInfo) -> None:
+            metrics.api_retries.labels(info.method, info.reason).inc()
+
+        self._client = AsyncClient(
+            api_key=api_key,
+            base_url=self.config.api.resolved_base_url(self._environ),
+            max_retries=self.config.api.max_retries,
+            http_client=self._http,
+            on_retry=on_retry,
+        )
+
+    def _build_pipeline(
+        self, pipeline: PipelineConfig, reuse: _Pipeline | None = None
+    ) -> _Pipeline:
+        runners: dict[str, SinkRunner] = {}
+        for sink_config in pipeline.sinks:
+            assert sink_config.id is not None
+            previous = reuse.sinks.get(sink_config.id) if reuse is not None else None
+            if previous is not None and previous.config == sink_config:
+                runners[sink_config.id] = previous  # unchanged: keep it open
+                continue
+            sink_type = self._sink_types[sink_config.type]
+            sink = sink_type.sink_class(sink_config, pipeline=pipeline.name, sink_id=sink_config.id)
+            runners[sink_config.id] = SinkRunner(sink, sink_config, pipeline=pipeline.name)
+        return _Pipeline(
+            config=pipeline, sinks=runners, root=Path(os.path.abspath(pipeline.watch.path))
+        )
+
+    async def _open_sink(self, runner: SinkRunner) -> None:
+        try:
+            await runner.open()
+        except Exception as exc:  # noqa: BLE001 - any plugin error; the sink retries later
+            # A sink that cannot open now is retried at each delivery; the others go on.
+            log.error(
+                "sink_open_failed",
+                pipeline=runner.pipeline,
+                sink=runner.sink_id,
+                error=describe(exc),
+            )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking documents, let in-flight work finish for `grace` seconds, persist the rest.
+
+        Nothing is lost by stopping early: steps still polling resume on the next start, queued
+        documents stay queued, undelivered results are delivered again.
+        """
+        if not self._started:
+            return
+        self._started = False
+        self._accepting = False
+        grace = self.config.shutdown_grace if grace is None else grace
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for task in list(self._tasks):
+            if task.get_name().startswith(_WAITER_PREFIXES):
+                task.cancel()  # waiting for a file to settle or a twin: nothing in flight
+        deadline = time.monotonic() + grace
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            log.info("engine_draining", tasks=len(pending), grace_s=grace)
+        # Finishing work spawns more (a result leads to deliveries), so wait in rounds.
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        while pending and not self._hurry.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.wait(pending | {hurry}, timeout=remaining, return_when="FIRST_COMPLETED")
+            pending = {t for t in self._tasks if not t.done()}
+        hurry.cancel()
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            log.info("engine_persisted_in_flight", tasks=len(pending))
+        with contextlib.suppress(Exception):
+            await self.journal.save_latencies(self.latency.export())
+        for client, http in [*self._old_clients, (self._client, self._http)]:
+            if client is not None:
+                await client.close()
+            if http is not None:
+                await http.aclose()
+        runners = [r for runtime in self._pipelines.values() for r in runtime.sinks.values()]
+        for runner in [*runners, *self._retired_runners]:
+            try:
+                await runner.close()
+            except Exception as exc:  # noqa: BLE001 - one sink's close must not stop the others
+                log.warning("sink_close_failed", sink=runner.sink_id, error=describe(exc))
+        call_observers(self.pm, "shutdown", config=self.config)
+        await self.journal.close()
+
+    async def reload(self, config: Config) -> list[str]:
+        """Apply a new configuration without dropping in-flight documents; returns the changes.
+
+        Added pipelines start taking files; removed ones stop taking files but finish what they
+        have; changed ones take new files with the new settings (documents already submitted
+        finish under the settings they started with). API limits apply at once. The state
+        directory cannot change while running (the journal is open): that needs a restart.
+        """
+        changes: list[str] = []
+        if _absolute(config.state_dir) != _absolute(self.config.state_dir):
+            changes.append("state_dir: ignored until restart (the journal is open)")
+            config = config.model_copy(update={"state_dir": self.config.state_dir})
+        if config.api != self.config.api:
+            self.limiter.set_rate(config.api.requests_per_second)
+            await self._slots.resize(config.api.max_in_flight)
+            old_api = self.config.api
+            connection = ("base_url", "api_key", "api_key_file", "timeout", "max_retries")
+            if any(getattr(old_api, f) != getattr(config.api, f) for f in connection):
+                api_key = api_key_of(config, self._environ)
+                if not api_key:
+                    raise MissingApiKeyError("the new configuration has no API key")
+                # In-flight requests keep the old client; it is closed at shutdown.
+                self._old_clients.append((self._client, self._http))
+                self.config = config
+                self._build_client(api_key)
+            changes.append("api")
+        self.config = config
+        for pipeline in config.pipelines:
+            current = self._pipelines.get(pipeline.name)
+            if current is not None and not current.retired and current.config == pipeline:
+                continue
+            runtime = self._build_pipeline(pipeline, reuse=current)
+            for runner in runtime.sinks.values():
+                if not runner.opened:
+                    await self._open_sink(runner)
+            if current is not None:
+                self._retired_runners.extend(
+                    r for r in current.sinks.values() if r not in runtime.sinks.values()
+                )
+            self._pipelines[pipeline.name] = runtime
+            self._known.setdefault(pipeline.name, await self.journal.latest_by_path(pipeline.name))
+            changes.append(
+                f"{'changed' if current and not current.retired else 'added'} "
+                f"pipeline {pipeline.name}"
+            )
+        names = {p.name for p in config.pipelines}
+        for name, runtime in self._pipelines.items():
+            if name not in names and not runtime.retired:
+                runtime.retired = True
+                changes.append(f"removed pipeline {name}")
+        log.info("config_reloaded", changes=changes)
+        return changes
+
+    @property
+    def pipelines(self) -> dict[str, PipelineConfig]:
+        """The active (not retired) pipelines."""
+        return {n: r.config for n, r in self._pipelines.items() if not r.retired}
+
+    def hurry(self) -> None:
+        """Cut the shutdown grace period short (a second SIGTERM): persist in-flight work now."""
+        self._hurry.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until every nominated or resumed document has reached its end."""
+        await self._idle.wait()
+
+    @property
+    def in_flight(self) -> int:
+        """Executions submitted (or being submitted) and not finished."""
+        return self._slots.used
+
+    @property
+    def outstanding(self) -> int:
+        """Documents (or candidate files) not finished yet."""
+        return self._outstanding
+
+    @property
+    def queue_depth(self) -> int:
+        """Documents waiting for a free execution slot."""
+        return self._ready.qsize()
+
+    def _work_started(self) -> None:
+        self._outstanding += 1
+        self._idle.clear()
+
+    def _work_done(self) -> None:
+        self._outstanding -= 1
+        self.last_progress = time.monotonic()
+        if self._outstanding <= 0:
+            self._outstanding = 0
+            self._idle.set()
+
+    def _spawn(
+        self, coro: Awaitable[Any], name: str, doc: DocumentRow | None = None
+    ) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(t, doc))
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any], doc: DocumentRow | None) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        # Tasks handle their own errors; reaching here is a bug. Say so loudly, and let go of the
+        # document so nothing waits for it forever: it stays unfinished in the journal and is
+        # picked up again at the next start.
+        exc = task.exception()
+        log.error(
+            "engine_task_crashed",
+            task=task.get_name(),
+            error=describe(exc or Exception()),
+            exc_info=exc,
+        )
+        if doc is not None:
+            self._forget(doc)
+
+    # -- intake ------------------------------------------------------------------------------
+
+    async def scan(self, pipeline: str | None = None) -> int:
+        """Nominate every file in the watched folder(s); returns how many were nominated."""
+        count = 0
+        for runtime in list(self._pipelines.values()):
+            if runtime.retired or (pipeline is not None and runtime.config.name != pipeline):
+                continue
+            queue: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None]
+            queue = asyncio.Queue(maxsize=4)
+            loop = asyncio.get_running_loop()
+
+            def walk(
+                loop: asyncio.AbstractEventLoop = loop,
+                root: Path = runtime.root,
+                recursive: bool = runtime.config.watch.recursive,
+                q: asyncio.Queue[Any] = queue,
+            ) -> None:
+                batch: list[tuple[intake.Candidate, os.stat_result]] = []
+                for item in intake.scan_folder(root, recursive=recursive):
+                    batch.append(item)
+                    if len(batch) >= 256:
+                        asyncio.run_coroutine_threadsafe(q.put(batch), loop).result()
+                        batch = []
+                asyncio.run_coroutine_threadsafe(q.put(batch), loop).result()
+                asyncio.run_coroutine_threadsafe(q.put(None), loop).result()
+
+            walker = asyncio.ensure_future(asyncio.to_thread(walk))
+            while (batch := await queue.get()) is not None:
+                for candidate, st in batch:
+                    if self.nominate(
+                        runtime.config.name,
+                        candidate.path,
+                        st=st,
+                        relative_path=candidate.relative_path,
+                    ):
+                        count += 1
+            await walker
+        return count
+
+    def nominate(
+        self,
+        pipeline: str,
+        path: Path,
+        *,
+        st: os.stat_result | None = None,
+        relative_path: str | None = None,
+        closed: bool = False,
+    ) -> bool:
+        """Offer a file to a pipeline (from a scan or a file-system event); True if taken up.
+
+        `closed` says a close-after-write event was seen for it: the writer is done, so the file
+        need not sit unchanged for `settle` seconds first.
+        """
+        if not self._accepting or pipeline not in self._pipelines:
+            return False
+        runtime = self._pipelines[pipeline]
+        if runtime.retired:
+            return False
+        path = Path(os.path.abspath(path))
+        marker = runtime.config.watch.ready_marker
+        if marker and path.name.endswith(marker) and len(path.name) > len(marker):
+            # The marker arrived: its document is ready now.
+            path = path.with_name(path.name[: -len(marker)])
+            relative_path = relative_path[: -len(marker)] if relative_path else None
+            st = None
+        if relative_path is None:
+            try:
+                relative_path = path.relative_to(runtime.root).as_posix()
+            except ValueError:
+                return False
+            if "/" in relative_path and not runtime.config.watch.recursive:
+                return False
+        key = (pipeline, str(path))
+        if key in self._nominated:
+            return False
+        rule = intake.rule_for_name(runtime.config, relative_path)
+        if rule is not None:
+            return False
+        if st is None:
+            try:
+                st = path.lstat()
+            except OSError:
+                return False
+        known = self._known[pipeline].get(str(path))
+        if known is not None and (
+            not known.finished or (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        ):
+            return False  # in progress, or this very file was already handled (kept in place)
+        kind = intake.rule_for_kind(st.st_mode)
+        if kind is not None:
+            self._note_ignored(pipeline, path, st, kind)
+            return False
+        if closed:
+            self._closed[key] = st.st_mtime_ns
+        self._nominated.add(key)
+        self._work_started()
+        self._candidates.put_nowait((pipeline, intake.Candidate(path, relative_path)))
+        return True
+
+    def _note_ignored(self, pipeline: str, path: Path, st: os.stat_result, rule: str) -> None:
+        key = (pipeline, str(path))
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if self._ignored.get(key) != stamp:
+            self._ignored[key] = stamp
+            self.summary.ignored.append((pipeline, str(path), rule))
+            log.info("file_ignored", pipeline=pipeline, doc=path.name, path=str(path), rule=rule)
+
+    async def _intake_worker(self) -> None:
+        while True:
+            pipeline, candidate = await self._candidates.get()
+            try:
+                await self._take(pipeline, candidate)
+            except Exception as exc:  # never let one file stop intake
+                log.exception(
+                    "intake_failed",
+                    pipeline=pipeline,
+                    path=str(candidate.path),
+                    error=describe(exc),
+                )
+                self._release_nomination(pipeline, candidate.path)
+
+    def _release_nomination(self, pipeline: str, path: Path) -> None:
+        if (pipeline, str(path)) in self._nominated:
+            self._nominated.discard((pipeline, str(path)))
+            self._work_done()
+
+    async def _take(self, pipeline: str, candidate: intake.Candidate) -> None:
+        runtime = self._pipelines.get(pipeline)
+        if runtime is None or not self._accepting:
+            self._release_nomination(pipeline, candidate.path)
+            return
+        path = candidate.path
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            self._release_nomination(pipeline, path)
+            return
+        watch = runtime.config.watch
+        marker = watch.ready_marker
+        if marker and not await asyncio.to_thread(os.path.lexists, f"{path}{marker}"):
+            self._release_nomination(pipeline, path)  # the marker's arrival nominates it again
+            return
+        closed = self._closed.pop((pipeline, str(path)), None) == st.st_mtime_ns
+        if not closed and not intake.is_settled(st, time.time_ns(), watch.settle):
+            # Still being written (or just touched): look again once it could have settled.
+            wait = max(0.05, watch.settle - (time.time_ns() - st.st_mtime_ns) / 1e9)
+            self._spawn(self._recheck(pipeline, candidate, wait), name=f"settle:{path.name}")
+            return
+        reason = call_first(self.pm, "ignore_document", pipeline=pipeline, path=path)
+        if reason:
+            self._note_ignored(pipeline, path, st, f"plugin: {reason}")
+            self._release_nomination(pipeline, path)
+            return
+        doc = await self.journal.add_document(
+            pipeline, str(path), candidate.relative_path, st.st_size, st.st_mtime_ns
+        )
+        self._remember(doc)
+        self._nominated.discard((pipeline, str(path)))  # the document now carries the work unit
+        await self._inspect(doc)
+
+    async def _recheck(self, pipeline: str, candidate: intake.Candidate, wait: float) -> None:
+        await asyncio.sleep(wait)
+        if self._accepting:
+            await self._candidates.put((pipeline, candidate))
+        else:
+            self._release_nomination(pipeline, candidate.path)
+
+    def _remember(self, doc: DocumentRow) -> None:
+        self._docs[doc.id] = doc
+        self._known.setdefault(doc.pipeline, {})[doc.path] = doc
+
+    async def _inspect(self, doc: DocumentRow) -> None:
+        """Hash and check a discovered document, then queue, reject or mark it duplicate."""
+        runtime = self._pipelines[doc.pipeline]
+        path = Path(doc.path)
+        try:
+            facts = await asyncio.to_thread(intake.inspect_file, path)
+        except FileNotFoundError:
+            await self._reject(doc, "the file disappeared before it could be read", forget=True)
+            return
+        except intake.FileChangedError:
+            # Still changing: forget this attempt, the next event or rescan brings it back.
+            await self._reject(doc, "the file changed while it was being read", forget=True)
+            return
+        except OSError as exc:
+            await self._reject(doc, f"cannot read the file: {exc.strerror or describe(exc)}")
+            return
+        document = Document(
+            name=doc.name,
+            path=doc.path,
+            relative_path=doc.relative_path,
+            sha256=facts.sha256,
+            size=facts.size,
+            content_type=facts.content_type or "application/octet-stream",
+        )
+        rejection = intake.rejection_for(facts)
+        if rejection is not None:
+            doc = await self.journal.reject(
+                doc.id,
+                rejection,
+                stage="intake",
+                sha256=facts.sha256,
+                content_type=facts.content_type,
+            )
+            self._docs[doc.id] = doc
+            await self._finalize(doc, document)
+            return
+        assert facts.content_type is not None
+        if runtime.config.duplicates == "skip":
+            original = await self.journal.find_done_by_sha(
+                doc.pipeline, facts.sha256, exclude=doc.id
+            )
+            if original is not None:
+                doc = await self.journal.mark_duplicate(
+                    doc.id, sha256=facts.sha256, content_type=facts.content_type, of=original.id
+                )
+                self._docs[doc.id] = doc
+                call_observers(
+                    self.pm, "document_discovered", pipeline=doc.pipeline, document=document
+                )
+                log.info(
+                    "document_duplicate",
+                    pipeline=doc.pipeline,
+                    doc=doc.name,
+                    doc_sha256=facts.sha256,
+                    duplicate_of=original.path,
+                )
+                await self._finalize(doc, document)
+                return
+        doc = await self.journal.mark_queued(
+            doc.id,
+            sha256=facts.sha256,
+            content_type=facts.content_type,
+            size=facts.size,
+            mtime_ns=facts.mtime_ns,
+            steps=runtime.config.steps,
+        )
+        self._remember(doc)
+        call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
+        log.info(
+            "document_discovered",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            doc_sha256=facts.sha256,
+            size=facts.size,
+            content_type=facts.content_type,
+        )
+        await self._enqueue(doc)
+
+    async def _enqueue(self, doc: DocumentRow) -> None:
+        runtime = self._pipelines[doc.pipeline]
+        key = (doc.pipeline, doc.sha256 or "")
+        if runtime.config.duplicates == "skip" and key in self._active_sha:
+            # Same content already in progress: wait for it, then decide (duplicate or retry).
+            self._spawn(
+                self._after_twin(doc, self._active_sha[key]), name=f"twin:{doc.name}", doc=doc
+            )
+            return
+        self._active_sha[key] = asyncio.Event()
+        self._ready.put_nowait(doc.id)
+        self.metrics.queue_depth.labels(doc.pipeline).inc()
+
+    async def _after_twin(self, doc: DocumentRow, event: asyncio.Event) -> None:
+        await event.wait()
+        original = await self.journal.find_done_by_sha(
+            doc.pipeline, doc.sha256 or "", exclude=doc.id
+        )
+        if original is not None:
+            await self.journal.call(self.journal.journal.mark_rediscovered, doc.id)
+            doc = await self.journal.mark_duplicate(
+                doc.id, sha256=doc.sha256 or "", content_type=doc.content_type or "", of=original.id
+            )
+            self._docs[doc.id] = doc
+            await self._finalize(doc, _document_of(doc))
+        else:
+            await self._enqueue(doc)
+
+    async def _reject(self, doc: DocumentRow, reason: str, *, forget: bool = False) -> None:
+        if forget:
+            # Nothing to move: the file is gone or still changing. Journal why, then let a later
+            # scan take the path afresh.
+            doc = await self.journal.reject(doc.id, reason, stage="intake")
+            doc = await self.journal.finish(doc.id, None)
+            log.info("document_dropped", pipeline=doc.pipeline, doc=doc.name, reason=reason)
+            self._known[doc.pipeline].pop(doc.path, None)
+            self._forget(doc)
+            return
+        doc = await self.journal.reject(doc.id, reason, stage="intake")
+        self._docs[doc.id] = doc
+        await self._finalize(doc, None)
+
+    def _forget(self, doc: DocumentRow) -> None:
+        """The engine is done with this document (for now); wake anyone waiting on its twin."""
+        if self._docs.pop(doc.id, None) is None:
+            return  # already forgotten: its work unit was released before
+        event = self._active_sha.pop((doc.pipeline, doc.sha256 or ""), None)
+        if event is not None:
+            event.set()
+        self._work_done()
+
+    # -- resume ------------------------------------------------------------------------------
+
+    async def resume_requeued(self) -> int:
+        """Pick up documents requeued in the journal by `docutray-watch retry` meanwhile."""
+        return await self._resume(only_new=True)
+
+    async def _resume(self, *, only_new: bool = False) -> int:
+        """Pick up every unfinished document of the journal where it stopped."""
+        unfinished = await self.journal.unfinished_documents()
+        resumed = Counter[str]()
+        for doc in unfinished:
+            if only_new and doc.id in self._docs:
+                continue
+            if doc.pipeline not in self._pipelines:
+                log.warning("document_pipeline_missing", pipeline=doc.pipeline, doc=doc.name)
+                continue
+            self._work_started()
+            self._remember(doc)
+            resumed[doc.state] += 1
+            if doc.state == "discovered":
+                self._spawn(self._inspect(doc), name=f"inspect:{doc.name}", doc=doc)
+            elif doc.state == "queued":
+                await self._enqueue(doc)
+            elif doc.state in ("submitting", "polling"):
+                self._active_sha[(doc.pipeline, doc.sha256 or "")] = asyncio.Event()
+                for step in await self.journal.steps_of(doc.id):
+                    if step.finished:
+                        continue
+                    self._slots.take()
+                    self.metrics.in_flight.inc()
+                    self._spawn(
+                        self._run_step(doc, step), name=f"step:{doc.name}:{step.step_id}", doc=doc
+                    )
+                # A step may have finished just before the crash, with the document not moved on.
+                if all(s.finished for s in await self.journal.steps_of(doc.id)):
+                    self._spawn(self._complete(doc.id), name=f"complete:{doc.name}", doc=doc)
+            elif doc.state == "completed":
+                self._active_sha[(doc.pipeline, doc.sha256 or "")] = asyncio.Event()
+                self._spawn(self._deliver_all(doc), name=f"deliver:{doc.name}", doc=doc)
+            else:  # delivered, duplicate, failed, rejected, archived: only the file action is left
+                self._spawn(
+                    self._finalize(doc, _document_of(doc) if doc.sha256 else None),
+                    name=f"finalize:{doc.name}",
+                    doc=doc,
+                )
+        if resumed:
+            log.info("journal_resumed", **{f"{state}": n for state, n in resumed.items()})
+        return sum(resumed.values())
+
+    # -- submission and polling --------------------------------------------------------------
+
+    async def _dispatcher(self) -> None:
+        while True:
+            doc_id = await self._ready.get()
+            doc = self._docs.get(doc_id) or await self.journal.document(doc_id)
+            self.metrics.queue_depth.labels(doc.pipeline).dec()
+            configured = self._pipelines[doc.pipeline].config.steps
+            all_steps = await self.journal.ensure_steps(doc_id, configured)
+            steps = [s for s in all_steps if not s.finished]
+            if not steps:
+                self._spawn(self._complete(doc_id), name=f"complete:{doc.name}", doc=doc)
+                continue
+            if all(s.state == "pending" and s.attempts == 0 for s in steps):
+                # Nothing submitted yet: a file replaced or deleted while queued is simply
+                # taken again from scratch (or dropped), never failed.
+                changed = await asyncio.to_thread(self._source_changed, doc)
+                if changed is not None:
+                    await self._requeue_changed(doc, changed)
+                    continue
+            for step in steps:
+                await self._slots.acquire()
+                self.metrics.in_flight.inc()
+                self._spawn(
+                    self._run_step(doc, step), name=f"step:{doc.name}:{step.step_id}", doc=doc
+                )
+
+    async def _run_step(self, doc: DocumentRow, step: StepRow) -> None:
+        try:
+            step = await self._submit(doc, step)
+            if step.state == "polling":
+                await self._poll(doc, step)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("step_crashed", pipeline=doc.pipeline, doc=doc.name, step_id=step.step_id)
+            await self._step_failed(doc, step, f"internal error: {describe(exc)}", stage="submit")
+        finally:
+            self.metrics.in_flight.dec()
+            await self._slots.release()
+            self.last_progress = time.monotonic()
+
+    def _deadline(self, doc: DocumentRow, step: StepRow) -> float:
+        timeout = self._pipelines[doc.pipeline].config.poll.timeout
+        return (step.first_try_at or time.time()) + timeout
+
+    async def _submit(self, doc: DocumentRow, step: StepRow) -> StepRow:
+        """Submit until the service accepts the document; returns the step in `polling` or done."""
+        if step.state == "polling":
+            return step
+        runtime = self._pipelines[doc.pipeline]
+        assert self._client is not None
+        if step.state == "submitting":
+            # Interrupted while submitting (crash or hard stop): the outcome is unknown.
+            step = await self.journal.step_uncertain(step.id, "interrupted while submitting")
+        backoff = 1.0
+        while True:
+            if step.uncertain >= 2:
+                return await self._step_failed(
+                    doc,
+                    step,
+                    "the outcome of two submissions is unknown; not submitting a "
+                    "third time, to avoid paying twice (use `retry` to force)",
+                    stage="submit",
+                )
+            changed = await asyncio.to_thread(self._source_changed, doc)
+            if changed:
+                return await self._step_failed(doc, step, changed, stage="submit")
+            step = await self.journal.step_submitting(step.id)
+            document = _document_of(doc)
+            metadata = self._metadata(runtime.config, document, step.step_id)
+            try:
+                status = await self._client.steps.run_async(
+                    step.step_id,
+                    file=Path(doc.path),
+                    content_type=doc.content_type,
+                    document_metadata=metadata or None,
+                    filename=doc.name,
+                )
+            except InvalidDocumentError as exc:
+                return await self._step_failed(doc, step, str(exc), stage="submit")
+            except FileNotFoundError:
+                return await self._step_failed(
+                    doc, step, "the file disappeared before it was uploaded", stage="submit"
+                )
+            except OSError as exc:
+                return await self._step_failed(
+                    doc,
+                    step,
+                    f"cannot read the file: {exc.strerror or describe(exc)}",
+                    stage="submit",
+                )
+            except APIConnectionError as exc:
+                if exc.request_sent:
+                    step = await self.journal.step_uncertain(step.id, describe(exc))
+                    log.warning(
+                        "submission_uncertain",
+                        pipeline=doc.pipeline,
+                        doc=doc.name,
+                        step_id=step.step_id,
+                        error=describe(exc),
+                        uncertain=step.uncertain,
+                    )
+                    continue
+                step = await self.journal.step_not_accepted(step.id, describe(exc))
+            except APIError as exc:
+                if not self._submission_retryable(exc):
+                    return await self._step_failed(
+                        doc,
+                        step,
+                        f"the service rejected the document: {describe(exc)}",
+                        stage="submit",
+                        http_status=exc.status_code,
+                    )
+                if isinstance(exc, InternalServerError) and exc.status_code != 503:
+                    # 500/502/504 to a POST: the execution may exist. Count it like a timeout.
+                    step = await self.journal.step_uncertain(step.id, describe(exc))
+                    continue
+                step = await self.journal.step_not_accepted(step.id, describe(exc))
+                if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
+                    log.error(
+                        "api_key_rejected",
+                        status=exc.status_code,
+                        error="the API key was refused; fix it and reload",
+                    )
+            else:
+                step = await self.journal.step_accepted(step.id, status.execution_id, status.status)
+                self.metrics.submissions.labels(doc.pipeline).inc()
+                log.info(
+                    "document_submitted",
+                    pipeline=doc.pipeline,
+                    doc=doc.name,
+                    doc_sha256=doc.sha256,
+                    step_id=step.step_id,
+                    execution_id=status.execution_id,
+                )
+                return step
+            # Not accepted: wait and try again, until the step's deadline.
+            if time.time() + backoff > self._deadline(doc, step):
+                return await self._step_failed(
+                    doc,
+                    step,
+                    f"could not submit within {runtime.config.poll.timeout:g} s "
+                    f"(last error: {step.error})",
+                    stage="submit",
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(_SUBMIT_BACKOFF_MAX, backoff * 2)
+
+    @staticmethod
+    def _submission_retryable(exc: APIError) -> bool:
+        """Transient answers: rate limits, server trouble, and an API key being fixed."""
+        return (
+            isinstance(
+                exc,
+                (RateLimitError, InternalServerError, AuthenticationError, PermissionDeniedError),
+            )
+            or exc.status_code >= 500
+        )
+
+    async def _requeue_changed(self, doc: DocumentRow, reason: str) -> None:
+        event = self._active_sha.pop((doc.pipeline, doc.sha256 or ""), None)
+        if event is not None:
+            event.set()
+        log.info(
+            "document_changed_while_queued", pipeline=doc.pipeline, doc=doc.name, reason=reason
+        )
+        if not await asyncio.to_thread(os.path.lexists, doc.path):
+            await self._reject(doc, reason, forget=True)
+            return
+        doc = await self.journal.mark_rediscovered(doc.id)
+        self._remember(doc)
+        self._spawn(self._inspect(doc), name=f"inspect:{doc.name}", doc=doc)
+
+    def _source_changed(self, doc: DocumentRow) -> str | None:
+        """Why the file may no longer be what was hashed, or None."""
+        try:
+            st = os.lstat(doc.path)
+        except FileNotFoundError:
+            return "the file disappeared before it was uploaded"
+        except OSError as exc:
+            return f"cannot read the file: {exc.strerror}"
+        if (st.st_size, st.st_mtime_ns) != (doc.size, doc.mtime_ns):
+            return "the file was replaced or modified after it was checked; it will be taken again"
+        return None
+
+    def _metadata(
+        self, pipeline: PipelineConfig, document: Document, step_id: str
+    ) -> dict[str, Any]:
+        context = metadata_context(pipeline.name, document, _now())
+        metadata: dict[str, Any] = {
+            key: render(value, context) if isinstance(value, str) else value
+            for key, value in pipeline.document_metadata.items()
+        }
+        for extra in call_observers(
+            self.pm,
+            "before_document_submit",
+            pipeline=pipeline.name,
+            document=document,
+            step_id=step_id,
+            metadata=dict(metadata),
+        ):
+            if isinstance(extra, dict):
+                metadata.update(extra)
+        return metadata
+
+    async def _poll(self, doc: DocumentRow, step: StepRow) -> None:
+        """Read the execution's status until it ends or the deadline passes."""
+        assert self._client is not None
+        assert step.execution_id is not None
+        runtime = self._pipelines[doc.pipeline]
+        poll = runtime.config.poll
+        deadline = self._deadline(doc, step)
+        size = doc.size or 0
+        submitted_wall = step.submitted_at or time.time()
+        schedule = PollSchedule(poll.initial, poll.max)
+        probe = False
+        expected = self.latency.expected(step.step_id, size)
+        if expected is None:
+            probe = self.latency.claim_probe(step.step_id, size)
+            if not probe:
+                await self.latency.wait_learned(
+                    step.step_id, size, patience=max(0.0, min(deadline - time.time(), poll.max * 4))
+                )
+                expected = self.latency.expected(step.step_id, size)
+        wait = (
+            max(0.0, submitted_wall + expected - time.time())
+            if expected is not None
+            else schedule.next_interval()
+        )
+        last_pending_at = submitted_wall
+        try:
+            while True:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    await self._step_failed(
+                        doc,
+                        step,
+                        f"timed out after {poll.timeout:g} s waiting for the result "
+                        f"(last status {step.status or 'unknown'})",
+                        stage="poll",
+                    )
+                    return
+                await asyncio.sleep(min(wait, remaining))
+                asked_at = time.time()
+                try:
+                    self.metrics.status_requests.inc()
+                    status = await self._client.steps.get_status(step.execution_id)
+                except NotFoundError as exc:
+                    await self._step_failed(
+                        doc,
+                        step,
+                        f"the service does not know execution {step.execution_id}: {describe(exc)}",
+                        stage="poll",
+                        http_status=404,
+                    )
+                    return
+                except DocuTrayError as exc:
+                    retry_after = getattr(exc, "retry_after", None)
+                    log.warning(
+                        "status_read_failed",
+                        pipeline=doc.pipeline,
+                        doc=doc.name,
+                        step_id=step.step_id,
+                        execution_id=step.execution_id,
+                        error=describe(exc),
+                    )
+                    wait = max(schedule.next_interval(), retry_after or 0.0)
+                    continue
+                if status.status in _TERMINAL:
+                    self._learn(
+                        step.step_id, size, status, submitted_wall, last_pending_at, asked_at
+                    )
+                    probe = False
+                    await self._step_result(doc, step, status)
+                    return
+                last_pending_at = asked_at
+                if status.status != step.status:
+                    await self.journal.step_status(step.id, status.status)
+                    step = await self.journal.step(step.id)
+                wait = schedule.next_interval()
+                learned = self.latency.expected(step.step_id, size)
+                if learned is not None:
+                    # Something was learned meanwhile (by another execution): aim at it.
+                    target = submitted_wall + learned - time.time()
+                    if target > 0:
+                        wait = min(wait, target) if target < wait else wait
+        finally:
+            if probe:
+                self.latency.release_probe(step.step_id, size)
+
+    def _learn(
+        self,
+        step_id: str,
+        size: int,
+        status: Any,
+        submitted_wall: float,
+        last_pending_at: float,
+        seen_at: float,
+    ) -> None:
+        started = _parse_time(status.request_timestamp)
+        ended = _parse_time(status.response_timestamp)
+        if started is not None and ended is not None:
+            seconds = (ended - started).total_seconds()
+        else:
+            # No server timestamps: completion happened between the last two reads.
+            seconds = (last_pending_at + seen_at) / 2 - submitted_wall
+        self.latency.observe(step_id, size, seconds)
+
+    async def _step_result(self, doc: DocumentRow, step: StepRow, status: Any) -> None:
+        runtime = self._pipelines[doc.pipeline]
+        success = status.status == "SUCCESS"
+        deliver = success or runtime.config.deliver_errors
+        result = {
+            "status": status.status,
+            "data": status.data,
+            "error": status.error,
+            "original_filename": status.original_filename,
+            "request_timestamp": _iso(status.request_timestamp),
+            "response_timestamp": _iso(status.response_timestamp),
+        }
+        error = None if success else f"the step ended in ERROR: {_error_text(status.error)}"
+        step, completed = await self.journal.step_finished(
+            step.id,
+            state="success" if success else "error",
+            status=status.status,
+            result=result,
+            error=error,
+            sinks=list(runtime.sinks) if deliver else [],
+        )
+        log.info(
+            "step_completed",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            doc_sha256=doc.sha256,
+            step_id=step.step_id,
+            execution_id=step.execution_id,
+            status=status.status,
+        )
+        record = self._record(doc, step)
+        if record is not None:
+            call_observers(
+                self.pm,
+                "after_document_result",
+                pipeline=doc.pipeline,
+                document=record.document,
+                record=record,
+            )
+        if completed:
+            self._spawn(self._complete(doc.id), name=f"complete:{doc.name}", doc=doc)
+
+    async def _step_failed(
+        self,
+        doc: DocumentRow,
+        step: StepRow,
+        reason: str,
+        *,
+        stage: str,
+        http_status: int | None = None,
+    ) -> StepRow:
+        step, completed = await self.journal.step_finished(
+            step.id, state="failed", error=reason, http_status=http_status
+        )
+        log.warning(
+            "step_failed",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            step_id=step.step_id,
+            execution_id=step.execution_id,
+            stage=stage,
+            reason=reason,
+        )
+        if completed:
+            self._spawn(self._complete(doc.id), name=f"complete:{doc.name}", doc=doc)
+        return step
+
+    def _record(self, doc: DocumentRow, step: StepRow) -> ResultRecord | None:
+        if step.result is None or step.execution_id is None:
+            return None
+        result = step.result
+        return ResultRecord(
+            pipeline=doc.pipeline,
+            document=_document_of(doc),
+            step_id=step.step_id,
+            execution_id=step.execution_id,
+            status=result["status"],
+            data=result.get("data"),
+            error=result.get("error"),
+            original_filename=result.get("original_filename"),
+            request_timestamp=result.get("request_timestamp"),
+            response_timestamp=result.get("response_timestamp"),
+            submitted_at=datetime.fromtimestamp(step.submitted_at or 0, UTC),
+            completed_at=datetime.fromtimestamp(step.completed_at or 0, UTC),
+        )
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def _complete(self, doc_id: int) -> None:
+        """Every step has ended: deliver what there is to deliver, then finish the document."""
+        doc = await self.journal.document(doc_id)
+        self._docs[doc_id] = doc
+        await self._deliver_all(doc)
+
+    async def _deliver_all(self, doc: DocumentRow) -> None:
+        runtime = self._pipelines[doc.pipeline]
+        steps = {s.id: s for s in await self.journal.steps_of(doc.id)}
+        pending = [d for d in await self.journal.deliveries_of(doc.id) if d.state == "pending"]
+        results = await asyncio.gather(
+            *(self._deliver_one(doc, runtime, steps[d.step_row], d.id, d.sink) for d in pending)
+        )
+        delivery_errors = [r for r in results if r is not None]
+        for d in await self.journal.deliveries_of(doc.id):
+            if (
+                d.state == "failed"
+                and d.error
+                and f"sink {d.sink}: {d.error}" not in delivery_errors
+            ):
+                delivery_errors.append(f"sink {d.sink}: {d.error}")
+        failed_steps = [s for s in steps.values() if s.state in ("error", "failed")]
+        if failed_steps or delivery_errors:
+            first = failed_steps[0] if failed_steps else None
+            if first is not None:
+                reason = f"step {first.step_id}: {first.error}"
+                stage = "result" if first.state == "error" else _stage_of(first)
+            else:
+                reason, stage = delivery_errors[0], "deliver"
+            detail = {
+                "step_id": first.step_id if first else None,
+                "execution_id": first.execution_id if first else None,
+                "http_status": first.http_status if first else None,
+            }
+            doc = await self.journal.mark_failed(doc.id, reason, stage=stage, detail=detail)
+        else:
+            doc = await self.journal.mark_delivered(doc.id)
+        self._docs[doc.id] = doc
+        await self._finalize(doc, _document_of(doc))
+
+    async def _deliver_one(
+        self, doc: DocumentRow, runtime: _Pipeline, step: StepRow, delivery_id: int, sink_id: str
+    ) -> str | None:
+        record = self._record(doc, step)
+        runner = runtime.sinks.get(sink_id)
+        if record is None or runner is None:
+            reason = "the sink is no longer configured" if runner is None else "no result stored"
+            await self.journal.delivery_attempt_failed(delivery_id, reason, final=True)
+            return f"sink {sink_id}: {reason}"
+
+        async def on_failure(exc: BaseException, attempt: int) -> None:
+            self.metrics.delivery_failures.labels(doc.pipeline, sink_id).inc()
+            await self.journal.delivery_attempt_failed(delivery_id, describe(exc), final=False)
+
+        started = time.monotonic()
+        try:
+            receipt = await runner.deliver(record, on_failure=on_failure)
+        except DeliveryGaveUp as exc:
+            await self.journal.delivery_attempt_failed(delivery_id, str(exc), final=True)
+            log.error(
+                "delivery_gave_up",
+                pipeline=doc.pipeline,
+                doc=doc.name,
+                sink=sink_id,
+                step_id=step.step_id,
+                error=str(exc),
+            )
+            return f"sink {sink_id}: {exc}"
+        text = receipt if isinstance(receipt, str) or receipt is None else _json_text(receipt)
+        await self.journal.delivery_done(delivery_id, text)
+        self.metrics.deliveries.labels(doc.pipeline, sink_id).inc()
+        self.metrics.last_delivery.labels(doc.pipeline, sink_id).set(time.time())
+        log.info(
+            "document_delivered",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            doc_sha256=doc.sha256,
+            step_id=step.step_id,
+            execution_id=step.execution_id,
+            sink=sink_id,
+            duration_s=round(time.monotonic() - started, 4),
+        )
+        call_observers(
+            self.pm,
+            "after_document_delivered",
+            pipeline=doc.pipeline,
+            document=record.document,
+            record=record,
+            sink=sink_id,
+            receipt=receipt,
+        )
+        return None
+
+    # -- the end -----------------------------------------------------------------------------
+
+    async def _finalize(self, doc: DocumentRow, document: Document | None) -> None:
+        """Apply on_success / on_failure to the source file, then mark the document finished."""
+        runtime = self._pipelines.get(doc.pipeline)
+        if runtime is None:
+            return
+        outcome = doc.outcome or (
+            "success" if doc.state in ("delivered", "archived") else doc.state
+        )
+        failed = doc.state in ("failed", "rejected")
+        if failed:
+            call_observers(
+                self.pm,
+                "on_document_error",
+                pipeline=doc.pipeline,
+                document=document,
+                path=Path(doc.path),
+                stage=doc.error_stage or "intake",
+                error=doc.error or "",
+            )
+            log.warning(
+                "document_failed",
+                pipeline=doc.pipeline,
+                doc=doc.name,
+                doc_sha256=doc.sha256,
+                outcome=outcome,
+                stage=doc.error_stage,
+                reason=doc.error,
+            )
+        action = runtime.config.on_failure if failed else runtime.config.on_success
+        destination: Path | None = None
+        try:
+            destination = await self._file_action(doc, action.action, action.to, failed)
+        except Exception as exc:  # noqa: BLE001 - a file action must never stop the daemon
+            # The document stays unfinished in the journal and is retried at the next start.
+            log.error(
+                "archive_failed",
+                pipeline=doc.pipeline,
+                doc=doc.name,
+                path=doc.path,
+                error=describe(exc),
+            )
+            self._forget(doc)
+            return
+        if doc.state != "archived" or doc.finished_at is None:
+            doc = await self.journal.finish(doc.id, str(destination) if destination else None)
+        self.summary.outcomes[outcome] += 1
+        self.metrics.documents.labels(doc.pipeline, outcome).inc()
+        if failed:
+            self.summary.failures.append((doc.pipeline, doc.path, doc.error or ""))
+        if action.action != "keep":
+            self._known[doc.pipeline].pop(doc.path, None)
+        else:
+            self._known[doc.pipeline][doc.path] = doc
+        log.info(
+            "document_archived",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            outcome=outcome,
+            action=action.action,
+            destination=str(destination) if destination else None,
+        )
+        call_observers(
+            self.pm,
+            "after_document_archived",
+            pipeline=doc.pipeline,
+            document=document,
+            path=Path(doc.path),
+            outcome=outcome,
+            destination=destination,
+        )
+        self._forget(doc)
+
+    async def _file_action(
+        self, doc: DocumentRow, action: str, folder: Path | None, failed: bool
+    ) -> Path | None:
+        source = Path(doc.path)
+        marker = self._pipelines[doc.pipeline].config.watch.ready_marker
+        details = await self._failure_details(doc) if failed else None
+        destination: Path | None = None
+        if action == "move":
+            assert folder is not None
+            destination = Path(doc.archive_to) if doc.archive_to else None
+            if destination is None:
+                target_dir = Path(folder) / Path(doc.relative_path).parent
+                destination = await asyncio.to_thread(_choose_destination, target_dir, source.name)
+                await self.journal.archive_intent(doc.id, str(destination))
+            if details is not None:
+                details["moved_to"] = str(destination)
+                await asyncio.to_thread(archive.write_sidecar, destination, details)
+            try:
+                destination = await asyncio.to_thread(
+                    archive.move_file, source, destination, sha256=doc.sha256
+                )
+            except FileNotFoundError:
+                log.warning(
+                    "document_vanished",
+                    pipeline=doc.pipeline,
+                    doc=doc.name,
+                    path=doc.path,
+                    note="the source file was gone before its final move",
+                )
+                destination = None
+        elif action == "delete":
+            await asyncio.to_thread(archive.remove_file, source)
+        elif details is not None:
+            await asyncio.to_thread(_sidecar_if_present, source, details)
+        if not failed:
+            # A retried document succeeded: its old sidecar no longer tells the truth.
+            await asyncio.to_thread(archive.remove_file, archive.sidecar_path(source))
+        if marker:
+            await asyncio.to_thread(archive.remove_file, Path(str(source) + marker))
+        return destination
+
+    async def _failure_details(self, doc: DocumentRow) -> dict[str, Any]:
+        steps = await self.journal.steps_of(doc.id)
+        detail = doc.error_detail or {}
+        return {
+            "document": doc.name,
+            "pipeline": doc.pipeline,
+            "source_path": doc.path,
+            "outcome": doc.outcome or doc.state,
+            "reason": doc.error,
+            "stage": doc.error_stage,
+            "step_id": detail.get("step_id"),
+            "execution_id": detail.get("execution_id"),
+            "http_status": detail.get("http_status"),
+            "sha256": doc.sha256,
+            "size": doc.size,
+            "content_type": doc.content_type,
+            "attempts": doc.attempts,
+            "flags": sorted(doc.flags),
+            "time": _now().isoformat().replace("+00:00", "Z"),
+            "steps": [
+                {
+                    "step_id": s.step_id,
+                    "state": s.state,
+                    "execution_id": s.execution_id,
+                    "status": s.status,
+                    "error": s.error,
+                    "http_status": s.http_status,
+                }
+                for s in steps
+            ],
+        }
+
+
+def _absolute(path: Path) -> str:
+    return os.path.abspath(path)
+
+
+def _sidecar_if_present(source: Path, details: dict[str, Any]) -> None:
+    if os.path.lexists(source):
+        archive.write_sidecar(source, details)
+
+
+def _choose_destination(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return archive.unique_destination(folder, name)
+
+
+def _stage_of(step: StepRow) -> str:
+    return "submit" if step.execution_id is None else "poll"
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        for key in ("message", "detail", "error"):
+            if isinstance(error.get(key), str):
+                return str(error[key])
+        return _json_text(error)
+    return str(error) if error is not None else "no error message"
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)

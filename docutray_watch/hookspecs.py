@@ -1,0 +1,96 @@
+"""Every hook a docutray-watch plugin can implement, grouped by phase.
+
+Implement them with `docutray_watch.hookimpl`; all arguments are keyword arguments and a plugin
+may accept any subset of them. The order in which the document hooks fire is documented on
+`docutray_watch.engine.Engine`. Observer hooks run on the daemon's event loop: keep them quick, and
+know that an exception in one is logged and ignored (it never stops a document or another plugin).
+Sinks are not hooks: a plugin registers sink *classes* and the engine drives each configured sink
+itself (see `docutray_watch.sinks.base.Sink`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from docutray_watch.config import Config
+    from docutray_watch.records import Document, ResultRecord
+    from docutray_watch.sinks.base import Receipt, Sink
+
+__all__ = ["hookimpl", "hookspec"]
+
+PROJECT_NAME = "docutray_watch"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --- registration -------------------------------------------------------------------------------
+
+
+@hookspec
+def register_sink_types(register: Callable[[type[Sink[Any]]], None]) -> None:
+    """Register sink classes by calling `register(SinkClass)` once for each."""
+
+
+# --- daemon lifecycle ---------------------------------------------------------------------------
+
+
+@hookspec
+def startup(config: Config) -> None:
+    """Called once the journal is open and sinks are ready, before the first document is taken."""
+
+
+@hookspec
+def shutdown(config: Config) -> None:
+    """Called when the engine has stopped, before the sinks are closed and the process exits."""
+
+
+# --- document lifecycle -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ignore_document(pipeline: str, path: Path) -> str | None:
+    """Return a reason to leave a candidate file alone; the first non-None answer wins."""
+
+
+@hookspec
+def document_discovered(pipeline: str, document: Document) -> None:
+    """A complete file was hashed, checked and recorded in the journal as a document."""
+
+
+@hookspec
+def before_document_submit(
+    pipeline: str, document: Document, step_id: str, metadata: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Return extra `document_metadata` entries to send with this step's submission."""
+
+
+@hookspec
+def after_document_result(pipeline: str, document: Document, record: ResultRecord) -> None:
+    """A step reached a final status (SUCCESS or ERROR) and the result is journaled."""
+
+
+@hookspec
+def after_document_delivered(
+    pipeline: str, document: Document, record: ResultRecord, sink: str, receipt: Receipt
+) -> None:
+    """One sink stored one result record (and the journal says so)."""
+
+
+@hookspec
+def on_document_error(
+    pipeline: str, document: Document | None, path: Path, stage: str, error: str
+) -> None:
+    """A document was rejected or failed; `stage` names where (intake, submit, poll, deliver…)."""
+
+
+@hookspec
+def after_document_archived(
+    pipeline: str, document: Document | None, path: Path, outcome: str, destination: Path | None
+) -> None:
+    """The source file got its final action; `outcome` is success, duplicate, failed or rejected."""

@@ -1,0 +1,979 @@
+"""The journal: a SQLite database that is the single source of truth about every document.
+
+Durability: WAL mode with `synchronous=FULL` (a committed transaction survives power loss once
+`COMMIT` returns), every write in `BEGIN IMMEDIATE` (the write lock is taken up front, so a
+transaction never fails half-way on a lock upgrade), and one writer thread (`AsyncJournal`). Every
+state change is committed *before* the side effect that depends on it can be seen as done: the
+intent to submit is journaled before the POST, the execution id in the same transaction that moves
+the step to `polling`, a delivery is marked done only after the sink returned.
+
+Document states (`TRANSITIONS` is the whole machine; anything else raises `InvalidTransition`)::
+
+    discovered ─► queued ─► submitting ─► polling ─► completed ─► delivered ─► archived
+        │            │            └──────────────────────┘   └──► failed ─┐      ▲
+        │            └─► rejected (vanished / changed / unreadable)        │      │
+        ├─► rejected (unsupported, empty, too large, unreadable)           │      │
+        └─► duplicate ────────────────────────────────────────────────────┼──────┘
+                                         failed / rejected / archived ───► queued  (retry)
+
+`failed` and `rejected` documents get their on_failure action; `finished_at` records that the
+final file action (move/delete/keep + sidecar) is done, for every end state.
+
+Step states (one row per document and step ID): pending → submitting → polling →
+success | error | failed; a submission that provably never reached the service goes back to
+pending. `uncertain` counts submissions whose outcome is unknown (a crash or an ambiguous network
+failure while submitting): one such submission may be repeated, never two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "DOCUMENT_STATES",
+    "END_STATES",
+    "TRANSITIONS",
+    "AsyncJournal",
+    "DeliveryRow",
+    "DocumentRow",
+    "InvalidTransition",
+    "Journal",
+    "StepRow",
+]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "discovered": frozenset({"queued", "rejected", "duplicate"}),
+    "queued": frozenset({"submitting", "rejected", "discovered"}),
+    "submitting": frozenset({"polling", "completed", "queued"}),
+    "polling": frozenset({"completed"}),
+    "completed": frozenset({"delivered", "failed"}),
+    "delivered": frozenset({"archived"}),
+    "duplicate": frozenset({"archived"}),
+    "archived": frozenset({"queued"}),
+    "failed": frozenset({"queued"}),
+    "rejected": frozenset({"queued", "discovered"}),
+}
+DOCUMENT_STATES = tuple(TRANSITIONS)
+END_STATES = frozenset({"archived", "failed", "rejected"})
+STEP_END_STATES = frozenset({"success", "error", "failed"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id            INTEGER PRIMARY KEY,
+    pipeline      TEXT    NOT NULL,
+    path          TEXT    NOT NULL,
+    relative_path TEXT    NOT NULL,
+    size          INTEGER,
+    mtime_ns      INTEGER,
+    sha256        TEXT,
+    content_type  TEXT,
+    state         TEXT    NOT NULL,
+    outcome       TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    error         TEXT,
+    error_stage   TEXT,
+    error_detail  TEXT,
+    flags         TEXT    NOT NULL DEFAULT '',
+    duplicate_of  INTEGER,
+    archive_to    TEXT,
+    archived_to   TEXT,
+    created_at    REAL    NOT NULL,
+    updated_at    REAL    NOT NULL,
+    finished_at   REAL
+);
+CREATE INDEX IF NOT EXISTS documents_by_path ON documents (pipeline, path);
+CREATE INDEX IF NOT EXISTS documents_by_sha ON documents (pipeline, sha256);
+CREATE INDEX IF NOT EXISTS documents_unfinished ON documents (finished_at)
+    WHERE finished_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS steps (
+    id             INTEGER PRIMARY KEY,
+    document_id    INTEGER NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+    step_id        TEXT    NOT NULL,
+    state          TEXT    NOT NULL,
+    execution_id   TEXT,
+    status         TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    uncertain      INTEGER NOT NULL DEFAULT 0,
+    first_try_at   REAL,
+    submitted_at   REAL,
+    completed_at   REAL,
+    result         TEXT,
+    error          TEXT,
+    http_status    INTEGER,
+    UNIQUE (document_id, step_id)
+);
+CREATE INDEX IF NOT EXISTS steps_by_execution ON steps (execution_id);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    id            INTEGER PRIMARY KEY,
+    step_row      INTEGER NOT NULL REFERENCES steps (id) ON DELETE CASCADE,
+    document_id   INTEGER NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+    sink          TEXT    NOT NULL,
+    state         TEXT    NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT,
+    error         TEXT,
+    delivered_at  REAL,
+    UNIQUE (step_row, sink)
+);
+
+CREATE TABLE IF NOT EXISTS step_latency (
+    step_id     TEXT    NOT NULL,
+    size_class  INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    mean        REAL    NOT NULL,
+    variance    REAL    NOT NULL,
+    PRIMARY KEY (step_id, size_class)
+);
+"""
+
+
+_INSERT_PENDING_STEP = (
+    "INSERT OR IGNORE INTO steps (document_id, step_id, state) VALUES (?, ?, 'pending')"
+)
+
+
+class InvalidTransition(RuntimeError):
+    """A state change that the state machine does not allow (a bug, never a user error)."""
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A row of `documents`."""
+
+    id: int
+    pipeline: str
+    path: str
+    relative_path: str
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    content_type: str | None
+    state: str
+    outcome: str | None
+    attempts: int
+    error: str | None
+    error_stage: str | None
+    error_detail: dict[str, Any] | None
+    flags: frozenset[str]
+    duplicate_of: int | None
+    archive_to: str | None
+    archived_to: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def name(self) -> str:
+        """The file name."""
+        return self.relative_path.rsplit("/", 1)[-1]
+
+    @property
+    def finished(self) -> bool:
+        """True once the final file action is done."""
+        return self.finished_at is not None
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """A row of `steps`: one step ID on one document."""
+
+    id: int
+    document_id: int
+    step_id: str
+    state: str
+    execution_id: str | None
+    status: str | None
+    attempts: int
+    uncertain: int
+    first_try_at: float | None
+    submitted_at: float | None
+    completed_at: float | None
+    result: dict[str, Any] | None
+    error: str | None
+    http_status: int | None
+
+    @property
+    def finished(self) -> bool:
+        """True in success, error or failed."""
+        return self.state in STEP_END_STATES
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """A row of `deliveries`: one result to one sink."""
+
+    id: int
+    step_row: int
+    document_id: int
+    sink: str
+    state: str
+    attempts: int
+    receipt: str | None
+    error: str | None
+    delivered_at: float | None
+
+
+def _json_or_none(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _document(row: sqlite3.Row) -> DocumentRow:
+    return DocumentRow(
+        id=row["id"],
+        pipeline=row["pipeline"],
+        path=row["path"],
+        relative_path=row["relative_path"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        sha256=row["sha256"],
+        content_type=row["content_type"],
+        state=row["state"],
+        outcome=row["outcome"],
+        attempts=row["attempts"],
+        error=row["error"],
+        error_stage=row["error_stage"],
+        error_detail=_json_or_none(row["error_detail"]),
+        flags=frozenset(f for f in row["flags"].split(",") if f),
+        duplicate_of=row["duplicate_of"],
+        archive_to=row["archive_to"],
+        archived_to=row["archived_to"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _step(row: sqlite3.Row) -> StepRow:
+    return StepRow(
+        id=row["id"],
+        document_id=row["document_id"],
+        step_id=row["step_id"],
+        state=row["state"],
+        execution_id=row["execution_id"],
+        status=row["status"],
+        attempts=row["attempts"],
+        uncertain=row["uncertain"],
+        first_try_at=row["first_try_at"],
+        submitted_at=row["submitted_at"],
+        completed_at=row["completed_at"],
+        result=_json_or_none(row["result"]),
+        error=row["error"],
+        http_status=row["http_status"],
+    )
+
+
+def _delivery(row: sqlite3.Row) -> DeliveryRow:
+    return DeliveryRow(
+        id=row["id"],
+        step_row=row["step_row"],
+        document_id=row["document_id"],
+        sink=row["sink"],
+        state=row["state"],
+        attempts=row["attempts"],
+        receipt=row["receipt"],
+        error=row["error"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+class Journal:
+    """Synchronous access to the journal; each public method is one transaction.
+
+    Use it directly from command-line tools (`status`, `retry`); the daemon goes through
+    `AsyncJournal`, which runs these methods on one writer thread.
+    """
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+
+    # -- connection ------------------------------------------------------------------------
+
+    def open(self) -> Journal:
+        """Open (creating if needed) the database and its schema."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self._conn = conn
+        with self._write() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer docutray-watch (schema {version})"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return self
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Journal:
+        return self.open() if self._conn is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection."""
+        if self._conn is None:
+            raise RuntimeError("the journal is not open")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        if conn.in_transaction:
+            # Nested inside AsyncJournal's group transaction: a savepoint keeps ops separate.
+            conn.execute("SAVEPOINT op")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                raise
+            conn.execute("RELEASE op")
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def integrity_check(self) -> str:
+        """`PRAGMA integrity_check` — "ok" when the database is sound."""
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def _set_state(
+        self, conn: sqlite3.Connection, doc_id: int, new: str, **columns: Any
+    ) -> DocumentRow:
+        row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"document {doc_id} is not in the journal")
+        current = row["state"]
+        if new != current and new not in TRANSITIONS[current]:
+            raise InvalidTransition(f"document {doc_id}: {current} → {new} is not allowed")
+        columns["state"] = new
+        columns["updated_at"] = self._clock()
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        conn.execute(
+            f"UPDATE documents SET {assignments} WHERE id = ?",  # noqa: S608 - fixed column names
+            (*columns.values(), doc_id),
+        )
+        return _document(conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone())
+
+    def add_document(
+        self, pipeline: str, path: str, relative_path: str, size: int, mtime_ns: int
+    ) -> DocumentRow:
+        """Record a newly found file as `discovered`."""
+        now = self._clock()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO documents (pipeline, path, relative_path, size, mtime_ns, state,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'discovered', ?, ?)",
+                (pipeline, path, relative_path, size, mtime_ns, now, now),
+            )
+            doc_id = cursor.lastrowid
+            assert doc_id is not None
+            return _document(
+                conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            )
+
+    def mark_queued(
+        self,
+        doc_id: int,
+        *,
+        sha256: str,
+        content_type: str,
+        size: int,
+        mtime_ns: int,
+        steps: Sequence[str],
+    ) -> DocumentRow:
+        """A hashed, checked document waits for submission; one pending row per step."""
+        with self._write() as conn:
+            row = self._set_state(
+                conn,
+                doc_id,
+                "queued",
+                sha256=sha256,
+                content_type=content_type,
+                size=size,
+                mtime_ns=mtime_ns,
+                attempts=1,
+            )
+            conn.executemany(
+                _INSERT_PENDING_STEP,
+                [(doc_id, step) for step in steps],
+            )
+            return row
+
+    def ensure_steps(self, doc_id: int, steps: Sequence[str]) -> list[StepRow]:
+        """Add a pending row for each configured step the document has no row for (after a
+        retry, or when a step was added to the pipeline); returns all its step rows."""
+        with self._write() as conn:
+            conn.executemany(
+                _INSERT_PENDING_STEP,
+                [(doc_id, step) for step in steps],
+            )
+            # A retried document whose steps all ended (it failed only in delivery) goes on to
+            # `completed`, so its deliveries can run and it can become `delivered`.
+            state = conn.execute("SELECT state FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if state is not None and state[0] in ("queued", "submitting", "polling"):
+                self._advance_document(conn, doc_id)
+            rows = conn.execute(
+                "SELECT * FROM steps WHERE document_id = ? ORDER BY id", (doc_id,)
+            ).fetchall()
+            return [_step(r) for r in rows]
+
+    def mark_rediscovered(self, doc_id: int) -> DocumentRow:
+        """The file changed before submission: hash it again."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM steps WHERE document_id = ? AND state = 'pending'", (doc_id,))
+            return self._set_state(conn, doc_id, "discovered")
+
+    def reject(
+        self,
+        doc_id: int,
+        reason: str,
+        *,
+        stage: str = "intake",
+        detail: dict[str, Any] | None = None,
+        sha256: str | None = None,
+        content_type: str | None = None,
+    ) -> DocumentRow:
+        """The document will not be submitted (unsupported, empty, too large, vanished…)."""
+        columns: dict[str, Any] = {}
+        if sha256 is not None:
+            columns.update(sha256=sha256, content_type=content_type)
+        with self._write() as conn:
+            return self._set_state(
+                conn,
+                doc_id,
+                "rejected",
+                outcome="rejected",
+                error=reason,
+                error_stage=stage,
+                error_detail=json.dumps(detail) if detail else None,
+                **columns,
+            )
+
+    def mark_duplicate(
+        self, doc_id: int, *, sha256: str, content_type: str, of: int
+    ) -> DocumentRow:
+        """Same content as a document already processed: no submission."""
+        with self._write() as conn:
+            return self._set_state(
+                conn,
+                doc_id,
+                "duplicate",
+                sha256=sha256,
+                content_type=content_type,
+                duplicate_of=of,
+                outcome="duplicate",
+            )
+
+    def add_flag(self, doc_id: int, flag: str) -> None:
+        """Attach a marker (e.g. `resubmitted`) to a document."""
+        with self._write() as conn:
+            row = conn.execute("SELECT flags FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            flags = {f for f in row["flags"].split(",") if f} | {flag}
+            conn.execute(
+                "UPDATE documents SET flags = ? WHERE id = ?", (",".join(sorted(flags)), doc_id)
+            )
+
+    def document(self, doc_id: int) -> DocumentRow:
+        """One document by id."""
+        row = self.conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise KeyError(doc_id)
+        return _document(row)
+
+    def unfinished_documents(self) -> list[DocumentRow]:
+        """Every document whose final file action is not done yet, oldest first."""
+        rows = self.conn.execute(
+            "SELECT * FROM documents WHERE finished_at IS NULL ORDER BY id"
+        ).fetchall()
+        return [_document(r) for r in rows]
+
+    def latest_by_path(self, pipeline: str) -> dict[str, DocumentRow]:
+        """The most recent document for each path of a pipeline (to reconcile a folder scan)."""
+        rows = self.conn.execute(
+            "SELECT * FROM documents WHERE id IN"
+            " (SELECT MAX(id) FROM documents WHERE pipeline = ? GROUP BY path)",
+            (pipeline,),
+        ).fetchall()
+        return {r["path"]: _document(r) for r in rows}
+
+    def find_done_by_sha(self, pipeline: str, sha256: str, *, exclude: int) -> DocumentRow | None:
+        """A document of this pipeline with the same content whose results were delivered."""
+        row = self.conn.execute(
+            "SELECT * FROM documents WHERE pipeline = ? AND sha256 = ? AND id != ?"
+            " AND state IN ('delivered', 'archived') AND outcome IS NOT 'duplicate'"
+            " ORDER BY id LIMIT 1",
+            (pipeline, sha256, exclude),
+        ).fetchone()
+        return _document(row) if row else None
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def steps_of(self, doc_id: int) -> list[StepRow]:
+        """The step rows of a document."""
+        rows = self.conn.execute(
+            "SELECT * FROM steps WHERE document_id = ? ORDER BY id", (doc_id,)
+        ).fetchall()
+        return [_step(r) for r in rows]
+
+    def step(self, step_row: int) -> StepRow:
+        """One step row."""
+        return _step(self.conn.execute("SELECT * FROM steps WHERE id = ?", (step_row,)).fetchone())
+
+    def _update_step(self, conn: sqlite3.Connection, step_row: int, **columns: Any) -> StepRow:
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        conn.execute(
+            f"UPDATE steps SET {assignments} WHERE id = ?",  # noqa: S608 - fixed column names
+            (*columns.values(), step_row),
+        )
+        return _step(conn.execute("SELECT * FROM steps WHERE id = ?", (step_row,)).fetchone())
+
+    def step_submitting(self, step_row: int) -> StepRow:
+        """Journal the intent to submit *before* the POST (so a crash is noticed on restart)."""
+        now = self._clock()
+        with self._write() as conn:
+            step = _step(conn.execute("SELECT * FROM steps WHERE id = ?", (step_row,)).fetchone())
+            if step.state not in ("pending", "submitting"):
+                raise InvalidTransition(f"step {step_row}: {step.state} → submitting")
+            doc = _document(
+                conn.execute("SELECT * FROM documents WHERE id = ?", (step.document_id,)).fetchone()
+            )
+            if doc.state == "queued":
+                self._set_state(conn, doc.id, "submitting")
+            return self._update_step(
+                conn,
+                step_row,
+                state="submitting",
+                attempts=step.attempts + 1,
+                first_try_at=step.first_try_at or now,
+            )
+
+    def step_accepted(self, step_row: int, execution_id: str, status: str) -> StepRow:
+        """The service accepted the submission: store its execution id and start polling."""
+        with self._write() as conn:
+            step = self._update_step(
+                conn,
+                step_row,
+                state="polling",
+                execution_id=execution_id,
+                status=status,
+                submitted_at=self._clock(),
+            )
+            self._advance_document(conn, step.document_id)
+            return step
+
+    def step_not_accepted(self, step_row: int, error: str) -> StepRow:
+        """The submission provably never reached the service: it can be tried again freely."""
+        with self._write() as conn:
+            return self._update_step(conn, step_row, state="pending", error=error)
+
+    def step_uncertain(self, step_row: int, error: str) -> StepRow:
+        """A submission may or may not have started an execution; count it."""
+        with self._write() as conn:
+            step = _step(conn.execute("SELECT * FROM steps WHERE id = ?", (step_row,)).fetchone())
+            step = self._update_step(
+                conn, step_row, state="submitting", uncertain=step.uncertain + 1, error=error
+            )
+            row = conn.execute(
+                "SELECT flags FROM documents WHERE id = ?", (step.document_id,)
+            ).fetchone()
+            flags = {f for f in row["flags"].split(",") if f} | {"resubmitted"}
+            conn.execute(
+                "UPDATE documents SET flags = ? WHERE id = ?",
+                (",".join(sorted(flags)), step.document_id),
+            )
+            return step
+
+    def step_status(self, step_row: int, status: str) -> None:
+        """Remember the last non-final status seen while polling (no transition)."""
+        with self._write() as conn:
+            conn.execute("UPDATE steps SET status = ? WHERE id = ?", (status, step_row))
+
+    def step_finished(
+        self,
+        step_row: int,
+        *,
+        state: str,
+        status: str | None = None,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        http_status: int | None = None,
+        sinks: Iterable[str] = (),
+    ) -> tuple[StepRow, bool]:
+        """A step reached its end; create its delivery rows. Returns (step, document completed?)."""
+        if state not in STEP_END_STATES:
+            raise InvalidTransition(f"step {step_row}: {state} is not an end state")
+        with self._write() as conn:
+            step = self._update_step(
+                conn,
+                step_row,
+                state=state,
+                status=status,
+                completed_at=self._clock(),
+                result=json.dumps(result) if result is not None else None,
+                error=error,
+                http_status=http_status,
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (step_row, document_id, sink, state)"
+                " VALUES (?, ?, ?, 'pending')",
+                [(step_row, step.document_id, sink) for sink in sinks],
+            )
+            completed = self._advance_document(conn, step.document_id)
+            return step, completed
+
+    def _advance_document(self, conn: sqlite3.Connection, doc_id: int) -> bool:
+        """Move the document along with its steps; True when it just became `completed`."""
+        states = [
+            r["state"]
+            for r in conn.execute("SELECT state FROM steps WHERE document_id = ?", (doc_id,))
+        ]
+        doc_state = conn.execute("SELECT state FROM documents WHERE id = ?", (doc_id,)).fetchone()[
+            0
+        ]
+        if states and all(s in STEP_END_STATES for s in states):
+            if doc_state == "queued":
+                self._set_state(conn, doc_id, "submitting")
+            if doc_state != "completed":
+                self._set_state(conn, doc_id, "completed")
+                return True
+            return False
+        all_submitted = all(s in STEP_END_STATES or s == "polling" for s in states)
+        if states and all_submitted and doc_state in ("queued", "submitting"):
+            if doc_state == "queued":
+                self._set_state(conn, doc_id, "submitting")
+            self._set_state(conn, doc_id, "polling")
+        return False
+
+    def steps_in(self, *states: str) -> list[StepRow]:
+        """Step rows in any of the given states, of unfinished documents."""
+        marks = ",".join("?" for _ in states)
+        rows = self.conn.execute(
+            f"SELECT s.* FROM steps s JOIN documents d ON d.id = s.document_id"  # noqa: S608
+            f" WHERE s.state IN ({marks}) AND d.finished_at IS NULL ORDER BY s.id",
+            states,
+        ).fetchall()
+        return [_step(r) for r in rows]
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    def deliveries_of(self, doc_id: int) -> list[DeliveryRow]:
+        """The delivery rows of a document."""
+        rows = self.conn.execute(
+            "SELECT * FROM deliveries WHERE document_id = ? ORDER BY id", (doc_id,)
+        ).fetchall()
+        return [_delivery(r) for r in rows]
+
+    def delivery_done(self, delivery_id: int, receipt: str | None) -> None:
+        """The sink stored the record."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE deliveries SET state = 'delivered', receipt = ?, delivered_at = ?,"
+                " attempts = attempts + 1, error = NULL WHERE id = ?",
+                (receipt, self._clock(), delivery_id),
+            )
+
+    def delivery_attempt_failed(self, delivery_id: int, error: str, *, final: bool) -> None:
+        """A delivery attempt failed; `final` when the engine gives up on it."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, error = ?, state = ? WHERE id = ?",
+                (error, "failed" if final else "pending", delivery_id),
+            )
+
+    # -- ends --------------------------------------------------------------------------------
+
+    def mark_delivered(self, doc_id: int) -> DocumentRow:
+        """Every result reached every sink."""
+        with self._write() as conn:
+            return self._set_state(conn, doc_id, "delivered", outcome="success")
+
+    def mark_failed(
+        self, doc_id: int, reason: str, *, stage: str, detail: dict[str, Any] | None = None
+    ) -> DocumentRow:
+        """The document failed (an ERROR result, a timeout, a rejected submission, a sink)."""
+        with self._write() as conn:
+            return self._set_state(
+                conn,
+                doc_id,
+                "failed",
+                outcome="failed",
+                error=reason,
+                error_stage=stage,
+                error_detail=json.dumps(detail) if detail else None,
+            )
+
+    def archive_intent(self, doc_id: int, destination: str | None) -> None:
+        """Journal where the file is about to go, before moving it (crash-safe moves)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE documents SET archive_to = ?, updated_at = ? WHERE id = ?",
+                (destination, self._clock(), doc_id),
+            )
+
+    def finish(self, doc_id: int, archived_to: str | None) -> DocumentRow:
+        """The final file action is done; a delivered or duplicate document becomes archived."""
+        with self._write() as conn:
+            state = conn.execute("SELECT state FROM documents WHERE id = ?", (doc_id,)).fetchone()[
+                0
+            ]
+            new_state = "archived" if state in ("delivered", "duplicate") else state
+            if state not in ("delivered", "duplicate", "failed", "rejected", "archived"):
+                raise InvalidTransition(f"document {doc_id}: cannot finish in state {state}")
+            return self._set_state(
+                conn,
+                doc_id,
+                new_state,
+                archived_to=archived_to,
+                archive_to=None,
+                finished_at=self._clock(),
+            )
+
+    # -- retry -------------------------------------------------------------------------------
+
+    def requeue(self, doc_id: int, *, force: bool = False) -> DocumentRow:
+        """Make a finished document run again.
+
+        A failed document keeps its successful steps and delivered results (nothing is paid for
+        twice); only failed or errored steps run again. `force` also re-runs a successfully
+        archived document from scratch.
+        """
+        with self._write() as conn:
+            doc = _document(
+                conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            )
+            if doc.state == "archived" and not force:
+                raise InvalidTransition(f"document {doc_id} succeeded; use --force to run it again")
+            if doc.state not in ("archived", "failed", "rejected"):
+                raise InvalidTransition(f"document {doc_id} is still in progress ({doc.state})")
+            if doc.state == "rejected" or doc.sha256 is None or doc.state == "archived":
+                conn.execute("DELETE FROM steps WHERE document_id = ?", (doc_id,))
+            else:
+                conn.execute(
+                    "DELETE FROM steps WHERE document_id = ? AND state IN ('error', 'failed')",
+                    (doc_id,),
+                )
+                conn.execute(
+                    "UPDATE deliveries SET state = 'pending', error = NULL"
+                    " WHERE document_id = ? AND state = 'failed'",
+                    (doc_id,),
+                )
+            new_state = "discovered" if doc.state == "rejected" or doc.sha256 is None else "queued"
+            if doc.state == "archived":
+                new_state = "queued"
+            return self._set_state(
+                conn,
+                doc_id,
+                new_state,
+                outcome=None,
+                error=None,
+                error_stage=None,
+                error_detail=None,
+                finished_at=None,
+                archive_to=None,
+                archived_to=None,
+                attempts=doc.attempts + 1,
+                flags="",
+                duplicate_of=None,
+            )
+
+    def set_path(self, doc_id: int, path: str) -> None:
+        """The source file now lives at `path` (retrying a document from the failed folder)."""
+        with self._write() as conn:
+            conn.execute("UPDATE documents SET path = ? WHERE id = ?", (path, doc_id))
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Number of documents per pipeline and state."""
+        result: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute(
+            "SELECT pipeline, state, COUNT(*) AS n FROM documents GROUP BY pipeline, state"
+        ):
+            result.setdefault(row["pipeline"], {})[row["state"]] = row["n"]
+        return result
+
+    def recent_failures(self, limit: int = 10, pipeline: str | None = None) -> list[DocumentRow]:
+        """The last failed or rejected documents, newest first."""
+        query = "SELECT * FROM documents WHERE state IN ('failed', 'rejected')"
+        args: tuple[Any, ...] = ()
+        if pipeline is not None:
+            query += " AND pipeline = ?"
+            args = (pipeline,)
+        rows = self.conn.execute(
+            query + " ORDER BY updated_at DESC, id DESC LIMIT ?", (*args, limit)
+        )
+        return [_document(r) for r in rows]
+
+    def documents_in(self, *states: str, pipeline: str | None = None) -> list[DocumentRow]:
+        """Documents in any of the given states."""
+        marks = ",".join("?" for _ in states)
+        query = f"SELECT * FROM documents WHERE state IN ({marks})"  # noqa: S608
+        args: tuple[Any, ...] = tuple(states)
+        if pipeline is not None:
+            query += " AND pipeline = ?"
+            args = (*args, pipeline)
+        return [_document(r) for r in self.conn.execute(query + " ORDER BY id", args)]
+
+    def oldest_pending(self) -> dict[str, float]:
+        """Creation time of the oldest unfinished document, per pipeline."""
+        return {
+            row["pipeline"]: row["t"]
+            for row in self.conn.execute(
+                "SELECT pipeline, MIN(created_at) AS t FROM documents"
+                " WHERE finished_at IS NULL GROUP BY pipeline"
+            )
+        }
+
+    # -- learned latencies --------------------------------------------------------------------
+
+    def load_latencies(self) -> list[tuple[str, int, int, float, float]]:
+        """Saved (step_id, size_class, count, mean, variance) rows."""
+        return [
+            (r["step_id"], r["size_class"], r["count"], r["mean"], r["variance"])
+            for r in self.conn.execute("SELECT * FROM step_latency")
+        ]
+
+    def save_latencies(self, rows: Iterable[tuple[str, int, int, float, float]]) -> None:
+        """Persist learned processing times so a restart polls well from the first document."""
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO step_latency (step_id, size_class, count, mean, variance)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (step_id, size_class) DO UPDATE SET"
+                " count = excluded.count, mean = excluded.mean, variance = excluded.variance",
+                list(rows),
+            )
+
+
+class AsyncJournal:
+    """Runs `Journal` methods on one dedicated writer thread, with group commit.
+
+    Calls queued while a transaction is being committed are run together in the next one
+    (each inside its own savepoint), so many documents share one fsync without weakening what a
+    returned call guarantees: it returns only after its changes are committed.
+    """
+
+    def __init__(self, journal: Journal, *, max_batch: int = 256) -> None:
+        self.journal = journal
+        self._max_batch = max_batch
+        self._queue: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    async def open(self) -> None:
+        """Open the journal and start the writer thread."""
+        await asyncio.to_thread(self.journal.open)
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Finish queued calls, stop the thread and close the database."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        await asyncio.to_thread(self.journal.close)
+
+    def _submit(self, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the journal is closed")
+            self._queue.append((fn, future))
+            self._cond.notify()
+        return future
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` (a `Journal` method) on the writer thread."""
+        future = self._submit(lambda: fn(*args, **kwargs))
+        return await asyncio.wrap_future(future)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.journal, name)
+        if not callable(method):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self.call(method, *args, **kwargs)
+
+        return call
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue and self._closed:
+                    return
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        conn = self.journal.conn
+        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, future in batch:
+                try:
+                    outcomes.append((future, True, fn()))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    outcomes.append((future, False, exc))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - the commit itself failed: every call fails
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for _fn, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)

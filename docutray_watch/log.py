@@ -1,0 +1,153 @@
+"""Logging for the command line and the daemon: structlog, JSON lines or a console, redacted.
+
+`configure_logging()` is called once by the CLI; library modules only do
+`structlog.get_logger(__name__)`. When stderr is not a terminal (journald, files, pipes) every line
+is one JSON object; on a terminal a readable console format. Standard-library logging (httpx,
+watchdog, botocore…) goes through the same pipeline.
+
+Secrets never reach the output: `register_secret()` adds a value (the API key) that is replaced by
+`***` wherever it appears — in messages, in any field, in rendered tracebacks — and fields named
+like secrets (`api_key`, `authorization`, `password`…) are masked whatever they hold. Tracebacks
+are rendered without local variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+__all__ = ["REDACTED", "configure_logging", "redact", "register_secret"]
+
+REDACTED = "***"
+_SECRET_FIELDS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "authorization",
+        "password",
+        "secret",
+        "token",
+        "aws_secret_access_key",
+        "secret_access_key",
+        "x-api-key",
+        "cookie",
+    }
+)
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` in every log line from now on (ignored when empty or very short)."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        # Longest first: a secret containing another must not be left half-masked.
+        for secret in sorted(_secrets, key=len, reverse=True):
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if str(k).lower() in _SECRET_FIELDS else _scrub(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: mask secret-named fields and every registered secret value."""
+    for key in list(event_dict):
+        if key.lower() in _SECRET_FIELDS:
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+class _RedactingFormatter(structlog.stdlib.ProcessorFormatter):
+    """Also scrubs the final line, in case a renderer stringified something we did not see."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return str(_scrub(super().format(record)))
+
+
+def _level_number(level: str) -> int:
+    return int(getattr(logging, level.upper(), logging.INFO))
+
+
+def configure_logging(
+    level: str = "info", fmt: str = "auto", *, stream: TextIO | None = None
+) -> None:
+    """Route structlog and stdlib logging to `stream` (stderr) as JSON lines or console text."""
+    stream = stream or sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+    ]
+    renderer: Processor
+    if use_json:
+        final: list[Processor] = [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            redact,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        # Plain tracebacks, not rich's: rich wraps long lines at the console width, which can
+        # split a secret in an exception message so that the final scrub no longer finds it.
+        # Plain tracebacks show no local variables either.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+        final = [redact, renderer]
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    formatter = _RedactingFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_level_number(level))
+    # Request lines from httpx and per-call chatter from botocore are noise at info level.
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "botocore",
+        "boto3",
+        "urllib3",
+        "watchdog",
+        "aiohttp.access",
+    ):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, _level_number(level)))
+
+
+def _unused(_: MutableMapping[str, Any]) -> None:  # pragma: no cover - keeps typing imports tidy
+    return None

@@ -1,0 +1,95 @@
+"""Prometheus metrics of the daemon, in a registry of its own (tests can make several engines)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import (
+    ProcessCollector as _ProcessCollector,
+)
+
+__all__ = ["Metrics"]
+
+_PREFIX = "docutray_watch"
+
+
+class Metrics:
+    """Every metric the engine and the daemon update."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        _ProcessCollector(registry=r)
+        self.documents = Counter(
+            f"{_PREFIX}_documents",
+            "Documents finished, by pipeline and outcome.",
+            ["pipeline", "outcome"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{_PREFIX}_executions_in_flight", "Executions submitted and not finished.", registry=r
+        )
+        self.queue_depth = Gauge(
+            f"{_PREFIX}_queue_depth",
+            "Documents waiting for submission, by pipeline.",
+            ["pipeline"],
+            registry=r,
+        )
+        self.api_latency = Histogram(
+            f"{_PREFIX}_api_request_duration_seconds",
+            "DocuTray API request latency.",
+            ["method", "status"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.api_retries = Counter(
+            f"{_PREFIX}_api_retries",
+            "API requests retried, by method and reason.",
+            ["method", "reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            f"{_PREFIX}_api_rate_limited", "429 answers from the API.", registry=r
+        )
+        self.status_requests = Counter(
+            f"{_PREFIX}_status_requests", "Status reads sent to the API.", registry=r
+        )
+        self.submissions = Counter(
+            f"{_PREFIX}_submissions",
+            "Documents submitted (POSTs accepted), by pipeline.",
+            ["pipeline"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            f"{_PREFIX}_sink_deliveries",
+            "Results delivered, by pipeline and sink.",
+            ["pipeline", "sink"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            f"{_PREFIX}_sink_delivery_failures",
+            "Failed delivery attempts, by pipeline and sink.",
+            ["pipeline", "sink"],
+            registry=r,
+        )
+        self.last_delivery = Gauge(
+            f"{_PREFIX}_last_successful_delivery_timestamp_seconds",
+            "Unix time of the last successful delivery, by pipeline and sink.",
+            ["pipeline", "sink"],
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            f"{_PREFIX}_oldest_pending_document_age_seconds",
+            "Age of the oldest unfinished document, by pipeline (0 when none).",
+            ["pipeline"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

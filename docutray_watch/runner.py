@@ -1,0 +1,287 @@
+"""What the one-shot commands do: `process`, `process --dry-run`, `validate`, `status`, `retry`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pluggy
+import structlog
+
+from docutray_watch import intake
+from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayError, NotFoundError
+from docutray_watch.config import EX_CONFIG, Config, api_key_of
+from docutray_watch.delivery import SinkRunner, describe
+from docutray_watch.engine import Engine, MissingApiKeyError
+from docutray_watch.journal import InvalidTransition, Journal
+from docutray_watch.plugins import collect_sink_types, get_plugin_manager
+
+__all__ = ["dry_run_report", "process_once", "retry_documents", "status_report", "validate_online"]
+
+log = structlog.get_logger(__name__)
+
+Echo = Callable[[str], None]
+
+
+# -- process -------------------------------------------------------------------------------------
+
+
+async def process_once(
+    config: Config,
+    *,
+    progress: bool = False,
+    echo: Echo = print,
+    plugin_manager: pluggy.PluginManager | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """Take every document waiting in every inbox, wait until all are done; 0 or 1 (failures)."""
+    engine = Engine(
+        config, plugin_manager=plugin_manager or get_plugin_manager(), transport=transport
+    )
+    await engine.start()
+    try:
+        await engine.scan()
+        if progress:
+            await _wait_with_progress(engine)
+        else:
+            await engine.wait_idle()
+    finally:
+        await engine.stop(grace=0)
+    summary = engine.summary
+    total = sum(summary.outcomes.values())
+    parts = ", ".join(f"{name} {count}" for name, count in sorted(summary.outcomes.items()))
+    echo(f"processed {total} document(s){': ' + parts if parts else ''}")
+    if summary.ignored:
+        echo(f"ignored {len(summary.ignored)} file(s) (see `process --dry-run` for the rules)")
+    for pipeline, path, reason in summary.failures[:20]:
+        echo(f"  failed [{pipeline}] {path}: {reason}")
+    if len(summary.failures) > 20:
+        echo(f"  … and {len(summary.failures) - 20} more (see `docutray-watch status`)")
+    return 1 if summary.failed else 0
+
+
+async def _wait_with_progress(engine: Engine) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]documents"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("in flight {task.fields[in_flight]}"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("documents", total=None, in_flight=0)
+        waiter = asyncio.ensure_future(engine.wait_idle())
+        while not waiter.done():
+            done = sum(engine.summary.outcomes.values())
+            bar.update(
+                task, completed=done, total=done + engine.outstanding, in_flight=engine.in_flight
+            )
+            await asyncio.wait({waiter}, timeout=0.2)
+        done = sum(engine.summary.outcomes.values())
+        bar.update(task, completed=done, total=done, in_flight=0)
+
+
+# -- dry run -------------------------------------------------------------------------------------
+
+
+def dry_run_report(config: Config, *, echo: Echo = print) -> int:
+    """List, per pipeline, every file it would take and why each other file is left alone."""
+    journal = Journal(config.journal_path).open() if config.journal_path.exists() else None
+    try:
+        for pipeline in config.pipelines:
+            root = Path(os.path.abspath(pipeline.watch.path))
+            echo(f"pipeline {pipeline.name} ({root}):")
+            if not root.is_dir():
+                echo(f"  the folder {root} does not exist")
+                continue
+            known = journal.latest_by_path(pipeline.name) if journal else {}
+            taken = ignored = 0
+            for candidate, st in intake.scan_folder(root, recursive=pipeline.watch.recursive):
+                rule = _dry_run_rule(pipeline, candidate, st, known, journal)
+                if rule is None:
+                    taken += 1
+                    echo(f"  take    {candidate.relative_path} ({st.st_size} bytes)")
+                else:
+                    ignored += 1
+                    echo(f"  ignore  {candidate.relative_path}: {rule}")
+            echo(f"  → would take {taken}, ignore {ignored}")
+    finally:
+        if journal is not None:
+            journal.close()
+    return 0
+
+
+def _dry_run_rule(
+    pipeline: Any,
+    candidate: intake.Candidate,
+    st: os.stat_result,
+    known: dict[str, Any],
+    journal: Journal | None,
+) -> str | None:
+    rule = intake.rule_for_name(pipeline, candidate.relative_path)
+    if rule is not None:
+        return rule
+    rule = intake.rule_for_kind(st.st_mode)
+    if rule is not None:
+        return rule
+    previous = known.get(str(candidate.path))
+    if previous is not None and not previous.finished:
+        return f"already in progress ({previous.state})"
+    if previous is not None and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        return f"already processed ({previous.state})"
+    if pipeline.watch.ready_marker and not os.path.lexists(
+        str(candidate.path) + pipeline.watch.ready_marker
+    ):
+        return f"waiting for its ready marker {candidate.path.name}{pipeline.watch.ready_marker}"
+    try:
+        facts = intake.inspect_file(candidate.path)
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or describe(exc)} (would go to failed)"
+    except intake.FileChangedError:
+        return "still being written"
+    rejection = intake.rejection_for(facts)
+    if rejection is not None:
+        return f"{rejection} (would go to failed)"
+    if journal is not None and pipeline.duplicates == "skip":
+        twin = journal.find_done_by_sha(pipeline.name, facts.sha256, exclude=-1)
+        if twin is not None:
+            return f"duplicate of {twin.path} (same content)"
+    return None
+
+
+# -- validate ------------------------------------------------------------------------------------
+
+
+def _folder_problem(root: Path) -> str | None:
+    if not root.is_dir():
+        return "not a folder (create it first)"
+    if not os.access(root, os.R_OK | os.X_OK):
+        return "not readable by this user"
+    return None
+
+
+async def validate_online(config: Config, *, echo: Echo = print) -> int:
+    """Run every sink's health check and check that the API answers and accepts the key."""
+    ok = True
+    for pipeline in config.pipelines:
+        problem = await asyncio.to_thread(_folder_problem, Path(pipeline.watch.path))
+        if problem:
+            echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem}")
+            ok = False
+    pm = get_plugin_manager()
+    sink_types = collect_sink_types(pm)
+    for pipeline in config.pipelines:
+        for sink_config in pipeline.sinks:
+            assert sink_config.id is not None
+            sink = sink_types[sink_config.type].sink_class(
+                sink_config, pipeline=pipeline.name, sink_id=sink_config.id
+            )
+            runner = SinkRunner(sink, sink_config, pipeline=pipeline.name)
+            try:
+                await runner.open()
+                await runner.check()
+            except Exception as exc:  # noqa: BLE001 - reported, then the next sink
+                echo(f"[{pipeline.name}] sink {sink_config.id}: FAILED: {describe(exc)}")
+                ok = False
+            else:
+                echo(f"[{pipeline.name}] sink {sink_config.id}: ok")
+            finally:
+                with contextlib.suppress(Exception):
+                    await runner.close()
+    key = api_key_of(config)
+    if not key:
+        raise MissingApiKeyError("no API key to check the API with")
+    base_url = config.api.resolved_base_url()
+    async with AsyncClient(api_key=key, base_url=base_url, max_retries=1) as client:
+        try:
+            await client.steps.get_status("docutray-watch-validate-probe")
+        except NotFoundError:
+            echo(f"API {base_url}: reachable, key accepted")
+        except AuthenticationError as exc:
+            echo(f"API {base_url}: the API key was refused ({exc.status_code})")
+            ok = False
+        except DocuTrayError as exc:
+            echo(f"API {base_url}: FAILED: {describe(exc)}")
+            ok = False
+        else:
+            echo(f"API {base_url}: reachable")
+    return 0 if ok else EX_CONFIG
+
+
+# -- status / retry ------------------------------------------------------------------------------
+
+
+def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
+    """Counts per pipeline and state, the oldest pending document and recent failures."""
+    if not config.journal_path.exists():
+        return {"journal": str(config.journal_path), "pipelines": {}, "failures": []}
+    with Journal(config.journal_path) as journal:
+        counts = journal.counts()
+        oldest = journal.oldest_pending()
+        recent = journal.recent_failures(failures)
+    now = time.time()
+    return {
+        "journal": str(config.journal_path),
+        "pipelines": counts,
+        "oldest_pending_age_s": {p: round(now - t, 1) for p, t in oldest.items()},
+        "failures": [
+            {
+                "pipeline": d.pipeline,
+                "path": d.archived_to or d.path,
+                "state": d.state,
+                "stage": d.error_stage,
+                "reason": d.error,
+                "when": d.updated_at,
+            }
+            for d in recent
+        ],
+    }
+
+
+def retry_documents(
+    config: Config, *, paths: Iterable[str], failed: bool, force: bool
+) -> tuple[int, list[str]]:
+    """Requeue documents in the journal; returns (how many, problems to report)."""
+    problems: list[str] = []
+    requeued = 0
+    with Journal(config.journal_path) as journal:
+        chosen: dict[int, Any] = {}
+        if failed:
+            for doc in journal.documents_in("failed", "rejected"):
+                chosen[doc.id] = doc
+        for raw in paths:
+            wanted = os.path.abspath(raw)
+            matches = [
+                d
+                for d in journal.documents_in("failed", "rejected", "archived")
+                if wanted in (d.path, d.archived_to)
+            ]
+            if not matches:
+                problems.append(f"{raw}: no finished document with this path in the journal")
+                continue
+            latest = max(matches, key=lambda d: d.id)
+            chosen[latest.id] = latest
+        for doc in chosen.values():
+            location = (
+                doc.archived_to if doc.archived_to and os.path.exists(doc.archived_to) else doc.path
+            )
+            if not os.path.exists(location):
+                problems.append(f"{doc.path}: the file is gone (was it deleted?)")
+                continue
+            try:
+                journal.requeue(doc.id, force=force)
+            except InvalidTransition as exc:
+                problems.append(f"{doc.path}: {exc}")
+                continue
+            if location != doc.path:
+                journal.set_path(doc.id, location)
+            requeued += 1
+    return requeued, problems

@@ -1,0 +1,1 @@
+pytest_plugins = ["docutray_watch.testing"]

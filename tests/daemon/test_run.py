@@ -1,0 +1,249 @@
+"""The daemon as systemd runs it: a real `docutray-watch run` process on temporary folders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docutray_watch.emulator import EmulatorServer
+from docutray_watch.samples import make_pdf
+from tests.daemon.conftest import daemon_config, free_port, pipeline, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def results(folder: Path) -> list[dict[str, Any]]:
+    return (
+        [json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))]
+        if folder.exists()
+        else []
+    )
+
+
+class TestWatching:
+    def test_files_dropped_while_running_are_processed_once(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """Documents arriving while the daemon runs are each delivered exactly once."""
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, pipeline(tmp_path))).start()
+        inbox = tmp_path / "inbox" / "in"
+        for i in range(5):
+            (inbox / f"d{i}.pdf").write_bytes(make_pdf([f"d{i}"]))
+        wait_for(lambda: len(results(tmp_path / "inbox" / "out")) == 5)
+        wait_for(lambda: len(list((tmp_path / "inbox" / "done").iterdir())) == 5)
+        assert daemon.stop() == 0
+        assert emulator.stats().executions_created == 5
+
+    def test_part_file_renamed_is_processed_once(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """A `.part` file is ignored until renamed, then taken once under its final name."""
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, pipeline(tmp_path))).start()
+        inbox = tmp_path / "inbox" / "in"
+        (inbox / "scan.pdf.part").write_bytes(make_pdf(["scan"]))
+        time.sleep(1.0)
+        assert emulator.stats().posts == 0
+        (inbox / "scan.pdf.part").rename(inbox / "scan.pdf")
+        wait_for(lambda: (tmp_path / "inbox" / "done" / "scan.pdf").exists())
+        assert daemon.stop() == 0
+        (record,) = results(tmp_path / "inbox" / "out")
+        assert record["document"]["name"] == "scan.pdf"
+        assert emulator.stats().executions_created == 1
+
+    def test_a_slowly_written_large_file_is_submitted_once_after_its_last_byte(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """A 50 MB file written in small chunks is submitted once, with its final hash."""
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, pipeline(tmp_path))).start()
+        target = tmp_path / "inbox" / "in" / "big.pdf"
+        digest = hashlib.sha256()
+        head = make_pdf(["big"])
+        with open(target, "wb") as handle:
+            handle.write(head)
+            digest.update(head)
+            chunk = b"0" * 256 * 1024
+            for _ in range(200):  # 50 MiB in 256 KiB writes, ~2 s
+                handle.write(chunk)
+                handle.flush()
+                digest.update(chunk)
+                time.sleep(0.01)
+        wait_for(lambda: (tmp_path / "inbox" / "done" / "big.pdf").exists(), timeout=60)
+        assert daemon.stop() == 0
+        stats = emulator.stats()
+        assert stats.executions_created == 1
+        (record,) = results(tmp_path / "inbox" / "out")
+        assert record["document"]["sha256"] == digest.hexdigest()
+        assert record["data"]["sha256"] == digest.hexdigest()  # the bytes the service received
+
+    def test_ready_marker_gates_the_document(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """With ready_marker, x.pdf waits for x.pdf.done; the marker goes with the document."""
+        spec = pipeline(tmp_path)
+        spec["watch"]["ready_marker"] = ".done"
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, spec)).start()
+        inbox = tmp_path / "inbox" / "in"
+        (inbox / "m.pdf").write_bytes(make_pdf(["m"]))
+        time.sleep(1.5)
+        assert emulator.stats().posts == 0
+        (inbox / "m.pdf.done").write_bytes(b"")
+        wait_for(lambda: (tmp_path / "inbox" / "done" / "m.pdf").exists())
+        wait_for(lambda: not (inbox / "m.pdf.done").exists())
+        assert daemon.stop() == 0
+
+
+class TestLifecycle:
+    def test_sigterm_mid_flight_then_restart_completes_without_resubmission(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """Stopping with executions in flight persists them; the next start only polls them."""
+        emulator.configure(latency=4.0)
+        config = daemon_config(tmp_path, emulator, pipeline(tmp_path), shutdown_grace=0.5)
+        daemon = daemon_factory(config).start()
+        for i in range(4):
+            (tmp_path / "inbox" / "in" / f"s{i}.pdf").write_bytes(make_pdf([f"s{i}"]))
+        wait_for(lambda: emulator.stats().executions_created == 4)
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 5  # within the grace period (plus start-up slack)
+        assert results(tmp_path / "inbox" / "out") == []
+        daemon.start()
+        wait_for(lambda: len(results(tmp_path / "inbox" / "out")) == 4, timeout=30)
+        assert daemon.stop() == 0
+        assert emulator.stats().executions_created == 4  # polled, never resubmitted
+
+    def test_sd_notify_messages_arrive_in_order(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """READY=1, STATUS=…, RELOADING=1 with MONOTONIC_USEC, READY=1, then STOPPING=1."""
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, pipeline(tmp_path))).start()
+        ready = daemon.wait_message("READY=1")
+        status = wait_for(lambda: [m for m in daemon.read_messages() if m.startswith("STATUS=")])
+        assert "in flight" in status[0]
+        daemon.signal(signal.SIGHUP)
+        reloading = daemon.wait_message("RELOADING=1", after=ready)
+        assert "MONOTONIC_USEC=" in daemon.messages[reloading - 1]
+        ready_again = daemon.wait_message("READY=1", after=reloading)
+        assert daemon.stop() == 0
+        stopping = daemon.wait_message("STOPPING=1", after=ready_again)
+        assert ready < reloading < ready_again < stopping
+
+    def test_sighup_adds_a_pipeline(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """A pipeline added to the config file starts on SIGHUP, the old one keeps running."""
+        first = pipeline(tmp_path, "first")
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, first)).start()
+        second = pipeline(tmp_path, "second")
+        daemon.write_config(daemon_config(tmp_path, emulator, first, second))
+        (tmp_path / "second" / "in" / "b.pdf").write_bytes(make_pdf(["b"]))
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: (tmp_path / "second" / "done" / "b.pdf").exists())
+        (tmp_path / "first" / "in" / "a.pdf").write_bytes(make_pdf(["a"]))
+        wait_for(lambda: (tmp_path / "first" / "done" / "a.pdf").exists())
+        assert daemon.stop() == 0
+
+    def test_a_bad_config_on_sighup_keeps_the_old_one(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """A broken config file on reload is logged with its YAML path; processing goes on."""
+        config = daemon_config(tmp_path, emulator, pipeline(tmp_path))
+        daemon = daemon_factory(config).start()
+        daemon.config_path.write_text("pipelines: [{name: x, steps: 5}]\n")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "config_reload_failed" in daemon.log())
+        assert "pipelines[0]" in daemon.log()
+        (tmp_path / "inbox" / "in" / "c.pdf").write_bytes(make_pdf(["c"]))
+        wait_for(lambda: (tmp_path / "inbox" / "done" / "c.pdf").exists())
+        assert daemon.stop() == 0
+
+    def test_bad_config_exits_78(self, tmp_path: Path, daemon_factory: Any) -> None:
+        """`run` with an invalid config exits 78 (EX_CONFIG) and names the YAML path."""
+        import subprocess
+        import sys
+
+        path = tmp_path / "bad.yaml"
+        path.write_text("state_dir: /tmp/x\npipelines: [{name: a, watch: {path: /tmp/a}}]\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "docutray_watch.cli", "run", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 78
+        assert "pipelines[0].steps" in proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout
+
+
+class TestObservability:
+    def test_metrics_healthz_and_readyz_answer(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """/metrics has the documented series; /healthz and /readyz answer 200."""
+        port = free_port()
+        config = daemon_config(
+            tmp_path, emulator, pipeline(tmp_path), metrics={"listen": f"127.0.0.1:{port}"}
+        )
+        daemon = daemon_factory(config).start()
+        (tmp_path / "inbox" / "in" / "m.pdf").write_bytes(make_pdf(["m"]))
+        wait_for(lambda: (tmp_path / "inbox" / "done" / "m.pdf").exists())
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:  # noqa: S310
+            assert response.status == 200
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:  # noqa: S310
+            assert json.loads(response.read())["status"] == "ready"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+        for series in (
+            'docutray_watch_documents_total{outcome="success",pipeline="inbox"} 1.0',
+            "docutray_watch_executions_in_flight",
+            "docutray_watch_queue_depth",
+            "docutray_watch_api_request_duration_seconds_bucket",
+            "docutray_watch_sink_deliveries_total",
+            "docutray_watch_last_successful_delivery_timestamp_seconds",
+            "docutray_watch_oldest_pending_document_age_seconds",
+        ):
+            assert series in text, series
+        assert daemon.stop() == 0
+
+
+class TestRescan:
+    def test_rescan_picks_up_files_the_watcher_missed(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """With the observer stopped (as if inotify overflowed), the periodic rescan finds files."""
+        import asyncio
+
+        from docutray_watch.config import parse_config
+        from docutray_watch.daemon import Daemon
+        from docutray_watch.sdnotify import Notifier
+
+        spec = pipeline(tmp_path)
+        spec["watch"]["rescan_interval"] = 0.5
+        config = parse_config(daemon_config(tmp_path, emulator, spec), environ={})
+
+        async def scenario() -> bool:
+            daemon = Daemon(config, tmp_path / "unused.yaml", notifier=Notifier(None))
+            runner = asyncio.ensure_future(daemon.run())
+            while "inbox" not in daemon.watchers:
+                await asyncio.sleep(0.02)
+            daemon.watchers["inbox"].stop()  # events are lost from now on
+            await asyncio.sleep(0.1)
+            (tmp_path / "inbox" / "in" / "missed.pdf").write_bytes(make_pdf(["missed"]))
+            done = tmp_path / "inbox" / "done" / "missed.pdf"
+            for _ in range(200):
+                if done.exists():
+                    break
+                await asyncio.sleep(0.05)
+            daemon._on_stop_signal("SIGTERM")
+            assert await runner == 0
+            return done.exists()
+
+        assert asyncio.run(scenario())
