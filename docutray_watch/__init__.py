@@ -1,5 +1,39 @@
-"""docutray-watch: watch folders, run documents through DocuTray steps, deliver results."""
+"""docutray-watch: watch folders, run documents through DocuTray steps, deliver the results.
+
+The public API for plugin authors lives here::
+
+    from docutray_watch import hookimpl, Sink, SinkConfig, SinkError, ResultRecord
+
+- `hookimpl` marks hook implementations (the hooks are listed in `docutray_watch.hookspecs`);
+- `Sink`, `SinkConfig`, `SinkError`, `PermanentSinkError`, `Receipt`, `ConfigPath` to write sinks;
+- `Document` and `ResultRecord`, the values sinks and hooks receive.
+
+The DocuTray API client is `docutray_watch.client`; test helpers are in `docutray_watch.testing`.
+"""
 
 from docutray_watch._version import __version__
+from docutray_watch.hookspecs import hookimpl
+from docutray_watch.records import Document, ResultRecord
+from docutray_watch.sinks.base import (
+    ConfigPath,
+    PermanentSinkError,
+    Receipt,
+    Sink,
+    SinkConfig,
+    SinkError,
+    SinkRetry,
+)
 
-__all__ = ["__version__"]
+__all__ = [
+    "ConfigPath",
+    "Document",
+    "PermanentSinkError",
+    "Receipt",
+    "ResultRecord",
+    "Sink",
+    "SinkConfig",
+    "SinkError",
+    "SinkRetry",
+    "__version__",
+    "hookimpl",
+]

@@ -1405,17 +1405,20 @@ class Engine:
         if action == "move":
             assert folder is not None
             destination = Path(doc.archive_to) if doc.archive_to else None
+            target_dir = Path(folder) / Path(doc.relative_path).parent
+            if destination is None and _absolute(target_dir / source.name) == _absolute(source):
+                destination = source  # a retried document already lives in that folder
             if destination is None:
-                target_dir = Path(folder) / Path(doc.relative_path).parent
                 destination = await asyncio.to_thread(_choose_destination, target_dir, source.name)
                 await self.journal.archive_intent(doc.id, str(destination))
             if details is not None:
                 details["moved_to"] = str(destination)
                 await asyncio.to_thread(archive.write_sidecar, destination, details)
             try:
-                destination = await asyncio.to_thread(
-                    archive.move_file, source, destination, sha256=doc.sha256
-                )
+                if destination != source:
+                    destination = await asyncio.to_thread(
+                        archive.move_file, source, destination, sha256=doc.sha256
+                    )
             except FileNotFoundError:
                 log.warning(
                     "document_vanished",

@@ -1,0 +1,259 @@
+"""The command line: exit codes, dry runs, status, retry, validate, plugins."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from docutray_watch.cli import cli
+from docutray_watch.emulator import EmulatorServer
+from docutray_watch.samples import make_pdf, make_png
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def write_config(tmp_path: Path, emulator: EmulatorServer | None, **pipeline: Any) -> Path:
+    spec: dict[str, Any] = {
+        "name": "invoices",
+        "watch": {"path": str(tmp_path / "inbox"), "settle": 0},
+        "steps": ["stp_one"],
+        "poll": {"initial": 0.05, "max": 0.2},
+        "on_success": {"action": "move", "to": str(tmp_path / "done")},
+        "on_failure": {"action": "move", "to": str(tmp_path / "failed")},
+        "sinks": [{"type": "filesystem", "path": str(tmp_path / "out")}],
+    }
+    spec.update(pipeline)
+    data: dict[str, Any] = {"state_dir": str(tmp_path / "state"), "pipelines": [spec]}
+    if emulator is not None:
+        data["api"] = {"base_url": emulator.base_url, "api_key": emulator.api_key}
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env={"DOCUTRAY_API_KEY": "", **(env or {})})
+
+
+class TestProcess:
+    def test_process_exits_0_when_everything_was_delivered(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`process` prints a summary and exits 0 when all documents were delivered."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "a.pdf").write_bytes(make_pdf(["a"]))
+        result = invoke("process", "-c", str(config), "--no-progress")
+        assert result.exit_code == 0, result.output
+        assert "processed 1 document(s): success 1" in result.output
+
+    def test_process_exits_1_when_a_document_failed(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`process` exits 1 and names the failed file and its reason."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "bad.pdf").write_text("not a pdf")
+        result = invoke("process", "-c", str(config), "--no-progress")
+        assert result.exit_code == 1
+        assert "bad.pdf" in result.output
+        assert "unsupported file type" in result.output
+
+    def test_dry_run_names_the_rule_for_every_ignored_file(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """--dry-run lists taken files and, for each ignored one, the rule; nothing is sent."""
+        config = write_config(tmp_path, emulator)
+        inbox = tmp_path / "inbox"
+        (inbox / "good.pdf").write_bytes(make_pdf(["good"]))
+        (inbox / "pic.png").write_bytes(make_png())
+        (inbox / ".hidden.pdf").write_bytes(make_pdf(["h"]))
+        (inbox / "upload.pdf.part").write_bytes(make_pdf(["p"]))
+        (inbox / "notes.txt").write_text("x")
+        (inbox / "fake.pdf").write_text("text")
+        (inbox / "empty.pdf").write_bytes(b"")
+        (inbox / "link.pdf").symlink_to(inbox / "good.pdf")
+        result = invoke("process", "-c", str(config), "--dry-run")
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+
+        def line_for(name: str) -> str:
+            (match,) = [line for line in lines if f" {name}" in line]
+            return match
+
+        assert line_for("good.pdf").strip().startswith("take")
+        assert line_for("pic.png").strip().startswith("take")
+        assert "ignore pattern '.*'" in line_for(".hidden.pdf")
+        assert "ignore pattern '*.part'" in line_for("upload.pdf.part")
+        assert "no include pattern" in line_for("notes.txt")
+        assert "unsupported file type" in line_for("fake.pdf")
+        assert "empty file" in line_for("empty.pdf")
+        assert "symbolic link" in line_for("link.pdf")
+        assert "would take 2, ignore 6" in result.output
+        assert emulator.stats().posts == 0
+
+    def test_dry_run_reports_duplicates_of_processed_content(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """After a run, a copy of a processed document shows as a duplicate in --dry-run."""
+        config = write_config(tmp_path, emulator)
+        data = make_pdf(["dup"])
+        (tmp_path / "inbox" / "one.pdf").write_bytes(data)
+        assert invoke("process", "-c", str(config), "--no-progress").exit_code == 0
+        (tmp_path / "inbox" / "copy.pdf").write_bytes(data)
+        result = invoke("process", "-c", str(config), "--dry-run")
+        assert "duplicate of" in result.output
+        assert "one.pdf" in result.output
+
+
+class TestStatusAndRetry:
+    def test_status_counts_and_failures(self, tmp_path: Path, emulator: EmulatorServer) -> None:
+        """`status` shows counts per state and the last failures; --json is machine-readable."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "ok.pdf").write_bytes(make_pdf(["ok"]))
+        (tmp_path / "inbox" / "bad.pdf").write_text("bad")
+        invoke("process", "-c", str(config), "--no-progress")
+        text = invoke("status", "-c", str(config))
+        assert text.exit_code == 0
+        assert "invoices: 2 document(s): archived 1, rejected 1" in text.output
+        assert "bad.pdf" in text.output
+        report = json.loads(invoke("status", "-c", str(config), "--json").output)
+        assert report["pipelines"] == {"invoices": {"archived": 1, "rejected": 1}}
+        (failure,) = report["failures"]
+        assert failure["path"] == str(tmp_path / "failed" / "bad.pdf")
+        assert failure["stage"] == "intake"
+
+    def test_status_works_without_the_api_key_variable(self, tmp_path: Path) -> None:
+        """`status` needs no API key, even when the config refers to an unset variable."""
+        config = write_config(tmp_path, None)
+        data = yaml.safe_load(config.read_text())
+        data["api"] = {"api_key_file": "${CREDENTIALS_DIRECTORY}/api-key"}
+        config.write_text(yaml.safe_dump(data))
+        result = invoke("status", "-c", str(config))
+        assert result.exit_code == 0, result.output
+        assert "empty" in result.output
+
+    def test_retry_requires_a_selection(self, tmp_path: Path) -> None:
+        """`retry` without --failed or paths is a usage error (exit 2)."""
+        config = write_config(tmp_path, None)
+        assert invoke("retry", "-c", str(config)).exit_code == 2
+
+    def test_retry_failed_moves_nothing_until_processed(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`retry --failed` requeues a failed document; the next run processes it from failed/."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "flaky.pdf").write_bytes(make_pdf(["f"]) + b"DOCUTRAY-EMULATOR:ERROR")
+        assert invoke("process", "-c", str(config), "--no-progress").exit_code == 1
+        result = invoke("retry", "-c", str(config), "--failed")
+        assert "1 document(s) requeued" in result.output
+        report = json.loads(invoke("status", "-c", str(config), "--json").output)
+        assert report["pipelines"] == {"invoices": {"queued": 1}}
+        # Still an ERROR (same bytes), but it went round again and is back in failed/.
+        assert invoke("process", "-c", str(config), "--no-progress").exit_code == 1
+        assert emulator.stats().executions_created == 2
+        assert (tmp_path / "failed" / "flaky.pdf").exists()
+
+    def test_retry_of_a_path_that_succeeded_needs_force(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """A delivered document is only re-run with --force."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "ok.pdf").write_bytes(make_pdf(["ok"]))
+        invoke("process", "-c", str(config), "--no-progress")
+        done = str(tmp_path / "done" / "ok.pdf")
+        plain = invoke("retry", "-c", str(config), done)
+        assert "0 document(s) requeued" in plain.output
+        assert "--force" in plain.output
+        forced = invoke("retry", "-c", str(config), "--force", done)
+        assert "1 document(s) requeued" in forced.output
+
+
+class TestValidate:
+    def test_offline_validation_checks_only_the_file(self, tmp_path: Path) -> None:
+        """`validate --offline` succeeds without an API key or a reachable API."""
+        config = write_config(tmp_path, None)
+        result = invoke("validate", "--offline", "-c", str(config))
+        assert result.exit_code == 0, result.output
+        assert "configuration is valid" in result.output
+
+    def test_online_validation_checks_sinks_and_the_api(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`validate` runs the sinks' health checks and confirms the API accepts the key."""
+        config = write_config(tmp_path, emulator)
+        result = invoke("validate", "-c", str(config))
+        assert result.exit_code == 0, result.output
+        assert "sink filesystem: ok" in result.output
+        assert "key accepted" in result.output
+
+    def test_online_validation_with_a_refused_key_exits_78(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """A key the API refuses makes `validate` exit 78 and say so."""
+        config = write_config(tmp_path, emulator)
+        data = yaml.safe_load(config.read_text())
+        data["api"]["api_key"] = "wrong-key"
+        config.write_text(yaml.safe_dump(data))
+        result = invoke("validate", "-c", str(config))
+        assert result.exit_code == 78
+        assert "refused" in result.output
+        assert "wrong-key" not in result.output
+
+    def test_missing_api_key_is_a_config_error(self, tmp_path: Path) -> None:
+        """`process` without any API key exits 78 naming api.api_key."""
+        config = write_config(tmp_path, None)
+        result = invoke("process", "-c", str(config), "--no-progress")
+        assert result.exit_code == 78
+        assert "api.api_key" in result.output
+
+    def test_no_config_file_is_a_config_error(self) -> None:
+        """Without -c and $DOCUTRAY_WATCH_CONFIG, commands exit 78."""
+        result = invoke("status", env={"DOCUTRAY_WATCH_CONFIG": ""})
+        assert result.exit_code == 78
+
+
+class TestPlugins:
+    def test_plugins_lists_the_installed_webhook_plugin(self) -> None:
+        """`docutray-watch plugins` lists the entry-point plugin with its version and sink."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "docutray_watch.cli", "plugins"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "webhook" in proc.stdout
+        assert "sink type webhook" in proc.stdout
+        assert "docutray_watch.sinks.filesystem" not in proc.stdout
+
+    def test_plugins_all_includes_the_built_ins(self) -> None:
+        """`plugins --all --json` lists the built-in sinks with their hooks."""
+        result = invoke("plugins", "--all", "--json")
+        entries = {e["name"]: e for e in json.loads(result.output)}
+        for name in ("filesystem", "s3", "database"):
+            entry = entries[f"docutray_watch.sinks.{name}"]
+            assert entry["builtin"] is True
+            assert entry["hooks"] == ["register_sink_types"]
+            assert [s["type"] for s in entry["sink_types"]] == [name]
+
+    def test_version(self) -> None:
+        """--version prints the package version."""
+        from docutray_watch import __version__
+
+        assert __version__ in invoke("--version").output
