@@ -241,6 +241,7 @@ class Daemon:
                     self._log_format or self.config.log.format,
                 )
                 self._start_watchers()
+                await self.engine.resume_requeued()  # documents requeued by `retry`
                 for change in changes:
                     if change.startswith("added pipeline ") or change.startswith("changed"):
                         await self.engine.scan(change.rsplit(" ", 1)[-1])

@@ -58,8 +58,8 @@ from docutray_watch.client import (
     PermissionDeniedError,
     RateLimitError,
     RetryInfo,
+    parse_retry_after,
 )
-from docutray_watch.client._retry_after import parse_retry_after
 from docutray_watch.config import Config, PipelineConfig, api_key_of
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
 from docutray_watch.journal import AsyncJournal, DocumentRow, Journal, StepRow

@@ -960,6 +960,10 @@ class AsyncJournal:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
+                if not future.set_running_or_notify_cancel():
+                    # The caller was cancelled before its turn: skip the call (as executors do);
+                    # setting a result on its cancelled future would kill this thread.
+                    continue
                 try:
                     outcomes.append((future, True, fn()))
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller

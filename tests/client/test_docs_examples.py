@@ -207,10 +207,5 @@ class TestDocsExamples:
 
 
 def _make_docs_execution_id_exist(emulator: EmulatorServer, existing_id: str) -> None:
-    """Let the docs' hard-coded ``exec_abc123`` name an execution the emulator knows.
-
-    The emulator has no public way to create an execution under a chosen id, so this aliases
-    an existing one in its state (reported to the emulator's owner).
-    """
-    executions = emulator.state._executions
-    executions["exec_abc123"] = executions[existing_id]
+    """Let the docs' hard-coded ``exec_abc123`` name an execution the emulator knows."""
+    emulator.alias_execution("exec_abc123", existing_id)

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-# TODO: import these from the `docutray_watch` facade once it exports them.
-from docutray_watch.hookspecs import hookimpl
-from docutray_watch.sinks import Sink
+from docutray_watch import Sink, hookimpl
 
 from docutray_watch_webhook._version import __version__
 from docutray_watch_webhook.signing import DEFAULT_TOLERANCE, sign, verify_signature

@@ -10,8 +10,14 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from docutray_watch.records import ResultRecord
-from docutray_watch.sinks import PermanentSinkError, Receipt, Sink, SinkConfig, SinkError
+from docutray_watch import (
+    PermanentSinkError,
+    Receipt,
+    ResultRecord,
+    Sink,
+    SinkConfig,
+    SinkError,
+)
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from docutray_watch_webhook._version import __version__

@@ -7,10 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-
-# TODO: import from `docutray_watch.testing` once it exists.
-from docutray_watch._testkit import make_record
-from docutray_watch.records import ResultRecord
+from docutray_watch import ResultRecord
+from docutray_watch.testing import make_record
 
 from docutray_watch_webhook import WebhookConfig, WebhookSink
 from docutray_watch_webhook.testing import WebhookReceiver

@@ -7,9 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from docutray_watch._testkit import make_record
-from docutray_watch.records import ResultRecord
-from docutray_watch.sinks import PermanentSinkError, SinkError
+from docutray_watch import PermanentSinkError, ResultRecord, SinkError
+from docutray_watch.testing import make_record
 from pydantic import ValidationError
 
 from docutray_watch_webhook import WebhookConfig, WebhookSink, idempotency_key, verify_signature
