@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,53 @@ class TestScale:
                 assert json.loads((failed / f"{name}.error.json").read_text())["reason"]
         with Journal(config.journal_path) as journal:
             assert journal.integrity_check() == "ok"
+
+
+class TestChangingFiles:
+    def test_files_deleted_or_replaced_while_queued(
+        self,
+        tmp_path: Path,
+        make_config: ConfigFactory,
+        pm: pluggy.PluginManager,
+        emulator: EmulatorServer,
+    ) -> None:
+        """A queued file that vanishes is dropped; a replaced one is taken again, new bytes."""
+        from docutray_watch.engine import Engine
+
+        config = make_config(pipeline_data(tmp_path), api={"max_in_flight": 1})
+        inbox = tmp_path / "invoices" / "inbox"
+        blocker = inbox / "blocker.pdf"
+        blocker.write_bytes(make_pdf(["b"]) + b"DOCUTRAY-EMULATOR:LATENCY=1.0")
+        gone, changed = inbox / "gone.pdf", inbox / "changed.pdf"
+        new_bytes = make_pdf(["changed, second version"])
+
+        async def scenario() -> Engine:
+            engine = Engine(config, plugin_manager=pm)
+            await engine.start()
+            engine.nominate("invoices", blocker)
+            while emulator.stats().executions_created < 1:
+                await asyncio.sleep(0.02)
+            gone.write_bytes(make_pdf(["gone"]))
+            changed.write_bytes(make_pdf(["changed, first version"]))
+            engine.nominate("invoices", gone)
+            engine.nominate("invoices", changed)
+            # Both hashed and waiting for the only slot.
+            while len(await engine.journal.documents_in("queued")) < 2:
+                await asyncio.sleep(0.02)
+            gone.unlink()
+            changed.write_bytes(new_bytes)
+            os.utime(changed, ns=(1, 1))  # a different mtime, whatever the clock resolution
+            await engine.wait_idle()
+            await engine.stop(grace=0)
+            return engine
+
+        engine = asyncio.run(scenario())
+        assert emulator.stats().executions_created == 2  # blocker + the new version only
+        shas = {r["document"]["sha256"] for r in results_of(tmp_path / "invoices" / "results")}
+        assert sha(new_bytes) in shas
+        assert (tmp_path / "invoices" / "done" / "changed.pdf").read_bytes() == new_bytes
+        assert engine.summary.failed == 0
+        with Journal(config.journal_path) as journal:
+            dropped = [d for d in journal.documents_in("rejected") if d.name == "gone.pdf"]
+            assert dropped
+            assert "disappeared" in (dropped[0].error or "")
