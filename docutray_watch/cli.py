@@ -31,6 +31,7 @@ from docutray_watch.log import configure_logging, register_secret
 log = structlog.get_logger(__name__)
 
 EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
 CONFIG_ENV = "DOCUTRAY_WATCH_CONFIG"
 
 
@@ -146,13 +147,20 @@ def process(
 
 
 def _run_async(coro: Any) -> int:
-    from docutray_watch.engine import MissingApiKeyError
+    from docutray_watch.engine import MissingApiKeyError, StateDirError
+    from docutray_watch.statelock import AlreadyRunningError
 
     try:
         return int(asyncio.run(coro))
     except MissingApiKeyError as exc:
         click.echo(f"docutray-watch: config error: api.api_key: {exc}", err=True)
         return EX_CONFIG
+    except StateDirError as exc:
+        click.echo(f"docutray-watch: config error: state_dir: {exc}", err=True)
+        return EX_CONFIG
+    except AlreadyRunningError as exc:
+        click.echo(f"docutray-watch: {exc}", err=True)
+        return EX_TEMPFAIL
     except KeyboardInterrupt:
         return 130
 

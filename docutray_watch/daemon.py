@@ -31,12 +31,13 @@ from typing import Any
 import structlog
 
 from docutray_watch.config import Config, ConfigError, api_key_of, load_config
-from docutray_watch.engine import Engine, MissingApiKeyError
+from docutray_watch.engine import Engine, MissingApiKeyError, StateDirError
 from docutray_watch.health import HealthServer
 from docutray_watch.log import configure_logging, register_secret
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import get_plugin_manager
 from docutray_watch.sdnotify import Notifier
+from docutray_watch.statelock import AlreadyRunningError
 from docutray_watch.watcher import FolderWatcher
 
 __all__ = ["STALL_SECONDS", "Daemon", "run_daemon"]
@@ -46,6 +47,11 @@ log = structlog.get_logger(__name__)
 STALL_SECONDS = 600.0
 STATUS_EVERY = 5.0
 EX_CONFIG = 78
+EX_TEMPFAIL = 75  # another instance holds the state directory: try again later
+
+
+class UnusableSettingError(Exception):
+    """A folder or an address in the config that the daemon cannot use; the message names it."""
 
 
 class Daemon:
@@ -96,7 +102,12 @@ class Daemon:
 
     # -- watching ----------------------------------------------------------------------------
 
-    def _start_watchers(self) -> None:
+    def _start_watchers(self, *, strict: bool = True) -> None:
+        """Start a watcher per active pipeline; an unusable folder raises (`strict`) or is logged.
+
+        Not strict (on reload), the other pipelines keep going and the failing one has no watcher
+        until the next reload.
+        """
         loop = asyncio.get_running_loop()
         wanted = self.engine.pipelines
         for name in list(self.watchers):
@@ -114,7 +125,11 @@ class Daemon:
             if name in self.watchers:
                 continue
             root = Path(pipeline.watch.path)
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._unusable(name, root, exc, strict=strict)
+                continue
 
             def nominate(path: Path, closed: bool, _name: str = name) -> None:
                 loop.call_soon_threadsafe(lambda: self.engine.nominate(_name, path, closed=closed))
@@ -126,9 +141,21 @@ class Daemon:
                 polling=pipeline.watch.polling,
                 nominate=nominate,
             )
-            watcher.start()
+            try:
+                watcher.start()
+            except OSError as exc:
+                self._unusable(name, root, exc, strict=strict)
+                continue
             log.info("watcher_started", pipeline=name, path=str(root), mode=watcher.mode)
             self.watchers[name] = watcher
+
+    def _unusable(self, pipeline: str, root: Path, exc: OSError, *, strict: bool) -> None:
+        names = [p.name for p in self.config.pipelines]
+        where = f"pipelines[{names.index(pipeline)}]" if pipeline in names else pipeline
+        problem = f"{where}.watch.path: cannot watch {root}: {exc.strerror or exc}"
+        if strict:
+            raise UnusableSettingError(problem)
+        log.error("watch_failed", pipeline=pipeline, problem=problem)
 
     def _stop_watchers(self) -> None:
         for watcher in self.watchers.values():
@@ -240,7 +267,7 @@ class Daemon:
                     self._log_level or self.config.log.level,
                     self._log_format or self.config.log.format,
                 )
-                self._start_watchers()
+                self._start_watchers(strict=False)
                 await self.engine.resume_requeued()  # documents requeued by `retry`
                 for change in changes:
                     if change.startswith("added pipeline ") or change.startswith("changed"):
@@ -250,6 +277,26 @@ class Daemon:
                 self.notifier.ready()
 
     # -- the whole life ----------------------------------------------------------------------
+
+    async def _start_health(self) -> None:
+        if self.config.metrics is None:
+            return
+        self.health = HealthServer(
+            self.metrics,
+            self._readiness,
+            host=self.config.metrics.host,
+            port=self.config.metrics.port,
+            before_scrape=self._refresh_gauges,
+        )
+        try:
+            await self.health.start()
+        except OSError as exc:
+            self.health = None
+            raise UnusableSettingError(
+                f"metrics.listen: cannot listen on {self.config.metrics.listen}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        log.info("metrics_listening", address=f"{self.health.host}:{self.health.port}")
 
     async def run(self) -> int:
         """Start everything, serve until a stop signal, stop cleanly; returns the exit code."""
@@ -262,18 +309,20 @@ class Daemon:
         except MissingApiKeyError as exc:
             log.error("config_invalid", problems=[f"api.api_key: {exc}"])
             return EX_CONFIG
+        except StateDirError as exc:
+            log.error("config_invalid", problems=[f"state_dir: {exc}"])
+            return EX_CONFIG
+        except AlreadyRunningError as exc:
+            log.error("already_running", error=str(exc))
+            return EX_TEMPFAIL
         try:
-            self._start_watchers()
-            if self.config.metrics is not None:
-                self.health = HealthServer(
-                    self.metrics,
-                    self._readiness,
-                    host=self.config.metrics.host,
-                    port=self.config.metrics.port,
-                    before_scrape=self._refresh_gauges,
-                )
-                await self.health.start()
-                log.info("metrics_listening", address=f"{self.health.host}:{self.health.port}")
+            try:
+                self._start_watchers()
+                await self._start_health()
+            except UnusableSettingError as exc:
+                # A folder or address of the config that cannot be used: a restart won't help.
+                log.error("config_invalid", problems=[str(exc)])
+                return EX_CONFIG
             self._spawn(self._rescan_loop(), "rescan")
             self._spawn(self._heartbeat(), "heartbeat")
             self.notifier.ready()

@@ -33,8 +33,9 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,17 +66,19 @@ from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
 from docutray_watch.journal import AsyncJournal, DocumentRow, Journal, StepRow
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import SinkType, call_first, call_observers, collect_sink_types
-from docutray_watch.polling import LatencyModel, PollSchedule
+from docutray_watch.polling import LatencyModel, PollSchedule, probe_schedule
 from docutray_watch.ratelimit import RateLimiter
 from docutray_watch.records import Document, ResultRecord
+from docutray_watch.statelock import StateLock
 from docutray_watch.templates import metadata_context, render
 
-__all__ = ["Engine", "MissingApiKeyError", "RunSummary"]
+__all__ = ["Engine", "MissingApiKeyError", "RunSummary", "StateDirError"]
 
 log = structlog.get_logger(__name__)
 
 _TERMINAL = frozenset({"SUCCESS", "ERROR"})
 _SUBMIT_BACKOFF_MAX = 60.0
+_SUMMARY_KEEP = 10_000
 # Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
 _WAITER_PREFIXES = ("settle:", "twin:")
 
@@ -84,13 +87,22 @@ class MissingApiKeyError(Exception):
     """No API key in the config, its key file or $DOCUTRAY_API_KEY."""
 
 
+class StateDirError(Exception):
+    """The journal in `state_dir` cannot be opened (not creatable, not a database, locked…)."""
+
+
 @dataclass
 class RunSummary:
     """What happened to the documents finished since the engine started."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (pipeline, path, reason)
-    ignored: list[tuple[str, str, str]] = field(default_factory=list)  # (pipeline, path, rule)
+    # The most recent ones only: a daemon runs for months (the journal keeps everything).
+    failures: deque[tuple[str, str, str]] = field(  # (pipeline, path, reason)
+        default_factory=lambda: deque(maxlen=_SUMMARY_KEEP)
+    )
+    ignored: deque[tuple[str, str, str]] = field(  # (pipeline, path, rule)
+        default_factory=lambda: deque(maxlen=_SUMMARY_KEEP)
+    )
 
     @property
     def failed(self) -> int:
@@ -186,6 +198,7 @@ class Engine:
         self._transport = transport
         self._environ = environ if environ is not None else dict(os.environ)
         self.journal = AsyncJournal(Journal(config.journal_path))
+        self._lock = StateLock(config.state_dir)
         self.latency = LatencyModel()
         self.limiter = RateLimiter(config.api.requests_per_second)
         self._slots = _Slots(config.api.max_in_flight)
@@ -224,7 +237,18 @@ class Engine:
                 "or DOCUTRAY_API_KEY in the environment"
             )
         self._sink_types = collect_sink_types(self.pm)
-        await self.journal.open()
+        try:
+            await asyncio.to_thread(self._lock.acquire)
+        except OSError as exc:
+            raise StateDirError(f"cannot lock {self.config.state_dir}: {exc.strerror}") from None
+        try:
+            await self.journal.open()
+        except (OSError, sqlite3.Error, RuntimeError) as exc:
+            self._lock.release()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StateDirError(
+                f"cannot open the journal {self.config.journal_path}: {reason}"
+            ) from None
         self.latency.load(await self.journal.load_latencies())
         self._build_client(api_key)
         for pipeline in self.config.pipelines:
@@ -263,10 +287,11 @@ class Engine:
                 limiter.pause(wait if wait is not None else 1.0)
 
         connections = max(8, min(self.config.api.max_in_flight, 256))
+        http_timeout = httpx.Timeout(
+            connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+        )
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
-            ),
+            timeout=http_timeout,
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             event_hooks={"request": [before_request], "response": [after_response]},
             transport=self._transport,
@@ -279,6 +304,8 @@ class Engine:
             api_key=api_key,
             base_url=self.config.api.resolved_base_url(self._environ),
             max_retries=self.config.api.max_retries,
+            # Each request carries the client's timeout, which wins over the pool's: pass it on.
+            timeout=http_timeout,
             http_client=self._http,
             on_retry=on_retry,
         )
@@ -362,6 +389,7 @@ class Engine:
                 log.warning("sink_close_failed", sink=runner.sink_id, error=describe(exc))
         call_observers(self.pm, "shutdown", config=self.config)
         await self.journal.close()
+        self._lock.release()
 
     async def reload(self, config: Config) -> list[str]:
         """Apply a new configuration without dropping in-flight documents; returns the changes.
@@ -844,15 +872,18 @@ class Engine:
             if not steps:
                 self._spawn(self._complete(doc_id), name=f"complete:{doc.name}", doc=doc)
                 continue
-            if all(s.state == "pending" and s.attempts == 0 for s in steps):
-                # Nothing submitted yet: a file replaced or deleted while queued is simply
-                # taken again from scratch (or dropped), never failed.
-                changed = await asyncio.to_thread(self._source_changed, doc)
-                if changed is not None:
-                    await self._requeue_changed(doc, changed)
-                    continue
-            for step in steps:
+            fresh = all(s.state == "pending" and s.attempts == 0 for s in steps)
+            for index, step in enumerate(steps):
                 await self._slots.acquire()
+                if fresh and index == 0:
+                    # Nothing submitted yet: a file replaced or deleted while queued (checked
+                    # once a slot is free, as the wait for one can be long) is simply taken
+                    # again from scratch (or dropped), never failed.
+                    changed = await asyncio.to_thread(self._source_changed, doc)
+                    if changed is not None:
+                        await self._slots.release()
+                        await self._requeue_changed(doc, changed)
+                        break
                 self.metrics.in_flight.inc()
                 self._spawn(
                     self._run_step(doc, step), name=f"step:{doc.name}:{step.step_id}", doc=doc
@@ -1047,15 +1078,18 @@ class Engine:
         size = doc.size or 0
         submitted_wall = step.submitted_at or time.time()
         schedule = PollSchedule(poll.initial, poll.max)
+        overdue: PollSchedule | None = None
         probe = False
-        expected = self.latency.expected(step.step_id, size)
+        expected = self.latency.first_read(step.step_id, size)
         if expected is None:
             probe = self.latency.claim_probe(step.step_id, size)
-            if not probe:
+            if probe:
+                schedule = probe_schedule(poll.initial, poll.max)
+            else:
                 await self.latency.wait_learned(
                     step.step_id, size, patience=max(0.0, min(deadline - time.time(), poll.max * 4))
                 )
-                expected = self.latency.expected(step.step_id, size)
+                expected = self.latency.first_read(step.step_id, size)
         wait = (
             max(0.0, submitted_wall + expected - time.time())
             if expected is not None
@@ -1112,12 +1146,17 @@ class Engine:
                     await self.journal.step_status(step.id, status.status)
                     step = await self.journal.step(step.id)
                 wait = schedule.next_interval()
-                learned = self.latency.expected(step.step_id, size)
+                learned = self.latency.first_read(step.step_id, size)
                 if learned is not None:
                     # Something was learned meanwhile (by another execution): aim at it.
                     target = submitted_wall + learned - time.time()
                     if target > 0:
                         wait = min(wait, target) if target < wait else wait
+                    else:
+                        # Read too early: the result is due, so look again soon.
+                        if overdue is None:
+                            overdue = self.latency.recheck_schedule(step.step_id, size, poll.max)
+                        wait = min(wait, overdue.next_interval())
         finally:
             if probe:
                 self.latency.release_probe(step.step_id, size)

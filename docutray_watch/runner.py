@@ -59,7 +59,7 @@ async def process_once(
     echo(f"processed {total} document(s){': ' + parts if parts else ''}")
     if summary.ignored:
         echo(f"ignored {len(summary.ignored)} file(s) (see `process --dry-run` for the rules)")
-    for pipeline, path, reason in summary.failures[:20]:
+    for pipeline, path, reason in list(summary.failures)[:20]:
         echo(f"  failed [{pipeline}] {path}: {reason}")
     if len(summary.failures) > 20:
         echo(f"  … and {len(summary.failures) - 20} more (see `docutray-watch status`)")

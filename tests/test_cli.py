@@ -257,3 +257,24 @@ class TestPlugins:
         from docutray_watch import __version__
 
         assert __version__ in invoke("--version").output
+
+
+class TestOneEnginePerStateDir:
+    def test_a_second_engine_on_the_same_state_dir_exits_75(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """While one process holds the state directory, `process` refuses to start (exit 75)."""
+        from docutray_watch.statelock import StateLock
+
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "a.pdf").write_bytes(make_pdf(["a"]))
+        holder = StateLock(tmp_path / "state")
+        holder.acquire()
+        try:
+            result = invoke("process", "-c", str(config), "--no-progress")
+            assert result.exit_code == 75
+            assert "another docutray-watch process" in result.output
+            assert emulator.stats().posts == 0
+        finally:
+            holder.release()
+        assert invoke("process", "-c", str(config), "--no-progress").exit_code == 0
