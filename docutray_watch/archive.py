@@ -17,7 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from docutray_watch.fsutil import atomic_write_bytes, fsync_dir
+from docutray_watch.fsutil import (
+    atomic_write_bytes,
+    fsync_dir,
+    remove_stale_temp_files,
+    temp_prefix,
+)
 
 __all__ = ["move_file", "remove_file", "sidecar_path", "unique_destination", "write_sidecar"]
 
@@ -83,21 +88,50 @@ def move_file(source: Path, destination: Path, *, sha256: str | None = None) -> 
             source.unlink()
             fsync_dir(source.parent)
             return destination
+    while True:
+        try:
+            _rename_no_replace(source, destination)
+        except FileExistsError:
+            # Someone put a file there since we looked: never overwrite it, pick another name.
+            destination = unique_destination(destination.parent, destination.name)
+            continue
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_then_remove(source, destination)
+        else:
+            fsync_dir(destination.parent)
+            if destination.parent != source.parent:
+                fsync_dir(source.parent)
+        return destination
+
+
+def _rename_no_replace(source: Path, destination: Path) -> None:
+    """Rename without ever replacing an existing `destination` (FileExistsError instead).
+
+    A hard link then an unlink does that atomically on file systems with hard links; where there
+    are none (some network or FAT file systems) a plain rename is the best there is. A crash
+    between the two steps leaves both names on one file, which `move_file` finishes on rerun.
+    """
     try:
-        os.rename(source, destination)
+        os.link(source, destination, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        _copy_then_remove(source, destination)
-    else:
-        fsync_dir(destination.parent)
-        if destination.parent != source.parent:
-            fsync_dir(source.parent)
-    return destination
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            if os.path.lexists(destination):
+                raise FileExistsError(
+                    errno.EEXIST, "destination exists", str(destination)
+                ) from None
+            os.rename(source, destination)
+            return
+        raise
+    os.unlink(source)
 
 
 def _copy_then_remove(source: Path, destination: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name[:40]}.")
+    remove_stale_temp_files(destination.parent)  # a copy cut short by a crash
+    fd, tmp = tempfile.mkstemp(
+        dir=destination.parent, prefix=temp_prefix(destination), suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)

@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from docutray_watch.log import mask_secrets
 from docutray_watch.records import ResultRecord
 from docutray_watch.sinks.base import PermanentSinkError, Receipt, Sink, SinkConfig
 
@@ -37,8 +38,13 @@ class DeliveryGaveUp(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line description of an exception for journals, sidecars and logs."""
+    """A one-line description of an exception for journals, sidecars and logs.
+
+    Registered secrets (the API key) are masked: a plugin's message may quote one, and journals
+    and sidecars are not log lines, which are masked anyway.
+    """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = mask_secrets(text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

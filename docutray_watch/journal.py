@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -360,8 +360,11 @@ class Journal:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                # else: SQLite already rolled back the whole transaction (disk full, I/O error);
+                # the batch sees that and fails every call in it.
                 raise
             conn.execute("RELEASE op")
             return
@@ -960,24 +963,31 @@ class AsyncJournal:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
-                if not future.set_running_or_notify_cancel():
-                    # The caller was cancelled before its turn: skip the call (as executors do);
-                    # setting a result on its cancelled future would kill this thread.
-                    continue
+                # A call whose caller was cancelled still runs: a write that was asked for (an
+                # execution id, say) must not be lost because the task waiting on it stopped.
                 try:
                     outcomes.append((future, True, fn()))
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                except BaseException as exc:
                     outcomes.append((future, False, exc))
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole batch back: every call in it failed
             conn.execute("COMMIT")
-        except BaseException as exc:  # noqa: BLE001 - the commit itself failed: every call fails
+        except BaseException as exc:  # noqa: BLE001 - the batch failed: every call fails
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             for _fn, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+                _settle(future, False, exc)
             return
         for future, ok, value in outcomes:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            _settle(future, ok, value)
+
+
+def _settle(future: Future[Any], ok: bool, value: Any) -> None:
+    """Hand a call's outcome to its caller, unless the caller has stopped waiting."""
+    try:
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    except InvalidStateError:
+        pass  # cancelled by its caller: the work is done (or failed) all the same

@@ -22,7 +22,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "configure_logging", "redact", "register_secret"]
+__all__ = ["REDACTED", "configure_logging", "mask_secrets", "redact", "register_secret"]
 
 REDACTED = "***"
 _SECRET_FIELDS = frozenset(
@@ -46,6 +46,11 @@ def register_secret(value: str | None) -> None:
     """Mask `value` in every log line from now on (ignored when empty or very short)."""
     if value and len(value) >= 4:
         _secrets.add(value)
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with every registered secret replaced by `***` (for journals, sidecars, messages)."""
+    return str(_scrub(text))
 
 
 def _scrub(value: Any) -> Any:

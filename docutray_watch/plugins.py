@@ -11,6 +11,7 @@ module names) and watch every hook call with `DOCUTRAY_WATCH_TRACE_PLUGINS=1`.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Iterable
@@ -163,6 +164,16 @@ def _call_impl(pm: pluggy.PluginManager, hook_name: str, impl: Any, kwargs: dict
             plugin=impl.plugin_name,
             error=f"{type(exc).__name__}: {exc}",
             exc_info=True,
+        )
+        return _FAILED
+    if inspect.iscoroutine(result):
+        # Observer hooks are plain functions; a coroutine would never run. Say so loudly.
+        result.close()
+        log.error(
+            "plugin_hook_failed",
+            hook=hook_name,
+            plugin=impl.plugin_name,
+            error="hook implementations must be plain functions, not `async def`",
         )
         return _FAILED
     trace("finish", hook_name, f"[{impl.plugin_name}]", "-->", result)

@@ -3,12 +3,17 @@
 Fixed-interval polling either asks too often (wasted requests) or notices completion late. The
 engine instead keeps, per step ID and size class, an exponentially weighted mean and variance of
 the processing time the service reports (`response_timestamp - request_timestamp`), and schedules
-the first status read just after the expected completion (mean + 2 standard deviations + a small
-margin). If the execution is not done by then, reads follow every `poll.initial` seconds at first,
-growing by half each time up to `poll.max`. While nothing is known about a step yet, one
-execution ("the probe") polls on that schedule and the others wait for what it learns, so a cold
-start does not multiply status requests. Estimates are saved in the journal, so a restart starts
-warm.
+the first status read just after the expected completion (`first_read`: mean + 2 standard
+deviations + a margin of 1 % of the mean, at least 5 ms). A read that comes too early is followed
+by short re-reads (`recheck_schedule`: the result is due, so a spread of the estimate at first,
+doubling up to `poll.max`), not by a full polling interval.
+
+While nothing is known about a step yet, one execution ("the probe") polls and the others wait
+for what it learns, so a cold start does not multiply status requests. The probe reads at a
+quarter of `poll.initial` after submission and then each time 25 % later than the previous read
+(`probe_schedule`), so the first result — which every waiting execution depends on — is noticed
+at most about a quarter of its processing time late, for a handful of extra reads once. Estimates
+are saved in the journal, so a restart starts warm.
 """
 
 from __future__ import annotations
@@ -17,10 +22,20 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["LatencyModel", "PollSchedule", "size_class"]
+__all__ = ["LatencyModel", "PollSchedule", "probe_schedule", "size_class"]
 
 _ALPHA = 0.2  # weight of the newest observation in the moving mean/variance
-_MARGIN = 0.05  # seconds added to every prediction: a status read is cheaper than a late one
+_MARGIN = 0.05  # seconds added to `expected`, the conservative "surely done by now" time
+# The first read: a margin that only absorbs timer and clock granularity (an early read costs a
+# re-read soon after, see `recheck_schedule`, so it need not be large).
+_READ_MARGIN_MIN = 0.005
+_READ_MARGIN_SHARE = 0.01
+# Re-reads after an early read start at a spread of the estimate (at least this share of the mean).
+_RECHECK_MIN = 0.01
+_RECHECK_SHARE = 0.02
+# The probe: first read at this share of `poll.initial`, then each read this much later.
+_PROBE_FIRST_SHARE = 0.25
+_PROBE_GROWTH = 1.25
 
 
 def size_class(size: int) -> int:
@@ -74,6 +89,31 @@ class LatencyModel:
             return None
         return estimate.mean + 2.0 * math.sqrt(estimate.variance) + _MARGIN
 
+    def first_read(self, step_id: str, size: int) -> float | None:
+        """Seconds after submission at which to read the status first, if anything is known.
+
+        Mean + 2 standard deviations + a margin of 1 % of the mean (at least 5 ms): tighter than
+        `expected`, because a read that comes too early is followed by a short re-read.
+        """
+        estimate = self.estimates.get((step_id, size_class(size)))
+        if estimate is None or estimate.count == 0:
+            return None
+        margin = max(_READ_MARGIN_MIN, _READ_MARGIN_SHARE * estimate.mean)
+        return estimate.mean + 2.0 * math.sqrt(estimate.variance) + margin
+
+    def recheck_schedule(self, step_id: str, size: int, maximum: float) -> PollSchedule:
+        """Intervals of the reads after one that came before the result was ready.
+
+        The result is due, so the first re-read follows soon (one standard deviation, at least 2 %
+        of the mean and 10 ms), then the intervals double up to `maximum`.
+        """
+        estimate = self.estimates.get((step_id, size_class(size)))
+        base = _RECHECK_MIN
+        if estimate is not None and estimate.count:
+            base = max(base, math.sqrt(estimate.variance), _RECHECK_SHARE * estimate.mean)
+        base = min(base, maximum)
+        return PollSchedule(base, maximum, growth=2.0)
+
     def claim_probe(self, step_id: str, size: int) -> bool:
         """True for the one execution that should poll while nothing is known yet."""
         key = (step_id, size_class(size))
@@ -114,17 +154,36 @@ class LatencyModel:
 
 @dataclass
 class PollSchedule:
-    """The status-read schedule of one execution after its first read."""
+    """The status-read schedule of one execution after its first read.
+
+    Intervals start at `initial` (or `first`, once, when given) and grow by `growth` each time up
+    to `maximum`.
+    """
 
     initial: float
     maximum: float
+    growth: float = 1.5
+    first: float | None = None
     _next: float = 0.0
 
     def __post_init__(self) -> None:
         self._next = self.initial
 
     def next_interval(self) -> float:
-        """The wait before the next read; grows by half each time up to the maximum."""
+        """The wait before the next read; grows by `growth` each time up to the maximum."""
+        if self.first is not None:
+            interval, self.first = self.first, None
+            return interval
         interval = self._next
-        self._next = min(self.maximum, self._next * 1.5)
+        self._next = min(self.maximum, self._next * self.growth)
         return interval
+
+
+def probe_schedule(initial: float, maximum: float) -> PollSchedule:
+    """The probe's reads: at `initial / 4` after submission, then each 25 % later than the last.
+
+    Read k happens at `initial / 4 × 1.25^k` seconds (intervals capped at `maximum`), so the first
+    result is noticed at most about 25 % of its processing time late.
+    """
+    first = min(initial * _PROBE_FIRST_SHARE, maximum)
+    return PollSchedule(first * (_PROBE_GROWTH - 1.0), maximum, growth=_PROBE_GROWTH, first=first)
