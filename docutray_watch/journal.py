@@ -34,7 +34,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -534,10 +533,16 @@ class Journal:
         return [_document(r) for r in rows]
 
     def latest_by_path(self, pipeline: str) -> dict[str, DocumentRow]:
-        """The most recent document for each path of a pipeline (to reconcile a folder scan)."""
+        """The most recent document for each path a folder scan must know about.
+
+        That is unfinished documents, and finished ones whose file was kept where it was found
+        (`archived_to` is its own path): a moved or deleted file left its path free, so months of
+        history do not have to sit in memory.
+        """
         rows = self.conn.execute(
             "SELECT * FROM documents WHERE id IN"
-            " (SELECT MAX(id) FROM documents WHERE pipeline = ? GROUP BY path)",
+            " (SELECT MAX(id) FROM documents WHERE pipeline = ?"
+            "  AND (finished_at IS NULL OR archived_to = path) GROUP BY path)",
             (pipeline,),
         ).fetchall()
         return {r["path"]: _document(r) for r in rows}
@@ -895,13 +900,14 @@ class AsyncJournal:
 
     Calls queued while a transaction is being committed are run together in the next one
     (each inside its own savepoint), so many documents share one fsync without weakening what a
-    returned call guarantees: it returns only after its changes are committed.
+    returned call guarantees: it returns only after its changes are committed. The outcomes of a
+    batch reach the event loop in one wake-up, not one per call (each wake-up is a system call).
     """
 
     def __init__(self, journal: Journal, *, max_batch: int = 256) -> None:
         self.journal = journal
         self._max_batch = max_batch
-        self._queue: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -922,8 +928,8 @@ class AsyncJournal:
             self._thread = None
         await asyncio.to_thread(self.journal.close)
 
-    def _submit(self, fn: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
+    def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the journal is closed")
@@ -933,8 +939,7 @@ class AsyncJournal:
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` (a `Journal` method) on the writer thread."""
-        future = self._submit(lambda: fn(*args, **kwargs))
-        return await asyncio.wrap_future(future)
+        return await self._submit(lambda: fn(*args, **kwargs))
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.journal, name)
@@ -957,9 +962,9 @@ class AsyncJournal:
                 del self._queue[: self._max_batch]
             self._run_batch(batch)
 
-    def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    def _run_batch(self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]]) -> None:
         conn = self.journal.conn
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
@@ -975,19 +980,27 @@ class AsyncJournal:
         except BaseException as exc:  # noqa: BLE001 - the batch failed: every call fails
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            for _fn, future in batch:
-                _settle(future, False, exc)
+            _hand_over([(future, False, exc) for _fn, future in batch])
             return
-        for future, ok, value in outcomes:
-            _settle(future, ok, value)
+        _hand_over(outcomes)
 
 
-def _settle(future: Future[Any], ok: bool, value: Any) -> None:
-    """Hand a call's outcome to its caller, unless the caller has stopped waiting."""
-    try:
+def _hand_over(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Pass a batch's outcomes to their callers: one wake-up per event loop (from the writer)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle_all, items)
+
+
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Hand each call's outcome to its caller, unless the caller has stopped waiting."""
+    for future, ok, value in outcomes:
+        if future.done():
+            continue  # cancelled by its caller: the work is done (or failed) all the same
         if ok:
             future.set_result(value)
         else:
             future.set_exception(value)
-    except InvalidStateError:
-        pass  # cancelled by its caller: the work is done (or failed) all the same

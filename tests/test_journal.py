@@ -613,3 +613,16 @@ class TestAbortedBatch:
             assert doc.path == "/c"
         finally:
             await journal.close()
+
+
+class TestLatestByPath:
+    def test_only_unfinished_and_kept_files_are_remembered(self, journal: Journal) -> None:
+        """A scan must know unfinished documents and files kept in place, not moved history."""
+        moved = journal.add_document("p", "/in/moved.pdf", "moved.pdf", 1, 1)
+        journal.reject(moved.id, "x")
+        journal.finish(moved.id, "/failed/moved.pdf")
+        kept = journal.add_document("p", "/in/kept.pdf", "kept.pdf", 1, 1)
+        journal.reject(kept.id, "x")
+        journal.finish(kept.id, "/in/kept.pdf")
+        journal.add_document("p", "/in/new.pdf", "new.pdf", 1, 1)
+        assert sorted(journal.latest_by_path("p")) == ["/in/kept.pdf", "/in/new.pdf"]
