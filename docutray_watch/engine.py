@@ -1406,7 +1406,11 @@ class Engine:
             self._forget(doc)
             return
         if doc.state != "archived" or doc.finished_at is None:
-            doc = await self.journal.finish(doc.id, str(destination) if destination else None)
+            # A kept file "is archived" where it was found: the journal then knows its path is
+            # taken (see Journal.latest_by_path).
+            kept = action.action == "keep" and destination is None
+            archived_to = doc.path if kept else (str(destination) if destination else None)
+            doc = await self.journal.finish(doc.id, archived_to)
         self.summary.outcomes[outcome] += 1
         self.metrics.documents.labels(doc.pipeline, outcome).inc()
         if failed:
