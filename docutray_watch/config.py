@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, cast
 
+import httpx
 import pluggy
 import yaml
 from pydantic import (
@@ -85,6 +86,10 @@ class TimeoutConfig(_Model):
     read: float = Field(60.0, gt=0, description="Waiting for each part of an answer.")
     write: float = Field(60.0, gt=0, description="Sending each part of an upload.")
     pool: float = Field(10.0, gt=0, description="Waiting for a free connection from the pool.")
+
+    def as_httpx(self) -> httpx.Timeout:
+        """The same four timeouts as an `httpx.Timeout`."""
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
 
 
 class ApiConfig(_Model):

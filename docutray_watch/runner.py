@@ -200,7 +200,9 @@ async def validate_online(config: Config, *, echo: Echo = print) -> int:
     if not key:
         raise MissingApiKeyError("no API key to check the API with")
     base_url = config.api.resolved_base_url()
-    async with AsyncClient(api_key=key, base_url=base_url, max_retries=1) as client:
+    async with AsyncClient(
+        api_key=key, base_url=base_url, max_retries=1, timeout=config.api.timeout.as_httpx()
+    ) as client:
         try:
             await client.steps.get_status("docutray-watch-validate-probe")
         except NotFoundError:
