@@ -17,6 +17,7 @@ import pytest
 
 from docutray_watch.client import Client, _polling
 from docutray_watch.emulator import EmulatorServer
+from docutray_watch.samples import make_pdf
 from docutray_watch.testing import EmulatorFactory
 
 MIGRATION = ("from docutray import", "from docutray_watch.client import")
@@ -131,32 +132,6 @@ finally:
 }
 
 
-def _minimal_pdf(text: str) -> bytes:
-    """A small, valid one-page PDF (correct xref offsets) showing ``text``."""
-    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
-
-
 @pytest.fixture(name="docs_emulator")
 def docs_emulator_fixture(
     emulator_factory: EmulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -166,8 +141,8 @@ def docs_emulator_fixture(
     monkeypatch.setenv("DOCUTRAY_BASE_URL", emulator.base_url)
     monkeypatch.delenv("DOCUTRAY_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "document.pdf").write_bytes(_minimal_pdf("document"))
-    (tmp_path / "invoice.pdf").write_bytes(_minimal_pdf("invoice"))
+    (tmp_path / "document.pdf").write_bytes(make_pdf(["document"]))
+    (tmp_path / "invoice.pdf").write_bytes(make_pdf(["invoice"]))
     # PDFs are polled every 3-5 s; the emulator finishes in 0.05 s, so shorten the real sleeps
     # (the schedule itself is tested in test_polling.py)
     monkeypatch.setattr(_polling, "_sleep", lambda seconds: time.sleep(min(seconds, 0.02)))
