@@ -26,7 +26,7 @@ from docutray_watch.config import (
     config_json_schema,
     load_config,
 )
-from docutray_watch.log import configure_logging, register_secret
+from docutray_watch.log import configure_logging, mask_secrets, register_secret
 
 log = structlog.get_logger(__name__)
 
@@ -304,7 +304,9 @@ def main() -> None:
         raise
     except Exception as exc:
         log.error("internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=True)
-        click.echo(f"docutray-watch: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(
+            mask_secrets(f"docutray-watch: internal error: {type(exc).__name__}: {exc}"), err=True
+        )
         sys.exit(EX_SOFTWARE)
 
 

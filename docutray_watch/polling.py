@@ -92,8 +92,10 @@ class LatencyModel:
     def first_read(self, step_id: str, size: int) -> float | None:
         """Seconds after submission at which to read the status first, if anything is known.
 
-        Mean + 2 standard deviations + a margin of 1 % of the mean (at least 5 ms): tighter than
-        `expected`, because a read that comes too early is followed by a short re-read.
+        Mean + 2 standard deviations + a margin of 1 % of the mean (at least 5 ms): tighter
+        than `expected`, because a read that comes too early is followed by a short re-read. The
+        clock starts when the service accepted the submission, after it started processing, so
+        the margin only absorbs timer granularity.
         """
         estimate = self.estimates.get((step_id, size_class(size)))
         if estimate is None or estimate.count == 0:
@@ -182,7 +184,7 @@ class PollSchedule:
 def probe_schedule(initial: float, maximum: float) -> PollSchedule:
     """The probe's reads: at `initial / 4` after submission, then each 25 % later than the last.
 
-    Read k happens at `initial / 4 × 1.25^k` seconds (intervals capped at `maximum`), so the first
+    Read k happens at `initial / 4 x 1.25^k` seconds (intervals capped at `maximum`), so the first
     result is noticed at most about 25 % of its processing time late.
     """
     first = min(initial * _PROBE_FIRST_SHARE, maximum)

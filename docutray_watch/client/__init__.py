@@ -39,6 +39,7 @@ from docutray_watch.client._models import AsyncStepExecutionStatus, StepExecutio
 from docutray_watch.client._response import RawResponse
 from docutray_watch.client._retry import RetryInfo
 from docutray_watch.client._retry_after import parse_retry_after
+from docutray_watch.client._transport import AiohttpTransport
 from docutray_watch.client.resources import (
     AsyncSteps,
     AsyncStepsWithRawResponse,
@@ -56,6 +57,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "AiohttpTransport",
     "AsyncClient",
     "AsyncStepExecutionStatus",
     "AsyncSteps",

@@ -83,10 +83,11 @@ class Client(BaseClient):
     def _send_once(self, spec: RequestSpec) -> httpx.Response:
         body: SyncBodyStream | None = None
         request: httpx.Request | None = None
+        whole = spec.multipart.whole() if spec.multipart is not None else None
         try:
-            if spec.multipart is not None:
+            if spec.multipart is not None and whole is None:
                 body = spec.multipart.sync_stream()
-            request = build_http_request(self._http, self._options, spec, body)
+            request = build_http_request(self._http, self._options, spec, whole or body)
             response = self._http.send(request, auth=None, follow_redirects=False)
         except httpx.RequestError as exc:
             raise connection_error(exc, spec, self._options.api_key) from exc
@@ -153,10 +154,12 @@ class AsyncClient(BaseClient):
     async def _send_once(self, spec: RequestSpec) -> httpx.Response:
         body: AsyncBodyStream | None = None
         request: httpx.Request | None = None
+        # A small document goes out as one piece: no file reads, one socket write.
+        whole = spec.multipart.whole() if spec.multipart is not None else None
         try:
-            if spec.multipart is not None:
+            if spec.multipart is not None and whole is None:
                 body = await spec.multipart.async_stream()
-            request = build_http_request(self._http, self._options, spec, body)
+            request = build_http_request(self._http, self._options, spec, whole or body)
             response = await self._http.send(request, auth=None, follow_redirects=False)
         except httpx.RequestError as exc:
             raise connection_error(exc, spec, self._options.api_key) from exc

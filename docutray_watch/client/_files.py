@@ -28,6 +28,7 @@ from docutray_watch.client._exceptions import (
 __all__ = [
     "CHUNK_SIZE",
     "MAX_FILE_SIZE",
+    "SMALL_FILE_SIZE",
     "SNIFF_LENGTH",
     "SUPPORTED_CONTENT_TYPES",
     "AsyncOpenedUpload",
@@ -49,6 +50,10 @@ SNIFF_LENGTH = 1024
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read per chunk while streaming an upload."""
+
+SMALL_FILE_SIZE = 128 * 1024
+"""Documents up to this size may be read whole and sent in one piece (see ``read_small``): for a
+small document, streaming it in chunks costs more than the document itself."""
 
 SUPPORTED_CONTENT_TYPES: frozenset[str] = frozenset(
     {"image/jpeg", "image/png", "image/gif", "image/bmp", "image/webp", "application/pdf"}
@@ -170,6 +175,16 @@ class UploadSource(ABC):
         """Whether another attempt can stream the same bytes from the start."""
         return True
 
+    in_memory = False
+    """True when the document is held in memory (reading it costs no I/O)."""
+
+    def read_small(self) -> bytes | None:
+        """The whole document if it is at most ``SMALL_FILE_SIZE`` bytes, else None.
+
+        Applies the same checks as opening an attempt (a file that changed size is refused).
+        """
+        return None
+
     @abstractmethod
     def open_sync(self) -> OpenedUpload:
         """Start streaming from the document's beginning."""
@@ -200,6 +215,15 @@ class _PathSource(UploadSource):
         handle = self._open_checked()
         return OpenedUpload(_read_chunks(handle.read, self._size, self.document), handle.close)
 
+    def read_small(self) -> bytes | None:
+        if self._size > SMALL_FILE_SIZE:
+            return None
+        with self._open_checked() as handle:
+            data = handle.read(self._size + 1)
+        if len(data) != self._size:
+            raise _changed(self.document)
+        return data
+
     async def open_async(self) -> AsyncOpenedUpload:
         handle = await asyncio.to_thread(self._open_checked)
         chunks = _aread_chunks(handle.read, self._size, self.document)
@@ -216,6 +240,11 @@ class _BytesSource(UploadSource):
             document=document, filename=filename, content_type=content_type, size=len(data)
         )
         self._data = data
+
+    in_memory = True
+
+    def read_small(self) -> bytes | None:
+        return bytes(self._data) if len(self._data) <= SMALL_FILE_SIZE else None
 
     def _chunks(self) -> Iterator[bytes]:
         for start in range(0, len(self._data), CHUNK_SIZE):

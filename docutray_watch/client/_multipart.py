@@ -93,6 +93,7 @@ class MultipartBody:
         )
         self._preamble = b"".join(parts)
         self._epilogue = f"\r\n--{self.boundary}--\r\n".encode()
+        self._preloaded: bytes | None = None
 
     @property
     def content_length(self) -> int | None:
@@ -113,6 +114,24 @@ class MultipartBody:
     def replayable(self) -> bool:
         """Whether another attempt can send the body again from the start."""
         return self.source.replayable
+
+    def preload(self) -> None:
+        """Read a small document now, for the first attempt (call it off the event loop).
+
+        Later attempts read the file again, like streamed ones do.
+        """
+        if not self.source.in_memory:
+            self._preloaded = self.source.read_small()
+
+    def whole(self) -> bytes | None:
+        """The entire body in one piece when the document is small and in memory, else None."""
+        if self.source.in_memory:
+            data = self.source.read_small()
+        else:
+            data, self._preloaded = self._preloaded, None
+        if data is None:
+            return None
+        return self._preamble + data + self._epilogue
 
     def sync_stream(self) -> SyncBodyStream:
         """A fresh body for one attempt (reopens or rewinds the document)."""

@@ -120,6 +120,14 @@ class StepsWithRawResponse:
         return RawResponse(response, parse)
 
 
+def _build_and_preload(step_id: str, **kwargs: Any) -> RequestSpec:
+    """`build_run_async_request`, then read a small file for the first attempt in one go."""
+    spec = build_run_async_request(step_id, **kwargs)
+    if spec.multipart is not None:
+        spec.multipart.preload()
+    return spec
+
+
 class AsyncSteps:
     """Step executions, for ``AsyncClient``."""
 
@@ -180,10 +188,10 @@ class AsyncStepsWithRawResponse:
     ) -> RawResponse[AsyncStepExecutionStatus]:
         """``AsyncSteps.run_async`` returning the raw response."""
         # stat, sniffing and base64 checks touch the disk or scan big strings: keep them off
-        # the event loop
+        # the event loop (a small document is read in the same trip, see `_build_and_preload`)
         spec = await asyncio.to_thread(
             partial(
-                build_run_async_request,
+                _build_and_preload,
                 step_id,
                 file=file,
                 url=url,

@@ -1,0 +1,78 @@
+"""CI smoke of the benchmark harness: a tiny run of both tools, so that `benchmarks/` cannot rot.
+
+No performance is asserted here (figures on a shared CI machine mean nothing); only that the
+harness runs the baseline and docutray-watch end to end, prints its table and writes its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+pytest.importorskip("docutray", reason="the baseline needs the official SDK (dev extra)")
+pytest.importorskip("psutil", reason="the harness measures the emulator with psutil")
+
+
+@pytest.fixture(name="smoke", scope="module")
+def smoke_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
+    """One run of 6 documents, L=0.1 s, C=4 with the baseline and a cold docutray-watch."""
+    folder = tmp_path_factory.mktemp("bench")
+    report = folder / "results.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--docs",
+            "6",
+            "--latency",
+            "0.1",
+            "--concurrency",
+            "4",
+            "--tools",
+            "baseline",
+            "watch",
+            "--json",
+            str(report),
+            "--workdir",
+            str(folder / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout, json.loads(report.read_text())
+
+
+class TestBenchmarkSmoke:
+    def test_prints_the_comparison_table(self, smoke: tuple[str, dict[str, object]]) -> None:
+        """The table has both tools, the ratio column and the throughput row."""
+        stdout, _ = smoke
+        assert "baseline" in stdout
+        assert "watch (cold)" in stdout
+        assert "÷ baseline" in stdout
+        assert "throughput ÷ Little bound" in stdout
+
+    def test_writes_json_with_both_tools(self, smoke: tuple[str, dict[str, object]]) -> None:
+        """The JSON names the machine and holds, per tool, every document's result written."""
+        _, report = smoke
+        assert isinstance(report["machine"], dict)
+        assert report["machine"]["python"]
+        scenarios = report["scenarios"]
+        assert isinstance(scenarios, list)
+        assert len(scenarios) == 1
+        results = scenarios[0]["results"]
+        assert set(results) == {"baseline", "watch"}
+        for figures in results.values():
+            assert figures["results_written"] == 6
+            assert figures["executions"] == 6
+            assert figures["cpu_s"] > 0
+        assert "watch" in scenarios[0]["ratios"]
+        assert scenarios[0]["problems"] == []
