@@ -8,6 +8,7 @@ error. Logging is configured here and only here.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -67,7 +68,27 @@ def _config_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose heavy sub-commands are imported only when used (start-up costs CPU)."""
+
+    lazy: dict[str, str] = {
+        # The emulator's web server is only needed by `docutray-watch emulator`.
+        "emulator": "docutray_watch.emulator.cli:emulator_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, _, attribute = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="docutray-watch")
 @click.option(
     "--log-level",
@@ -285,15 +306,6 @@ def demo(ctx: click.Context, directory: str | None, latency: float) -> None:
 
     configure_logging(ctx.obj.get("log_level") or "warning", ctx.obj.get("log_format") or "auto")
     sys.exit(run_demo(Path(directory) if directory else None, latency=latency, echo=click.echo))
-
-
-def _add_emulator() -> None:
-    from docutray_watch.emulator.cli import emulator_command
-
-    cli.add_command(emulator_command, name="emulator")
-
-
-_add_emulator()
 
 
 def main() -> None:

@@ -1,85 +1,41 @@
-"""The `database` sink: one row per (pipeline, sha256, step_id) in a SQL table.
+"""The `database` sink: one row per (pipeline, sha256, step_id) in a SQL table, upserted.
 
-Built on SQLAlchemy Core, so any database SQLAlchemy has a synchronous driver for works: SQLite out
-of the box, PostgreSQL with `pip install 'docutray-watch[postgres]'` (psycopg 3), others with their
-driver. The table is created when missing (`create_table: true`); its primary key is the record's
-idempotency key and every delivery is an upsert on it (`INSERT … ON CONFLICT DO UPDATE` on
-PostgreSQL and SQLite, update-then-insert in one transaction elsewhere), so redelivering a record
-updates its row and never adds a second one. The password of the URL never appears in messages.
+Any URL SQLAlchemy supports; SQLite works without extras, PostgreSQL through psycopg 3
+(`pip install 'docutray-watch[postgres]'`), where `data` and `error` are JSONB columns. The table is
+created if missing (unless `create_table: false`). Redelivery updates the same row. SQLAlchemy is
+imported only when a database sink is configured (`_sqltable`).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import math
-import threading
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-import structlog
 from pydantic import ConfigDict, Field, SecretStr, field_validator
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from docutray_watch.hookspecs import hookimpl
 from docutray_watch.records import ResultRecord
-from docutray_watch.sinks.base import PermanentSinkError, Receipt, Sink, SinkConfig, SinkError
+from docutray_watch.sinks.base import Receipt, Sink, SinkConfig
 
-__all__ = ["KEY_COLUMNS", "DatabaseConfig", "DatabaseSink", "engine_url", "results_table"]
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
-log = structlog.get_logger(__name__)
+    from docutray_watch.sinks._sqltable import SqlTableWriter
+
+__all__ = ["KEY_COLUMNS", "DatabaseConfig", "DatabaseSink"]
 
 DEFAULT_TABLE = "docutray_results"
 KEY_COLUMNS = ("pipeline", "sha256", "step_id")
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
-_POSTGRES_EXTRA = "pip install 'docutray-watch[postgres]'"
 
 
-# --- the URL ------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # The SQLAlchemy helpers stay importable from here without importing SQLAlchemy up front.
+    if name in ("engine_url", "results_table", "record_row"):
+        from docutray_watch.sinks import _sqltable
 
-
-def engine_url(raw: str) -> URL:
-    """Parse a database URL and check its driver is installed; `ValueError` (without the URL)."""
-    try:
-        url = make_url(raw)
-    except (sa_exc.ArgumentError, ValueError):
-        raise ValueError(
-            "not a database URL; examples: postgresql+psycopg://user@host/db, "
-            "sqlite:////var/lib/docutray-watch/results.db"
-        ) from None
-    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None:
-        # SQLAlchemy 2.0 maps plain postgresql:// to psycopg2; use psycopg 3 when that is absent.
-        url = url.set(drivername="postgresql+psycopg")
-    try:
-        dialect = url.get_dialect()
-    except sa_exc.NoSuchModuleError:
-        raise ValueError(f"unknown database type {url.drivername!r}") from None
-    if getattr(dialect, "is_async", False):
-        raise ValueError(
-            f"{url.drivername!r} is an asyncio driver; use a synchronous one "
-            "(e.g. postgresql+psycopg)"
-        )
-    try:
-        dialect.import_dbapi()
-    except ImportError:
-        hint = _POSTGRES_EXTRA if url.get_backend_name() == "postgresql" else "install it"
-        raise ValueError(
-            f"the database sink needs the {url.get_driver_name()!r} driver for "
-            f"{url.get_backend_name()}: {hint}"
-        ) from None
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        raise ValueError(
-            "an in-memory SQLite database loses every result; give a file, "
-            "e.g. sqlite:////var/lib/docutray-watch/results.db"
-        )
-    return url
-
-
-def _safe_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+        return getattr(_sqltable, name)
+    raise AttributeError(name)
 
 
 # --- config -------------------------------------------------------------------------------------
@@ -118,122 +74,10 @@ class DatabaseConfig(SinkConfig):
     @field_validator("url")
     @classmethod
     def _usable_url(cls, value: SecretStr) -> SecretStr:
+        from docutray_watch.sinks._sqltable import engine_url
+
         engine_url(value.get_secret_value())
         return value
-
-
-# --- the table ----------------------------------------------------------------------------------
-
-
-def _json_type() -> sa.types.TypeEngine[Any]:
-    # none_as_null: a missing `error` is SQL NULL, not the JSON value null.
-    generic = sa.JSON(none_as_null=True)
-    return generic.with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-
-
-def results_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:
-    """The table definition: one row per `(pipeline, sha256, step_id)`."""
-    return sa.Table(
-        name,
-        sa.MetaData(schema=schema),
-        sa.Column("pipeline", sa.String(64), primary_key=True),
-        sa.Column("sha256", sa.String(64), primary_key=True),
-        sa.Column("step_id", sa.String(200), primary_key=True),
-        sa.Column("document_name", sa.Text, nullable=False),
-        sa.Column("document_path", sa.Text, nullable=False),
-        sa.Column("relative_path", sa.Text, nullable=False),
-        sa.Column("size", sa.BigInteger, nullable=False),
-        sa.Column("content_type", sa.String(255), nullable=False),
-        sa.Column("execution_id", sa.String(255), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("data", _json_type()),
-        sa.Column("error", _json_type()),
-        sa.Column("original_filename", sa.Text),
-        sa.Column("request_timestamp", sa.DateTime(timezone=True)),
-        sa.Column("response_timestamp", sa.DateTime(timezone=True)),
-        sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("schema_version", sa.Integer, nullable=False),
-    )
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite keeps no zone: store every timestamp in UTC so all backends agree.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _parse_timestamp(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return _utc(datetime.fromisoformat(value))
-    except ValueError:
-        log.warning("database_timestamp_unparsed", value=value[:64])
-        return None
-
-
-def record_row(record: ResultRecord, *, delivered_at: datetime | None = None) -> dict[str, Any]:
-    """The row stored for `record` (JSON columns hold JSON-ready values)."""
-    document = record.document
-    as_json = record.to_dict()
-    return {
-        "pipeline": record.pipeline,
-        "sha256": document.sha256,
-        "step_id": record.step_id,
-        "document_name": document.name,
-        "document_path": document.path,
-        "relative_path": document.relative_path,
-        "size": document.size,
-        "content_type": document.content_type,
-        "execution_id": record.execution_id,
-        "status": record.status,
-        "data": as_json["data"],
-        "error": as_json["error"],
-        "original_filename": record.original_filename,
-        "request_timestamp": _parse_timestamp(record.request_timestamp),
-        "response_timestamp": _parse_timestamp(record.response_timestamp),
-        "submitted_at": _utc(record.submitted_at),
-        "completed_at": _utc(record.completed_at),
-        "delivered_at": _utc(delivered_at or datetime.now(UTC)),
-        "schema_version": record.schema_version,
-    }
-
-
-# --- upserts ------------------------------------------------------------------------------------
-
-
-def _on_conflict_upsert(
-    insert: Callable[[sa.Table], Any],
-) -> Callable[[Connection, sa.Table, dict[str, Any]], None]:
-    def upsert(conn: Connection, table: sa.Table, row: dict[str, Any]) -> None:
-        statement = insert(table).values(row)
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c[name] for name in KEY_COLUMNS],
-            set_={name: statement.excluded[name] for name in row if name not in KEY_COLUMNS},
-        )
-        conn.execute(statement)
-
-    return upsert
-
-
-def _update_or_insert(conn: Connection, table: sa.Table, row: dict[str, Any]) -> None:
-    """Portable upsert: update the row with this key, insert it if there was none."""
-    where = sa.and_(*(table.c[name] == row[name] for name in KEY_COLUMNS))
-    changes = {name: value for name, value in row.items() if name not in KEY_COLUMNS}
-    result = conn.execute(sa.update(table).where(where).values(changes))
-    if result.rowcount == 0:
-        try:
-            conn.execute(sa.insert(table).values(row))
-        except sa_exc.IntegrityError as exc:
-            # Another delivery inserted this key since the update: the retry will update it.
-            raise SinkError("the same result was inserted concurrently; retrying") from exc
-
-
-_NATIVE_UPSERTS: dict[str, Callable[[Connection, sa.Table, dict[str, Any]], None]] = {
-    "postgresql": _on_conflict_upsert(postgresql.insert),
-    "sqlite": _on_conflict_upsert(sqlite.insert),
-}
 
 
 # --- the sink -----------------------------------------------------------------------------------
@@ -248,153 +92,40 @@ class DatabaseSink(Sink[DatabaseConfig]):
 
     def __init__(self, config: DatabaseConfig, *, pipeline: str, sink_id: str) -> None:
         super().__init__(config, pipeline=pipeline, sink_id=sink_id)
-        self._url = engine_url(config.url.get_secret_value())
-        self._password = self._url.password
-        self.table = results_table(config.table, config.schema_)
-        self._engine: Engine | None = None
-        self._table_ready = False
-        self._table_lock = threading.Lock()
+        from docutray_watch.sinks._sqltable import SqlTableWriter
+
+        self._writer: SqlTableWriter = SqlTableWriter(config, sink_id=sink_id)
+
+    @property
+    def table(self) -> sa.Table:
+        """The SQLAlchemy table definition."""
+        return self._writer.table
 
     @property
     def safe_url(self) -> str:
         """The URL with its password masked, for messages."""
-        return _safe_url(self._url)
+        return self._writer.safe_url
 
     @property
     def qualified_table(self) -> str:
         """`schema.table`, or `table` without a schema."""
-        return self.table.fullname
+        return self._writer.qualified_table
 
     def open(self) -> None:
         """Create the engine and its pool; connections are made on first use."""
-        if self._engine is not None:
-            return
-        backend = self._url.get_backend_name()
-        pool_size = self.config.pool_size or self.config.concurrency
-        try:
-            self._engine = sa.create_engine(
-                self._url,
-                pool_pre_ping=True,  # a restarted database costs one failed ping, not a delivery
-                pool_size=pool_size,
-                hide_parameters=True,  # extracted data can be personal: keep it out of errors
-                connect_args=_connect_args(backend, self.config.connect_timeout),
-            )
-        except (ImportError, sa_exc.ArgumentError, TypeError) as exc:
-            raise SinkError(f"cannot set up {self.safe_url}: {self._reason(exc)}") from exc
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
-
-    def _require_engine(self) -> Engine:
-        if self._engine is None:
-            self.open()
-        assert self._engine is not None
-        return self._engine
-
-    def _ensure_table(self, engine: Engine) -> None:
-        """Create the table once per sink if configured to (later calls cost nothing)."""
-        if self._table_ready or not self.config.create_table:
-            return
-        with self._table_lock:
-            if not self._table_ready:  # another thread may have created it meanwhile
-                self._create_table(engine)
-                self._table_ready = True
-
-    def _create_table(self, engine: Engine) -> None:
-        try:
-            with engine.begin() as conn:
-                existed = sa.inspect(conn).has_table(self.table.name, self.table.schema)
-                self.table.metadata.create_all(conn, checkfirst=True)
-        except (sa_exc.ProgrammingError, sa_exc.IntegrityError):
-            # Another process created it between the check and the CREATE: fine if it exists.
-            with engine.connect() as conn:
-                if not sa.inspect(conn).has_table(self.table.name, self.table.schema):
-                    raise
-            existed = True
-        if not existed:
-            log.info("sink_table_created", sink=self.sink_id, table=self.qualified_table)
+        self._writer.open()
 
     def check(self) -> None:
         """The database answers and the table exists with its columns and unique key."""
-        engine = self._require_engine()
-        try:
-            self._ensure_table(engine)
-            with engine.connect() as conn:
-                self._check_table(conn)
-        except SinkError:
-            raise
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._translate(exc, "cannot use") from exc
-
-    def _check_table(self, conn: Connection) -> None:
-        inspector = sa.inspect(conn)
-        where = f"table {self.qualified_table} in {self.safe_url}"
-        if not inspector.has_table(self.table.name, self.table.schema):
-            raise SinkError(f"{where} does not exist; create it or set create_table: true")
-        present = {
-            column["name"] for column in inspector.get_columns(self.table.name, self.table.schema)
-        }
-        missing = [column.name for column in self.table.columns if column.name not in present]
-        if missing:
-            raise SinkError(f"{where} lacks the columns {', '.join(missing)}")
-        name, schema = self.table.name, self.table.schema
-        primary = inspector.get_pk_constraint(name, schema).get("constrained_columns") or []
-        keys: list[set[str | None]] = [set(primary)]
-        keys += [set(u["column_names"]) for u in inspector.get_unique_constraints(name, schema)]
-        keys += [set(i["column_names"]) for i in inspector.get_indexes(name, schema) if i["unique"]]
-        if set(KEY_COLUMNS) not in keys:
-            raise SinkError(
-                f"{where} needs a primary key or unique constraint on "
-                f"({', '.join(KEY_COLUMNS)}) so redelivery updates rows instead of adding them"
-            )
+        self._writer.check()
 
     def deliver(self, record: ResultRecord) -> Receipt:
         """Upsert the record's row; delivering it again updates the same row."""
-        engine = self._require_engine()
-        row = record_row(record)
-        upsert = _NATIVE_UPSERTS.get(engine.dialect.name, _update_or_insert)
-        try:
-            self._ensure_table(engine)
-            with engine.begin() as conn:
-                upsert(conn, self.table, row)
-        except sa_exc.SQLAlchemyError as exc:
-            raise self._translate(exc, "cannot write to") from exc
-        return {"database": self.safe_url, "table": self.qualified_table}
+        return self._writer.deliver(record)
 
-    def _translate(self, exc: Exception, doing: str) -> SinkError:
-        """A `SinkError` (or permanent one) in operator terms, never showing the password."""
-        where = f"{doing} table {self.qualified_table} in {self.safe_url}"
-        reason = self._reason(exc)
-        if isinstance(exc, sa_exc.DataError):
-            return PermanentSinkError(f"{where}: the database refused the record: {reason}")
-        if isinstance(exc, sa_exc.IntegrityError):
-            return PermanentSinkError(f"{where}: the record breaks a constraint: {reason}")
-        if isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError
-        ):
-            return SinkError(f"{where}: database unavailable: {reason}")
-        if isinstance(exc, sa_exc.TimeoutError):
-            return SinkError(f"{where}: no free connection in the pool: {reason}")
-        return SinkError(f"{where}: {reason}")
-
-    def _reason(self, exc: BaseException) -> str:
-        original = getattr(exc, "orig", None)
-        text = str(original if original is not None else exc).strip()
-        reason = text.splitlines()[0].strip() if text else type(exc).__name__
-        if self._password:
-            reason = reason.replace(self._password, "***")
-        return reason
-
-
-def _connect_args(backend: str, timeout: float) -> Mapping[str, Any]:
-    if backend == "postgresql" or backend in ("mysql", "mariadb"):
-        return {"connect_timeout": max(1, math.ceil(timeout))}
-    if backend == "sqlite":
-        return {"timeout": timeout}
-    return {}
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._writer.close()
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from docutray_watch._testkit import make_record
 from docutray_watch.config import ConfigError, parse_config
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 from docutray_watch.records import ResultRecord
-from docutray_watch.sinks import database
+from docutray_watch.sinks import _sqltable
 from docutray_watch.sinks.base import PermanentSinkError, SinkError
 from docutray_watch.sinks.database import (
     KEY_COLUMNS,
@@ -292,7 +292,7 @@ class TestDatabaseSinkDeliver:
         self, db: Any, make_sink: MakeSink, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The update-then-insert fallback (databases without ON CONFLICT) never duplicates."""
-        monkeypatch.setattr(database, "_NATIVE_UPSERTS", {})
+        monkeypatch.setattr(_sqltable, "_NATIVE_UPSERTS", {})
         sink = make_sink(db.url, db.table)
         sink.deliver(make_record(execution_id="exec_1"))
         sink.deliver(make_record(execution_id="exec_2"))
