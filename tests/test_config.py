@@ -8,6 +8,7 @@ import logging
 import random
 import re
 import subprocess
+import sys
 import textwrap
 import typing
 from collections.abc import Callable, Iterator
@@ -39,7 +40,8 @@ from docutray_watch.sinks.base import SinkConfig, SinkRetry
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config.example.yaml"
-CLI = REPO / ".venv" / "bin" / "docutray-watch"
+# The installed console script (tests the entry point), next to the interpreter running pytest.
+CLI = Path(sys.executable).parent / "docutray-watch"
 CANARY_KEY = "dtk_CANARY_5f1b9c0e7d2a4e8b"
 
 WriteConfig = Callable[..., Path]

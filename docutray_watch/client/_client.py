@@ -78,7 +78,7 @@ class Client(BaseClient):
         self.close()
 
     def _send(self, spec: RequestSpec) -> httpx.Response:
-        return self._retry_policy.retrying(spec)(self._send_once, spec)
+        return self._retry_policy.call(spec, self._send_once)
 
     def _send_once(self, spec: RequestSpec) -> httpx.Response:
         body: SyncBodyStream | None = None
@@ -149,7 +149,7 @@ class AsyncClient(BaseClient):
         await self.close()
 
     async def _send(self, spec: RequestSpec) -> httpx.Response:
-        return await self._retry_policy.async_retrying(spec)(self._send_once, spec)
+        return await self._retry_policy.async_call(spec, self._send_once)
 
     async def _send_once(self, spec: RequestSpec) -> httpx.Response:
         body: AsyncBodyStream | None = None

@@ -7,15 +7,23 @@ request head with the first body chunk. This transport keeps httpx's client (hoo
 redirect policy, proxies from the environment, which httpx mounts on its own transports) and
 swaps only the wire:
 
-- timeouts follow httpx's four: ``pool`` + ``connect`` to get a connection, ``connect`` to open
-  one, ``read`` per read of the answer, ``write`` per chunk of the body (measured between chunks);
+- timeouts follow httpx's four: ``pool`` to wait for one of the ``max_connections`` slots,
+  ``connect`` to open a connection, ``read`` per read of the answer, ``write`` per chunk of the
+  body (measured between chunks);
 - errors become the httpx exceptions httpcore raises, with the same meaning for "was the request
-  sent?": ``ConnectError``/``ConnectTimeout`` (never sent), ``WriteTimeout``/``WriteError``,
-  ``ReadTimeout``, ``RemoteProtocolError`` (possibly sent);
+  sent?": ``PoolTimeout``/``ConnectError``/``ConnectTimeout`` (never sent),
+  ``WriteTimeout``/``WriteError`` (while the body was going out), ``ReadTimeout``/``ReadError``/
+  ``RemoteProtocolError`` (after it); an exception raised by the request body itself (a file
+  that changed size) comes out unchanged, as with httpcore;
+- the URL is sent exactly as httpx encoded it, and a request is never resent behind the caller's
+  back (aiohttp's own resend of idempotent requests is off: the caller's retry policy decides),
+  with one exception, below;
 - the answer is read whole (the API answers with small JSON bodies) and handed to httpx still
   encoded, so httpx decodes it as usual;
-- a pooled connection the server closed meanwhile fails on the first write, before a byte is
-  sent: an in-memory body is sent again at once on a fresh connection, a streamed one raises
+- before a request with a body takes a pooled connection, the loop gets two turns to notice
+  connections the server closed meanwhile (httpcore checks each connection before reuse);
+  one that closes later still fails on the first write, before a byte is sent: an in-memory
+  body is then sent again at once on a fresh connection, a streamed one raises
   ``ConnectError`` (the client may then retry even a POST);
 - connections are kept alive 5 s (httpx's default), TLS uses httpx's default context (certifi),
   built on the first ``https://`` request only.
@@ -30,6 +38,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 
 __all__ = ["AiohttpTransport"]
 
@@ -49,8 +58,10 @@ class _StaleConnection(Exception):
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An ``httpx.AsyncBaseTransport`` over one ``aiohttp.ClientSession`` (created lazily).
 
-    ``max_connections`` bounds the connections open at once (``httpx.Limits`` does not apply to
-    a transport passed in). Use one instance per event loop; ``aclose()`` closes its connections.
+    ``max_connections`` bounds the requests in flight and the connections open at once
+    (``httpx.Limits`` does not apply to a transport passed in); a request waits up to the
+    ``pool`` timeout for a free slot. Use one instance per event loop. ``aclose()`` closes its
+    connections; a closed transport may be used again and then opens new ones.
     """
 
     def __init__(self, *, max_connections: int = 100, verify: bool | ssl.SSLContext = True) -> None:
@@ -60,6 +71,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._verify = verify
         self._ssl: ssl.SSLContext | bool | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(max_connections)
 
     def _ssl_for(self, url: httpx.URL) -> ssl.SSLContext | bool:
         if url.scheme != "https":
@@ -80,49 +92,77 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit_per_host=0,
                 keepalive_timeout=_KEEPALIVE_EXPIRY,
             )
-            self._session = aiohttp.ClientSession(
+            session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
                 trust_env=False,  # httpx applies environment proxies itself
             )
+            # aiohttp resends a GET once, at once and unseen by httpx's hooks, when its
+            # connection drops; resends are the caller's decision (backoff, rate limit, logs).
+            # There is no public switch: aiohttp's own test client sets the same attribute.
+            session._retry_connection = False
+            self._session = session
+            self._slots = asyncio.Semaphore(self._max_connections)  # bound to this loop
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and return its whole answer (errors as httpx exceptions)."""
-        try:
-            return await self._send(request)
-        except _StaleConnection as stale:
-            if not isinstance(request.stream, httpx.ByteStream):
-                raise stale.error from stale.__cause__  # a stream cannot be read twice
-            # Nothing was sent and the body is in memory: once more, on a fresh connection.
+        session = self._session_now()
+        slots = self._slots
+        if slots.locked():
+            pool = request.extensions.get("timeout", {}).get("pool")
             try:
-                return await self._send(request)
-            except _StaleConnection as again:
-                raise again.error from again.__cause__
+                async with asyncio.timeout(pool):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout(
+                    f"no connection became free within {pool} s", request=request
+                ) from None
+        else:
+            await slots.acquire()  # free: returns at once
+        try:
+            if not _bodiless(request):
+                # Let the loop handle connections the server closed meanwhile (their EOF may
+                # be waiting behind this task), so aiohttp drops them instead of writing a body
+                # into them, which would leave the request's fate unknown. Two turns: what the
+                # next poll reports is queued behind this task's first wake-up.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            try:
+                return await self._send(session, request)
+            except _StaleConnection as stale:
+                if not isinstance(request.stream, httpx.ByteStream):
+                    raise stale.error from stale.__cause__  # a stream cannot be read twice
+                # Nothing was sent and the body is in memory: once more, on a fresh connection.
+                try:
+                    return await self._send(session, request)
+                except _StaleConnection as again:
+                    raise again.error from again.__cause__
+        finally:
+            slots.release()
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, session: aiohttp.ClientSession, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        connect, read = timeouts.get("connect"), timeouts.get("read")
-        pool, write = timeouts.get("pool"), timeouts.get("write")
-        acquire = None if connect is None or pool is None else connect + pool
+        connect, read, write = timeouts.get("connect"), timeouts.get("read"), timeouts.get("write")
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=acquire, sock_connect=connect, sock_read=read
+            total=None, connect=connect, sock_connect=connect, sock_read=read
         )
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         chunked = any(k.lower() == "transfer-encoding" for k, _ in headers)
         if chunked:
             headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         body, progress = _body_of(request)
-        session = self._session_now()
+        failure: Exception | None = None
         try:
             async with asyncio.timeout(None) as deadline:
                 if body is not None and write is not None:
                     progress.arm(deadline, write)
                 async with session.request(
                     request.method,
-                    str(request.url),
+                    # as httpx encoded it: yarl would otherwise re-quote the path (%41 -> A)
+                    yarl.URL(str(request.url), encoded=True),
                     headers=headers,
                     data=body,
                     chunked=True if chunked else None,
@@ -134,24 +174,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     content = await answer.read()
                     status, reason = answer.status, answer.reason
                     raw_headers = list(answer.raw_headers)
-        except aiohttp.ClientError as exc:  # aiohttp's own timeouts are among these
-            if progress.chunks <= 1 and _closed_before_writing(exc):
-                # A pooled connection the server had already closed: not a byte left this host
-                # (httpcore checks for this before reusing a connection; aiohttp finds out on
-                # the first write), so this is a connect error, which even a POST may retry.
-                error = httpx.ConnectError(
-                    "the connection was closed by the server before the request was written",
-                    request=request,
-                )
-                raise _StaleConnection(error) from exc
-            raise _network_error(exc, request) from exc
-        except TimeoutError as exc:
-            if progress.sending:
-                raise httpx.WriteTimeout(
-                    f"no progress writing the body for {write} s", request=request
+        except (aiohttp.ClientError, TimeoutError) as exc:  # aiohttp's timeouts are both
+            failure = progress.failure
+            if failure is None:
+                raise _translate(exc, request, progress, write) from exc
+        except Exception as exc:
+            failure = progress.failure
+            if failure is None:
+                # Not one of aiohttp's documented errors (on Python 3.12+ a body writer that
+                # fails at once can leave aiohttp reading a closed connection: AttributeError).
+                # Whatever it is, the request may have left: say so, as a network error.
+                raise httpx.RemoteProtocolError(
+                    f"the connection failed: {type(exc).__name__}: {exc}", request=request
                 ) from exc
-            # Not ours and not aiohttp's: the phase is unknown, so say it may have been sent.
-            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+        if failure is not None:
+            # The body's own error, which aiohttp wrapped: let it through unchanged, as
+            # httpcore does (outside the handler, so its own cause and context stay as they were).
+            raise failure
         return httpx.Response(
             status,
             headers=raw_headers,
@@ -171,7 +210,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class _Progress:
-    """Moves the request's deadline forward each time the body hands over a chunk.
+    """How far the body got, and the write deadline it moves.
 
     aiohttp asks for the next chunk only once the previous one is written, so a body that makes
     no progress for ``write`` seconds lets the deadline expire; once the body is sent (or the
@@ -181,23 +220,32 @@ class _Progress:
     def __init__(self) -> None:
         self._deadline: asyncio.Timeout | None = None
         self._write = 0.0
-        self.sending = False
         self.chunks = 0  # chunks handed to aiohttp; it asks for one only after writing the last
+        self.finished = False  # the whole body was handed over and written
+        self.failure: Exception | None = None  # what the body itself raised
+
+    @property
+    def writing(self) -> bool:
+        """Whether the body had started and not finished going out."""
+        return self.chunks > 0 and not self.finished
 
     def arm(self, deadline: asyncio.Timeout, write: float) -> None:
         # The clock starts with the first chunk: connecting has its own timeouts.
         self._deadline, self._write = deadline, write
 
     def tick(self) -> None:
+        self.chunks += 1
         if self._deadline is not None:
-            self.sending = True
             self._deadline.reschedule(asyncio.get_running_loop().time() + self._write)
 
     def done(self) -> None:
-        if self.sending and self._deadline is not None and not self._deadline.expired():
+        if self._deadline is not None and not self._deadline.expired():
             self._deadline.reschedule(None)
-        self.sending = False
         self._deadline = None
+
+
+def _bodiless(request: httpx.Request) -> bool:
+    return isinstance(request.stream, httpx.ByteStream) and not request.content
 
 
 def _body_of(request: httpx.Request) -> tuple[AsyncIterator[bytes] | None, _Progress]:
@@ -212,10 +260,14 @@ def _body_of(request: httpx.Request) -> tuple[AsyncIterator[bytes] | None, _Prog
         source = request.stream
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in source:
-            progress.chunks += 1
-            progress.tick()
-            yield chunk
+        try:
+            async for chunk in source:
+                progress.tick()
+                yield chunk
+        except Exception as exc:
+            progress.failure = exc
+            raise
+        progress.finished = True
         progress.done()
 
     return body(), progress
@@ -235,7 +287,33 @@ def _closed_before_writing(exc: BaseException) -> bool:
     return False
 
 
-def _network_error(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.RequestError:
+def _translate(
+    exc: aiohttp.ClientError | TimeoutError,
+    request: httpx.Request,
+    progress: _Progress,
+    write: float | None,
+) -> Exception:
+    """The exception to raise for a failed attempt (see the module docstring)."""
+    if isinstance(exc, aiohttp.ClientError):
+        if progress.chunks <= 1 and _closed_before_writing(exc):
+            # A pooled connection the server had already closed: not a byte left this host
+            # (httpcore checks for this before reusing a connection; aiohttp finds out on the
+            # first write), so this is a connect error, which even a POST may retry.
+            error = httpx.ConnectError(
+                "the connection was closed by the server before the request was written",
+                request=request,
+            )
+            return _StaleConnection(error)
+        return _network_error(exc, request, writing=progress.writing)
+    if progress.writing:
+        return httpx.WriteTimeout(f"no progress writing the body for {write} s", request=request)
+    # Not ours and not aiohttp's: the phase is unknown, so say it may have been sent.
+    return httpx.ReadTimeout(str(exc) or "timed out", request=request)
+
+
+def _network_error(
+    exc: aiohttp.ClientError, request: httpx.Request, *, writing: bool
+) -> httpx.RequestError:
     message = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message, request=request)
@@ -243,8 +321,8 @@ def _network_error(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.Re
         return httpx.ReadTimeout(message, request=request)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return httpx.ConnectError(message, request=request)
-    if isinstance(exc, aiohttp.InvalidURL):
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         return httpx.UnsupportedProtocol(message, request=request)
-    if isinstance(exc, aiohttp.ClientOSError):
-        return httpx.WriteError(message, request=request)
+    if isinstance(exc, aiohttp.ClientOSError):  # a reset, or another socket error
+        return (httpx.WriteError if writing else httpx.ReadError)(message, request=request)
     return httpx.RemoteProtocolError(message, request=request)

@@ -338,3 +338,31 @@ class TestRetryReporting:
         assert set(entry) == {"event", "log_level", "method", "path", "attempt", "wait_s", "reason"}
         assert entry["reason"] == "read_timeout"
         assert entry["path"] == "/api/steps-async/status/exec_1"
+
+
+class TestFastPath:
+    async def test_a_successful_request_builds_no_retry_controller(
+        self,
+        flavor: Flavor,
+        client: Client | AsyncClient,
+        api: FakeAPI,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The first attempt goes without tenacity; a controller exists only after a failure."""
+        import tenacity
+
+        built: list[str] = []
+        for name in ("Retrying", "AsyncRetrying"):
+            real = getattr(tenacity, name)
+
+            def counting(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+                built.append(_name)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(tenacity, name, counting)
+        await _post(flavor, client)
+        assert built == []
+        api.queue(_error(503), enqueued("exec_again"))
+        status = await _post(flavor, client)
+        assert status.execution_id == "exec_again"
+        assert len(built) == 1
