@@ -113,6 +113,12 @@ class S3Config(SinkConfig):
         description="auto (botocore decides), path (bucket in the URL path; usual for MinIO) or "
         "virtual (bucket in the host name).",
     )
+    checksums: Literal["when_supported", "when_required"] | None = Field(
+        None,
+        description="when_supported (boto3's default since 1.36: a CRC32 checksum with every "
+        "upload) or when_required (only where S3 demands one) for S3-compatible stores that "
+        "reject the newer checksum headers.",
+    )
     server_side_encryption: Literal["AES256", "aws:kms"] | None = Field(
         None,
         description="Server-side encryption of each object: AES256 (S3-managed keys) or aws:kms "
@@ -301,6 +307,9 @@ class S3Sink(Sink[S3Config]):
             max_pool_connections=max(10, cfg.concurrency),
             s3={"addressing_style": cfg.addressing_style} if cfg.addressing_style else None,
             user_agent_extra=f"docutray-watch/{__version__}",
+            # Unset leaves boto3's default (and its AWS_REQUEST_CHECKSUM_CALCULATION variable).
+            request_checksum_calculation=cfg.checksums,
+            response_checksum_validation=cfg.checksums,
         )
         session = boto3.session.Session(
             aws_access_key_id=cfg.aws_access_key_id,

@@ -293,6 +293,34 @@ class TestS3SinkDeliver:
         make_sink(bucket, addressing_style="path").deliver(make_record())
         assert len(_objects(s3_client, bucket)) == 1
 
+    @pytest.mark.parametrize(
+        ("checksums", "expect_header"),
+        [(None, True), ("when_supported", True), ("when_required", False)],
+    )
+    def test_checksums_option_decides_the_crc32_header(
+        self,
+        make_sink: MakeSink,
+        bucket: str,
+        s3_client: Any,
+        checksums: str | None,
+        expect_header: bool,
+    ) -> None:
+        """checksums: when_required uploads without boto3's CRC32 header; the default sends it."""
+        options = {} if checksums is None else {"checksums": checksums}
+        sink = make_sink(bucket, **options)
+        sink.open()
+        sent: list[dict[str, str]] = []
+        client = sink._client
+        assert client is not None
+        client.meta.events.register(
+            "before-send.s3.PutObject",
+            lambda request, **_: sent.append({k.lower(): v for k, v in request.headers.items()}),
+        )
+        sink.deliver(make_record())
+        assert len(sent) == 1
+        assert ("x-amz-checksum-crc32" in sent[0]) is expect_header
+        assert len(_objects(s3_client, bucket)) == 1
+
 
 class TestS3SinkFailures:
     """Health checks and failed deliveries."""
