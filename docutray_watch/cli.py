@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -255,6 +256,41 @@ def retry(
     for problem in problems:
         click.echo(f"docutray-watch: {problem}", err=True)
     click.echo(f"{requeued} document(s) requeued")
+
+
+@cli.command()
+@_config_option
+@click.option(
+    "--older-than",
+    "days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Days since a document finished (default: journal.retention_days).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be forgotten; change nothing.")
+def prune(config_path: str | None, days: float | None, dry_run: bool) -> None:
+    """Forget documents that finished long ago (the engine also does this daily).
+
+    Their steps, stored results and deliveries go, and the duplicate check forgets their content.
+    Unfinished documents, and files kept where they were found while they are still there, are
+    never forgotten. Safe while the daemon runs.
+    """
+    from docutray_watch.retention import prune_journal_file
+
+    config = _load(config_path, need_secrets=False)
+    days = days if days is not None else config.journal.retention_days
+    if days is None:
+        raise click.UsageError("pass --older-than DAYS or set journal.retention_days")
+    if not config.journal_path.exists():
+        click.echo(f"No journal at {config.journal_path} yet: nothing to prune.")
+        return
+    result = prune_journal_file(config.journal_path, older_than_days=days, dry_run=dry_run)
+    before = datetime.fromtimestamp(result.finished_before, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    verb = "would forget" if dry_run else "forgot"
+    click.echo(
+        f"{verb} {result.forgotten} document(s) that finished before {before}; "
+        f"{result.kept_in_place} kept file(s) still in their folder are remembered"
+    )
 
 
 # -- plugins / schema --------------------------------------------------------------------------

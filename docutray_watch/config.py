@@ -42,6 +42,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "JournalConfig",
     "PipelineConfig",
     "PollConfig",
     "WatchConfig",
@@ -336,6 +337,19 @@ class LogConfig(_Model):
     )
 
 
+class JournalConfig(_Model):
+    """How long the journal remembers finished documents."""
+
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Forget documents that finished more than this many days ago (their steps, "
+        "stored results and deliveries; the duplicate check forgets their content too), at "
+        "start and then daily. Files kept where they were found are remembered while they are "
+        "there. null: remember everything.",
+    )
+
+
 def _default_state_dir() -> Path:
     # Our units set $DOCUTRAY_WATCH_STATE_DIR; systemd sets $STATE_DIRECTORY for
     # StateDirectory=; otherwise follow the XDG convention.
@@ -364,6 +378,9 @@ class Config(_Model):
         default_factory=_default_state_dir,
         description="Where the journal lives ($STATE_DIRECTORY under systemd); never inside an "
         "inbox.",
+    )
+    journal: JournalConfig = Field(
+        default_factory=JournalConfig, description="The journal's retention."
     )
     metrics: MetricsConfig | None = Field(None, description="Optional metrics/health listener.")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")

@@ -46,7 +46,7 @@ import httpx
 import pluggy
 import structlog
 
-from docutray_watch import archive, intake
+from docutray_watch import archive, intake, retention
 from docutray_watch.client import (
     AiohttpTransport,
     APIConnectionError,
@@ -82,6 +82,7 @@ _SUBMIT_BACKOFF_MAX = 60.0
 _SUMMARY_KEEP = 10_000
 # Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
 _WAITER_PREFIXES = ("settle:", "twin:")
+PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
 
 
 class MissingApiKeyError(Exception):
@@ -268,6 +269,39 @@ class Engine:
             asyncio.create_task(self._intake_worker(), name=f"intake-{i}") for i in range(2)
         ]
         self._workers.append(asyncio.create_task(self._dispatcher(), name="dispatcher"))
+        self._workers.append(asyncio.create_task(self._retention_loop(), name="retention"))
+
+    async def _retention_loop(self) -> None:
+        """Forget long-finished documents at start and then every PRUNE_INTERVAL seconds."""
+        while True:
+            days = self.config.journal.retention_days
+            if days is not None:
+                try:
+                    await self.prune_journal(days)
+                except Exception as exc:  # noqa: BLE001 - retention must never stop the engine
+                    log.error("journal_prune_failed", error=describe(exc))
+            await asyncio.sleep(PRUNE_INTERVAL)
+
+    async def prune_journal(self, older_than_days: float) -> retention.PruneResult:
+        """Forget documents that finished more than `older_than_days` days ago."""
+        started = time.monotonic()
+        result = await asyncio.to_thread(
+            retention.prune_journal_file,
+            self.config.journal_path,
+            older_than_days=older_than_days,
+        )
+        for pipeline, path, doc_id in result.forgotten_kept:
+            known = self._known.get(pipeline, {})
+            if path in known and known[path].id == doc_id:
+                del known[path]  # the kept file is gone: a new file there is a new document
+        log.info(
+            "journal_pruned",
+            forgotten=result.forgotten,
+            kept_in_place=result.kept_in_place,
+            retention_days=older_than_days,
+            duration_s=round(time.monotonic() - started, 3),
+        )
+        return result
 
     def _build_client(self, api_key: str) -> None:
         timeout = self.config.api.timeout

@@ -47,6 +47,7 @@ __all__ = [
     "DocumentRow",
     "InvalidTransition",
     "Journal",
+    "PruneCandidate",
     "StepRow",
 ]
 
@@ -98,6 +99,8 @@ CREATE INDEX IF NOT EXISTS documents_by_path ON documents (pipeline, path);
 CREATE INDEX IF NOT EXISTS documents_by_sha ON documents (pipeline, sha256);
 CREATE INDEX IF NOT EXISTS documents_unfinished ON documents (finished_at)
     WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS documents_finished ON documents (finished_at)
+    WHERE finished_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS steps (
     id             INTEGER PRIMARY KEY,
@@ -289,6 +292,16 @@ def _delivery(row: sqlite3.Row) -> DeliveryRow:
         error=row["error"],
         delivered_at=row["delivered_at"],
     )
+
+
+@dataclass(frozen=True)
+class PruneCandidate:
+    """A finished document old enough to be forgotten (see `docutray_watch.retention`)."""
+
+    id: int
+    pipeline: str
+    path: str
+    kept_latest: bool  # the newest row of a file kept where it was found
 
 
 class Journal:
@@ -831,6 +844,47 @@ class Journal:
         """The source file now lives at `path` (retrying a document from the failed folder)."""
         with self._write() as conn:
             conn.execute("UPDATE documents SET path = ? WHERE id = ?", (path, doc_id))
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune_candidates(
+        self, finished_before: float, *, after_id: int = 0, limit: int = 500
+    ) -> list[PruneCandidate]:
+        """Documents that finished before `finished_before`, in id order from `after_id` on."""
+        rows = self.conn.execute(
+            "SELECT d.id, d.pipeline, d.path, d.archived_to = d.path AS kept,"
+            " d.id = (SELECT MAX(x.id) FROM documents x"
+            "         WHERE x.pipeline = d.pipeline AND x.path = d.path) AS latest"
+            " FROM documents d WHERE d.finished_at IS NOT NULL AND d.finished_at < ?"
+            " AND d.id > ? ORDER BY d.id LIMIT ?",
+            (finished_before, after_id, limit),
+        ).fetchall()
+        return [
+            PruneCandidate(
+                id=r["id"],
+                pipeline=r["pipeline"],
+                path=r["path"],
+                kept_latest=bool(r["kept"]) and bool(r["latest"]),
+            )
+            for r in rows
+        ]
+
+    def forget_documents(self, ids: Sequence[int], finished_before: float) -> int:
+        """Delete these documents with their steps and deliveries; returns how many went.
+
+        Only documents still finished before `finished_before` go: one requeued meanwhile (by
+        `retry`) is unfinished again and stays.
+        """
+        if not ids:
+            return 0
+        marks = ",".join("?" for _ in ids)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM documents WHERE id IN ({marks})"  # noqa: S608 - placeholders only
+                " AND finished_at IS NOT NULL AND finished_at < ?",
+                (*ids, finished_before),
+            )
+            return cursor.rowcount
 
     # -- reports -----------------------------------------------------------------------------
 
