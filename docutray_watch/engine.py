@@ -1593,6 +1593,8 @@ def _error_text(error: Any) -> str:
             if isinstance(error.get(key), str):
                 return str(error[key])
         return _json_text(error)
+    if isinstance(error, list):
+        return _json_text(error)
     return str(error) if error is not None else "no error message"
 
 

@@ -49,7 +49,7 @@ class StepExecutionStatus(BaseModel):
     )
     status: str = Field(description="ENQUEUED, PROCESSING, SUCCESS, ERROR, or a newer status.")
     data: Any = Field(default=None, description="The extracted data, when SUCCESS.")
-    error: str | dict[str, Any] | None = Field(
+    error: str | dict[str, Any] | list[Any] | None = Field(
         default=None, description="What went wrong, when ERROR: a message or an object."
     )
     original_filename: str | None = Field(default=None, description="The uploaded file's name.")
@@ -65,6 +65,12 @@ class StepExecutionStatus(BaseModel):
     _resource: Any = PrivateAttr(default=None)
     _upload_content_type: str | None = PrivateAttr(default=None)
     _upload_size: int | None = PrivateAttr(default=None)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_upper_case(cls, value: Any) -> Any:
+        # The API documents upper-case names; "success" from another implementation means the same.
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("request_timestamp", "response_timestamp", mode="before")
     @classmethod

@@ -80,9 +80,22 @@ class TestStepExecutionStatus:
         )
         assert status.request_timestamp == str(raw)
 
-    @pytest.mark.parametrize("error", ["boom", {"code": "E1", "message": "boom"}])
+    @pytest.mark.parametrize(
+        ("raw", "success", "error"), [("success", True, False), ("Error", False, True)]
+    )
+    def test_status_names_are_case_insensitive(self, raw: str, success: bool, error: bool) -> None:
+        """A lower- or mixed-case status means the documented upper-case one."""
+        status = StepExecutionStatus.model_validate({"execution_id": "e", "status": raw})
+        assert status.status == raw.upper()
+        assert status.is_success() is success
+        assert status.is_error() is error
+        assert status.is_complete()
+
+    @pytest.mark.parametrize(
+        "error", ["boom", {"code": "E1", "message": "boom"}, [{"field": "total", "message": "?"}]]
+    )
     def test_error_is_string_or_object(self, error: Any) -> None:
-        """``error`` may be a message or an object."""
+        """``error`` may be a message, an object or a list of problems."""
         status = StepExecutionStatus.model_validate(
             {"execution_id": "e", "status": "ERROR", "error": error}
         )
