@@ -60,7 +60,7 @@ from docutray_watch.client import (
     PermissionDeniedError,
     RateLimitError,
     RetryInfo,
-    parse_retry_after,
+    rate_limit_wait,
 )
 from docutray_watch.config import Config, PipelineConfig, api_key_of
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
@@ -319,7 +319,7 @@ class Engine:
                 ).observe(time.monotonic() - started)
             if response.status_code == 429:
                 metrics.rate_limited.inc()
-                wait = parse_retry_after(response.headers.get("retry-after"))
+                wait = await _rate_limit_wait(response)
                 limiter.pause(wait if wait is not None else 1.0)
 
         connections = max(8, min(self.config.api.max_in_flight, 256))
@@ -1585,6 +1585,18 @@ def _choose_destination(folder: Path, name: str) -> Path:
 
 def _stage_of(step: StepRow) -> str:
     return "submit" if step.execution_id is None else "poll"
+
+
+async def _rate_limit_wait(response: httpx.Response) -> float | None:
+    """How long a 429 holds every request: Retry-After, else the body's retryAfter."""
+    body: Any = None
+    if "retry-after" not in response.headers:
+        await response.aread()  # a small JSON body; the client reads it from httpx's cache
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+    return rate_limit_wait(response.headers, body)
 
 
 def _error_text(error: Any) -> str:

@@ -38,7 +38,7 @@ from docutray_watch.client._files import (
 from docutray_watch.client._models import AsyncStepExecutionStatus, StepExecutionStatus
 from docutray_watch.client._response import RawResponse
 from docutray_watch.client._retry import RetryInfo
-from docutray_watch.client._retry_after import parse_retry_after
+from docutray_watch.client._retry_after import parse_retry_after, rate_limit_wait
 from docutray_watch.client._transport import AiohttpTransport
 from docutray_watch.client.resources import (
     AsyncSteps,
@@ -82,5 +82,6 @@ __all__ = [
     "UnprocessableEntityError",
     "UnsupportedFileTypeError",
     "parse_retry_after",
+    "rate_limit_wait",
     "sniff_content_type",
 ]

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from docutray_watch.client._retry_after import parse_retry_after
+from docutray_watch.client._retry_after import rate_limit_wait
 
 __all__ = [
     "APIConnectionError",
@@ -153,10 +153,7 @@ class RateLimitError(APIError):
     def retry_after(self) -> float | None:
         """Seconds to wait: the ``Retry-After`` header (seconds or HTTP date) first, then the
         body's ``retryAfter``."""
-        from_header = parse_retry_after(self.headers.get("retry-after"))
-        if from_header is not None:
-            return from_header
-        return parse_retry_after(self._body_field("retryAfter"))
+        return rate_limit_wait(self.headers, self.body)
 
     @property
     def limit_type(self) -> str | None:

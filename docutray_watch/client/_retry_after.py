@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-__all__ = ["parse_retry_after"]
+__all__ = ["parse_retry_after", "rate_limit_wait"]
+
+
+def rate_limit_wait(headers: Mapping[str, str], body: Any) -> float | None:
+    """Seconds a 429 answer asks to wait: its ``Retry-After`` header, else the body's
+    ``retryAfter`` (the header takes precedence); None when neither says."""
+    from_header = parse_retry_after(headers.get("retry-after"))
+    if from_header is not None:
+        return from_header
+    return parse_retry_after(body.get("retryAfter")) if isinstance(body, dict) else None
 
 
 def parse_retry_after(value: Any, *, now: datetime | None = None) -> float | None:

@@ -1,0 +1,50 @@
+"""Engine helpers: the failure reason of an ERROR result, the pause a 429 asks for."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from docutray_watch.engine import _error_text, _rate_limit_wait
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        ("unreadable scan", "unreadable scan"),
+        ({"code": "E42", "message": "unreadable scan"}, "unreadable scan"),
+        ({"detail": "no pages"}, "no pages"),
+        ({"code": "E42"}, '{"code": "E42"}'),
+        ([{"field": "total", "message": "missing"}], '[{"field": "total", "message": "missing"}]'),
+        (None, "no error message"),
+    ],
+)
+def test_error_text_is_the_message_or_json(error: Any, text: str) -> None:
+    """A message is used as it is; objects without one and lists become JSON, never a repr."""
+    assert _error_text(error) == text
+
+
+def _unread_429(headers: dict[str, str], body: bytes) -> httpx.Response:
+    """A 429 as a response hook sees it: the body not read yet."""
+    return httpx.Response(429, headers=headers, stream=httpx.ByteStream(body))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "wait"),
+    [
+        ({"Retry-After": "7"}, b'{"retryAfter": 30}', 7.0),  # the header wins
+        ({}, b'{"error": "rate limited", "retryAfter": 30, "limitType": "minute"}', 30.0),
+        ({}, b'{"error": "rate limited"}', None),
+        ({}, b"<html>slow down</html>", None),
+    ],
+)
+def test_rate_limit_wait_reads_the_header_then_the_body(
+    headers: dict[str, str], body: bytes, wait: float | None
+) -> None:
+    """A 429 pauses everyone for Retry-After, or the body's retryAfter when there is no header."""
+    response = _unread_429(headers, body)
+    assert asyncio.run(_rate_limit_wait(response)) == wait
+    assert asyncio.run(response.aread()) == body  # still readable by the client afterwards
