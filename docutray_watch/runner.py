@@ -61,8 +61,8 @@ async def process_once(
         echo(f"ignored {len(summary.ignored)} file(s) (see `process --dry-run` for the rules)")
     for pipeline, path, reason in list(summary.failures)[:20]:
         echo(f"  failed [{pipeline}] {path}: {reason}")
-    if len(summary.failures) > 20:
-        echo(f"  … and {len(summary.failures) - 20} more (see `docutray-watch status`)")
+    if summary.failed > 20:  # the deque keeps only the latest failures; the counter has them all
+        echo(f"  … and {summary.failed - 20} more (see `docutray-watch status`)")
     return 1 if summary.failed else 0
 
 
