@@ -76,3 +76,30 @@ class TestBenchmarkSmoke:
             assert figures["cpu_s"] > 0
         assert "watch" in scenarios[0]["ratios"]
         assert scenarios[0]["problems"] == []
+
+
+def test_soak_harness_runs_the_daemon_and_accounts_for_every_file(tmp_path: Path) -> None:
+    """benchmarks/soak.py, 15 s at 4 files/s: the daemon stops cleanly and no file is lost."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(RUN.with_name("soak.py")),
+            "--minutes",
+            "0.25",
+            "--rate",
+            "4",
+            "--latency",
+            "0.1",
+            "--sample-every",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "exit code 0" in completed.stdout
+    assert "lost: 0" in completed.stdout
+    assert "left in the inbox 0" in completed.stdout
