@@ -300,6 +300,14 @@ class S3Sink(Sink[S3Config]):
         except ImportError:
             raise SinkError(BOTO3_MISSING) from None
         cfg = self.config
+        checksums: dict[str, str] = {}
+        if cfg.checksums is not None:
+            # Only when set: botocore before 1.36 knows neither option, and unset leaves boto3's
+            # default (and its AWS_REQUEST_CHECKSUM_CALCULATION variable) in charge.
+            checksums = {
+                "request_checksum_calculation": cfg.checksums,
+                "response_checksum_validation": cfg.checksums,
+            }
         botocore_config = BotoConfig(
             connect_timeout=cfg.connect_timeout,
             read_timeout=cfg.read_timeout,
@@ -307,9 +315,7 @@ class S3Sink(Sink[S3Config]):
             max_pool_connections=max(10, cfg.concurrency),
             s3={"addressing_style": cfg.addressing_style} if cfg.addressing_style else None,
             user_agent_extra=f"docutray-watch/{__version__}",
-            # Unset leaves boto3's default (and its AWS_REQUEST_CHECKSUM_CALCULATION variable).
-            request_checksum_calculation=cfg.checksums,
-            response_checksum_validation=cfg.checksums,
+            **checksums,  # type: ignore[arg-type]
         )
         session = boto3.session.Session(
             aws_access_key_id=cfg.aws_access_key_id,
