@@ -192,6 +192,10 @@ class Daemon:
             await self.engine.journal.call(_probe_journal, self.engine.journal.journal)
         except Exception as exc:  # noqa: BLE001 - reported as a readiness problem
             problems.append(f"journal not writable: {exc}")
+        else:
+            # The probe writes nothing; a full disk shows only when a real write fails.
+            if self.engine.journal.write_error is not None:
+                problems.append(f"journal not writable: {self.engine.journal.write_error}")
         for name, watcher in self.watchers.items():
             if not watcher.alive:
                 problems.append(f"watcher of pipeline {name} is not running")

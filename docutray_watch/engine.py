@@ -36,11 +36,11 @@ import os
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pluggy
@@ -81,6 +81,8 @@ _TERMINAL = frozenset({"SUCCESS", "ERROR"})
 _SUBMIT_BACKOFF_MAX = 60.0
 _SUMMARY_KEEP = 10_000
 # Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
+T = TypeVar("T")
+
 _WAITER_PREFIXES = ("settle:", "twin:")
 PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
 
@@ -901,31 +903,46 @@ class Engine:
     async def _dispatcher(self) -> None:
         while True:
             doc_id = await self._ready.get()
-            doc = self._docs.get(doc_id) or await self.journal.document(doc_id)
-            self.metrics.queue_depth.labels(doc.pipeline).dec()
-            configured = self._pipelines[doc.pipeline].config.steps
-            all_steps = await self.journal.ensure_steps(doc_id, configured)
-            steps = [s for s in all_steps if not s.finished]
-            if not steps:
-                self._spawn(self._complete(doc_id), name=f"complete:{doc.name}", doc=doc)
-                continue
-            fresh = all(s.state == "pending" and s.attempts == 0 for s in steps)
-            for index, step in enumerate(steps):
-                await self._slots.acquire()
-                if fresh and index == 0:
-                    # Nothing submitted yet: a file replaced or deleted while queued (checked
-                    # once a slot is free, as the wait for one can be long) is simply taken
-                    # again from scratch (or dropped), never failed.
-                    # One lstat, inline like `_take`'s: cheaper than a trip to a thread.
-                    changed = self._source_changed(doc)
-                    if changed is not None:
-                        await self._slots.release()
-                        await self._requeue_changed(doc, changed)
-                        break
-                self.metrics.in_flight.inc()
-                self._spawn(
-                    self._run_step(doc, step), name=f"step:{doc.name}:{step.step_id}", doc=doc
+            try:
+                await self._dispatch(doc_id)
+            except Exception as exc:  # noqa: BLE001 - the dispatcher must outlive any failure
+                # Typically the journal cannot be written (disk full). The document stays
+                # unfinished in the journal; the daemon's periodic resume takes it up again.
+                doc = self._docs.get(doc_id)
+                log.error(
+                    "dispatch_failed",
+                    pipeline=doc.pipeline if doc else None,
+                    doc=doc.name if doc else None,
+                    error=describe(exc),
                 )
+                if doc is not None:
+                    self._forget(doc)
+
+    async def _dispatch(self, doc_id: int) -> None:
+        """Give a queued document's unfinished steps a slot each (waiting for free ones)."""
+        doc = self._docs.get(doc_id) or await self.journal.document(doc_id)
+        self.metrics.queue_depth.labels(doc.pipeline).dec()
+        configured = self._pipelines[doc.pipeline].config.steps
+        all_steps = await self.journal.ensure_steps(doc_id, configured)
+        steps = [s for s in all_steps if not s.finished]
+        if not steps:
+            self._spawn(self._complete(doc_id), name=f"complete:{doc.name}", doc=doc)
+            return
+        fresh = all(s.state == "pending" and s.attempts == 0 for s in steps)
+        for index, step in enumerate(steps):
+            await self._slots.acquire()
+            if fresh and index == 0:
+                # Nothing submitted yet: a file replaced or deleted while queued (checked
+                # once a slot is free, as the wait for one can be long) is simply taken
+                # again from scratch (or dropped), never failed.
+                # One lstat, inline like `_take`'s: cheaper than a trip to a thread.
+                changed = self._source_changed(doc)
+                if changed is not None:
+                    await self._slots.release()
+                    await self._requeue_changed(doc, changed)
+                    break
+            self.metrics.in_flight.inc()
+            self._spawn(self._run_step(doc, step), name=f"step:{doc.name}:{step.step_id}", doc=doc)
 
     async def _run_step(self, doc: DocumentRow, step: StepRow) -> None:
         try:
@@ -943,6 +960,26 @@ class Engine:
             else:
                 await self._free_slot()
             self.last_progress = time.monotonic()
+
+    async def _write_until_done(
+        self, method: Callable[..., Awaitable[T]], *args: Any, doc: DocumentRow, what: str
+    ) -> T:
+        """A journal write that must not be lost, retried with backoff while SQLite refuses it."""
+        delay = 0.5
+        while True:
+            try:
+                return await method(*args)
+            except sqlite3.OperationalError as exc:
+                log.error(
+                    "journal_write_retrying",
+                    pipeline=doc.pipeline,
+                    doc=doc.name,
+                    what=what,
+                    error=describe(exc),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _free_slot(self) -> None:
         self.metrics.in_flight.dec()
@@ -1032,7 +1069,16 @@ class Engine:
                         error="the API key was refused; fix it and reload",
                     )
             else:
-                step = await self.journal.step_accepted(step.id, status.execution_id, status.status)
+                # The service is running it now: losing its id would mean paying twice, so a
+                # journal that cannot be written (disk full) is waited for, not given up on.
+                step = await self._write_until_done(
+                    self.journal.step_accepted,
+                    step.id,
+                    status.execution_id,
+                    status.status,
+                    doc=doc,
+                    what=f"execution id {status.execution_id}",
+                )
                 self.metrics.submissions.labels(doc.pipeline).inc()
                 log.info(
                     "document_submitted",

@@ -965,6 +965,9 @@ class AsyncJournal:
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self.write_error: str | None = None
+        """Why the last batch that tried to change the journal failed (disk full, I/O error);
+        None once a later batch committed changes. `/readyz` reports it."""
 
     async def open(self) -> None:
         """Open the journal and start the writer thread."""
@@ -1019,6 +1022,7 @@ class AsyncJournal:
     def _run_batch(self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]]) -> None:
         conn = self.journal.conn
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        changes_before = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
@@ -1028,15 +1032,33 @@ class AsyncJournal:
                     outcomes.append((future, True, fn()))
                 except BaseException as exc:
                     outcomes.append((future, False, exc))
+                    if isinstance(exc, sqlite3.OperationalError):
+                        self.write_error = f"{type(exc).__name__}: {exc}"
                     if not conn.in_transaction:
                         raise  # SQLite rolled the whole batch back: every call in it failed
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - the batch failed: every call fails
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                self.write_error = f"{type(exc).__name__}: {exc}"
+                if _is_disk_full(exc):
+                    # The WAL holds many versions of the same pages: copying the latest into the
+                    # database lets the next transactions reuse the WAL from its start instead of
+                    # growing it. PASSIVE: never waits for readers (the writer must not block).
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             _hand_over([(future, False, exc) for _fn, future in batch])
             return
+        if conn.total_changes != changes_before:
+            self.write_error = None  # a write went through: the journal takes changes again
         _hand_over(outcomes)
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(
+        exc
+    )
 
 
 def _hand_over(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

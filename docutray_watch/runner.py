@@ -51,6 +51,7 @@ async def process_once(
             await _wait_with_progress(engine)
         else:
             await engine.wait_idle()
+        unfinished = await _unfinished(engine)
     finally:
         await engine.stop(grace=0)
     summary = engine.summary
@@ -63,7 +64,24 @@ async def process_once(
         echo(f"  failed [{pipeline}] {path}: {reason}")
     if summary.failed > 20:  # the deque keeps only the latest failures; the counter has them all
         echo(f"  … and {summary.failed - 20} more (see `docutray-watch status`)")
-    return 1 if summary.failed else 0
+    if unfinished is None:
+        echo("cannot read the journal to check that every document was finished (see the log)")
+    elif unfinished:
+        echo(
+            f"{unfinished} document(s) could not be finished (see the log, e.g. a journal that "
+            "cannot be written); the next run takes them up where they stopped"
+        )
+    return 1 if summary.failed or unfinished != 0 else 0
+
+
+async def _unfinished(engine: Engine) -> int | None:
+    """Documents of the configured pipelines the pass left unfinished (an internal failure);
+    None when the journal cannot say."""
+    try:
+        documents = await engine.journal.unfinished_documents()
+    except Exception:  # noqa: BLE001 - the journal is what failed; the log already says so
+        return None
+    return sum(1 for doc in documents if doc.pipeline in engine.pipelines)
 
 
 async def _wait_with_progress(engine: Engine) -> None:

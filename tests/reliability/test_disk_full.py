@@ -1,8 +1,10 @@
-"""Disk full on the output folder: no partial output files, delivery completes once space returns.
+"""Disk full: on the output folder (no partial output files, delivery completes once space
+returns) and on the state directory (the journal refuses writes: nothing lost, nothing paid twice,
+the daemon goes on once space returns).
 
-The output folder is a 1 MiB tmpfs when the test may mount one (root, outside a locked-down
-sandbox), else a loop-mounted ext4 image, else a probe sink that raises ENOSPC; the figures line
-says which one ran.
+The small disk is a 1 MiB tmpfs when the test may mount one (root, outside a locked-down
+sandbox), else a loop-mounted ext4 image; the output-folder test then falls back to a probe sink
+that raises ENOSPC. The figures line says which one ran.
 """
 
 from __future__ import annotations
@@ -156,5 +158,63 @@ class TestDiskFull:
             partial_files_while_full=len(partial_seen),
             delivered_after_space_returned=len(records),
             temp_files_left=sum(p.name.startswith(".") for p in files),
+            seconds=elapsed_since(started),
+        )
+
+    def test_full_state_dir_holds_work_and_nothing_is_paid_twice(
+        self,
+        tmp_path: Path,
+        emulator_factory: Any,
+        reliable_daemon: DaemonFactory,
+        small_disk: tuple[str, Path],
+        report: Report,
+    ) -> None:
+        """With the journal's disk full the daemon keeps running and submits nothing twice; once
+        space returns every document is delivered."""
+        kind, disk = small_disk
+        if kind != "tmpfs":
+            pytest.skip("needs a tmpfs to fill (mount, as root)")
+        # Room for SQLite's WAL to reach its 4 MiB auto-checkpoint once space returns.
+        assert _run("mount", "-o", "remount,size=16m", str(disk))
+        started = time.monotonic()
+        count = 30
+        emulator = emulator_factory(latency=0.2)
+        spec = pipeline_config(tmp_path, "statefull")
+        config = base_config(tmp_path, emulator, spec, state_dir=str(disk / "state"))
+        daemon = reliable_daemon(config).start()
+        filler = fill(disk)
+        inbox = tmp_path / "statefull" / "in"
+        for i in range(count):
+            (inbox / f"s{i:02d}.pdf").write_bytes(make_pdf([f"state full {i}"]))
+
+        def refused() -> int:
+            return sum(
+                1
+                for line in daemon.log_lines()
+                if "disk is full" in str(line.get("error")) or "disk is full" in str(line)
+            )
+
+        wait_for(lambda: refused() >= 5, timeout=60, interval=0.2)
+        time.sleep(2)  # let rescans and retries meet the full disk a few more times
+        assert daemon.alive
+        refused_while_full = refused()
+        done = tmp_path / "statefull" / "done"
+
+        filler.unlink()
+        wait_for(lambda: len(list(done.glob("*.pdf"))) == count, timeout=120, interval=0.2)
+        assert daemon.stop() == 0
+        assert not list((tmp_path / "statefull" / "failed").glob("*.pdf"))
+        assert sorted(p.name for p in inbox.iterdir()) == []
+        results = list((tmp_path / "statefull" / "out").rglob("*.json"))
+        assert len(results) == count
+        executions = emulator.stats().executions_created
+        assert executions == count  # no execution id was lost to the full disk
+        report(
+            "state-dir-full",
+            mechanism=kind,
+            documents=count,
+            refused_journal_writes_logged=refused_while_full,
+            delivered_after_space_returned=len(results),
+            executions=executions,
             seconds=elapsed_since(started),
         )

@@ -1,0 +1,127 @@
+"""A journal that refuses writes (disk full): nothing paid twice, nothing wedged, nothing hidden."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+
+from docutray_watch.emulator import EmulatorServer
+from docutray_watch.journal import AsyncJournal, Journal
+from docutray_watch.runner import process_once
+from docutray_watch.samples import make_png
+from tests.engine.conftest import ConfigFactory, pipeline_data
+
+DISK_FULL = "database or disk is full"
+
+
+def failing(monkeypatch: pytest.MonkeyPatch, method: str, times: int) -> Callable[[], int]:
+    """Make `Journal.<method>` fail with SQLite's disk-full error `times` times; count calls."""
+    original = getattr(Journal, method)
+    calls = {"n": 0}
+
+    def flaky(self: Journal, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise sqlite3.OperationalError(DISK_FULL)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Journal, method, flaky)
+    return lambda: calls["n"]
+
+
+def fill_inbox(root: Path, count: int) -> None:
+    for n in range(count):
+        (root / "invoices" / "inbox" / f"d{n}.png").write_bytes(make_png(4 + n, 4))
+
+
+def run(config: Any, pm: pluggy.PluginManager) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    # A wedged engine would never go idle: fail after a minute instead of hanging CI.
+    code = asyncio.run(
+        asyncio.wait_for(process_once(config, plugin_manager=pm, echo=lines.append), timeout=60)
+    )
+    return code, lines
+
+
+def test_an_execution_id_the_journal_refuses_is_kept_and_written_later(
+    tmp_path: Path,
+    make_config: ConfigFactory,
+    pm: pluggy.PluginManager,
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The id of an accepted submission is retried into the journal, never resubmitted."""
+    calls = failing(monkeypatch, "step_accepted", times=2)
+    monkeypatch.setattr("docutray_watch.engine.asyncio.sleep", _no_wait(asyncio.sleep))
+    config = make_config(pipeline_data(tmp_path))
+    fill_inbox(tmp_path, 3)
+    code, lines = run(config, pm)
+    assert code == 0, lines
+    assert calls() == 5  # two refusals, then one write per document
+    assert emulator.stats().executions_created == 3
+    assert len(list((tmp_path / "invoices" / "results").rglob("*.json"))) == 3
+
+
+def test_the_dispatcher_survives_a_refused_write_and_says_what_is_left(
+    tmp_path: Path,
+    make_config: ConfigFactory,
+    pm: pluggy.PluginManager,
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One document's failed dispatch leaves the others running; `process` reports it, exit 1,
+    and the next run finishes it."""
+    failing(monkeypatch, "ensure_steps", times=1)
+    config = make_config(pipeline_data(tmp_path))
+    fill_inbox(tmp_path, 4)
+    code, lines = run(config, pm)
+    assert code == 1
+    assert any("1 document(s) could not be finished" in line for line in lines), lines
+    assert len(list((tmp_path / "invoices" / "results").rglob("*.json"))) == 3
+    monkeypatch.undo()
+    code, lines = run(config, pm)
+    assert code == 0, lines
+    assert len(list((tmp_path / "invoices" / "results").rglob("*.json"))) == 4
+    assert emulator.stats().executions_created == 4
+
+
+def test_write_error_is_reported_until_a_write_goes_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AsyncJournal.write_error (what /readyz shows) is set by a refused write, cleared by one that
+    commits."""
+
+    async def scenario() -> tuple[str | None, str | None]:
+        journal = AsyncJournal(Journal(tmp_path / "journal.sqlite3"))
+        await journal.open()
+        try:
+            failing(monkeypatch, "add_document", times=1)
+            with pytest.raises(sqlite3.OperationalError):
+                await journal.add_document("p", "/in/a.png", "a.png", 1, 1)
+            during = journal.write_error
+            await journal.counts()  # a read commits nothing: still not writable
+            assert journal.write_error == during
+            await journal.add_document("p", "/in/a.png", "a.png", 1, 1)
+            return during, journal.write_error
+        finally:
+            await journal.close()
+
+    during, after = asyncio.run(scenario())
+    assert during is not None
+    assert DISK_FULL in during
+    assert after is None
+
+
+def _no_wait(sleep: Callable[[float], Any]) -> Callable[[float], Any]:
+    """asyncio.sleep without the engine's journal back-off waits (others unchanged)."""
+
+    async def quick(delay: float, *args: Any, **kwargs: Any) -> Any:
+        return await sleep(min(delay, 0.01), *args, **kwargs)
+
+    return quick
