@@ -15,6 +15,8 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 from docutray_watch.samples import make_pdf
+from tests.daemon.conftest import free_port
 from tests.reliability.conftest import (
     DaemonFactory,
     Report,
@@ -41,6 +44,14 @@ def _run(*argv: str) -> bool:
         return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def _readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 @pytest.fixture(name="small_disk")
@@ -180,7 +191,14 @@ class TestDiskFull:
         count = 30
         emulator = emulator_factory(latency=0.2)
         spec = pipeline_config(tmp_path, "statefull")
-        config = base_config(tmp_path, emulator, spec, state_dir=str(disk / "state"))
+        port = free_port()
+        config = base_config(
+            tmp_path,
+            emulator,
+            spec,
+            state_dir=str(disk / "state"),
+            metrics={"listen": f"127.0.0.1:{port}"},
+        )
         daemon = reliable_daemon(config).start()
         filler = fill(disk)
         inbox = tmp_path / "statefull" / "in"
@@ -198,10 +216,15 @@ class TestDiskFull:
         time.sleep(2)  # let rescans and retries meet the full disk a few more times
         assert daemon.alive
         refused_while_full = refused()
+        status, body = _readyz(port)
+        assert status == 503
+        assert "journal not writable" in body
+        assert "disk is full" in body
         done = tmp_path / "statefull" / "done"
 
         filler.unlink()
         wait_for(lambda: len(list(done.glob("*.pdf"))) == count, timeout=120, interval=0.2)
+        assert _readyz(port)[0] == 200
         assert daemon.stop() == 0
         assert not list((tmp_path / "statefull" / "failed").glob("*.pdf"))
         assert sorted(p.name for p in inbox.iterdir()) == []
