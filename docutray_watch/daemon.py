@@ -79,6 +79,7 @@ class Daemon:
         self._signals = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
+        self._missing: dict[str, Path] = {}  # pipelines whose watched folder has gone
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -170,6 +171,8 @@ class Daemon:
             for name, pipeline in self.engine.pipelines.items():
                 if next_scan.get(name, 0.0) <= now:
                     next_scan[name] = now + pipeline.watch.rescan_interval
+                    if not self._folder_present(name, Path(pipeline.watch.path)):
+                        continue
                     started = time.monotonic()
                     found = await self.engine.scan(name)
                     log.debug(
@@ -183,6 +186,27 @@ class Daemon:
             wake = min(next_scan.values(), default=time.monotonic() + 60) - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=max(0.5, wake))
+
+    def _folder_present(self, name: str, root: Path) -> bool:
+        """Notice a watched folder that went away (an unmounted share, a deleted directory) and
+        its return: the watcher is restarted then, as the old one watches nothing."""
+        if not root.is_dir():
+            if name not in self._missing:
+                self._missing[name] = root
+                log.warning(
+                    "watch_folder_missing",
+                    pipeline=name,
+                    path=str(root),
+                    note="documents wait until it is back; checked at every rescan",
+                )
+            return False
+        if self._missing.pop(name, None) is not None:
+            watcher = self.watchers.pop(name, None)
+            if watcher is not None:
+                watcher.stop()
+            self._start_watchers(strict=False)
+            log.info("watch_folder_back", pipeline=name, path=str(root))
+        return True
 
     # -- health ------------------------------------------------------------------------------
 
@@ -199,6 +223,10 @@ class Daemon:
         for name, watcher in self.watchers.items():
             if not watcher.alive:
                 problems.append(f"watcher of pipeline {name} is not running")
+        active = self.engine.pipelines
+        for name, root in self._missing.items():
+            if name in active:
+                problems.append(f"watched folder of pipeline {name} is missing: {root}")
         if self._stop.is_set():
             problems.append("stopping")
         return problems

@@ -6,6 +6,7 @@ import hashlib
 import json
 import signal
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,35 @@ class TestRescan:
             return done.exists()
 
         assert asyncio.run(scenario())
+
+
+class TestWatchedFolderGone:
+    def test_a_vanished_folder_is_reported_and_watched_again_when_back(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """A deleted inbox makes /readyz 503 with the reason; once recreated, new files are
+        processed and /readyz is 200 again."""
+        port = free_port()
+        spec = pipeline(tmp_path)
+        spec["watch"]["rescan_interval"] = 1
+        config = daemon_config(tmp_path, emulator, spec, metrics={"listen": f"127.0.0.1:{port}"})
+        daemon = daemon_factory(config).start()
+        inbox = tmp_path / "inbox" / "in"
+        readyz = f"http://127.0.0.1:{port}/readyz"
+
+        def readiness() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(readyz, timeout=5) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+
+        inbox.rmdir()
+        wait_for(lambda: readiness()[0] == 503, timeout=15)
+        assert "watched folder of pipeline inbox is missing" in readiness()[1]
+        assert "watch_folder_missing" in daemon.log()
+        inbox.mkdir()
+        wait_for(lambda: readiness()[0] == 200, timeout=15)
+        (inbox / "back.pdf").write_bytes(make_pdf(["back"]))
+        wait_for(lambda: (tmp_path / "inbox" / "done" / "back.pdf").exists(), timeout=30)
+        assert daemon.stop() == 0
