@@ -27,11 +27,21 @@ from docutray_watch.fsutil import (
 __all__ = ["move_file", "remove_file", "sidecar_path", "unique_destination", "write_sidecar"]
 
 SIDECAR_SUFFIX = ".error.json"
+NAME_MAX = 255  # bytes in one path component on Linux file systems
 
 
 def sidecar_path(document_path: Path) -> Path:
-    """`x.pdf` → `x.pdf.error.json` beside it."""
-    return document_path.with_name(document_path.name + SIDECAR_SUFFIX)
+    """`x.pdf` → `x.pdf.error.json` beside it.
+
+    A name too long for the suffix is cut and tagged with a hash of the whole name
+    (`<start of the name>~1a2b3c4d.error.json`), so every document keeps a sidecar of its own.
+    """
+    name = document_path.name
+    if len(os.fsencode(name + SIDECAR_SUFFIX)) <= NAME_MAX:
+        return document_path.with_name(name + SIDECAR_SUFFIX)
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    head = _cut(name, NAME_MAX - len(tag) - len(SIDECAR_SUFFIX))
+    return document_path.with_name(head + tag + SIDECAR_SUFFIX)
 
 
 def unique_destination(folder: Path, name: str) -> Path:
@@ -44,10 +54,23 @@ def unique_destination(folder: Path, name: str) -> Path:
         stem, ext = name, ""
     counter = 1
     while True:
-        candidate = folder / (f"{stem}.{counter}.{ext}" if ext else f"{stem}.{counter}")
+        tail = f".{counter}.{ext}" if ext else f".{counter}"
+        # A name already at the length limit makes room for the counter by losing its end.
+        candidate = folder / (_cut(stem, NAME_MAX - len(os.fsencode(tail))) + tail)
         if not _taken(candidate):
             return candidate
         counter += 1
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of its file-system encoding, never mid-character."""
+    encoded = os.fsencode(text)
+    if len(encoded) <= limit:
+        return text
+    end = max(0, limit)
+    while end > 0 and (encoded[end] & 0xC0) == 0x80:  # a UTF-8 continuation byte: step back
+        end -= 1
+    return os.fsdecode(encoded[:end])
 
 
 def _taken(path: Path) -> bool:

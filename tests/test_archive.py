@@ -108,6 +108,40 @@ class TestUniqueDestination:
                 sidecar_path(path).touch()
 
 
+class TestLongNames:
+    """Names at the 255-byte limit still get a sidecar and a free archive name of their own."""
+
+    def test_sidecar_of_a_long_name_fits_and_can_be_written(self, tmp_path: Path) -> None:
+        """`<250 bytes>.error.json` would be too long: the sidecar name is cut and tagged."""
+        document = tmp_path / ("é" * 123 + ".pdf")  # 250 bytes in UTF-8
+        sidecar = sidecar_path(document)
+        assert len(os.fsencode(sidecar.name)) <= 255
+        assert sidecar.name.endswith(".error.json")
+        assert sidecar.name.startswith("é" * 100)  # cut between characters, not inside one
+        write_sidecar(document, {"reason": "unsupported"})
+        assert json.loads(sidecar.read_text())["reason"] == "unsupported"
+
+    def test_long_names_sharing_a_start_get_different_sidecars(self, tmp_path: Path) -> None:
+        """The hash tag keeps two long names that differ only at the end apart."""
+        first = sidecar_path(tmp_path / ("x" * 245 + "1.pdf"))
+        second = sidecar_path(tmp_path / ("x" * 245 + "2.pdf"))
+        assert first != second
+
+    def test_short_names_keep_the_plain_suffix(self, tmp_path: Path) -> None:
+        """Up to the limit nothing changes: `<name>.error.json`."""
+        name = "a" * (255 - len(".error.json"))
+        assert sidecar_path(tmp_path / name).name == name + ".error.json"
+
+    def test_a_taken_name_at_the_limit_gets_a_counter_that_fits(self, tmp_path: Path) -> None:
+        """A clash on a 255-byte name shortens the stem to make room for `.1`."""
+        name = "y" * 251 + ".pdf"
+        (tmp_path / name).touch()
+        destination = unique_destination(tmp_path, name)
+        assert len(os.fsencode(destination.name)) == 255
+        assert destination.name.endswith(".1.pdf")
+        destination.touch()  # the file system accepts it
+
+
 class TestMoveFile:
     def test_same_file_system(self, source: Path, tmp_path: Path) -> None:
         """A move on one file system renames; the destination folder is created."""

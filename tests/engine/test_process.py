@@ -157,6 +157,25 @@ class TestFailures:
         assert "too large" in reasons["big.pdf"]
         assert emulator.stats().posts == 0
 
+    def test_names_at_the_length_limit_are_archived_with_their_sidecar(
+        self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
+    ) -> None:
+        """255-byte names: the good one is delivered and moved, the bad one fails with a sidecar."""
+        config = make_config(pipeline_data(tmp_path))
+        inbox = tmp_path / "invoices" / "inbox"
+        good, bad = "g" * 251 + ".png", "b" * 251 + ".pdf"
+        (inbox / good).write_bytes(make_png(8, 8))
+        (inbox / bad).write_text("just text")
+        code, _ = run(config, pm)
+        assert code == 1  # one failure, and nothing left unfinished
+        assert (tmp_path / "invoices" / "done" / good).exists()
+        failed = tmp_path / "invoices" / "failed"
+        assert (failed / bad).exists()
+        sidecars = list(failed.glob("*.error.json"))
+        assert len(sidecars) == 1
+        assert "unsupported" in json.loads(sidecars[0].read_text())["reason"]
+        assert list(inbox.iterdir()) == []
+
     def test_unknown_step_fails_only_that_step_and_retry_runs_only_it(
         self,
         tmp_path: Path,
