@@ -1186,19 +1186,25 @@ class Engine:
             else schedule.next_interval()
         )
         last_pending_at = submitted_wall
+        asked = False
         try:
             while True:
                 remaining = deadline - time.time()
                 if remaining <= 0:
-                    await self._step_failed(
-                        doc,
-                        step,
-                        f"timed out after {poll.timeout:g} s waiting for the result "
-                        f"(last status {step.status or 'unknown'})",
-                        stage="poll",
-                    )
-                    return
+                    if asked:
+                        await self._step_failed(
+                            doc,
+                            step,
+                            f"timed out after {poll.timeout:g} s waiting for the result "
+                            f"(last status {step.status or 'unknown'})",
+                            stage="poll",
+                        )
+                        return
+                    # Past its deadline before this loop asked even once (the daemon was down
+                    # meanwhile): the paid-for result may be ready, so ask before giving up.
+                    wait = remaining = 0.0
                 await asyncio.sleep(min(wait, remaining))
+                asked = True
                 asked_at = time.time()
                 try:
                     self.metrics.status_requests.inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,38 @@ def _no_wait(sleep: Callable[[float], Any]) -> Callable[[float], Any]:
         return await sleep(min(delay, 0.01), *args, **kwargs)
 
     return quick
+
+
+def test_a_step_resumed_past_its_deadline_is_asked_once_before_failing(
+    tmp_path: Path,
+    make_config: ConfigFactory,
+    pm: pluggy.PluginManager,
+    emulator: EmulatorServer,
+) -> None:
+    """After a downtime longer than poll.timeout, the finished (paid) result is still collected."""
+    from docutray_watch.engine import Engine
+
+    emulator.configure(latency=0.5)
+    config = make_config(pipeline_data(tmp_path, poll={"initial": 0.1, "max": 0.2, "timeout": 1}))
+    fill_inbox(tmp_path, 2)
+
+    async def submit_then_stop() -> None:
+        engine = Engine(config, plugin_manager=pm)
+        await engine.start()
+        try:
+            await engine.scan()
+            for _ in range(200):
+                with Journal(config.journal_path) as journal:
+                    if len(journal.steps_in("polling")) == 2:
+                        break
+                await asyncio.sleep(0.02)
+        finally:
+            await engine.stop(grace=0)  # "down": the executions go on at the service
+
+    asyncio.run(submit_then_stop())
+    assert emulator.stats().executions_created == 2
+    time.sleep(1.5)  # past poll.timeout, and the executions have finished meanwhile
+    code, lines = run(config, pm)
+    assert code == 0, lines
+    assert emulator.stats().executions_created == 2
+    assert len(list((tmp_path / "invoices" / "results").rglob("*.json"))) == 2
