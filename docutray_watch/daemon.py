@@ -232,6 +232,7 @@ class Daemon:
         return problems
 
     async def _refresh_gauges(self) -> None:
+        self.metrics.journal_writable.set(0 if self.engine.journal.write_error else 1)
         oldest = await self.engine.journal.oldest_pending()
         now = time.time()
         for name in self.engine.pipelines:

@@ -89,6 +89,12 @@ class Metrics:
             ["pipeline"],
             registry=r,
         )
+        self.journal_writable = Gauge(
+            f"{_PREFIX}_journal_writable",
+            "1 while the journal takes writes, 0 after a refused write (disk full, I/O error).",
+            registry=r,
+        )
+        self.journal_writable.set(1)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -210,6 +210,7 @@ class TestObservability:
             "docutray_watch_sink_deliveries_total",
             "docutray_watch_last_successful_delivery_timestamp_seconds",
             "docutray_watch_oldest_pending_document_age_seconds",
+            "docutray_watch_journal_writable 1.0",
         ):
             assert series in text, series
         assert daemon.stop() == 0

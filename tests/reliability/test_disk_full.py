@@ -54,6 +54,11 @@ def _readyz(port: int) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
 @pytest.fixture(name="small_disk")
 def small_disk_fixture(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A tiny file system mounted on a fresh folder: ("tmpfs" | "loop" | "none", folder)."""
@@ -220,11 +225,13 @@ class TestDiskFull:
         assert status == 503
         assert "journal not writable" in body
         assert "disk is full" in body
+        assert "docutray_watch_journal_writable 0.0" in _metrics(port)
         done = tmp_path / "statefull" / "done"
 
         filler.unlink()
         wait_for(lambda: len(list(done.glob("*.pdf"))) == count, timeout=120, interval=0.2)
         assert _readyz(port)[0] == 200
+        assert "docutray_watch_journal_writable 1.0" in _metrics(port)
         assert daemon.stop() == 0
         assert not list((tmp_path / "statefull" / "failed").glob("*.pdf"))
         assert sorted(p.name for p in inbox.iterdir()) == []
