@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import httpx
 import pluggy
 import structlog
+import tenacity
 
 from docutray_watch import archive, intake, retention
 from docutray_watch.client import (
@@ -80,9 +81,9 @@ log = structlog.get_logger(__name__)
 _TERMINAL = frozenset({"SUCCESS", "ERROR"})
 _SUBMIT_BACKOFF_MAX = 60.0
 _SUMMARY_KEEP = 10_000
-# Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
 T = TypeVar("T")
 
+# Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
 _WAITER_PREFIXES = ("settle:", "twin:")
 PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
 
@@ -965,21 +966,28 @@ class Engine:
         self, method: Callable[..., Awaitable[T]], *args: Any, doc: DocumentRow, what: str
     ) -> T:
         """A journal write that must not be lost, retried with backoff while SQLite refuses it."""
-        delay = 0.5
-        while True:
-            try:
-                return await method(*args)
-            except sqlite3.OperationalError as exc:
-                log.error(
-                    "journal_write_retrying",
-                    pipeline=doc.pipeline,
-                    doc=doc.name,
-                    what=what,
-                    error=describe(exc),
-                    retry_in_s=delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+
+        def announce(state: tenacity.RetryCallState) -> None:
+            assert state.outcome is not None
+            assert state.next_action is not None
+            log.error(
+                "journal_write_retrying",
+                pipeline=doc.pipeline,
+                doc=doc.name,
+                what=what,
+                error=describe(state.outcome.exception() or Exception()),
+                retry_in_s=state.next_action.sleep,
+            )
+
+        # No stop: giving up would lose the write; shutdown cancels the wait instead.
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(sqlite3.OperationalError),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=30.0),
+            before_sleep=announce,
+            reraise=True,
+        )
+        result: T = await retrying(method, *args)
+        return result
 
     async def _free_slot(self) -> None:
         self.metrics.in_flight.dec()
