@@ -6,7 +6,6 @@ import hashlib
 import json
 import signal
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.samples import make_pdf
-from tests.daemon.conftest import daemon_config, free_port, pipeline, wait_for
+from tests.daemon.conftest import daemon_config, free_port, local_get, pipeline, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -263,14 +262,9 @@ class TestWatchedFolderGone:
         config = daemon_config(tmp_path, emulator, spec, metrics={"listen": f"127.0.0.1:{port}"})
         daemon = daemon_factory(config).start()
         inbox = tmp_path / "inbox" / "in"
-        readyz = f"http://127.0.0.1:{port}/readyz"
 
         def readiness() -> tuple[int, str]:
-            try:
-                with urllib.request.urlopen(readyz, timeout=5) as response:
-                    return response.status, response.read().decode()
-            except urllib.error.HTTPError as error:
-                return error.code, error.read().decode()
+            return local_get(port, "/readyz")
 
         inbox.rmdir()
         wait_for(lambda: readiness()[0] == 503, timeout=15)

@@ -15,8 +15,6 @@ import json
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from typing import Any
 import pytest
 
 from docutray_watch.samples import make_pdf
-from tests.daemon.conftest import free_port
+from tests.daemon.conftest import free_port, local_get
 from tests.reliability.conftest import (
     DaemonFactory,
     Report,
@@ -44,19 +42,6 @@ def _run(*argv: str) -> bool:
         return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-
-
-def _readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        return str(answer.read().decode())
 
 
 @pytest.fixture(name="small_disk")
@@ -221,17 +206,17 @@ class TestDiskFull:
         time.sleep(2)  # let rescans and retries meet the full disk a few more times
         assert daemon.alive
         refused_while_full = refused()
-        status, body = _readyz(port)
+        status, body = local_get(port, "/readyz")
         assert status == 503
         assert "journal not writable" in body
         assert "disk is full" in body
-        assert "docutray_watch_journal_writable 0.0" in _metrics(port)
+        assert "docutray_watch_journal_writable 0.0" in local_get(port, "/metrics")[1]
         done = tmp_path / "statefull" / "done"
 
         filler.unlink()
         wait_for(lambda: len(list(done.glob("*.pdf"))) == count, timeout=120, interval=0.2)
-        assert _readyz(port)[0] == 200
-        assert "docutray_watch_journal_writable 1.0" in _metrics(port)
+        assert local_get(port, "/readyz")[0] == 200
+        assert "docutray_watch_journal_writable 1.0" in local_get(port, "/metrics")[1]
         assert daemon.stop() == 0
         assert not list((tmp_path / "statefull" / "failed").glob("*.pdf"))
         assert sorted(p.name for p in inbox.iterdir()) == []
