@@ -39,6 +39,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.cookiejar import Cookie, CookieJar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +66,7 @@ from docutray_watch.client import (
 )
 from docutray_watch.config import Config, PipelineConfig, api_key_of
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
-from docutray_watch.journal import AsyncJournal, DocumentRow, Journal, StepRow
+from docutray_watch.journal import AsyncJournal, Completion, DocumentRow, Journal, StepRow
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import SinkType, call_first, call_observers, collect_sink_types
 from docutray_watch.polling import LatencyModel, PollSchedule, probe_schedule
@@ -113,6 +114,17 @@ class RunSummary:
     def failed(self) -> int:
         """Documents that failed or were rejected."""
         return self.outcomes["failed"] + self.outcomes["rejected"]
+
+
+class _NoCookies(CookieJar):
+    """The engine's HTTP client keeps no cookies: the API authenticates with a bearer key, and
+    httpx parses every response's headers into a cookie jar otherwise (~0.1 ms per request)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        """Ignore Set-Cookie."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        """Keep nothing."""
 
 
 class _Slots:
@@ -223,6 +235,9 @@ class Engine:
         self._active_sha: dict[tuple[str, str], asyncio.Event] = {}
         self._slot_freed: set[int] = set()  # step rows whose slot `_poll` gave back early
         self._docs: dict[int, DocumentRow] = {}
+        # Step rows created when this engine queued a document, so its dispatch need not ask
+        # the journal for them again (a document resumed or requeued has none here).
+        self._queued_steps: dict[int, list[StepRow]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._outstanding = 0
@@ -333,6 +348,7 @@ class Engine:
             timeout=http_timeout,
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             event_hooks={"request": [before_request], "response": [after_response]},
+            cookies=_NoCookies(),
             # aiohttp underneath: a third of httpcore's CPU per request (docs/performance.md)
             transport=self._transport or AiohttpTransport(max_connections=connections),
         )
@@ -779,7 +795,7 @@ class Engine:
                 )
                 await self._finalize(doc, document)
                 return
-        doc = await self.journal.mark_queued(
+        doc, steps = await self.journal.queue_document(
             doc.id,
             sha256=facts.sha256,
             content_type=facts.content_type,
@@ -788,6 +804,7 @@ class Engine:
             steps=runtime.config.steps,
         )
         self._remember(doc)
+        self._queued_steps[doc.id] = steps
         call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
         log.info(
             "document_discovered",
@@ -843,6 +860,7 @@ class Engine:
 
     def _forget(self, doc: DocumentRow) -> None:
         """The engine is done with this document (for now); wake anyone waiting on its twin."""
+        self._queued_steps.pop(doc.id, None)
         if self._docs.pop(doc.id, None) is None:
             return  # already forgotten: its work unit was released before
         event = self._active_sha.pop((doc.pipeline, doc.sha256 or ""), None)
@@ -888,7 +906,7 @@ class Engine:
                     self._spawn(self._complete(doc.id), name=f"complete:{doc.name}", doc=doc)
             elif doc.state == "completed":
                 self._active_sha[(doc.pipeline, doc.sha256 or "")] = asyncio.Event()
-                self._spawn(self._deliver_all(doc), name=f"deliver:{doc.name}", doc=doc)
+                self._spawn(self._complete(doc.id), name=f"deliver:{doc.name}", doc=doc)
             else:  # delivered, duplicate, failed, rejected, archived: only the file action is left
                 self._spawn(
                     self._finalize(doc, _document_of(doc) if doc.sha256 else None),
@@ -924,7 +942,10 @@ class Engine:
         doc = self._docs.get(doc_id) or await self.journal.document(doc_id)
         self.metrics.queue_depth.labels(doc.pipeline).dec()
         configured = self._pipelines[doc.pipeline].config.steps
-        all_steps = await self.journal.ensure_steps(doc_id, configured)
+        all_steps = self._queued_steps.pop(doc_id, None)
+        if all_steps is None or [s.step_id for s in all_steps] != list(configured):
+            # Resumed, requeued, or the pipeline's steps changed (a reload) since it was queued.
+            all_steps = await self.journal.ensure_steps(doc_id, configured)
         steps = [s for s in all_steps if not s.finished]
         if not steps:
             self._spawn(self._complete(doc_id), name=f"complete:{doc.name}", doc=doc)
@@ -979,6 +1000,10 @@ class Engine:
                 retry_in_s=state.next_action.sleep,
             )
 
+        try:
+            return await method(*args)
+        except sqlite3.OperationalError:
+            pass  # refused (disk full…): tried again at once, then with backoff, each announced
         # No stop: giving up would lose the write; shutdown cancels the wait instead.
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(sqlite3.OperationalError),
@@ -1377,25 +1402,22 @@ class Engine:
 
     async def _complete(self, doc_id: int) -> None:
         """Every step has ended: deliver what there is to deliver, then finish the document."""
-        doc = await self.journal.document(doc_id)
+        view: Completion = await self.journal.completion(doc_id)
+        doc, deliveries = view.document, view.deliveries
         self._docs[doc_id] = doc
-        await self._deliver_all(doc)
-
-    async def _deliver_all(self, doc: DocumentRow) -> None:
         runtime = self._pipelines[doc.pipeline]
-        steps = {s.id: s for s in await self.journal.steps_of(doc.id)}
-        pending = [d for d in await self.journal.deliveries_of(doc.id) if d.state == "pending"]
+        steps = {s.id: s for s in view.steps}
+        pending = [d for d in deliveries if d.state == "pending"]
         results = await asyncio.gather(
             *(self._deliver_one(doc, runtime, steps[d.step_row], d.id, d.sink) for d in pending)
         )
         delivery_errors = [r for r in results if r is not None]
-        for d in await self.journal.deliveries_of(doc.id):
-            if (
-                d.state == "failed"
-                and d.error
-                and f"sink {d.sink}: {d.error}" not in delivery_errors
-            ):
-                delivery_errors.append(f"sink {d.sink}: {d.error}")
+        # Deliveries that had already given up before (in an earlier run) fail it too.
+        for d in deliveries:
+            if d.state == "failed" and d.error:
+                reason = f"sink {d.sink}: {d.error}"
+                if reason not in delivery_errors:
+                    delivery_errors.append(reason)
         failed_steps = [s for s in steps.values() if s.state in ("error", "failed")]
         if failed_steps or delivery_errors:
             first = failed_steps[0] if failed_steps else None
@@ -1410,9 +1432,9 @@ class Engine:
                 "http_status": first.http_status if first else None,
             }
             doc = await self.journal.mark_failed(doc.id, reason, stage=stage, detail=detail)
-        else:
-            doc = await self.journal.mark_delivered(doc.id)
-        self._docs[doc.id] = doc
+            self._docs[doc.id] = doc
+        # Delivered: still `completed` here; `_finalize` journals `delivered` (with `archived`
+        # in the same commit when the file is kept).
         await self._finalize(doc, _document_of(doc))
 
     async def _deliver_one(
@@ -1475,8 +1497,9 @@ class Engine:
         runtime = self._pipelines.get(doc.pipeline)
         if runtime is None:
             return
+        delivered_now = doc.state == "completed"  # every result delivered, not journaled yet
         outcome = doc.outcome or (
-            "success" if doc.state in ("delivered", "archived") else doc.state
+            "success" if delivered_now or doc.state in ("delivered", "archived") else doc.state
         )
         failed = doc.state in ("failed", "rejected")
         if failed:
@@ -1499,6 +1522,11 @@ class Engine:
                 reason=doc.error,
             )
         action = runtime.config.on_failure if failed else runtime.config.on_success
+        if delivered_now and action.action != "keep":
+            # A move or delete is journaled (intent, then done) after `delivered`.
+            doc = await self.journal.mark_delivered(doc.id)
+            self._docs[doc.id] = doc
+            delivered_now = False
         destination: Path | None = None
         try:
             destination = await self._file_action(doc, action.action, action.to, failed)
@@ -1518,7 +1546,10 @@ class Engine:
             # taken (see Journal.latest_by_path).
             kept = action.action == "keep" and destination is None
             archived_to = doc.path if kept else (str(destination) if destination else None)
-            doc = await self.journal.finish(doc.id, archived_to)
+            # A kept file has nothing to undo: `delivered` and `archived` share one commit (a
+            # crash before it delivers nothing twice: every delivery is journaled as done).
+            finish = self.journal.deliver_and_finish if delivered_now else self.journal.finish
+            doc = await finish(doc.id, archived_to)
         self.summary.outcomes[outcome] += 1
         self.metrics.documents.labels(doc.pipeline, outcome).inc()
         if failed:

@@ -295,6 +295,15 @@ def _delivery(row: sqlite3.Row) -> DeliveryRow:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """What delivering a document needs: the document, its step rows and its delivery rows."""
+
+    document: DocumentRow
+    steps: list[StepRow]
+    deliveries: list[DeliveryRow]
+
+
+@dataclass(frozen=True)
 class PruneCandidate:
     """A finished document old enough to be forgotten (see `docutray_watch.retention`)."""
 
@@ -440,6 +449,28 @@ class Journal:
         steps: Sequence[str],
     ) -> DocumentRow:
         """A hashed, checked document waits for submission; one pending row per step."""
+        doc, _steps = self.queue_document(
+            doc_id,
+            sha256=sha256,
+            content_type=content_type,
+            size=size,
+            mtime_ns=mtime_ns,
+            steps=steps,
+        )
+        return doc
+
+    def queue_document(
+        self,
+        doc_id: int,
+        *,
+        sha256: str,
+        content_type: str,
+        size: int,
+        mtime_ns: int,
+        steps: Sequence[str],
+    ) -> tuple[DocumentRow, list[StepRow]]:
+        """`mark_queued`, also returning the document's step rows (the engine submits them
+        without asking again)."""
         with self._write() as conn:
             row = self._set_state(
                 conn,
@@ -455,7 +486,10 @@ class Journal:
                 _INSERT_PENDING_STEP,
                 [(doc_id, step) for step in steps],
             )
-            return row
+            rows = conn.execute(
+                "SELECT * FROM steps WHERE document_id = ? ORDER BY id", (doc_id,)
+            ).fetchall()
+            return row, [_step(r) for r in rows]
 
     def ensure_steps(self, doc_id: int, steps: Sequence[str]) -> list[StepRow]:
         """Add a pending row for each configured step the document has no row for (after a
@@ -720,6 +754,22 @@ class Journal:
 
     # -- deliveries --------------------------------------------------------------------------
 
+    def completion(self, doc_id: int) -> Completion:
+        """A document whose steps have ended, with its steps and deliveries: one read."""
+        conn = self.conn
+        row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise KeyError(doc_id)
+        steps = conn.execute(
+            "SELECT * FROM steps WHERE document_id = ? ORDER BY id", (doc_id,)
+        ).fetchall()
+        deliveries = conn.execute(
+            "SELECT * FROM deliveries WHERE document_id = ? ORDER BY id", (doc_id,)
+        ).fetchall()
+        return Completion(
+            _document(row), [_step(r) for r in steps], [_delivery(r) for r in deliveries]
+        )
+
     def deliveries_of(self, doc_id: int) -> list[DeliveryRow]:
         """The delivery rows of a document."""
         rows = self.conn.execute(
@@ -772,6 +822,20 @@ class Journal:
             conn.execute(
                 "UPDATE documents SET archive_to = ?, updated_at = ? WHERE id = ?",
                 (destination, self._clock(), doc_id),
+            )
+
+    def deliver_and_finish(self, doc_id: int, archived_to: str | None) -> DocumentRow:
+        """`mark_delivered` and `finish` in one transaction, for a file with no action left
+        between them (it is kept where it was found)."""
+        with self._write() as conn:
+            self._set_state(conn, doc_id, "delivered", outcome="success")
+            return self._set_state(
+                conn,
+                doc_id,
+                "archived",
+                archived_to=archived_to,
+                archive_to=None,
+                finished_at=self._clock(),
             )
 
     def finish(self, doc_id: int, archived_to: str | None) -> DocumentRow:

@@ -294,6 +294,53 @@ class TestDocumentLifecycle:
         assert doc.finished
         assert journal.unfinished_documents() == []
 
+    def test_deliver_and_finish_is_one_step_from_completed_to_archived(
+        self, journal: Journal
+    ) -> None:
+        """deliver_and_finish takes a completed document to archived with outcome success."""
+        doc_id = queued(journal)
+        run_step(journal, doc_id, "stp_a")
+        doc = journal.deliver_and_finish(doc_id, "/in/a.pdf")
+        assert (doc.state, doc.outcome, doc.archived_to) == ("archived", "success", "/in/a.pdf")
+        assert doc.finished
+
+    def test_deliver_and_finish_refuses_a_document_in_progress(self, journal: Journal) -> None:
+        """deliver_and_finish of a document whose steps have not ended changes nothing."""
+        doc_id = queued(journal, "stp_a", "stp_b")
+        run_step(journal, doc_id, "stp_a")
+        with pytest.raises(InvalidTransition):
+            journal.deliver_and_finish(doc_id, "/in/a.pdf")
+        assert journal.document(doc_id).state == "submitting"
+
+    def test_queue_document_returns_the_rows_it_created(self, journal: Journal) -> None:
+        """queue_document hands back the pending step rows, as steps_of would read them."""
+        doc = journal.add_document("invoices", "/in/q.pdf", "q.pdf", 10, 123)
+        queued_doc, steps = journal.queue_document(
+            doc.id,
+            sha256=SHA,
+            content_type="application/pdf",
+            size=10,
+            mtime_ns=123,
+            steps=["stp_a", "stp_b"],
+        )
+        assert queued_doc.state == "queued"
+        assert steps == journal.steps_of(doc.id)
+        assert [(s.step_id, s.state) for s in steps] == [("stp_a", "pending"), ("stp_b", "pending")]
+
+    def test_completion_reads_document_steps_and_deliveries_together(
+        self, journal: Journal
+    ) -> None:
+        """completion returns what document, steps_of and deliveries_of return."""
+        doc_id = queued(journal, "stp_a", "stp_b")
+        run_step(journal, doc_id, "stp_a", sinks=("files", "db"))
+        run_step(journal, doc_id, "stp_b", state="error")
+        view = journal.completion(doc_id)
+        assert view.document == journal.document(doc_id)
+        assert view.steps == journal.steps_of(doc_id)
+        assert view.deliveries == journal.deliveries_of(doc_id)
+        with pytest.raises(KeyError):
+            journal.completion(404)
+
     def test_finish_keeps_failed_state(self, journal: Journal) -> None:
         """Finishing a failed document records the file action but keeps `failed`."""
         doc_id = queued(journal)

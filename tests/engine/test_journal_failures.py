@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -78,9 +79,23 @@ def test_the_dispatcher_survives_a_refused_write_and_says_what_is_left(
 ) -> None:
     """One document's failed dispatch leaves the others running; `process` reports it, exit 1,
     and the next run finishes it."""
-    failing(monkeypatch, "ensure_steps", times=1)
     config = make_config(pipeline_data(tmp_path))
     fill_inbox(tmp_path, 4)
+    # Queued by an earlier run that stopped before submitting: dispatching them journals their
+    # step rows again (a document queued in the same run hands its rows over in memory).
+    with Journal(config.journal_path) as journal:
+        for path in sorted((tmp_path / "invoices" / "inbox").iterdir()):
+            data, st = path.read_bytes(), path.stat()
+            doc = journal.add_document("invoices", str(path), path.name, st.st_size, st.st_mtime_ns)
+            journal.mark_queued(
+                doc.id,
+                sha256=hashlib.sha256(data).hexdigest(),
+                content_type="image/png",
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                steps=["stp_one"],
+            )
+    failing(monkeypatch, "ensure_steps", times=1)
     code, lines = run(config, pm)
     assert code == 1
     assert any("1 document(s) could not be finished" in line for line in lines), lines
@@ -161,3 +176,34 @@ def test_a_step_resumed_past_its_deadline_is_asked_once_before_failing(
     assert code == 0, lines
     assert emulator.stats().executions_created == 2
     assert len(list((tmp_path / "invoices" / "results").rglob("*.json"))) == 2
+
+
+def test_a_kept_document_whose_final_commit_is_refused_is_finished_without_delivering_again(
+    tmp_path: Path,
+    make_config: ConfigFactory,
+    pm: pluggy.PluginManager,
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`delivered` and `archived` share one commit for a kept file: when it is lost the document
+    stays `completed` with its delivery journaled as done, and the next run only finishes it."""
+    config = make_config(pipeline_data(tmp_path, on_success={"action": "keep"}))
+    fill_inbox(tmp_path, 1)
+    failing(monkeypatch, "deliver_and_finish", times=1)
+    code, lines = run(config, pm)
+    assert code == 1, lines
+    with Journal(config.journal_path) as journal:
+        (doc,) = journal.unfinished_documents()
+        assert doc.state == "completed"
+        (delivery,) = journal.deliveries_of(doc.id)
+        assert (delivery.state, delivery.attempts) == ("delivered", 1)
+    monkeypatch.undo()
+    code, lines = run(config, pm)
+    assert code == 0, lines
+    with Journal(config.journal_path) as journal:
+        finished = journal.document(doc.id)
+        assert (finished.state, finished.outcome) == ("archived", "success")
+        assert journal.deliveries_of(doc.id)[0].attempts == 1  # not delivered a second time
+    assert len(list((tmp_path / "invoices" / "results").rglob("*.json"))) == 1
+    assert emulator.stats().executions_created == 1
+    assert (tmp_path / "invoices" / "inbox" / "d0.png").exists()
