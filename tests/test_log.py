@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,3 +242,42 @@ class TestRedaction:
             "API_KEY": REDACTED,
             "data": {"Cookie": REDACTED, "v": [REDACTED]},
         }
+
+
+class TestOutputStream:
+    def test_lines_from_structlog_and_stdlib_threads_never_interleave(self) -> None:
+        """Our events and library records written from many threads stay whole lines."""
+        stream = io.StringIO()
+        configure_logging("info", "json", stream=stream)
+
+        def ours(n: int) -> None:
+            for i in range(200):
+                structlog.get_logger("ours").info("event", n=n, i=i, pad="x" * 300)
+
+        def theirs(n: int) -> None:
+            for i in range(200):
+                logging.getLogger("lib").warning("record %d %d %s", n, i, "y" * 300)
+
+        threads = [threading.Thread(target=f, args=(n,)) for n in range(3) for f in (ours, theirs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        lines = json_lines(stream)
+        assert len(lines) == 6 * 200
+        assert sum(1 for line in lines if line["logger"] == "ours") == 3 * 200
+
+    def test_a_broken_stream_does_not_raise(self) -> None:
+        """Logging to a closed stream (stderr of a dead pipe) never stops the caller."""
+        stream = io.StringIO()
+        configure_logging("info", "json", stream=stream)
+        stream.close()
+        structlog.get_logger("x").info("into the void")
+        structlog.get_logger("x").error("still fine")
+
+    def test_a_logger_without_a_name_is_named_after_its_module(self) -> None:
+        """structlog.get_logger() with no name (as a plugin might) logs its caller's module."""
+        stream = io.StringIO()
+        configure_logging("info", "json", stream=stream)
+        structlog.get_logger().info("unnamed")
+        assert json_lines(stream)[0]["logger"] == __name__
