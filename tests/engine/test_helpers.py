@@ -1,4 +1,5 @@
-"""Engine helpers: the failure reason of an ERROR result, the pause a 429 asks for."""
+"""Engine helpers: the failure reason of an ERROR result, the pause a 429 asks for, the cookie
+jar of the engine's HTTP client."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from docutray_watch.engine import _error_text, _rate_limit_wait
+from docutray_watch.engine import _error_text, _NoCookies, _rate_limit_wait
 
 
 @pytest.mark.parametrize(
@@ -48,3 +49,18 @@ def test_rate_limit_wait_reads_the_header_then_the_body(
     response = _unread_429(headers, body)
     assert asyncio.run(_rate_limit_wait(response)) == wait
     assert asyncio.run(response.aread()) == body  # still readable by the client afterwards
+
+
+def test_the_engines_http_client_keeps_no_cookie_a_server_sets() -> None:
+    """A Set-Cookie answer (a load balancer's, say) is neither stored nor sent back."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"Set-Cookie": "lb=node-7; Path=/"}, json={})
+
+    seen: list[str | None] = []
+    with httpx.Client(transport=httpx.MockTransport(answer), cookies=_NoCookies()) as client:
+        client.get("http://api.test/a")
+        client.get("http://api.test/b")
+        assert list(client.cookies.jar) == []
+    assert seen == [None, None]
