@@ -8,6 +8,7 @@ bidi characters, a leading `-`, 300-byte names) can escape the sink's root or co
 
 from __future__ import annotations
 
+import functools
 import string
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -60,6 +61,7 @@ _BIDI_CONTROLS = frozenset(
 # Controls, format characters, line/paragraph separators, and lone surrogates (how Python spells
 # the bytes of a file name that is not valid UTF-8; they cannot be encoded, so never written).
 _UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_FORMATTER = string.Formatter()
 
 
 class TemplateError(ValueError):
@@ -70,7 +72,7 @@ def check_template(template: str, allowed: Iterable[str]) -> None:
     """Raise `TemplateError` unless `template` only uses plain `{field}`s from `allowed`."""
     allowed = frozenset(allowed)
     try:
-        parsed = list(string.Formatter().parse(template))
+        parsed = list(_FORMATTER.parse(template))
     except ValueError as exc:
         raise TemplateError(f"invalid template {template!r}: {exc}") from None
     for _literal, field, spec, conversion in parsed:
@@ -155,6 +157,11 @@ def _truncate_utf8(value: str, limit: int) -> str:
     return head + suffix
 
 
+@functools.lru_cache(maxsize=64)
+def _fields_of(template: str) -> frozenset[str]:
+    return frozenset(name for _text, name, _spec, _conv in _FORMATTER.parse(template) if name)
+
+
 def render_relative_path(template: str, context: Mapping[str, object]) -> PurePosixPath:
     """Render a path template into a relative path whose every component is sanitised.
 
@@ -163,7 +170,10 @@ def render_relative_path(template: str, context: Mapping[str, object]) -> PurePo
     and never contains `..`.
     """
     safe: dict[str, str] = {}
+    used = _fields_of(template)
     for key, value in context.items():
+        if key not in used:
+            continue  # sanitising costs a Unicode lookup per character: only what is used
         text = str(value)
         if key in ("relative_dir", "relative_path"):
             parts = [sanitize_component(p) for p in text.split("/") if p not in ("", ".")]
