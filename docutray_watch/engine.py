@@ -795,7 +795,7 @@ class Engine:
                 )
                 await self._finalize(doc, document)
                 return
-        doc, steps = await self.journal.queue_document(
+        doc, steps = await self.journal.mark_queued(
             doc.id,
             sha256=facts.sha256,
             content_type=facts.content_type,

@@ -447,30 +447,11 @@ class Journal:
         size: int,
         mtime_ns: int,
         steps: Sequence[str],
-    ) -> DocumentRow:
-        """A hashed, checked document waits for submission; one pending row per step."""
-        doc, _steps = self.queue_document(
-            doc_id,
-            sha256=sha256,
-            content_type=content_type,
-            size=size,
-            mtime_ns=mtime_ns,
-            steps=steps,
-        )
-        return doc
-
-    def queue_document(
-        self,
-        doc_id: int,
-        *,
-        sha256: str,
-        content_type: str,
-        size: int,
-        mtime_ns: int,
-        steps: Sequence[str],
     ) -> tuple[DocumentRow, list[StepRow]]:
-        """`mark_queued`, also returning the document's step rows (the engine submits them
-        without asking again)."""
+        """A hashed, checked document waits for submission; one pending row per step.
+
+        Returns the document and all its step rows (the engine submits them without asking).
+        """
         with self._write() as conn:
             row = self._set_state(
                 conn,

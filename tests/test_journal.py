@@ -312,10 +312,10 @@ class TestDocumentLifecycle:
             journal.deliver_and_finish(doc_id, "/in/a.pdf")
         assert journal.document(doc_id).state == "submitting"
 
-    def test_queue_document_returns_the_rows_it_created(self, journal: Journal) -> None:
-        """queue_document hands back the pending step rows, as steps_of would read them."""
+    def test_mark_queued_returns_the_rows_it_created(self, journal: Journal) -> None:
+        """mark_queued hands back the pending step rows, as steps_of would read them."""
         doc = journal.add_document("invoices", "/in/q.pdf", "q.pdf", 10, 123)
-        queued_doc, steps = journal.queue_document(
+        queued_doc, steps = journal.mark_queued(
             doc.id,
             sha256=SHA,
             content_type="application/pdf",
