@@ -51,8 +51,12 @@ def result_files(folder: Path) -> list[dict[str, Any]]:
 
 
 class TestCrashLoop:
+    # `keep` takes the other end of the journal: a kept file is `delivered` and `archived` in one
+    # commit, a moved one in two with the move between them.
+    @pytest.mark.parametrize("on_success", ["move", "keep"])
     def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         self,
+        on_success: str,
         tmp_path: Path,
         emulator_factory: Any,
         reliable_daemon: DaemonFactory,
@@ -77,6 +81,8 @@ class TestCrashLoop:
                 {"type": "database", "id": "postgres", "url": PG_URL, "table": pg_table},
             ],
         )
+        if on_success == "keep":
+            spec["on_success"] = {"action": "keep"}
         daemon = reliable_daemon(
             base_config(tmp_path, emulator, spec, shutdown_grace=2), log_level="info"
         )
@@ -103,10 +109,21 @@ class TestCrashLoop:
 
         daemon.start()
 
+        def successes() -> set[str]:
+            if on_success == "move":
+                return {p.name for p in (root / "done").glob("*.pdf")}
+            # Kept in in/: the journal says which ones succeeded and are finished.
+            rows = journal_rows(
+                journal,
+                "SELECT path FROM documents WHERE state = 'archived' AND finished_at IS NOT NULL",
+            )
+            return {Path(r[0]).name for r in rows}
+
         def all_terminal() -> bool:
-            done = {p.name for p in (root / "done").glob("*.pdf")}
+            done = successes()
             failed = {p.name for p in (root / "failed").glob("*.pdf")}
-            return len(done | failed) == count and not list((root / "in").glob("*.pdf"))
+            left = {p.name for p in (root / "in").glob("*.pdf")} - done
+            return len(done | failed) == count and not left
 
         wait_for(all_terminal, timeout=sizes.pick(240, 1800), interval=0.25)
         assert daemon.stop() == 0
@@ -115,9 +132,11 @@ class TestCrashLoop:
 
         # 0 lost: every document delivered (in done/, one result per step in every sink) or in
         # failed/ with a sidecar giving a reason; the journal agrees.
-        done = {p.name for p in (root / "done").glob("*.pdf")}
+        done = successes()
         failed = {p.name for p in (root / "failed").glob("*.pdf")}
         assert not done & failed
+        if on_success == "keep":
+            assert {p.name for p in (root / "in").glob("*.pdf")} == done
         lost = set(docs) - done - failed
         assert not lost
         reasons = {}
@@ -164,7 +183,7 @@ class TestCrashLoop:
             journal, "SELECT COUNT(*) FROM documents WHERE flags LIKE '%resubmitted%'"
         )
         report(
-            "crash-loop",
+            "crash-loop" if on_success == "move" else "crash-loop-keep",
             documents=count,
             steps=len(STEPS),
             kills=kills,
