@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 import aiohttp
@@ -36,14 +35,10 @@ from _bench_docs import write_set
 from _bench_proc import start_emulator
 
 from docutray_watch.client import AiohttpTransport, AsyncClient
+from docutray_watch.engine import _NoCookies  # the engine's jar: measure what it sends with
 
 API_KEY = "benchmark-key"
 STEP_ID = "step_benchmark"
-
-
-class _NoCookies(CookieJar):
-    def extract_cookies(self, response: object, request: object) -> None:
-        return None
 
 
 async def _raw(base: httpx.URL, execution: str, n: int) -> None:

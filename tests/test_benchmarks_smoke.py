@@ -103,3 +103,19 @@ def test_soak_harness_runs_the_daemon_and_accounts_for_every_file(tmp_path: Path
     assert "exit code 0" in completed.stdout
     assert "lost: 0" in completed.stdout
     assert "left in the inbox 0" in completed.stdout
+
+
+def test_http_stack_measures_every_layer(tmp_path: Path) -> None:
+    """benchmarks/http_stack.py, 20 reads per stack: prints one row per stack, raw at 1.00."""
+    completed = subprocess.run(
+        [sys.executable, str(RUN.with_name("http_stack.py")), "--requests", "20", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    rows = {line.split()[0]: line.split() for line in completed.stdout.splitlines()[2:]}
+    assert set(rows) == {"raw", "aiohttp", "httpx", "client"}
+    assert rows["raw"][-1] == "1.00"
