@@ -119,3 +119,25 @@ def test_http_stack_measures_every_layer(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split() for line in completed.stdout.splitlines()[2:]}
     assert set(rows) == {"raw", "aiohttp", "httpx", "client"}
     assert rows["raw"][-1] == "1.00"
+
+
+def test_fsync_cost_measures_the_synced_writes(tmp_path: Path) -> None:
+    """benchmarks/fsync_cost.py, 5 operations each: one row per kind of synced write."""
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(RUN.with_name("fsync_cost.py")),
+            "--count",
+            "5",
+            "--dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "synchronous=FULL" in completed.stdout
+    assert "500-byte write + fsync" in completed.stdout
+    assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
