@@ -5,7 +5,8 @@ under ``py-spy record --gil --threads`` (samples of the thread holding the GIL: 
 waiting) and, separately, the same run unprofiled in a child that samples each of its threads'
 CPU time with psutil (SQLite, fsync and socket calls run without the GIL, so py-spy alone
 under-counts them).
-Prints the top functions (inclusive and self, start-up excluded) and the CPU per thread.
+Prints the top functions (inclusive and self, start-up excluded), the CPU per thread, and the
+journal's calls and group commits per document.
 
     .venv/bin/python benchmarks/profile_watch.py [--docs 300] [--concurrency 16] [--latency 0.5]
 
@@ -72,6 +73,15 @@ import psutil
 from docutray_watch.config import load_config
 from docutray_watch.log import configure_logging
 from docutray_watch.runner import process_once
+from docutray_watch.journal import AsyncJournal
+# Count the journal's calls and group commits (one transaction per batch of calls).
+journal_counts = {"calls": 0, "batches": 0}
+run_batch = AsyncJournal._run_batch
+def counting_batch(self, batch):
+    journal_counts["batches"] += 1
+    journal_counts["calls"] += len(batch)
+    run_batch(self, batch)
+AsyncJournal._run_batch = counting_batch
 config = load_config(sys.argv[1])
 configure_logging("info", "json", stream=open(os.devnull, "w"))
 me, best, names, stop = psutil.Process(), {}, {}, threading.Event()
@@ -97,7 +107,7 @@ for tid, (user, system) in best.items():
     group = out.setdefault(name, [0.0, 0.0])
     group[0] += user - u0
     group[1] += system - s0
-print(json.dumps(out))
+print(json.dumps({"threads": out, "journal": journal_counts}))
 """
 
 
@@ -106,11 +116,17 @@ def _thread_cpu(config: Path, docs: int) -> None:
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, str(config)], capture_output=True, text=True, check=True
     )
-    groups: dict[str, list[float]] = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    groups: dict[str, list[float]] = report["threads"]
     print("\nCPU per thread after start-up (imports and config loading excluded):")
     for name, (user, system) in sorted(groups.items(), key=lambda kv: -sum(kv[1])):
         per_doc = 1000 * (user + system) / docs
         print(f"  {name:<28} user {user:6.2f} s  sys {system:6.2f} s  {per_doc:6.2f} ms/doc")
+    journal = report["journal"]
+    print(
+        f"journal (whole run, start-up included): {journal['calls'] / docs:.2f} calls and"
+        f" {journal['batches'] / docs:.2f} group commits per document"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
