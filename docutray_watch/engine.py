@@ -166,6 +166,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """Why a file could not be hashed; `forget`: it is gone or still changing (not a failure)."""
+
+    reason: str
+    forget: bool = False
+
+
+def _document_facts(name: str, path: str, relative_path: str, facts: intake.FileFacts) -> Document:
+    return Document(
+        name=name,
+        path=path,
+        relative_path=relative_path,
+        sha256=facts.sha256,
+        size=facts.size,
+        content_type=facts.content_type or "application/octet-stream",
+    )
+
+
 def _document_of(row: DocumentRow) -> Document:
     return Document(
         name=row.name,
@@ -719,12 +738,31 @@ class Engine:
             self._note_ignored(pipeline, path, st, f"plugin: {reason}")
             self._release_nomination(pipeline, path)
             return
+        # Hashed before it is journaled: the usual file then takes one commit (found and queued)
+        # instead of two. Until then the nomination holds its work unit; a crash meanwhile leaves
+        # nothing to resume, and the next scan finds the file again.
+        read = await self._read(path)
+        if isinstance(read, intake.FileFacts) and await self._plain(pipeline, read):
+            assert read.content_type is not None
+            doc, steps = await self.journal.add_queued(
+                pipeline,
+                str(path),
+                candidate.relative_path,
+                sha256=read.sha256,
+                content_type=read.content_type,
+                size=read.size,
+                mtime_ns=read.mtime_ns,
+                steps=runtime.config.steps,
+            )
+            self._nominated.discard((pipeline, str(path)))  # the document carries the work unit
+            await self._queued(doc, steps, read)
+            return
         doc = await self.journal.add_document(
             pipeline, str(path), candidate.relative_path, st.st_size, st.st_mtime_ns
         )
         self._remember(doc)
         self._nominated.discard((pipeline, str(path)))  # the document now carries the work unit
-        await self._inspect(doc)
+        await self._classify(doc, read)
 
     async def _recheck(self, pipeline: str, candidate: intake.Candidate, wait: float) -> None:
         await asyncio.sleep(wait)
@@ -737,30 +775,39 @@ class Engine:
         self._docs[doc.id] = doc
         self._known.setdefault(doc.pipeline, {})[doc.path] = doc
 
-    async def _inspect(self, doc: DocumentRow) -> None:
-        """Hash and check a discovered document, then queue, reject or mark it duplicate."""
-        runtime = self._pipelines[doc.pipeline]
-        path = Path(doc.path)
+    async def _read(self, path: Path) -> intake.FileFacts | _Unreadable:
+        """Hash and sniff a file (in a thread); why not, when it cannot be read."""
         try:
-            facts = await asyncio.to_thread(intake.inspect_file, path)
+            return await asyncio.to_thread(intake.inspect_file, path)
         except FileNotFoundError:
-            await self._reject(doc, "the file disappeared before it could be read", forget=True)
-            return
+            return _Unreadable("the file disappeared before it could be read", forget=True)
         except intake.FileChangedError:
             # Still changing: forget this attempt, the next event or rescan brings it back.
-            await self._reject(doc, "the file changed while it was being read", forget=True)
-            return
+            return _Unreadable("the file changed while it was being read", forget=True)
         except OSError as exc:
-            await self._reject(doc, f"cannot read the file: {exc.strerror or describe(exc)}")
+            return _Unreadable(f"cannot read the file: {exc.strerror or describe(exc)}")
+
+    async def _plain(self, pipeline: str, facts: intake.FileFacts) -> bool:
+        """True for a file that will simply be queued: acceptable, and not a known duplicate."""
+        if intake.rejection_for(facts) is not None:
+            return False
+        if self._pipelines[pipeline].config.duplicates != "skip":
+            return True
+        original = await self.journal.find_done_by_sha(pipeline, facts.sha256, exclude=0)
+        return original is None
+
+    async def _inspect(self, doc: DocumentRow) -> None:
+        """Hash and check a journaled document again (resumed, or changed while queued)."""
+        await self._classify(doc, await self._read(Path(doc.path)))
+
+    async def _classify(self, doc: DocumentRow, read: intake.FileFacts | _Unreadable) -> None:
+        """Queue, reject or mark duplicate a journaled document, from what reading it found."""
+        runtime = self._pipelines[doc.pipeline]
+        if isinstance(read, _Unreadable):
+            await self._reject(doc, read.reason, forget=read.forget)
             return
-        document = Document(
-            name=doc.name,
-            path=doc.path,
-            relative_path=doc.relative_path,
-            sha256=facts.sha256,
-            size=facts.size,
-            content_type=facts.content_type or "application/octet-stream",
-        )
+        facts = read
+        document = _document_facts(doc.name, doc.path, doc.relative_path, facts)
         rejection = intake.rejection_for(facts)
         if rejection is not None:
             doc = await self.journal.reject(
@@ -803,8 +850,15 @@ class Engine:
             mtime_ns=facts.mtime_ns,
             steps=runtime.config.steps,
         )
+        await self._queued(doc, steps, facts)
+
+    async def _queued(
+        self, doc: DocumentRow, steps: list[StepRow], facts: intake.FileFacts
+    ) -> None:
+        """A document was journaled `queued`: announce it and hand it to dispatch."""
         self._remember(doc)
         self._queued_steps[doc.id] = steps
+        document = _document_facts(doc.name, doc.path, doc.relative_path, facts)
         call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
         log.info(
             "document_discovered",

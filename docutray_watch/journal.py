@@ -472,6 +472,31 @@ class Journal:
             ).fetchall()
             return row, [_step(r) for r in rows]
 
+    def add_queued(
+        self,
+        pipeline: str,
+        path: str,
+        relative_path: str,
+        *,
+        sha256: str,
+        content_type: str,
+        size: int,
+        mtime_ns: int,
+        steps: Sequence[str],
+    ) -> tuple[DocumentRow, list[StepRow]]:
+        """`add_document` and `mark_queued` in one transaction: a file hashed and checked before
+        it was journaled (the engine's usual path: one commit instead of two)."""
+        with self._write():
+            doc = self.add_document(pipeline, path, relative_path, size, mtime_ns)
+            return self.mark_queued(
+                doc.id,
+                sha256=sha256,
+                content_type=content_type,
+                size=size,
+                mtime_ns=mtime_ns,
+                steps=steps,
+            )
+
     def ensure_steps(self, doc_id: int, steps: Sequence[str]) -> list[StepRow]:
         """Add a pending row for each configured step the document has no row for (after a
         retry, or when a step was added to the pipeline); returns all its step rows."""

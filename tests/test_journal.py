@@ -327,6 +327,45 @@ class TestDocumentLifecycle:
         assert steps == journal.steps_of(doc.id)
         assert [(s.step_id, s.state) for s in steps] == [("stp_a", "pending"), ("stp_b", "pending")]
 
+    def test_add_queued_journals_a_hashed_file_as_queued_in_one_transaction(
+        self, journal: Journal
+    ) -> None:
+        """add_queued inserts the document already queued, with its pending step rows."""
+        doc, steps = journal.add_queued(
+            "invoices",
+            "/in/h.pdf",
+            "h.pdf",
+            sha256=SHA,
+            content_type="application/pdf",
+            size=10,
+            mtime_ns=123,
+            steps=["stp_a", "stp_b"],
+        )
+        assert (doc.state, doc.sha256, doc.content_type, doc.attempts) == (
+            "queued",
+            SHA,
+            "application/pdf",
+            1,
+        )
+        assert journal.document(doc.id) == doc
+        assert [(s.step_id, s.state) for s in steps] == [("stp_a", "pending"), ("stp_b", "pending")]
+        assert not journal.conn.in_transaction
+
+    def test_add_queued_leaves_nothing_when_it_fails(self, journal: Journal) -> None:
+        """A step id SQLite cannot store fails add_queued whole: no half-journaled document."""
+        with pytest.raises(sqlite3.Error):
+            journal.add_queued(
+                "invoices",
+                "/in/x.pdf",
+                "x.pdf",
+                sha256=SHA,
+                content_type="application/pdf",
+                size=10,
+                mtime_ns=123,
+                steps=[object()],  # type: ignore[list-item]
+            )
+        assert journal.unfinished_documents() == []
+
     def test_completion_reads_document_steps_and_deliveries_together(
         self, journal: Journal
     ) -> None:

@@ -63,6 +63,7 @@ class TestLifecycle:
     def test_shutdown_is_clean(self, make_pdf: MakePdf) -> None:
         """Stopping closes every connection without ResourceWarnings or leftover threads."""
         before = set(_emulator_threads())  # other tests' servers are not this test's business
+        gc.collect()  # likewise earlier tests' garbage: its ResourceWarnings would land below
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             server = EmulatorServer().start()
