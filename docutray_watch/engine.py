@@ -174,17 +174,6 @@ class _Unreadable:
     forget: bool = False
 
 
-def _document_facts(name: str, path: str, relative_path: str, facts: intake.FileFacts) -> Document:
-    return Document(
-        name=name,
-        path=path,
-        relative_path=relative_path,
-        sha256=facts.sha256,
-        size=facts.size,
-        content_type=facts.content_type or "application/octet-stream",
-    )
-
-
 def _document_of(row: DocumentRow) -> Document:
     return Document(
         name=row.name,
@@ -755,7 +744,7 @@ class Engine:
                 steps=runtime.config.steps,
             )
             self._nominated.discard((pipeline, str(path)))  # the document carries the work unit
-            await self._queued(doc, steps, read)
+            await self._queued(doc, steps)
             return
         doc = await self.journal.add_document(
             pipeline, str(path), candidate.relative_path, st.st_size, st.st_mtime_ns
@@ -807,7 +796,14 @@ class Engine:
             await self._reject(doc, read.reason, forget=read.forget)
             return
         facts = read
-        document = _document_facts(doc.name, doc.path, doc.relative_path, facts)
+        document = Document(
+            name=doc.name,
+            path=doc.path,
+            relative_path=doc.relative_path,
+            sha256=facts.sha256,
+            size=facts.size,
+            content_type=facts.content_type or "application/octet-stream",
+        )
         rejection = intake.rejection_for(facts)
         if rejection is not None:
             doc = await self.journal.reject(
@@ -850,23 +846,22 @@ class Engine:
             mtime_ns=facts.mtime_ns,
             steps=runtime.config.steps,
         )
-        await self._queued(doc, steps, facts)
+        await self._queued(doc, steps)
 
-    async def _queued(
-        self, doc: DocumentRow, steps: list[StepRow], facts: intake.FileFacts
-    ) -> None:
-        """A document was journaled `queued`: announce it and hand it to dispatch."""
+    async def _queued(self, doc: DocumentRow, steps: list[StepRow]) -> None:
+        """A document was journaled `queued` (its row holds what hashing found): announce it
+        and hand it to dispatch."""
         self._remember(doc)
         self._queued_steps[doc.id] = steps
-        document = _document_facts(doc.name, doc.path, doc.relative_path, facts)
+        document = _document_of(doc)
         call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
         log.info(
             "document_discovered",
             pipeline=doc.pipeline,
             doc=doc.name,
-            doc_sha256=facts.sha256,
-            size=facts.size,
-            content_type=facts.content_type,
+            doc_sha256=doc.sha256,
+            size=doc.size,
+            content_type=doc.content_type,
         )
         await self._enqueue(doc)
 
