@@ -467,10 +467,7 @@ class Journal:
                 _INSERT_PENDING_STEP,
                 [(doc_id, step) for step in steps],
             )
-            rows = conn.execute(
-                "SELECT * FROM steps WHERE document_id = ? ORDER BY id", (doc_id,)
-            ).fetchall()
-            return row, [_step(r) for r in rows]
+            return row, self.steps_of(doc_id)
 
     def add_queued(
         self,
@@ -510,10 +507,7 @@ class Journal:
             state = conn.execute("SELECT state FROM documents WHERE id = ?", (doc_id,)).fetchone()
             if state is not None and state[0] in ("queued", "submitting", "polling"):
                 self._advance_document(conn, doc_id)
-            rows = conn.execute(
-                "SELECT * FROM steps WHERE document_id = ? ORDER BY id", (doc_id,)
-            ).fetchall()
-            return [_step(r) for r in rows]
+            return self.steps_of(doc_id)
 
     def mark_rediscovered(self, doc_id: int) -> DocumentRow:
         """The file changed before submission: hash it again."""
@@ -762,19 +756,7 @@ class Journal:
 
     def completion(self, doc_id: int) -> Completion:
         """A document whose steps have ended, with its steps and deliveries: one read."""
-        conn = self.conn
-        row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
-        if row is None:
-            raise KeyError(doc_id)
-        steps = conn.execute(
-            "SELECT * FROM steps WHERE document_id = ? ORDER BY id", (doc_id,)
-        ).fetchall()
-        deliveries = conn.execute(
-            "SELECT * FROM deliveries WHERE document_id = ? ORDER BY id", (doc_id,)
-        ).fetchall()
-        return Completion(
-            _document(row), [_step(r) for r in steps], [_delivery(r) for r in deliveries]
-        )
+        return Completion(self.document(doc_id), self.steps_of(doc_id), self.deliveries_of(doc_id))
 
     def deliveries_of(self, doc_id: int) -> list[DeliveryRow]:
         """The delivery rows of a document."""
