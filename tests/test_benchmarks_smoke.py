@@ -19,36 +19,42 @@ pytest.importorskip("docutray", reason="the baseline needs the official SDK (dev
 pytest.importorskip("psutil", reason="the harness measures the emulator with psutil")
 
 
+def run_script(name: str, *args: str, timeout: float = 120, cwd: Path | None = None) -> str:
+    """Run `benchmarks/<name>` with `args`; assert it exits 0 and return what it printed."""
+    completed = subprocess.run(
+        [sys.executable, str(RUN.with_name(name)), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
 @pytest.fixture(name="smoke", scope="module")
 def smoke_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
     """One run of 6 documents, L=0.1 s, C=4 with the baseline and a cold docutray-watch."""
     folder = tmp_path_factory.mktemp("bench")
     report = folder / "results.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(RUN),
-            "--docs",
-            "6",
-            "--latency",
-            "0.1",
-            "--concurrency",
-            "4",
-            "--tools",
-            "baseline",
-            "watch",
-            "--json",
-            str(report),
-            "--workdir",
-            str(folder / "work"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    stdout = run_script(
+        RUN.name,
+        "--docs",
+        "6",
+        "--latency",
+        "0.1",
+        "--concurrency",
+        "4",
+        "--tools",
+        "baseline",
+        "watch",
+        "--json",
+        str(report),
+        "--workdir",
+        str(folder / "work"),
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return completed.stdout, json.loads(report.read_text())
+    return stdout, json.loads(report.read_text())
 
 
 class TestBenchmarkSmoke:
@@ -80,64 +86,35 @@ class TestBenchmarkSmoke:
 
 def test_soak_harness_runs_the_daemon_and_accounts_for_every_file(tmp_path: Path) -> None:
     """benchmarks/soak.py, 15 s at 4 files/s: the daemon stops cleanly and no file is lost."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(RUN.with_name("soak.py")),
-            "--minutes",
-            "0.25",
-            "--rate",
-            "4",
-            "--latency",
-            "0.1",
-            "--sample-every",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
+    stdout = run_script(
+        "soak.py",
+        "--minutes",
+        "0.25",
+        "--rate",
+        "4",
+        "--latency",
+        "0.1",
+        "--sample-every",
+        "3",
         timeout=300,
-        check=False,
         cwd=tmp_path,
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "exit code 0" in completed.stdout
-    assert "lost: 0" in completed.stdout
-    assert "left in the inbox 0" in completed.stdout
+    assert "exit code 0" in stdout
+    assert "lost: 0" in stdout
+    assert "left in the inbox 0" in stdout
 
 
 def test_http_stack_measures_every_layer(tmp_path: Path) -> None:
     """benchmarks/http_stack.py, 20 reads per stack: prints one row per stack, raw at 1.00."""
-    completed = subprocess.run(
-        [sys.executable, str(RUN.with_name("http_stack.py")), "--requests", "20", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    rows = {line.split()[0]: line.split() for line in completed.stdout.splitlines()[2:]}
+    stdout = run_script("http_stack.py", "--requests", "20", "--rounds", "1", cwd=tmp_path)
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines()[2:]}
     assert set(rows) == {"raw", "aiohttp", "httpx", "client"}
     assert rows["raw"][-1] == "1.00"
 
 
 def test_fsync_cost_measures_the_synced_writes(tmp_path: Path) -> None:
     """benchmarks/fsync_cost.py, 5 operations each: one row per kind of synced write."""
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(RUN.with_name("fsync_cost.py")),
-            "--count",
-            "5",
-            "--dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "synchronous=FULL" in completed.stdout
-    assert "500-byte write + fsync" in completed.stdout
+    stdout = run_script("fsync_cost.py", "--count", "5", "--dir", str(tmp_path))
+    assert "synchronous=FULL" in stdout
+    assert "500-byte write + fsync" in stdout
     assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
