@@ -155,17 +155,18 @@ def run_child(
     stderr: Path,
     timeout: float,
     stop_when: Callable[[], bool] | None = None,
+    env: dict[str, str] | None = None,
 ) -> ChildResult:
     """Run ``argv`` to its end (or until ``stop_when()`` says so, then SIGKILL it) and measure it.
 
     Without ``stop_when`` the harness blocks in ``wait4`` and uses no CPU meanwhile; with it, the
-    condition is checked every 50 ms.
+    condition is checked every 50 ms. ``env`` replaces the inherited environment.
     """
     stopped = threading.Event()
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started_wall = time.time()
         started = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=out, stderr=err)
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
 
     def kill() -> None:
         stopped.set()

@@ -6,10 +6,14 @@ harness runs the baseline and docutray-watch end to end, prints its table and wr
 
 from __future__ import annotations
 
+import ctypes.util
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -118,3 +122,58 @@ def test_fsync_cost_measures_the_synced_writes(tmp_path: Path) -> None:
     assert "synchronous=FULL" in stdout
     assert "500-byte write + fsync" in stdout
     assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
+
+
+def _load_run_module() -> ModuleType:
+    """benchmarks/run.py as a module (its helpers import as top-level names from its folder)."""
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("benchmarks_run", RUN)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(RUN.parent))
+    return module
+
+
+class TestFsyncOffDiagnostic:
+    def test_only_the_fsync_off_run_preloads_eatmydata(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """watch-nofsync gets libeatmydata appended to LD_PRELOAD; every other tool inherits."""
+        run = _load_run_module()
+        monkeypatch.setattr(run.ctypes.util, "find_library", lambda name: f"lib{name}.so.1")
+        monkeypatch.setenv("LD_PRELOAD", "libother.so")
+        env = run.child_env("watch-nofsync")
+        assert env is not None
+        assert env["LD_PRELOAD"] == "libother.so libeatmydata.so.1"
+        assert env["PATH"] == os.environ["PATH"]
+        for tool in ("baseline", "watch", "watch-warm"):
+            assert run.child_env(tool) is None
+
+    def test_a_missing_libeatmydata_is_a_clear_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without the library the harness stops and names the package to install."""
+        run = _load_run_module()
+        monkeypatch.setattr(run.ctypes.util, "find_library", lambda name: None)
+        with pytest.raises(SystemExit, match="apt-get install eatmydata"):
+            run.child_env("watch-nofsync")
+
+    def test_the_fsync_off_run_processes_every_document(self, tmp_path: Path) -> None:
+        """A tiny run with fsync made a no-op: every result is written, no problem reported."""
+        if ctypes.util.find_library("eatmydata") is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("libeatmydata is missing: .ci/run installs the eatmydata package")
+            pytest.skip("libeatmydata is not installed (apt-get install eatmydata)")
+        report = tmp_path / "results.json"
+        stdout = run_script(
+            RUN.name,
+            *("--docs", "4", "--latency", "0.1", "--concurrency", "4"),
+            *("--tools", "watch-nofsync", "--json", str(report)),
+        )
+        assert "watch nofsync" in stdout
+        scenario = json.loads(report.read_text())["scenarios"][0]
+        assert scenario["problems"] == []
+        assert scenario["results"]["watch-nofsync"]["results_written"] == 4
