@@ -116,6 +116,12 @@ class RunSummary:
         return self.outcomes["failed"] + self.outcomes["rejected"]
 
 
+async def _rate_slot(limiter: RateLimiter, request: httpx.Request) -> None:
+    """Wait for the request's turn in the shared rate: a submission (new work) lets status reads
+    of executions already running go first (see `RateLimiter.acquire`)."""
+    await limiter.acquire(yield_to_others=request.method == "POST")
+
+
 class _NoCookies(CookieJar):
     """The engine's HTTP client keeps no cookies: the API authenticates with a bearer key, and
     httpx parses every response's headers into a cookie jar otherwise (~0.1 ms per request)."""
@@ -334,7 +340,7 @@ class Engine:
         limiter, metrics = self.limiter, self.metrics
 
         async def before_request(request: httpx.Request) -> None:
-            await limiter.acquire()
+            await _rate_slot(limiter, request)
             request.extensions["docutray_watch_started"] = time.monotonic()
 
         async def after_response(response: httpx.Response) -> None:

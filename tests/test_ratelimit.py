@@ -141,3 +141,58 @@ class TestPause:
         clock.advance = False  # they all sleep at the same time
         await asyncio.gather(*(limiter.acquire() for _ in range(6)))
         assert sorted(s for s in clock.sleeps if s > 1e-9) == pytest.approx([0.05, 0.1, 0.15, 0.2])
+
+
+class TestYieldToOthers:
+    """`acquire(yield_to_others=True)`: a submission takes only slots nobody has reserved."""
+
+    async def test_a_yielding_caller_takes_the_first_unreserved_slot(self, clock: FakeTime) -> None:
+        """With two slots reserved, it waits for the third and takes it; the next is after it."""
+        limiter = RateLimiter(1, burst=1, clock=clock)
+        start = clock.now
+        limiter.reserve()  # a status read, now
+        limiter.reserve()  # another, one interval later
+        await limiter.acquire(yield_to_others=True)
+        assert clock.now == pytest.approx(start + 2)
+        assert limiter.reserve() == pytest.approx(1.0)  # the slot after the submission's
+
+    async def test_a_status_read_arriving_meanwhile_goes_first(self, clock: FakeTime) -> None:
+        """A read that reserves the slot a waiting submission slept for pushes it one slot on."""
+        limiter = RateLimiter(1, burst=1, clock=clock)
+        start = clock.now
+        limiter.reserve()  # the slot of now is taken
+        clock.on_sleep = limiter.reserve  # a read reserves the next slot while the POST sleeps
+        await limiter.acquire(yield_to_others=True)
+        assert clock.sleeps == pytest.approx([1.0, 1.0])
+        assert clock.now == pytest.approx(start + 2)
+
+    async def test_without_contention_it_does_not_wait(self, clock: FakeTime) -> None:
+        """A free slot is taken at once, and counts against the rate like any other."""
+        limiter = RateLimiter(1, burst=1, clock=clock)
+        await limiter.acquire(yield_to_others=True)
+        assert clock.sleeps == []
+        assert limiter.reserve() == pytest.approx(1.0)
+
+    async def test_a_pause_holds_a_yielding_caller(self, clock: FakeTime) -> None:
+        """A 429's pause holds submissions too."""
+        limiter = RateLimiter(10, clock=clock)
+        start = clock.now
+        limiter.pause(3)
+        await limiter.acquire(yield_to_others=True)
+        assert clock.now == pytest.approx(start + 3)
+
+    async def test_yielding_callers_are_served_in_arrival_order(self, clock: FakeTime) -> None:
+        """Two waiting submissions go one after the other, first come first served, each
+        behind the reads reserved before them."""
+        limiter = RateLimiter(1, burst=1, clock=clock)
+        start = clock.now
+        limiter.reserve()
+        done: list[tuple[str, float]] = []
+
+        async def submit(name: str) -> None:
+            await limiter.acquire(yield_to_others=True)
+            done.append((name, clock.now - start))
+
+        await asyncio.gather(submit("first"), submit("second"))
+        assert [name for name, _ in done] == ["first", "second"]
+        assert [at for _, at in done] == pytest.approx([1.0, 2.0])

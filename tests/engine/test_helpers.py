@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from docutray_watch.engine import _error_text, _NoCookies, _rate_limit_wait
+from docutray_watch.engine import _error_text, _NoCookies, _rate_limit_wait, _rate_slot
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,20 @@ def test_the_engines_http_client_keeps_no_cookie_a_server_sets() -> None:
         client.get("http://api.test/b")
         assert list(client.cookies.jar) == []
     assert seen == [None, None]
+
+
+class _RecordingLimiter:
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    async def acquire(self, *, yield_to_others: bool = False) -> None:
+        self.calls.append(yield_to_others)
+
+
+def test_submissions_yield_the_rate_to_status_reads() -> None:
+    """A POST (new work) waits for an unreserved slot; a GET (a status read) reserves one."""
+    limiter = _RecordingLimiter()
+    for method in ("POST", "GET"):
+        request = httpx.Request(method, "http://127.0.0.1/api/steps-async/x")
+        asyncio.run(_rate_slot(limiter, request))  # type: ignore[arg-type]
+    assert limiter.calls == [True, False]
