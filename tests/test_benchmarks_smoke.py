@@ -177,3 +177,23 @@ class TestFsyncOffDiagnostic:
         scenario = json.loads(report.read_text())["scenarios"][0]
         assert scenario["problems"] == []
         assert scenario["results"]["watch-nofsync"]["results_written"] == 4
+
+
+def test_lean_floor_runs_every_stack_to_the_end(tmp_path: Path) -> None:
+    """benchmarks/lean_floor.py, 4 documents: every stack processes all of them (the script exits
+    non-zero on a missing result, journal row or moved file) and prints its CPU per document."""
+    stdout = run_script(
+        "lean_floor.py",
+        "--docs",
+        "4",
+        "--concurrency",
+        "2",
+        "--latency",
+        "0.05",
+        "--rounds",
+        "1",
+        cwd=tmp_path,
+    )
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines()[1:]}
+    assert set(rows) == {"aiohttp", "httpx", "client"}
+    assert all(float(row[1]) > 0 for row in rows.values())
