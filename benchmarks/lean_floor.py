@@ -195,26 +195,25 @@ async def _pipeline(
     done.mkdir()
     slots = asyncio.Semaphore(concurrency)
 
+    async def result_of(execution: str, read: Read) -> dict[str, Any]:
+        await asyncio.sleep(latency + 0.02)  # the latency is known: one read when it is due
+        status = await read(execution)
+        while status["status"] not in TERMINAL:
+            await asyncio.sleep(0.02)
+            status = await read(execution)
+        return status
+
     async def one(path: Path, submit: Submit, read: Read) -> None:
         async with slots:
             if bare:
-                execution = await submit(path)
-                await asyncio.sleep(latency + 0.02)
-                status = await read(execution)
-                while status["status"] not in TERMINAL:
-                    await asyncio.sleep(0.02)
-                    status = await read(execution)
+                status = await result_of(await submit(path), read)
                 _write_result(out, path.stem, {"source": path.name, **status}, fsync=False)
                 return
             row = journal.add(path, _digest(path))
             journal.set(row, "submitting")
             execution = await submit(path)
             journal.set(row, "running", execution)
-            await asyncio.sleep(latency + 0.02)
-            status = await read(execution)
-            while status["status"] not in TERMINAL:
-                await asyncio.sleep(0.02)
-                status = await read(execution)
+            status = await result_of(execution, read)
             _write_result(out, path.stem, {"source": path.name, **status}, fsync=fsync)
             journal.set(row, "done")
             path.rename(done / path.name)  # noqa: ASYNC240 - a few µs; kept on the one thread
