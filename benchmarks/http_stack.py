@@ -33,12 +33,10 @@ import aiohttp
 import httpx
 from _bench_docs import write_set
 from _bench_proc import start_emulator
+from run import API_KEY, STEP_ID
 
 from docutray_watch.client import AiohttpTransport, AsyncClient
 from docutray_watch.engine import _NoCookies  # the engine's jar: measure what it sends with
-
-API_KEY = "benchmark-key"
-STEP_ID = "step_benchmark"
 
 
 async def _raw(base: httpx.URL, execution: str, n: int) -> None:

@@ -4,14 +4,14 @@ Runs scenario (a)'s work — N small documents, C executions in flight, latency 
 emulator in its own process — through the leanest pipeline that still keeps docutray-watch's
 guarantees, written as one coroutine per document on one thread, no framework around it:
 
-1. hash the file (streamed, 64 KiB reads) and journal it as queued;
+1. hash and sniff the file with the daemon's own ``intake.inspect_file`` and journal it as queued;
 2. journal the intent to submit, committed before the POST (a crash after the POST must not
    submit again);
 3. POST it (multipart, streamed from the open file) and journal the execution id;
 4. sleep until L has passed (the latency is known: this is the warm case), read the status,
    again every 20 ms until it is terminal;
-5. write the result atomically (temp file, fsync, rename, fsync of the folder) and journal the
-   end; move the document to ``done/``.
+5. write the result with the daemon's own ``fsutil.atomic_write_bytes`` (temp file, fsync,
+   rename, fsync of the folder) and journal the end; move the document to ``done/``.
 
 The journal is SQLite in WAL mode with ``synchronous=FULL``, one commit per step as above (4 per
 document), on the event loop's thread. ``--no-fsync`` turns durability off (``synchronous=OFF``
@@ -26,7 +26,7 @@ so imports and start-up are not in it: compare it with the "CPU ms/doc beyond th
 row of ``benchmarks/run.py``. Loopback only.
 
     .venv/bin/python benchmarks/lean_floor.py [--docs 300] [--concurrency 16] [--latency 0.5]
-        [--http aiohttp httpx client] [--no-fsync] [--rounds 3]
+        [--http aiohttp httpx client] [--no-fsync | --bare] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
 import resource
 import sqlite3
 import statistics
@@ -48,15 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 from _bench_docs import write_set
 from _bench_proc import start_emulator
+from http_stack import _httpx_client
+from run import API_KEY, STEP_ID
 
-from docutray_watch.client import AiohttpTransport, AsyncClient
-from docutray_watch.engine import _NoCookies  # the engine's jar
+from docutray_watch.client import AsyncClient
+from docutray_watch.fsutil import atomic_write_bytes
+from docutray_watch.intake import inspect_file
 
-API_KEY = "benchmark-key"
-STEP_ID = "step_benchmark"
 TERMINAL = {"SUCCESS", "ERROR"}
 
 Submit = Callable[[Path], Awaitable[str]]
@@ -91,29 +89,8 @@ class Journal:
         )
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(65536):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def _write_result(folder: Path, name: str, record: dict[str, Any], *, fsync: bool) -> None:
-    target = folder / f"{name}.json"
-    temp = folder / f".{name}.json.tmp"
-    with temp.open("wb") as handle:
-        handle.write(json.dumps(record).encode())
-        if fsync:
-            handle.flush()
-            os.fsync(handle.fileno())
-    temp.replace(target)
-    if fsync:
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    atomic_write_bytes(folder / f"{name}.json", json.dumps(record).encode(), fsync=fsync)
 
 
 @contextlib.asynccontextmanager
@@ -143,7 +120,7 @@ async def _stack(name: str, base_url: str) -> Any:
 
             yield submit, read
         return
-    http = httpx.AsyncClient(transport=AiohttpTransport(), cookies=_NoCookies())
+    http = _httpx_client()
     async with http:
         if name == "httpx":
 
@@ -209,7 +186,7 @@ async def _pipeline(
                 status = await result_of(await submit(path), read)
                 _write_result(out, path.stem, {"source": path.name, **status}, fsync=False)
                 return
-            row = journal.add(path, _digest(path))
+            row = journal.add(path, inspect_file(path).sha256)
             journal.set(row, "submitting")
             execution = await submit(path)
             journal.set(row, "running", execution)
