@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import pluggy
 import pytest
 
 from docutray_watch.emulator import EmulatorServer
+from docutray_watch.intake import inspect_file
 from docutray_watch.journal import AsyncJournal, Journal
 from docutray_watch.runner import process_once
 from docutray_watch.samples import make_png
@@ -85,14 +85,16 @@ def test_the_dispatcher_survives_a_refused_write_and_says_what_is_left(
     # step rows again (a document queued in the same run hands its rows over in memory).
     with Journal(config.journal_path) as journal:
         for path in sorted((tmp_path / "invoices" / "inbox").iterdir()):
-            data, st = path.read_bytes(), path.stat()
-            doc = journal.add_document("invoices", str(path), path.name, st.st_size, st.st_mtime_ns)
-            journal.mark_queued(
-                doc.id,
-                sha256=hashlib.sha256(data).hexdigest(),
-                content_type="image/png",
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
+            facts = inspect_file(path)
+            assert facts.content_type is not None
+            journal.add_queued(
+                "invoices",
+                str(path),
+                path.name,
+                sha256=facts.sha256,
+                content_type=facts.content_type,
+                size=facts.size,
+                mtime_ns=facts.mtime_ns,
                 steps=["stp_one"],
             )
     failing(monkeypatch, "ensure_steps", times=1)
