@@ -51,6 +51,7 @@ __all__ = [
     "build_http_request",
     "build_run_async_request",
     "connection_error",
+    "mask_api_key",
     "parse_status",
     "raise_for_status",
     "redact_request",
@@ -134,6 +135,11 @@ def resolve_options(
     )
 
 
+def mask_api_key(api_key: str) -> str:
+    """The key as a repr shows it: its first five characters then `***`; `***` if that short."""
+    return "***" if len(api_key) <= 5 else f"{api_key[:5]}***"
+
+
 class BaseClient:
     """Settings, retry policy and repr shared by ``Client`` and ``AsyncClient``."""
 
@@ -181,10 +187,10 @@ class BaseClient:
         return self._options.max_retry_wait
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(api_key='***', base_url={self.base_url!r}, "
-            f"max_retries={self.max_retries})"
-        )
+        # As the official SDK: the key's first five characters (a prefix such as `sk_li` tells
+        # keys apart; the key itself stays unreadable), `***` alone for a key that short.
+        key = mask_api_key(self._options.api_key)
+        return f"{type(self).__name__}(api_key={key}, base_url={self.base_url!r})"
 
 
 @dataclass(frozen=True)
@@ -234,8 +240,9 @@ def build_run_async_request(
         if value is not None
     ]
     if len(given) != 1:
-        detail = " and ".join(given) if given else "none"
-        raise ValueError(f"Provide exactly one of file, url or file_base64 (got {detail})")
+        # The official SDK's wording (its tests match on it), then what was wrong.
+        detail = f"only one, got {' and '.join(given)}" if given else "got none"
+        raise ValueError(f"Must provide one of: file, url, or file_base64 ({detail})")
     path = f"/api/steps-async/{_path_segment(step_id, 'step_id')}"
     metadata = dict(document_metadata) if document_metadata is not None else None
     if file is not None:

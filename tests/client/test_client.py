@@ -103,12 +103,22 @@ class TestConstruction:
 
     @pytest.mark.parametrize("client_class", _CLIENTS)
     def test_repr_hides_the_key(self, client_class: type[Client | AsyncClient]) -> None:
-        """repr() shows api_key='***' and no part of the key."""
-        client = client_class(api_key=API_KEY)
+        """repr() shows the key's first five characters then ***, as the official SDK does."""
+        client = client_class(api_key="sk_secret_key_12345", base_url="https://custom.api.com")
         text = repr(client)
-        assert "api_key='***'" in text
-        assert API_KEY[:4] not in text
+        assert text == (
+            f"{client_class.__name__}(api_key=sk_se***, base_url='https://custom.api.com')"
+        )
+        assert "sk_secret" not in text
         assert repr(client._options).count("api_key") == 0
+
+    @pytest.mark.parametrize("client_class", _CLIENTS)
+    @pytest.mark.parametrize("key", ["k", "12345"])
+    def test_repr_of_a_short_key_is_stars_only(
+        self, client_class: type[Client | AsyncClient], key: str
+    ) -> None:
+        """A key of five characters or fewer shows as *** alone."""
+        assert "(api_key=***, base_url=" in repr(client_class(api_key=key))
 
     def test_same_signature(self) -> None:
         """Client and AsyncClient take the same keyword-only arguments."""

@@ -228,8 +228,17 @@ class TestRunAsyncLocalChecks:
         self, flavor: Flavor, client: Client | AsyncClient, no_network: FakeAPI, inputs: Any
     ) -> None:
         """No input or several inputs raise ValueError before any request."""
-        with pytest.raises(ValueError, match="exactly one of file, url or file_base64"):
+        with pytest.raises(ValueError, match="Must provide one of: file, url, or file_base64"):
             await flavor.call(client.steps.run_async, "step_1", **inputs)
+
+    async def test_no_input_error_starts_as_the_official_sdks(
+        self, flavor: Flavor, client: Client | AsyncClient, no_network: FakeAPI
+    ) -> None:
+        """run_async with no input (plain and raw) raises the official SDK's ValueError wording."""
+        for run_async in (client.steps.run_async, client.steps.with_raw_response.run_async):
+            with pytest.raises(ValueError, match="got none") as caught:
+                await flavor.call(run_async, "step_1")
+            assert str(caught.value).startswith("Must provide one of: file, url, or file_base64")
 
     async def test_oversize_file_rejected(
         self, flavor: Flavor, client: Client | AsyncClient, no_network: FakeAPI, tmp_path: Path
