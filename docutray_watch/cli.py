@@ -214,7 +214,7 @@ def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--failures", default=10, show_default=True, help="How many recent failures to show.")
 def status(config_path: str | None, as_json: bool, failures: int) -> None:
-    """Documents per pipeline and state, and the most recent failures with their reasons."""
+    """Documents per pipeline and outcome, and the most recent failures with their reasons."""
     from docutray_watch.runner import status_report
 
     config = _load(config_path, need_secrets=False)
@@ -340,7 +340,8 @@ def demo(ctx: click.Context, directory: str | None, latency: float) -> None:
     """Run a complete pipeline on sample documents against the local emulator (no API key)."""
     from docutray_watch.demo import run_demo
 
-    configure_logging(ctx.obj.get("log_level") or "warning", ctx.obj.get("log_format") or "auto")
+    # Its output is for people, piped or not: log lines as text too, unless asked otherwise.
+    configure_logging(ctx.obj.get("log_level") or "warning", ctx.obj.get("log_format") or "console")
     sys.exit(run_demo(Path(directory) if directory else None, latency=latency, echo=click.echo))
 
 

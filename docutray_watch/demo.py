@@ -22,6 +22,7 @@ from docutray_watch.samples import write_pdf, write_png
 __all__ = ["run_demo"]
 
 STEPS = ["stp_demo_invoice_fields", "stp_demo_summary"]
+EXCERPT_LINES = 24
 
 
 def _write_samples(inbox: Path) -> None:
@@ -65,30 +66,56 @@ def _config_data(root: Path, base_url: str, api_key: str) -> dict[str, object]:
     }
 
 
+LABEL = 13  # the width of "demo folder: ": every value starts in that column
+
+
 def run_demo(
     directory: Path | None = None, *, latency: float = 0.5, echo: Callable[[str], None] = print
 ) -> int:
-    """Run the demo in `directory` (a new temporary folder by default); returns the exit code."""
-    root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="docutray-watch-demo-"))
+    """Run the demo in `directory`, kept afterwards, or in a temporary folder that is removed at
+    the end; returns the exit code."""
+    if directory is not None:
+        return _run_in(Path(directory), latency=latency, echo=echo, keep=True)
+    with tempfile.TemporaryDirectory(prefix="docutray-watch-demo-") as temporary:
+        return _run_in(Path(temporary), latency=latency, echo=echo, keep=False)
+
+
+def _labelled(label: str, value: str) -> str:
+    return f"{label + ':' if label else '':<{LABEL}}{value}"
+
+
+def _run_in(root: Path, *, latency: float, echo: Callable[[str], None], keep: bool) -> int:
     root.mkdir(parents=True, exist_ok=True)
     _write_samples(root / "inbox")
-    echo(f"demo folder: {root}")
+    echo(_labelled("demo folder", f"{root}{'' if keep else ' (temporary)'}"))
     with EmulatorServer(EmulatorConfig(latency=latency, latency_jitter=0.2, seed=7)) as emulator:
-        echo(f"emulator:    {emulator.base_url} (local stand-in for the DocuTray API)")
+        echo(_labelled("emulator", f"{emulator.base_url} (local stand-in for the DocuTray API)"))
         config_data = _config_data(root, emulator.base_url, emulator.api_key)
         (root / "config.yaml").write_text(_as_yaml(config_data))
         config = parse_config(config_data, source=str(root / "config.yaml"), config_dir=root)
-        code = asyncio.run(process_once(config, echo=lambda line: echo(f"             {line}")))
+        summary: list[str] = []
+        code = asyncio.run(process_once(config, echo=summary.append))
         stats = emulator.stats(include_executions=False)
+    # The pass's summary under its own label; its detail lines (one per failure) line up below.
+    for number, line in enumerate(summary):
+        echo(_labelled("summary" if number == 0 else "", line.strip()))
+    echo("")
     _print_table(root, config.journal_path, echo)
     echo("")
-    echo(f"results:     {root / 'results'}  (one JSON file per document and step)")
-    echo(f"done:        {root / 'done'}")
-    echo(f"failed:      {root / 'failed'}  (with <name>.error.json saying why)")
-    echo(f"journal:     {config.journal_path}")
-    echo(f"config:      {root / 'config.yaml'}")
-    echo(f"API calls:   {stats.executions_created} executions, {stats.status_gets} status reads")
-    echo("try:         docutray-watch status -c " + str(root / "config.yaml"))
+    echo(
+        _labelled(
+            "API calls", f"{stats.executions_created} executions, {stats.status_gets} status reads"
+        )
+    )
+    if keep:
+        echo(_labelled("results", f"{root / 'results'}  (one JSON file per document and step)"))
+        echo(_labelled("done", str(root / "done")))
+        echo(_labelled("failed", f"{root / 'failed'}  (with <name>.error.json saying why)"))
+        echo(_labelled("journal", str(config.journal_path)))
+        echo(_labelled("config", str(root / "config.yaml")))
+        echo(_labelled("try", f"docutray-watch status -c {root / 'config.yaml'}"))
+    else:
+        echo(_labelled("removed", f"{root} (keep the files: docutray-watch demo --dir DIR)"))
     # The bad sample is expected to fail: the demo succeeds when exactly that happened.
     return 0 if code == 1 and (root / "failed" / "notes.pdf").exists() else (code or 1)
 
@@ -126,6 +153,10 @@ def _print_table(root: Path, journal_path: Path, echo: Callable[[str], None]) ->
     results = sorted((root / "results").rglob("*.json"))
     if results:
         sample = json.loads(results[0].read_text())
-        echo(f"\n{results[0].relative_to(root)}:")
-        for line in json.dumps(sample, indent=2).splitlines()[:24]:
+        echo("")
+        echo(f"{results[0].relative_to(root)}:")
+        lines = json.dumps(sample, indent=2).splitlines()
+        for line in lines[:EXCERPT_LINES]:
             echo(f"  {line}")
+        if len(lines) > EXCERPT_LINES:
+            echo(f"  … ({len(lines) - EXCERPT_LINES} more lines in the file)")

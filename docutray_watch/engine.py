@@ -103,7 +103,7 @@ class RunSummary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     # The most recent ones only: a daemon runs for months (the journal keeps everything).
-    failures: deque[tuple[str, str, str]] = field(  # (pipeline, path, reason)
+    failures: deque[tuple[str, str, str]] = field(  # (pipeline, where the file is now, reason)
         default_factory=lambda: deque(maxlen=_SUMMARY_KEEP)
     )
     ignored: deque[tuple[str, str, str]] = field(  # (pipeline, path, rule)
@@ -1608,7 +1608,9 @@ class Engine:
         self.summary.outcomes[outcome] += 1
         self.metrics.documents.labels(doc.pipeline, outcome).inc()
         if failed:
-            self.summary.failures.append((doc.pipeline, doc.path, doc.error or ""))
+            # Where the file is now (the failed folder), not the inbox it was found in.
+            where = f"{doc.path} (deleted)" if action.action == "delete" else doc.archived_to
+            self.summary.failures.append((doc.pipeline, where or doc.path, doc.error or ""))
         if action.action != "keep":
             self._known[doc.pipeline].pop(doc.path, None)
         else:

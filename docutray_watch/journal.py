@@ -949,6 +949,18 @@ class Journal:
             result.setdefault(row["pipeline"], {})[row["state"]] = row["n"]
         return result
 
+    def outcome_counts(self) -> dict[str, dict[str, int]]:
+        """Documents per pipeline: finished ones by outcome (`success`, `duplicate`, `failed`,
+        `rejected`: the words `process` prints), unfinished ones by state."""
+        result: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute(
+            "SELECT pipeline, COUNT(*) AS n,"
+            " CASE WHEN state = 'archived' THEN COALESCE(outcome, 'success') ELSE state END AS word"
+            " FROM documents GROUP BY pipeline, word"
+        ):
+            result.setdefault(row["pipeline"], {})[row["word"]] = row["n"]
+        return result
+
     def recent_failures(self, limit: int = 10, pipeline: str | None = None) -> list[DocumentRow]:
         """The last failed or rejected documents, newest first."""
         query = "SELECT * FROM documents WHERE state IN ('failed', 'rejected')"

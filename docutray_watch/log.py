@@ -82,6 +82,18 @@ def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Event
     return event_dict
 
 
+_SHORT_HASH = 12
+
+
+def _short_hashes(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Console processor: a sha256 field shows its first 12 hex digits, enough to tell documents
+    apart by eye (JSON lines keep all 64, for tools)."""
+    for key, value in event_dict.items():
+        if key.endswith("sha256") and isinstance(value, str) and len(value) == 64:
+            event_dict[key] = value[:_SHORT_HASH]
+    return event_dict
+
+
 def _scrub_line(_logger: WrappedLogger, _method: str, line: Any) -> Any:
     """Last structlog processor: scrub the rendered line (as `_RedactingFormatter` does)."""
     return _scrub(line)
@@ -159,7 +171,7 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(
             colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
-        final = [redact, renderer]
+        final = [redact, _short_hashes, renderer]
 
     formatter = _RedactingFormatter(
         foreign_pre_chain=shared,

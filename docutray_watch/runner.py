@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,57 +122,71 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
                 echo(f"  the folder {root} does not exist")
                 continue
             known = journal.latest_by_path(pipeline.name) if journal else {}
-            taken = ignored = 0
+            tally = {"take": 0, "reject": 0, "ignore": 0}
             for candidate, st in intake.scan_folder(root, recursive=pipeline.watch.recursive):
-                rule = _dry_run_rule(pipeline, candidate, st, known, journal)
-                if rule is None:
-                    taken += 1
+                verdict = _dry_run_verdict(pipeline, candidate, st, known, journal)
+                if verdict is None:
+                    tally["take"] += 1
                     echo(f"  take    {candidate.relative_path} ({st.st_size} bytes)")
                 else:
-                    ignored += 1
-                    echo(f"  ignore  {candidate.relative_path}: {rule}")
-            echo(f"  → would take {taken}, ignore {ignored}")
+                    verb, reason = verdict
+                    tally[verb] += 1
+                    echo(f"  {verb:<7} {candidate.relative_path}: {reason}")
+            echo(
+                f"  → would take {tally['take']}, reject {tally['reject']} "
+                f"(on_failure: {_failure_action(pipeline)}), ignore {tally['ignore']}"
+            )
     finally:
         if journal is not None:
             journal.close()
     return 0
 
 
-def _dry_run_rule(
+def _failure_action(pipeline: Any) -> str:
+    action = pipeline.on_failure
+    return f"move to {action.to}" if action.action == "move" else str(action.action)
+
+
+def _dry_run_verdict(
     pipeline: Any,
     candidate: intake.Candidate,
     st: os.stat_result,
     known: dict[str, Any],
     journal: Journal | None,
-) -> str | None:
+) -> tuple[str, str] | None:
+    """None when the file would be taken, else ("ignore" or "reject", why): a rejected file is
+    taken, then ends as a failure (on_failure applies); an ignored one stays where it is."""
     rule = intake.rule_for_name(pipeline, candidate.relative_path)
     if rule is not None:
-        return rule
+        return "ignore", rule
     rule = intake.rule_for_kind(st.st_mode)
     if rule is not None:
-        return rule
+        return "ignore", rule
     previous = known.get(str(candidate.path))
     if previous is not None and not previous.finished:
-        return f"already in progress ({previous.state})"
+        return "ignore", f"already in progress ({previous.state})"
     if previous is not None and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns):
-        return f"already processed ({previous.state})"
+        return "ignore", f"already processed ({previous.outcome or previous.state})"
     if pipeline.watch.ready_marker and not os.path.lexists(
         str(candidate.path) + pipeline.watch.ready_marker
     ):
-        return f"waiting for its ready marker {candidate.path.name}{pipeline.watch.ready_marker}"
+        return (
+            "ignore",
+            f"waiting for its ready marker {candidate.path.name}{pipeline.watch.ready_marker}",
+        )
     try:
         facts = intake.inspect_file(candidate.path)
     except OSError as exc:
-        return f"cannot read the file: {exc.strerror or describe(exc)} (would go to failed)"
+        return "reject", f"cannot read the file: {exc.strerror or describe(exc)}"
     except intake.FileChangedError:
-        return "still being written"
+        return "ignore", "still being written"
     rejection = intake.rejection_for(facts)
     if rejection is not None:
-        return f"{rejection} (would go to failed)"
+        return "reject", rejection
     if journal is not None and pipeline.duplicates == "skip":
         twin = journal.find_done_by_sha(pipeline.name, facts.sha256, exclude=-1)
         if twin is not None:
-            return f"duplicate of {twin.path} (same content)"
+            return "ignore", f"duplicate of {twin.path} (same content)"
     return None
 
 
@@ -240,18 +255,26 @@ async def validate_online(config: Config, *, echo: Echo = print) -> int:
 
 
 def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
-    """Counts per pipeline and state, the oldest pending document and recent failures."""
-    if not config.journal_path.exists():
-        return {"journal": str(config.journal_path), "pipelines": {}, "failures": []}
-    with Journal(config.journal_path) as journal:
-        counts = journal.counts()
-        oldest = journal.oldest_pending()
-        recent = journal.recent_failures(failures)
+    """Counts per pipeline (finished documents by outcome, the words `process` prints; the others
+    by state), the age of each pipeline's oldest unfinished document (null when none) and recent
+    failures; times are ISO 8601 UTC."""
+    counts: dict[str, dict[str, int]] = {}
+    oldest: dict[str, float] = {}
+    recent: list[Any] = []
+    if config.journal_path.exists():
+        with Journal(config.journal_path) as journal:
+            counts = journal.outcome_counts()
+            oldest = journal.oldest_pending()
+            recent = journal.recent_failures(failures)
     now = time.time()
+    names = dict.fromkeys([*(p.name for p in config.pipelines), *counts])
     return {
         "journal": str(config.journal_path),
         "pipelines": counts,
-        "oldest_pending_age_s": {p: round(now - t, 1) for p, t in oldest.items()},
+        # Every pipeline is listed, so a script can read the key without checking it is there.
+        "oldest_pending_age_s": {
+            name: round(now - oldest[name], 1) if name in oldest else None for name in names
+        },
         "failures": [
             {
                 "pipeline": d.pipeline,
@@ -259,11 +282,18 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
                 "state": d.state,
                 "stage": d.error_stage,
                 "reason": d.error,
-                "when": d.updated_at,
+                "when": _iso_utc(d.updated_at),
             }
             for d in recent
         ],
     }
+
+
+def _iso_utc(timestamp: float) -> str:
+    """`2026-12-05T11:13:09Z`: what the JSON logs use."""
+    return (
+        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 def retry_documents(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,29 @@ class TestProcess:
         assert "bad.pdf" in result.output
         assert "unsupported file type" in result.output
 
+    def test_process_names_failed_files_where_they_are_now(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """The summary names a failed file by its path in the failed folder, not the inbox."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "bad.pdf").write_text("not a pdf")
+        result = invoke("process", "-c", str(config), "--no-progress")
+        assert f"failed [invoices] {tmp_path / 'failed' / 'bad.pdf'}: " in result.output
+        assert str(tmp_path / "inbox") not in result.output
+
+    def test_process_and_status_use_the_same_outcome_words(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`status` counts finished documents with the words `process` prints (success, …)."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "ok.pdf").write_bytes(make_pdf(["ok"]))
+        (tmp_path / "inbox" / "copy.pdf").write_bytes(make_pdf(["ok"]))
+        (tmp_path / "inbox" / "bad.pdf").write_text("bad")
+        processed = invoke("process", "-c", str(config), "--no-progress")
+        assert "processed 3 document(s): duplicate 1, rejected 1, success 1" in processed.output
+        status = invoke("status", "-c", str(config))
+        assert "invoices: 3 document(s): duplicate 1, rejected 1, success 1" in status.output
+
     def test_dry_run_names_the_rule_for_every_ignored_file(
         self, tmp_path: Path, emulator: EmulatorServer
     ) -> None:
@@ -104,8 +129,25 @@ class TestProcess:
         assert "unsupported file type" in line_for("fake.pdf")
         assert "empty file" in line_for("empty.pdf")
         assert "symbolic link" in line_for("link.pdf")
-        assert "would take 2, ignore 6" in result.output
+        assert "would take 2, reject 2" in result.output
+        assert "ignore 4" in result.output
         assert emulator.stats().posts == 0
+
+    def test_dry_run_says_reject_for_files_that_will_be_rejected(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """A file that would end in failed/ is listed as `reject`, not `ignore`."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "fake.pdf").write_text("text")
+        (tmp_path / "inbox" / ".hidden.pdf").write_bytes(make_pdf(["h"]))
+        lines = invoke("process", "-c", str(config), "--dry-run").output.splitlines()
+        assert "  reject  fake.pdf: unsupported file type" in "\n".join(lines)
+        assert not [line for line in lines if "would go to failed" in line]
+        assert any(line.startswith("  ignore  .hidden.pdf") for line in lines)
+        assert (
+            f"  → would take 0, reject 1 (on_failure: move to {tmp_path / 'failed'}), ignore 1"
+            in lines
+        )
 
     def test_dry_run_reports_duplicates_of_processed_content(
         self, tmp_path: Path, emulator: EmulatorServer
@@ -130,13 +172,29 @@ class TestStatusAndRetry:
         invoke("process", "-c", str(config), "--no-progress")
         text = invoke("status", "-c", str(config))
         assert text.exit_code == 0
-        assert "invoices: 2 document(s): archived 1, rejected 1" in text.output
+        assert "invoices: 2 document(s): rejected 1, success 1" in text.output
         assert "bad.pdf" in text.output
         report = json.loads(invoke("status", "-c", str(config), "--json").output)
-        assert report["pipelines"] == {"invoices": {"archived": 1, "rejected": 1}}
+        assert report["pipelines"] == {"invoices": {"rejected": 1, "success": 1}}
         (failure,) = report["failures"]
         assert failure["path"] == str(tmp_path / "failed" / "bad.pdf")
         assert failure["stage"] == "intake"
+
+    def test_status_json_times_are_iso_and_the_pending_age_key_stays(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """--json gives `when` as ISO 8601 UTC, and oldest_pending_age_s null when none pends."""
+        config = write_config(tmp_path, emulator)
+        before = invoke("status", "-c", str(config), "--json")
+        assert json.loads(before.output)["oldest_pending_age_s"] == {"invoices": None}
+        (tmp_path / "inbox" / "bad.pdf").write_text("bad")
+        invoke("process", "-c", str(config), "--no-progress")
+        report = json.loads(invoke("status", "-c", str(config), "--json").output)
+        assert report["oldest_pending_age_s"] == {"invoices": None}
+        when = report["failures"][0]["when"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", when), when
+        age = datetime.now(UTC) - datetime.fromisoformat(when)
+        assert timedelta(0) <= age < timedelta(minutes=5)
 
     def test_status_works_without_the_api_key_variable(self, tmp_path: Path) -> None:
         """`status` needs no API key, even when the config refers to an unset variable."""
@@ -164,6 +222,7 @@ class TestStatusAndRetry:
         assert "1 document(s) requeued" in result.output
         report = json.loads(invoke("status", "-c", str(config), "--json").output)
         assert report["pipelines"] == {"invoices": {"queued": 1}}
+        assert report["oldest_pending_age_s"]["invoices"] >= 0
         # Still an ERROR (same bytes), but it went round again and is back in failed/.
         assert invoke("process", "-c", str(config), "--no-progress").exit_code == 1
         assert emulator.stats().executions_created == 2

@@ -527,6 +527,18 @@ class TestQueries:
         assert [d.id for d in journal.documents_in("discovered")] == [c.id]
         assert [d.id for d in journal.documents_in("rejected", pipeline="invoices")] == [a.id, b.id]
 
+    def test_outcome_counts_name_finished_documents_by_outcome(self, journal: Journal) -> None:
+        """outcome_counts() counts archived documents as success or duplicate, others by state."""
+        a = journal.add_document("invoices", "/in/a.pdf", "a.pdf", 0, 1)
+        b = journal.add_document("invoices", "/in/b.pdf", "b.pdf", 0, 1)
+        journal.add_document("invoices", "/in/c.pdf", "c.pdf", 0, 1)
+        journal.reject(a.id, "empty")
+        journal.mark_duplicate(b.id, sha256="b" * 64, content_type="application/pdf", of=a.id)
+        journal.finish(b.id, "/done/b.pdf")
+        assert journal.outcome_counts() == {
+            "invoices": {"rejected": 1, "duplicate": 1, "discovered": 1}
+        }
+
     def test_latest_by_path_and_oldest_pending(self, journal: Journal) -> None:
         """latest_by_path keeps the newest row per path; oldest_pending is per pipeline."""
         old = journal.add_document("invoices", "/in/a.pdf", "a.pdf", 1, 1)

@@ -94,6 +94,20 @@ class TestJsonOutput:
         assert "started" in text
         assert not text.lstrip().startswith("{")
 
+    def test_console_shows_12_hex_digits_of_a_sha256(self) -> None:
+        """On a terminal a sha256 field shows its first 12 hex digits; JSON lines keep all 64."""
+        digest = "5574270d0a90f02848ebd578ee2dcfacaae01cd5390320979838d80173058452"
+        stream = TtyStream()
+        configure_logging("info", "auto", stream=stream)
+        structlog.get_logger("x").warning("document_failed", doc_sha256=digest, sha256=digest)
+        text = stream.getvalue()
+        assert digest not in text
+        assert text.count(digest[:12]) == 2
+        stream = io.StringIO()
+        configure_logging("info", "json", stream=stream)
+        structlog.get_logger("x").warning("document_failed", doc_sha256=digest)
+        assert json_lines(stream)[0]["doc_sha256"] == digest
+
     def test_standard_library_logs_share_the_format(self) -> None:
         """Records from stdlib loggers (httpx, boto…) come out as JSON lines too."""
         stream = io.StringIO()
