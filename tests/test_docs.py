@@ -82,3 +82,14 @@ class TestDocs:
         test_command = blocks[1].split("&&")[-1].strip()
         assert test_command.startswith("python -m pytest")
         assert test_command in (ROOT / ".ci" / "run").read_text()
+
+    def test_readme_says_how_long_the_tests_take_and_what_the_figure_lines_are(self) -> None:
+        """Right after the test command, the README gives its duration and explains the
+        `[reliability:ci]` lines the suite prints among the dots."""
+        readme = (ROOT / "README.md").read_text()
+        after_command = readme.split("plugins/docutray-watch-webhook/tests\n```\n", 1)[1]
+        paragraph = after_command.strip().split("\n\n", 1)[0]
+        assert re.search(r"about \d+ minutes", paragraph)
+        assert "`[reliability:ci] <scenario>: key=value …`" in paragraph
+        harness = (ROOT / "tests" / "reliability" / "conftest.py").read_text()
+        assert 'f"[reliability:{sizes.label}] {scenario}: "' in harness
