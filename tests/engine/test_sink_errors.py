@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,7 +14,9 @@ import pluggy
 import pytest
 from structlog.testing import capture_logs
 
+from docutray_watch._testkit import make_record
 from docutray_watch.config import Config
+from docutray_watch.delivery import DeliveryGaveUp, SinkRunner
 from docutray_watch.hookspecs import hookimpl
 from docutray_watch.journal import Journal
 from docutray_watch.records import ResultRecord
@@ -135,7 +137,9 @@ def _config(tmp_path: Path, make_config: ConfigFactory, sink_type: str) -> Confi
     return config
 
 
-def _process(config: Config, pm: pluggy.PluginManager) -> tuple[int, list[dict[str, Any]]]:
+def _process(
+    config: Config, pm: pluggy.PluginManager
+) -> tuple[int, list[MutableMapping[str, Any]]]:
     with capture_logs() as logs:
         code = asyncio.run(process_once(config, plugin_manager=pm, echo=lambda _line: None))
     return code, logs
@@ -272,3 +276,33 @@ def test_a_bug_in_check_is_reported_as_a_bug_by_validate(
     assert "a bug in plugin 'acme-sinks'" in line
     (entry,) = [e for e in logs if e["event"] == "sink_exception"]
     assert (entry["method"], entry["plugin"], entry["bug"]) == ("check", PLUGIN, True)
+
+
+def test_tracebacks_are_logged_once_per_distinct_error() -> None:
+    """The same bug on two deliveries logs one traceback; a different message logs another."""
+
+    class KeyedSink(Sink[SinkConfig]):
+        type = "keyed"
+
+        def deliver(self, record: ResultRecord) -> Receipt:
+            return {"field": record.data[record.step_id]}
+
+    config = SinkConfig(type="keyed", id="keyed", retry=LONG_RETRY)
+    runner = SinkRunner(KeyedSink(config, pipeline="p", sink_id="keyed"), config, pipeline="p")
+
+    async def no_wait(_seconds: float) -> None:
+        return None
+
+    async def deliver_all() -> list[int]:
+        attempts = []
+        for step_id in ("stp_a", "stp_a", "stp_b"):
+            with pytest.raises(DeliveryGaveUp) as gave_up:
+                await runner.deliver(make_record(step_id=step_id), sleep=no_wait)
+            attempts.append(gave_up.value.attempts)
+        await runner.close()
+        return attempts
+
+    with capture_logs() as logs:
+        assert asyncio.run(deliver_all()) == [BUG_ATTEMPTS] * 3
+    reported = [e["error"] for e in logs if e["event"] == "sink_exception"]
+    assert reported == ["KeyError: 'stp_a'", "KeyError: 'stp_b'"]
