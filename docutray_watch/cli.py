@@ -293,6 +293,37 @@ def prune(config_path: str | None, days: float | None, dry_run: bool) -> None:
     )
 
 
+# -- show --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("ref", metavar="PATH|SHA")
+def show(config_path: str | None, as_json: bool, ref: str) -> None:
+    """One document's whole story: steps, executions, deliveries with receipts and attempts.
+
+    PATH is where the file was found or archived; SHA is its sha256 or its first hex digits (6 at
+    least). Every matching document is shown, oldest first (the same content may have been taken
+    more than once). Exits 1 when none matches. Safe while the daemon runs.
+    """
+    from docutray_watch.story import document_stories, render_story
+
+    config = _load(config_path, need_secrets=False)
+    stories = document_stories(config, ref)
+    if as_json:
+        click.echo(json.dumps({"documents": stories}, indent=2, ensure_ascii=False))
+    else:
+        for number, story in enumerate(stories):
+            if number:
+                click.echo("")
+            for line in render_story(story):
+                click.echo(line)
+    if not stories:
+        click.echo(f"docutray-watch: {ref}: no document with this path or sha256", err=True)
+        sys.exit(1)
+
+
 # -- plugins / schema --------------------------------------------------------------------------
 
 

@@ -392,7 +392,9 @@ class Engine:
                 continue
             sink_type = self._sink_types[sink_config.type]
             sink = sink_type.sink_class(sink_config, pipeline=pipeline.name, sink_id=sink_config.id)
-            runners[sink_config.id] = SinkRunner(sink, sink_config, pipeline=pipeline.name)
+            runners[sink_config.id] = SinkRunner(
+                sink, sink_config, pipeline=pipeline.name, plugin=sink_type.plugin
+            )
         return _Pipeline(
             config=pipeline, sinks=runners, root=Path(os.path.abspath(pipeline.watch.path))
         )
@@ -406,7 +408,8 @@ class Engine:
                 "sink_open_failed",
                 pipeline=runner.pipeline,
                 sink=runner.sink_id,
-                error=describe(exc),
+                plugin=runner.plugin,
+                error=runner.explain(exc),
             )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -1486,11 +1489,26 @@ class Engine:
                 "execution_id": first.execution_id if first else None,
                 "http_status": first.http_status if first else None,
             }
+            if first is None:
+                detail.update(await self._delivery_failure(doc.id, steps))
             doc = await self.journal.mark_failed(doc.id, reason, stage=stage, detail=detail)
             self._docs[doc.id] = doc
         # Delivered: still `completed` here; `_finalize` journals `delivered` (with `archived`
         # in the same commit when the file is kept).
         await self._finalize(doc, _document_of(doc))
+
+    async def _delivery_failure(self, doc_id: int, steps: dict[int, StepRow]) -> dict[str, Any]:
+        """The step, sink and attempt count of the first delivery that failed (sidecar)."""
+        for d in await self.journal.deliveries_of(doc_id):
+            if d.state == "failed":
+                step = steps.get(d.step_row)
+                return {
+                    "step_id": step.step_id if step else None,
+                    "execution_id": step.execution_id if step else None,
+                    "sink": d.sink,
+                    "attempts": d.attempts,
+                }
+        return {}
 
     async def _deliver_one(
         self, doc: DocumentRow, runtime: _Pipeline, step: StepRow, delivery_id: int, sink_id: str
@@ -1510,13 +1528,15 @@ class Engine:
         try:
             receipt = await runner.deliver(record, on_failure=on_failure)
         except DeliveryGaveUp as exc:
-            await self.journal.delivery_attempt_failed(delivery_id, str(exc), final=True)
+            await self.journal.delivery_gave_up(delivery_id, str(exc))
             log.error(
                 "delivery_gave_up",
                 pipeline=doc.pipeline,
                 doc=doc.name,
                 sink=sink_id,
+                plugin=runner.plugin,
                 step_id=step.step_id,
+                attempts=exc.attempts,
                 error=str(exc),
             )
             return f"sink {sink_id}: {exc}"
@@ -1682,6 +1702,7 @@ class Engine:
 
     async def _failure_details(self, doc: DocumentRow) -> dict[str, Any]:
         steps = await self.journal.steps_of(doc.id)
+        step_ids = {s.id: s.step_id for s in steps}
         detail = doc.error_detail or {}
         return {
             "document": doc.name,
@@ -1693,10 +1714,12 @@ class Engine:
             "step_id": detail.get("step_id"),
             "execution_id": detail.get("execution_id"),
             "http_status": detail.get("http_status"),
+            "sink": detail.get("sink"),
             "sha256": doc.sha256,
             "size": doc.size,
             "content_type": doc.content_type,
-            "attempts": doc.attempts,
+            # A delivery failure counts its sink's attempts; others the document's runs.
+            "attempts": detail.get("attempts", doc.attempts),
             "flags": sorted(doc.flags),
             "time": _now().isoformat().replace("+00:00", "Z"),
             "steps": [
@@ -1709,6 +1732,16 @@ class Engine:
                     "http_status": s.http_status,
                 }
                 for s in steps
+            ],
+            "deliveries": [
+                {
+                    "sink": d.sink,
+                    "step_id": step_ids.get(d.step_row),
+                    "state": d.state,
+                    "attempts": d.attempts,
+                    "error": d.error,
+                }
+                for d in await self.journal.deliveries_of(doc.id)
             ],
         }
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -782,6 +783,14 @@ class Journal:
                 (error, "failed" if final else "pending", delivery_id),
             )
 
+    def delivery_gave_up(self, delivery_id: int, error: str) -> None:
+        """The engine gave up on a delivery; its failed attempts are already counted."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE deliveries SET error = ?, state = 'failed' WHERE id = ?",
+                (error, delivery_id),
+            )
+
     # -- ends --------------------------------------------------------------------------------
 
     def mark_delivered(self, doc_id: int) -> DocumentRow:
@@ -981,6 +990,17 @@ class Journal:
         if pipeline is not None:
             query += " AND pipeline = ?"
             args = (*args, pipeline)
+        return [_document(r) for r in self.conn.execute(query + " ORDER BY id", args)]
+
+    def find_documents(self, ref: str) -> list[DocumentRow]:
+        """Documents whose path (where found or where archived) is `ref`, or whose sha256 is or
+        starts with `ref` (6 hex digits at least), oldest first."""
+        wanted = os.path.abspath(ref)
+        query = "SELECT * FROM documents WHERE path = ? OR archived_to = ?"
+        args: tuple[Any, ...] = (wanted, wanted)
+        if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
+            query += " OR substr(sha256, 1, ?) = ?"
+            args = (*args, len(ref), ref.lower())
         return [_document(r) for r in self.conn.execute(query + " ORDER BY id", args)]
 
     def oldest_pending(self) -> dict[str, float]:

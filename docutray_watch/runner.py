@@ -201,7 +201,9 @@ def _folder_problem(root: Path) -> str | None:
     return None
 
 
-async def validate_online(config: Config, *, echo: Echo = print) -> int:
+async def validate_online(
+    config: Config, *, echo: Echo = print, plugin_manager: pluggy.PluginManager | None = None
+) -> int:
     """Run every sink's health check and check that the API answers and accepts the key."""
     ok = True
     for pipeline in config.pipelines:
@@ -209,20 +211,19 @@ async def validate_online(config: Config, *, echo: Echo = print) -> int:
         if problem:
             echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem}")
             ok = False
-    pm = get_plugin_manager()
+    pm = plugin_manager or get_plugin_manager()
     sink_types = collect_sink_types(pm)
     for pipeline in config.pipelines:
         for sink_config in pipeline.sinks:
             assert sink_config.id is not None
-            sink = sink_types[sink_config.type].sink_class(
-                sink_config, pipeline=pipeline.name, sink_id=sink_config.id
-            )
-            runner = SinkRunner(sink, sink_config, pipeline=pipeline.name)
+            sink_type = sink_types[sink_config.type]
+            sink = sink_type.sink_class(sink_config, pipeline=pipeline.name, sink_id=sink_config.id)
+            runner = SinkRunner(sink, sink_config, pipeline=pipeline.name, plugin=sink_type.plugin)
             try:
                 await runner.open()
                 await runner.check()
             except Exception as exc:  # noqa: BLE001 - reported, then the next sink
-                echo(f"[{pipeline.name}] sink {sink_config.id}: FAILED: {describe(exc)}")
+                echo(f"[{pipeline.name}] sink {sink_config.id}: FAILED: {runner.explain(exc)}")
                 ok = False
             else:
                 echo(f"[{pipeline.name}] sink {sink_config.id}: ok")

@@ -26,7 +26,11 @@ either a plain function or a coroutine function.
 `deliver` must be **idempotent** for the same `record.key` = `(pipeline, sha256, step_id)`: after a
 crash the engine delivers again whatever it had not journaled as delivered. Raise `SinkError` for a
 failure worth retrying (the engine retries with backoff), `PermanentSinkError` for one that will
-never succeed (the document then ends in the failed folder with the reason).
+never succeed (the document then ends in the failed folder with the reason). Any other exception
+is retried like a `SinkError` (I/O and network errors are usually outages), except those in
+`Sink.bug_exceptions` (`BUG_EXCEPTIONS` unless the sink says otherwise): they mean a bug in the
+sink, so the delivery fails after `BUG_ATTEMPTS` attempts and the log gets the traceback. What
+`deliver` returns (the receipt) must be a string, None or JSON-serialisable.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from docutray_watch.records import ResultRecord
 
 __all__ = [
+    "BUG_ATTEMPTS",
+    "BUG_EXCEPTIONS",
     "ConfigPath",
     "PermanentSinkError",
     "Receipt",
@@ -61,6 +67,23 @@ class SinkError(Exception):
 
 class PermanentSinkError(SinkError):
     """A delivery failed in a way that retrying cannot fix (rejected by the target, bad data)."""
+
+
+BUG_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    AssertionError,
+    AttributeError,
+    ImportError,
+    LookupError,  # KeyError, IndexError
+    NameError,  # and UnboundLocalError
+    NotImplementedError,
+    TypeError,
+)
+"""Exceptions that mean a bug in a sink's code, not an outage: retrying for an hour cannot fix
+them. A `SinkError` is never taken for a bug, whatever else it derives from."""
+
+BUG_ATTEMPTS = 3
+"""Attempts after which a delivery that keeps failing with a bug exception fails (a few, not one:
+a bug may depend on a race or on state that a new attempt resets)."""
 
 
 class SinkRetry(BaseModel):
@@ -116,6 +139,10 @@ class Sink(Generic[ConfigT]):
     type: ClassVar[str]
     description: ClassVar[str] = ""
     config_model: ClassVar[builtins.type[SinkConfig]] = SinkConfig
+    bug_exceptions: ClassVar[tuple[builtins.type[BaseException], ...]] = BUG_EXCEPTIONS
+    """Exceptions from this sink's methods that mean a bug (see `BUG_EXCEPTIONS`). Override it
+    when one of them means something else for this sink, e.g. `bug_exceptions = ()` when a
+    client library raises `KeyError` for a record the target does not show yet."""
 
     def __init__(self, config: ConfigT, *, pipeline: str, sink_id: str) -> None:
         self.config = config
