@@ -77,9 +77,10 @@ class SinkRunner:
             await self._call(self.sink.open)
             self.opened = True
 
-    async def check(self) -> None:
-        """Run the sink's health check."""
-        await self._call(self.sink.check)
+    async def check(self) -> str | None:
+        """Run the sink's health check; its note, if it gives one."""
+        note = await self._call(self.sink.check)
+        return note if isinstance(note, str) else None
 
     async def close(self) -> None:
         """Close the sink and stop its threads (waiting for deliveries still running in them)."""

@@ -205,12 +205,12 @@ async def validate_online(config: Config, *, echo: Echo = print) -> int:
             runner = SinkRunner(sink, sink_config, pipeline=pipeline.name)
             try:
                 await runner.open()
-                await runner.check()
+                note = await runner.check()
             except Exception as exc:  # noqa: BLE001 - reported, then the next sink
                 echo(f"[{pipeline.name}] sink {sink_config.id}: FAILED: {describe(exc)}")
                 ok = False
             else:
-                echo(f"[{pipeline.name}] sink {sink_config.id}: ok")
+                echo(f"[{pipeline.name}] sink {sink_config.id}: ok{f' ({note})' if note else ''}")
             finally:
                 with contextlib.suppress(Exception):
                     await runner.close()
