@@ -197,10 +197,15 @@ def _run_async(coro: Any) -> int:
 def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None:
     """Check the configuration, the sinks' health checks and that the API answers."""
     from docutray_watch.runner import validate_online
+    from docutray_watch.stoptimeout import config_grace_warning
 
     config = _load(config_path, need_secrets=not offline)
     _configure_from(ctx, config)
     click.echo(f"{config_path}: configuration is valid ({len(config.pipelines)} pipeline(s))")
+    assert config_path is not None
+    warning = config_grace_warning(config, config_path)
+    if warning:
+        click.echo(f"docutray-watch: warning: {warning}", err=True)
     if offline:
         sys.exit(0)
     sys.exit(_run_async(validate_online(config, echo=click.echo)))
