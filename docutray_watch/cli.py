@@ -249,8 +249,10 @@ def retry(
 ) -> None:
     """Requeue failed (or, with --force, done) documents; the daemon or `process` runs them.
 
-    A retried document keeps the results of its successful steps, so nothing is paid for twice;
-    only failed steps and undelivered results run again.
+    A running daemon takes them up within a second or two; otherwise the next `process` or the
+    daemon's next start does. A retried document keeps the results of its successful steps, so
+    nothing is paid for twice; only failed steps and undelivered results run again. Exits 1 when
+    a PATH matches no finished document or a document cannot be requeued.
     """
     from docutray_watch.runner import retry_documents
 
@@ -260,7 +262,15 @@ def retry(
     requeued, problems = retry_documents(config, paths=paths, failed=include_failed, force=force)
     for problem in problems:
         click.echo(f"docutray-watch: {problem}", err=True)
-    click.echo(f"{requeued} document(s) requeued")
+    when = (
+        ": a running daemon takes them up within a couple of seconds; without one, run "
+        "`docutray-watch process` (or start the daemon)"
+        if requeued
+        else ""
+    )
+    click.echo(f"{requeued} document(s) requeued{when}")
+    if problems:
+        sys.exit(1)
 
 
 @cli.command()

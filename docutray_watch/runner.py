@@ -272,6 +272,9 @@ def retry_documents(
     """Requeue documents in the journal; returns (how many, problems to report)."""
     problems: list[str] = []
     requeued = 0
+    if not config.journal_path.exists():
+        # Opening would create it, owned by whoever runs `retry` (root, say), not the daemon.
+        return 0, [f"no journal at {config.journal_path}: no document has been seen yet"]
     with Journal(config.journal_path) as journal:
         chosen: dict[int, Any] = {}
         if failed:

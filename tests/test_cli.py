@@ -180,8 +180,47 @@ class TestStatusAndRetry:
         plain = invoke("retry", "-c", str(config), done)
         assert "0 document(s) requeued" in plain.output
         assert "--force" in plain.output
+        assert plain.exit_code == 1
         forced = invoke("retry", "-c", str(config), "--force", done)
         assert "1 document(s) requeued" in forced.output
+        assert forced.exit_code == 0
+
+    def test_retry_says_when_it_takes_effect(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`retry` tells that a running daemon takes the documents up within seconds."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "bad.pdf").write_text("bad")
+        invoke("process", "-c", str(config), "--no-progress")
+        result = invoke("retry", "-c", str(config), "--failed")
+        assert result.exit_code == 0, result.output
+        assert (
+            "1 document(s) requeued: a running daemon takes them up within a couple of seconds; "
+            "without one, run `docutray-watch process`" in result.output
+        )
+
+    def test_retry_of_a_path_that_matches_nothing_exits_1(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """A mistyped PATH is reported and `retry` exits 1, even when other paths were requeued."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "bad.pdf").write_text("bad")
+        invoke("process", "-c", str(config), "--no-progress")
+        typo = str(tmp_path / "failed" / "bda.pdf")
+        alone = invoke("retry", "-c", str(config), typo)
+        assert alone.exit_code == 1
+        assert f"{typo}: no finished document with this path in the journal" in alone.output
+        mixed = invoke("retry", "-c", str(config), str(tmp_path / "failed" / "bad.pdf"), typo)
+        assert mixed.exit_code == 1
+        assert "1 document(s) requeued" in mixed.output
+
+    def test_retry_without_a_journal_creates_none(self, tmp_path: Path) -> None:
+        """Before any run, `retry` says there is no journal (exit 1) instead of creating one."""
+        config = write_config(tmp_path, None)
+        result = invoke("retry", "-c", str(config), "--failed")
+        assert result.exit_code == 1
+        assert "no journal at" in result.output
+        assert not (tmp_path / "state").exists()
 
 
 class TestValidate:
