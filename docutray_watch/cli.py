@@ -170,12 +170,16 @@ def process(
 
 def _run_async(coro: Any) -> int:
     from docutray_watch.engine import MissingApiKeyError, StateDirError
+    from docutray_watch.runner import WatchFolderError
     from docutray_watch.statelock import AlreadyRunningError
 
     try:
         return int(asyncio.run(coro))
     except MissingApiKeyError as exc:
         click.echo(f"docutray-watch: config error: api.api_key: {exc}", err=True)
+        return EX_CONFIG
+    except WatchFolderError as exc:
+        click.echo(f"docutray-watch: config error: {exc}", err=True)
         return EX_CONFIG
     except StateDirError as exc:
         click.echo(f"docutray-watch: config error: state_dir: {exc}", err=True)

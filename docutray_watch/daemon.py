@@ -34,6 +34,7 @@ import structlog
 from docutray_watch.config import Config, ConfigError, api_key_of, load_config
 from docutray_watch.engine import Engine, MissingApiKeyError, StateDirError
 from docutray_watch.health import HealthServer
+from docutray_watch.inbox import ensure_inbox
 from docutray_watch.log import configure_logging, register_secret
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import get_plugin_manager
@@ -129,10 +130,12 @@ class Daemon:
                 continue
             root = Path(pipeline.watch.path)
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                created = ensure_inbox(root)
             except OSError as exc:
                 self._unusable(name, root, exc, strict=strict)
                 continue
+            if created:
+                log.info("watch_folder_created", pipeline=name, path=str(root))
 
             def nominate(path: Path, closed: bool, _name: str = name) -> None:
                 loop.call_soon_threadsafe(lambda: self.engine.nominate(_name, path, closed=closed))

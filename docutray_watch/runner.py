@@ -19,10 +19,18 @@ from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayErro
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
 from docutray_watch.engine import Engine, MissingApiKeyError
+from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 
-__all__ = ["dry_run_report", "process_once", "retry_documents", "status_report", "validate_online"]
+__all__ = [
+    "WatchFolderError",
+    "dry_run_report",
+    "process_once",
+    "retry_documents",
+    "status_report",
+    "validate_online",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +54,7 @@ async def process_once(
     )
     await engine.start()
     try:
+        await _create_missing_inboxes(config, echo)
         await engine.scan()
         if progress:
             await _wait_with_progress(engine)
@@ -72,6 +81,25 @@ async def process_once(
             "cannot be written); the next run takes them up where they stopped"
         )
     return 1 if summary.failed or unfinished != 0 else 0
+
+
+class WatchFolderError(Exception):
+    """A watched folder that cannot be created; the message names its YAML path."""
+
+
+async def _create_missing_inboxes(config: Config, echo: Echo) -> None:
+    """Create missing watched folders, naming each: a mistyped path must not pass in silence."""
+    for index, pipeline in enumerate(config.pipelines):
+        root = Path(pipeline.watch.path)
+        try:
+            created = await asyncio.to_thread(ensure_inbox, root)
+        except OSError as exc:
+            raise WatchFolderError(
+                f"pipelines[{index}].watch.path: cannot create {root}: {exc.strerror or exc}"
+            ) from None
+        if created:
+            log.info("watch_folder_created", pipeline=pipeline.name, path=str(root))
+            echo(f"pipeline {pipeline.name}: the folder {root} did not exist; created it (empty)")
 
 
 async def _unfinished(engine: Engine) -> int | None:
@@ -118,7 +146,7 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
             root = Path(os.path.abspath(pipeline.watch.path))
             echo(f"pipeline {pipeline.name} ({root}):")
             if not root.is_dir():
-                echo(f"  the folder {root} does not exist")
+                echo(f"  the folder {root} does not exist; {CREATED_NOTE}")
                 continue
             known = journal.latest_by_path(pipeline.name) if journal else {}
             taken = ignored = 0
@@ -178,22 +206,14 @@ def _dry_run_rule(
 # -- validate ------------------------------------------------------------------------------------
 
 
-def _folder_problem(root: Path) -> str | None:
-    if not root.is_dir():
-        return "not a folder (create it first)"
-    if not os.access(root, os.R_OK | os.X_OK):
-        return "not readable by this user"
-    return None
-
-
 async def validate_online(config: Config, *, echo: Echo = print) -> int:
     """Run every sink's health check and check that the API answers and accepts the key."""
     ok = True
     for pipeline in config.pipelines:
-        problem = await asyncio.to_thread(_folder_problem, Path(pipeline.watch.path))
-        if problem:
-            echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem}")
-            ok = False
+        problem, note = await asyncio.to_thread(inbox_check, Path(pipeline.watch.path))
+        if problem or note:
+            echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem or note}")
+        ok = ok and problem is None
     pm = get_plugin_manager()
     sink_types = collect_sink_types(pm)
     for pipeline in config.pipelines:

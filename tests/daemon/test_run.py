@@ -307,3 +307,24 @@ class TestRetryWhileRunning:
         assert time.monotonic() - requeued_at < 5
         assert '"event": "requeued_documents_taken"' in daemon.log()
         assert daemon.stop() == 0
+
+
+class TestMissingInbox:
+    def test_run_creates_a_missing_inbox_and_logs_it(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """`run` creates a missing watched folder and logs `watch_folder_created`."""
+        spec = pipeline(tmp_path)
+        inbox = tmp_path / "inbox" / "in"
+        inbox.rmdir()
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, spec)).start()
+        assert inbox.is_dir()
+        (created,) = [
+            json.loads(line)
+            for line in daemon.log().splitlines()
+            if '"watch_folder_created"' in line
+        ]
+        assert (created["pipeline"], created["path"]) == ("inbox", str(inbox))
+        (inbox / "a.pdf").write_bytes(make_pdf(["a"]))
+        wait_for(lambda: len(results(tmp_path / "inbox" / "out")) == 1)
+        assert daemon.stop() == 0
