@@ -177,3 +177,33 @@ class TestValidate:
         )
         assert result.exit_code == 0, result.output
         assert "warning" not in result.output
+
+
+class TestEffectiveGrace:
+    """Which grace is compared: the file's, else the unit's DOCUTRAY_WATCH_SHUTDOWN_GRACE."""
+
+    ANSWER = "LoadState=loaded\nTimeoutStopUSec=40s\nEnvironment=DOCUTRAY_WATCH_SHUTDOWN_GRACE=35\n"
+
+    @staticmethod
+    def _load(tmp_path: Path, **top: Any) -> Any:
+        from docutray_watch.config import load_config
+
+        return load_config(TestValidate._config(tmp_path, **top), environ={})
+
+    def test_the_units_variable_counts_when_the_file_has_no_grace(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without shutdown_grace in the file, the installed unit's variable is what runs."""
+        monkeypatch.delenv("DOCUTRAY_WATCH_SHUTDOWN_GRACE", raising=False)
+        config = self._load(tmp_path)
+        warning = stoptimeout.config_grace_warning(
+            config, tmp_path / "config.yaml", run=_systemctl(self.ANSWER)
+        )
+        assert warning is not None
+        assert warning.startswith("shutdown_grace is 35 s but the stop timeout is 40 s")
+
+    def test_the_files_grace_wins_over_the_units_variable(self, tmp_path: Path) -> None:
+        """A shutdown_grace in the file is what the daemon uses, whatever the unit sets."""
+        config = self._load(tmp_path, shutdown_grace=20)
+        run = _systemctl(self.ANSWER)
+        assert stoptimeout.config_grace_warning(config, tmp_path / "config.yaml", run=run) is None
