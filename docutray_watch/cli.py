@@ -170,12 +170,16 @@ def process(
 
 def _run_async(coro: Any) -> int:
     from docutray_watch.engine import MissingApiKeyError, StateDirError
+    from docutray_watch.runner import WatchFolderError
     from docutray_watch.statelock import AlreadyRunningError
 
     try:
         return int(asyncio.run(coro))
     except MissingApiKeyError as exc:
         click.echo(f"docutray-watch: config error: api.api_key: {exc}", err=True)
+        return EX_CONFIG
+    except WatchFolderError as exc:
+        click.echo(f"docutray-watch: config error: {exc}", err=True)
         return EX_CONFIG
     except StateDirError as exc:
         click.echo(f"docutray-watch: config error: state_dir: {exc}", err=True)
@@ -197,10 +201,15 @@ def _run_async(coro: Any) -> int:
 def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None:
     """Check the configuration, the sinks' health checks and that the API answers."""
     from docutray_watch.runner import validate_online
+    from docutray_watch.stoptimeout import config_grace_warning
 
     config = _load(config_path, need_secrets=not offline)
     _configure_from(ctx, config)
     click.echo(f"{config_path}: configuration is valid ({len(config.pipelines)} pipeline(s))")
+    assert config_path is not None
+    warning = config_grace_warning(config, config_path)
+    if warning:
+        click.echo(f"docutray-watch: warning: {warning}", err=True)
     if offline:
         sys.exit(0)
     sys.exit(_run_async(validate_online(config, echo=click.echo)))
@@ -244,8 +253,10 @@ def retry(
 ) -> None:
     """Requeue failed (or, with --force, done) documents; the daemon or `process` runs them.
 
-    A retried document keeps the results of its successful steps, so nothing is paid for twice;
-    only failed steps and undelivered results run again.
+    A running daemon takes them up within a second or two; otherwise the next `process` or the
+    daemon's next start does. A retried document keeps the results of its successful steps, so
+    nothing is paid for twice; only failed steps and undelivered results run again. Exits 1 when
+    a PATH matches no finished document or a document cannot be requeued.
     """
     from docutray_watch.runner import retry_documents
 
@@ -255,7 +266,15 @@ def retry(
     requeued, problems = retry_documents(config, paths=paths, failed=include_failed, force=force)
     for problem in problems:
         click.echo(f"docutray-watch: {problem}", err=True)
-    click.echo(f"{requeued} document(s) requeued")
+    when = (
+        ": a running daemon takes them up within a couple of seconds; without one, run "
+        "`docutray-watch process` (or start the daemon)"
+        if requeued
+        else ""
+    )
+    click.echo(f"{requeued} document(s) requeued{when}")
+    if problems:
+        sys.exit(1)
 
 
 @cli.command()

@@ -56,8 +56,9 @@ EX_CONFIG = 78
 DEFAULT_BASE_URL = "https://app.docutray.com"
 DEFAULT_INCLUDE = ["*.pdf", "*.png", "*.jpg", "*.jpeg", "*.gif", "*.bmp", "*.webp"]
 DEFAULT_IGNORE = [".*", "*.part", "*.tmp", "*.crdownload", "~*"]
-# systemd's default TimeoutStopSec is 90 s; the daemon keeps 10 s for itself (see operations.md).
-DEFAULT_SHUTDOWN_GRACE = 80.0
+# The shipped units' TimeoutStopSec=40 minus the 10 s the daemon keeps to persist the rest (they
+# also set DOCUTRAY_WATCH_SHUTDOWN_GRACE=30); `validate` warns when a grace does not fit.
+DEFAULT_SHUTDOWN_GRACE = 30.0
 SHUTDOWN_GRACE_ENV = "DOCUTRAY_WATCH_SHUTDOWN_GRACE"
 
 

@@ -6,8 +6,9 @@ Lifecycle:
 2. start a watcher per pipeline and the optional metrics/health listener;
 3. tell systemd `READY=1`; the backlog scan runs alongside new arrivals, so the first document
    is submitted while a large inbox is still being listed;
-4. every `rescan_interval`, rescan each folder (inotify drops events on overflow) and pick up
-   documents requeued with `docutray-watch retry`;
+4. every `rescan_interval`, rescan each folder (inotify drops events on overflow); every second,
+   read the journal's `requeued` counter and pick up documents requeued with `docutray-watch
+   retry` when it moved (a counter, not a signal: the CLI may run as another user);
 5. SIGHUP: `RELOADING=1`, reload the config (a bad one is logged and the old one kept), then
    `READY=1`;
 6. SIGTERM/SIGINT: `STOPPING=1`, stop taking files, give in-flight executions `shutdown_grace`
@@ -33,6 +34,7 @@ import structlog
 from docutray_watch.config import Config, ConfigError, api_key_of, load_config
 from docutray_watch.engine import Engine, MissingApiKeyError, StateDirError
 from docutray_watch.health import HealthServer
+from docutray_watch.inbox import ensure_inbox
 from docutray_watch.log import configure_logging, register_secret
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import get_plugin_manager
@@ -46,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 STALL_SECONDS = 600.0
 STATUS_EVERY = 5.0
+REQUEUE_CHECK_INTERVAL = 1.0  # how soon a `retry` from another process is picked up
 EX_CONFIG = 78
 EX_TEMPFAIL = 75  # another instance holds the state directory: try again later
 
@@ -127,10 +130,12 @@ class Daemon:
                 continue
             root = Path(pipeline.watch.path)
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                created = ensure_inbox(root)
             except OSError as exc:
                 self._unusable(name, root, exc, strict=strict)
                 continue
+            if created:
+                log.info("watch_folder_created", pipeline=name, path=str(root))
 
             def nominate(path: Path, closed: bool, _name: str = name) -> None:
                 loop.call_soon_threadsafe(lambda: self.engine.nominate(_name, path, closed=closed))
@@ -186,6 +191,26 @@ class Daemon:
             wake = min(next_scan.values(), default=time.monotonic() + 60) - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=max(0.5, wake))
+
+    async def _requeue_watch(self) -> None:
+        """Pick up what `docutray-watch retry` requeued within a second of its commit."""
+        seen: int | None = None  # unknown at first: one look catches a retry made during start
+        failing = False
+        while not self._stop.is_set():
+            try:
+                count = await self.engine.journal.requeue_count()
+                if count != seen:
+                    picked = await self.engine.resume_requeued()
+                    seen = count
+                    if picked:
+                        log.info("requeued_documents_taken", documents=picked)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - the next rescan picks them up as well
+                if not failing:
+                    log.warning("requeue_check_failed", error=f"{type(exc).__name__}: {exc}")
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=REQUEUE_CHECK_INTERVAL)
 
     def _folder_present(self, name: str, root: Path) -> bool:
         """Notice a watched folder that went away (an unmounted share, a deleted directory) and
@@ -357,6 +382,7 @@ class Daemon:
                 log.error("config_invalid", problems=[str(exc)])
                 return EX_CONFIG
             self._spawn(self._rescan_loop(), "rescan")
+            self._spawn(self._requeue_watch(), "requeue-watch")
             self._spawn(self._heartbeat(), "heartbeat")
             self.notifier.ready()
             log.info(

@@ -154,13 +154,14 @@ class SinkRunner:
                 raise
             self.opened = True
 
-    async def check(self) -> None:
-        """Run the sink's health check."""
+    async def check(self) -> str | None:
+        """Run the sink's health check; its note, if it gives one."""
         try:
-            await self._call(self.sink.check)
+            note = await self._call(self.sink.check)
         except Exception as exc:
             self.report(exc, "check")
             raise
+        return note if isinstance(note, str) else None
 
     async def close(self) -> None:
         """Close the sink and stop its threads (waiting for deliveries still running in them)."""

@@ -54,7 +54,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+# 2 added `meta` (the `requeued` counter); opening a version-1 journal adds it.
+SCHEMA_VERSION = 2
+REQUEUED_KEY = "requeued"
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "discovered": frozenset({"queued", "rejected", "duplicate"}),
@@ -142,6 +144,12 @@ CREATE TABLE IF NOT EXISTS step_latency (
     mean        REAL    NOT NULL,
     variance    REAL    NOT NULL,
     PRIMARY KEY (step_id, size_class)
+);
+
+-- Counters other processes bump for the daemon to notice (`requeued`: `retry` requeues).
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 """
 
@@ -885,6 +893,12 @@ class Journal:
             new_state = "discovered" if doc.state == "rejected" or doc.sha256 is None else "queued"
             if doc.state == "archived":
                 new_state = "queued"
+            # In the same transaction: a daemon that sees the new count also sees the document.
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, 1)"
+                " ON CONFLICT (key) DO UPDATE SET value = value + 1",
+                (REQUEUED_KEY,),
+            )
             return self._set_state(
                 conn,
                 doc_id,
@@ -900,6 +914,12 @@ class Journal:
                 flags="",
                 duplicate_of=None,
             )
+
+    def requeue_count(self) -> int:
+        """How many documents `requeue` has requeued in this journal's life (the daemon polls it
+        to pick up what `docutray-watch retry` requeued from another process)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (REQUEUED_KEY,)).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def set_path(self, doc_id: int, path: str) -> None:
         """The source file now lives at `path` (retrying a document from the failed folder)."""

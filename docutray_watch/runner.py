@@ -20,10 +20,18 @@ from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayErro
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
 from docutray_watch.engine import Engine, MissingApiKeyError
+from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 
-__all__ = ["dry_run_report", "process_once", "retry_documents", "status_report", "validate_online"]
+__all__ = [
+    "WatchFolderError",
+    "dry_run_report",
+    "process_once",
+    "retry_documents",
+    "status_report",
+    "validate_online",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +55,7 @@ async def process_once(
     )
     await engine.start()
     try:
+        await _create_missing_inboxes(config, echo)
         await engine.scan()
         if progress:
             await _wait_with_progress(engine)
@@ -73,6 +82,25 @@ async def process_once(
             "cannot be written); the next run takes them up where they stopped"
         )
     return 1 if summary.failed or unfinished != 0 else 0
+
+
+class WatchFolderError(Exception):
+    """A watched folder that cannot be created; the message names its YAML path."""
+
+
+async def _create_missing_inboxes(config: Config, echo: Echo) -> None:
+    """Create missing watched folders, naming each: a mistyped path must not pass in silence."""
+    for index, pipeline in enumerate(config.pipelines):
+        root = Path(pipeline.watch.path)
+        try:
+            created = await asyncio.to_thread(ensure_inbox, root)
+        except OSError as exc:
+            raise WatchFolderError(
+                f"pipelines[{index}].watch.path: cannot create {root}: {exc.strerror or exc}"
+            ) from None
+        if created:
+            log.info("watch_folder_created", pipeline=pipeline.name, path=str(root))
+            echo(f"pipeline {pipeline.name}: the folder {root} did not exist; created it (empty)")
 
 
 async def _unfinished(engine: Engine) -> int | None:
@@ -119,7 +147,7 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
             root = Path(os.path.abspath(pipeline.watch.path))
             echo(f"pipeline {pipeline.name} ({root}):")
             if not root.is_dir():
-                echo(f"  the folder {root} does not exist")
+                echo(f"  the folder {root} does not exist; {CREATED_NOTE}")
                 continue
             known = journal.latest_by_path(pipeline.name) if journal else {}
             tally = {"take": 0, "reject": 0, "ignore": 0}
@@ -193,24 +221,16 @@ def _dry_run_verdict(
 # -- validate ------------------------------------------------------------------------------------
 
 
-def _folder_problem(root: Path) -> str | None:
-    if not root.is_dir():
-        return "not a folder (create it first)"
-    if not os.access(root, os.R_OK | os.X_OK):
-        return "not readable by this user"
-    return None
-
-
 async def validate_online(
     config: Config, *, echo: Echo = print, plugin_manager: pluggy.PluginManager | None = None
 ) -> int:
     """Run every sink's health check and check that the API answers and accepts the key."""
     ok = True
     for pipeline in config.pipelines:
-        problem = await asyncio.to_thread(_folder_problem, Path(pipeline.watch.path))
-        if problem:
-            echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem}")
-            ok = False
+        problem, note = await asyncio.to_thread(inbox_check, Path(pipeline.watch.path))
+        if problem or note:
+            echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem or note}")
+        ok = ok and problem is None
     pm = plugin_manager or get_plugin_manager()
     sink_types = collect_sink_types(pm)
     for pipeline in config.pipelines:
@@ -221,12 +241,12 @@ async def validate_online(
             runner = SinkRunner(sink, sink_config, pipeline=pipeline.name, plugin=sink_type.plugin)
             try:
                 await runner.open()
-                await runner.check()
+                note = await runner.check()
             except Exception as exc:  # noqa: BLE001 - reported, then the next sink
                 echo(f"[{pipeline.name}] sink {sink_config.id}: FAILED: {runner.explain(exc)}")
                 ok = False
             else:
-                echo(f"[{pipeline.name}] sink {sink_config.id}: ok")
+                echo(f"[{pipeline.name}] sink {sink_config.id}: ok{f' ({note})' if note else ''}")
             finally:
                 with contextlib.suppress(Exception):
                     await runner.close()
@@ -303,6 +323,9 @@ def retry_documents(
     """Requeue documents in the journal; returns (how many, problems to report)."""
     problems: list[str] = []
     requeued = 0
+    if not config.journal_path.exists():
+        # Opening would create it, owned by whoever runs `retry` (root, say), not the daemon.
+        return 0, [f"no journal at {config.journal_path}: no document has been seen yet"]
     with Journal(config.journal_path) as journal:
         chosen: dict[int, Any] = {}
         if failed:

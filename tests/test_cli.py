@@ -239,8 +239,47 @@ class TestStatusAndRetry:
         plain = invoke("retry", "-c", str(config), done)
         assert "0 document(s) requeued" in plain.output
         assert "--force" in plain.output
+        assert plain.exit_code == 1
         forced = invoke("retry", "-c", str(config), "--force", done)
         assert "1 document(s) requeued" in forced.output
+        assert forced.exit_code == 0
+
+    def test_retry_says_when_it_takes_effect(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`retry` tells that a running daemon takes the documents up within seconds."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "bad.pdf").write_text("bad")
+        invoke("process", "-c", str(config), "--no-progress")
+        result = invoke("retry", "-c", str(config), "--failed")
+        assert result.exit_code == 0, result.output
+        assert (
+            "1 document(s) requeued: a running daemon takes them up within a couple of seconds; "
+            "without one, run `docutray-watch process`" in result.output
+        )
+
+    def test_retry_of_a_path_that_matches_nothing_exits_1(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """A mistyped PATH is reported and `retry` exits 1, even when other paths were requeued."""
+        config = write_config(tmp_path, emulator)
+        (tmp_path / "inbox" / "bad.pdf").write_text("bad")
+        invoke("process", "-c", str(config), "--no-progress")
+        typo = str(tmp_path / "failed" / "bda.pdf")
+        alone = invoke("retry", "-c", str(config), typo)
+        assert alone.exit_code == 1
+        assert f"{typo}: no finished document with this path in the journal" in alone.output
+        mixed = invoke("retry", "-c", str(config), str(tmp_path / "failed" / "bad.pdf"), typo)
+        assert mixed.exit_code == 1
+        assert "1 document(s) requeued" in mixed.output
+
+    def test_retry_without_a_journal_creates_none(self, tmp_path: Path) -> None:
+        """Before any run, `retry` says there is no journal (exit 1) instead of creating one."""
+        config = write_config(tmp_path, None)
+        result = invoke("retry", "-c", str(config), "--failed")
+        assert result.exit_code == 1
+        assert "no journal at" in result.output
+        assert not (tmp_path / "state").exists()
 
 
 class TestValidate:
@@ -285,6 +324,101 @@ class TestValidate:
         """Without -c and $DOCUTRAY_WATCH_CONFIG, commands exit 78."""
         result = invoke("status", env={"DOCUTRAY_WATCH_CONFIG": ""})
         assert result.exit_code == 78
+
+
+class TestMissingInbox:
+    """One rule for a watched folder that does not exist: `run`/`process` create it and say so."""
+
+    @staticmethod
+    def _two_pipelines(tmp_path: Path, emulator: EmulatorServer) -> Path:
+        config = write_config(tmp_path, emulator)
+        data = yaml.safe_load(config.read_text())
+        second = {**data["pipelines"][0], "name": "receipts"}
+        second["watch"] = {**second["watch"], "path": str(tmp_path / "recieps")}  # a typo
+        second["on_success"] = {"action": "keep"}
+        second["on_failure"] = {"action": "keep"}
+        data["pipelines"].append(second)
+        data["pipelines"][0]["watch"]["path"] = str(tmp_path / "invoices-inbox")
+        config.write_text(yaml.safe_dump(data))
+        return config
+
+    def test_process_creates_and_names_each_missing_inbox(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`process` creates every missing watched folder and names each pipeline it did so for."""
+        config = self._two_pipelines(tmp_path, emulator)
+        result = invoke("process", "-c", str(config), "--no-progress")
+        assert result.exit_code == 0, result.output
+        for name, folder in (("invoices", "invoices-inbox"), ("receipts", "recieps")):
+            assert (
+                f"pipeline {name}: the folder {tmp_path / folder} did not exist; created it (empty)"
+                in result.output
+            )
+            assert (tmp_path / folder).is_dir()
+        again = invoke("process", "-c", str(config), "--no-progress")
+        assert "did not exist" not in again.output
+
+    def test_process_exits_78_when_an_inbox_cannot_be_created(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """A watched folder that cannot be created is a config error naming its YAML path."""
+        (tmp_path / "a-file").write_text("")
+        config = write_config(tmp_path, emulator, watch={"path": str(tmp_path / "a-file" / "in")})
+        result = invoke("process", "-c", str(config), "--no-progress")
+        assert result.exit_code == 78
+        assert "config error: pipelines[0].watch.path: cannot create" in result.output
+
+    def test_validate_says_a_missing_inbox_will_be_created(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`validate` passes, says the folder will be created, and creates nothing."""
+        config = self._two_pipelines(tmp_path, emulator)
+        result = invoke("validate", "-c", str(config))
+        assert result.exit_code == 0, result.output
+        assert (
+            f"[receipts] watch.path {tmp_path / 'recieps'}: does not exist yet; `run` and "
+            "`process` create it (check watch.path for a typo)" in result.output
+        )
+        assert not (tmp_path / "recieps").exists()
+
+    def test_validate_fails_when_an_inbox_cannot_be_created(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`validate` exits 78 when a missing folder could not be created."""
+        (tmp_path / "a-file").write_text("")
+        config = write_config(tmp_path, emulator, watch={"path": str(tmp_path / "a-file" / "in")})
+        result = invoke("validate", "-c", str(config))
+        assert result.exit_code == 78
+        assert "cannot be created" in result.output
+
+    def test_dry_run_says_a_missing_inbox_will_be_created(self, tmp_path: Path) -> None:
+        """`process --dry-run` names the missing folder and the rule, and creates nothing."""
+        config = write_config(tmp_path, None, watch={"path": str(tmp_path / "nope")})
+        result = invoke("process", "-c", str(config), "--dry-run")
+        assert result.exit_code == 0, result.output
+        assert "does not exist; `run` and `process` create it" in result.output
+        assert not (tmp_path / "nope").exists()
+
+
+class TestValidateDatabase:
+    def test_validate_creates_no_sqlite_database(
+        self, tmp_path: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A relative SQLite URL is checked next to the config file, and nothing is created."""
+        work = tmp_path / "elsewhere"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        config = write_config(
+            tmp_path, emulator, sinks=[{"type": "database", "url": "sqlite:///results.db"}]
+        )
+        result = invoke("validate", "-c", str(config))
+        assert result.exit_code == 0, result.output
+        assert (
+            f"sink database: ok ({tmp_path / 'results.db'} will be created at the first delivery)"
+            in result.output
+        )
+        assert not (tmp_path / "results.db").exists()
+        assert list(work.iterdir()) == []
 
 
 class TestPlugins:

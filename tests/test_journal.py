@@ -117,6 +117,21 @@ class TestOpening:
         with pytest.raises(RuntimeError, match="newer"):
             Journal(path).open()
 
+    def test_version_1_journal_is_migrated(self, tmp_path: Path) -> None:
+        """A journal of schema 1 (no `meta` table) opens, keeps its documents and counts retries."""
+        path = tmp_path / "j.sqlite3"
+        with Journal(path) as journal:
+            doc_id = queued(journal)
+            journal.conn.execute("DROP TABLE meta")
+            journal.conn.execute("PRAGMA user_version=1")
+        with Journal(path) as journal:
+            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert journal.document(doc_id).state == "queued"
+            assert journal.requeue_count() == 0
+            force_state(journal, doc_id, "failed")
+            journal.requeue(doc_id)
+            assert journal.requeue_count() == 1
+
     def test_closed_journal_has_no_connection(self, tmp_path: Path) -> None:
         """Using a journal that is not open is a clear error."""
         with pytest.raises(RuntimeError, match="not open"):
@@ -482,6 +497,16 @@ class TestRequeue:
         journal.reject(doc.id, "empty")
         journal.finish(doc.id, None)
         assert journal.requeue(doc.id).state == "discovered"
+
+    def test_requeue_bumps_the_requeued_counter(self, journal: Journal) -> None:
+        """Each requeue adds one to the counter a running daemon polls; a refused one does not."""
+        assert journal.requeue_count() == 0
+        doc_id = self.failed_document(journal)
+        journal.requeue(doc_id)
+        assert journal.requeue_count() == 1
+        with pytest.raises(InvalidTransition):
+            journal.requeue(doc_id)  # in progress again
+        assert journal.requeue_count() == 1
 
     def test_document_in_progress_cannot_be_requeued(self, journal: Journal) -> None:
         """Requeueing a document that is still running is refused."""

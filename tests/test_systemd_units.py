@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from docutray_watch.config import DEFAULT_SHUTDOWN_GRACE, Config, load_config
+from docutray_watch.stoptimeout import PERSIST_MARGIN, SHIPPED_STOP_TIMEOUT
+
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
+EXAMPLE = SYSTEMD_DIR.parent / "config.example.yaml"
 SERVICE = "docutray-watch.service"
 TEMPLATE = "docutray-watch@.service"
 UNITS = (SERVICE, TEMPLATE)
@@ -294,3 +298,77 @@ class TestSysusersAndTmpfiles:
             config_dir = (accounts_root / "etc/docutray-watch").stat()
             assert (config_dir.st_uid, config_dir.st_gid) == (0, gid)
             assert (accounts_root / "srv/docutray").stat().st_gid == gid
+
+
+class TestExampleConfigFitsTheUnits:
+    """config.example.yaml, copied to /etc/docutray-watch, works under the shipped units."""
+
+    @staticmethod
+    def _load_under(unit: str, monkeypatch: pytest.MonkeyPatch) -> Config:
+        """The example as the unit's daemon loads it: with the unit's Environment= settings."""
+        for key, value in _environment(unit).items():
+            monkeypatch.setenv(key, value.replace("%S", "/var/lib").replace("%i", "example"))
+        return load_config(EXAMPLE, environ={"DOCUTRAY_API_KEY": "k"})
+
+    def test_default_grace_is_the_units(self) -> None:
+        """One source of truth: the built-in default grace is the units' (TimeoutStopSec - 10)."""
+        for unit in UNITS:
+            timeout = _seconds(_service(unit)["TimeoutStopSec"][0])
+            assert timeout == SHIPPED_STOP_TIMEOUT
+            assert float(_environment(unit)["DOCUTRAY_WATCH_SHUTDOWN_GRACE"]) == (
+                DEFAULT_SHUTDOWN_GRACE
+            )
+            assert timeout - PERSIST_MARGIN == DEFAULT_SHUTDOWN_GRACE
+
+    @pytest.mark.parametrize("unit", UNITS)
+    @pytest.mark.parametrize("with_unit_environment", [True, False])
+    def test_example_grace_below_the_stop_timeout(
+        self, unit: str, with_unit_environment: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The example's grace leaves the daemon 10 s before systemd's SIGKILL."""
+        monkeypatch.delenv("DOCUTRAY_WATCH_SHUTDOWN_GRACE", raising=False)
+        if with_unit_environment:
+            config = self._load_under(unit, monkeypatch)
+        else:
+            config = load_config(EXAMPLE, environ={"DOCUTRAY_API_KEY": "k"})
+        timeout = _seconds(_service(unit)["TimeoutStopSec"][0])
+        assert config.shutdown_grace + PERSIST_MARGIN <= timeout
+
+    @pytest.mark.parametrize("unit", UNITS)
+    def test_example_paths_writable_under_the_unit(
+        self, unit: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every folder the example writes to is under ReadWritePaths= or the state directory."""
+        config = self._load_under(unit, monkeypatch)
+        service = _service(unit)
+        writable = [Path(p.lstrip("-")) for v in service["ReadWritePaths"] for p in v.split()]
+        state = Path("/var/lib") / service["StateDirectory"][0].replace("%i", "example")
+        written = {"state_dir": Path(config.state_dir)}
+        for pipeline in config.pipelines:
+            where = f"pipelines[{pipeline.name}]"
+            written[f"{where}.watch.path"] = Path(pipeline.watch.path)
+            for label, action in (
+                ("on_success", pipeline.on_success),
+                ("on_failure", pipeline.on_failure),
+            ):
+                if action.to is not None:
+                    written[f"{where}.{label}.to"] = Path(action.to)
+            for sink in pipeline.sinks:
+                if sink.type == "filesystem":
+                    written[f"{where}.sinks[{sink.id}].path"] = Path(sink.path)  # type: ignore[attr-defined]
+                if sink.type == "database":
+                    url = sink.url.get_secret_value()  # type: ignore[attr-defined]
+                    if url.startswith("sqlite:///"):
+                        file = Path(url.removeprefix("sqlite:///"))
+                        written[f"{where}.sinks[{sink.id}].url"] = file.parent
+        if unit == TEMPLATE:
+            # The example names the single unit's state directory; its comment tells a template
+            # instance's config to name /var/lib/docutray-watch/NAME instead.
+            assert written.pop("state_dir") == Path("/var/lib/docutray-watch")
+        assert len(written) > 5
+        outside = {
+            key: str(path)
+            for key, path in written.items()
+            if not any(path == root or root in path.parents for root in [*writable, state])
+        }
+        assert outside == {}, f"not writable under {unit}"

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import structlog
@@ -22,7 +26,13 @@ from docutray_watch.records import ResultRecord
 from docutray_watch.sinks.base import PermanentSinkError, Receipt, SinkError
 from docutray_watch.sinks.database import DEFAULT_TABLE, KEY_COLUMNS, DatabaseConfig
 
-__all__ = ["SqlTableWriter", "engine_url", "record_row", "results_table"]
+__all__ = [
+    "SqlTableWriter",
+    "engine_url",
+    "record_row",
+    "results_table",
+    "sqlite_url_relative_to",
+]
 
 log = structlog.get_logger("docutray_watch.sinks.database")
 
@@ -67,6 +77,23 @@ def engine_url(raw: str) -> URL:
             "e.g. sqlite:////var/lib/docutray-watch/results.db"
         )
     return url
+
+
+def sqlite_url_relative_to(url: URL, base: str | os.PathLike[str] | None) -> URL:
+    """A SQLite URL whose relative file path is made absolute under `base` (the config folder).
+
+    Other databases, in-memory and `file:` URI databases, and absolute paths come back unchanged
+    (the same object).
+    """
+    database = url.database
+    if base is None or url.get_backend_name() != "sqlite" or not database:
+        return url
+    if database == ":memory:" or database.startswith("file:"):
+        return url
+    path = Path(database).expanduser()
+    if path.is_absolute():
+        return url if str(path) == database else url.set(database=str(path))
+    return url.set(database=str(Path(base) / path))
 
 
 def _safe_url(url: URL) -> str:
@@ -265,17 +292,64 @@ class SqlTableWriter:
         if not existed:
             log.info("sink_table_created", sink=self.sink_id, table=self.qualified_table)
 
-    def check(self) -> None:
-        """The database answers and the table exists with its columns and unique key."""
-        engine = self._require_engine()
+    def check(self) -> str | None:
+        """The database answers and the table, if present, is usable; creates nothing.
+
+        Not even a SQLite file: `validate` must not have side effects. Returns a note when the
+        file or the table will be created by the first delivery.
+        """
+        sqlite_file = self._sqlite_file()
+        if sqlite_file is not None and not sqlite_file.exists():
+            if not self.config.create_table:
+                raise SinkError(
+                    f"table {self.qualified_table} in {self.safe_url} does not exist (nor does "
+                    "the file); create it or set create_table: true"
+                )
+            return self._sqlite_folder_note(sqlite_file)
+        engine = self._check_engine(sqlite_file)
         try:
-            self._ensure_table(engine)
             with engine.connect() as conn:
+                exists = sa.inspect(conn).has_table(self.table.name, self.table.schema)
+                if not exists and self.config.create_table:
+                    return f"table {self.qualified_table} will be created at the first delivery"
                 self._check_table(conn)
         except SinkError:
             raise
         except sa_exc.SQLAlchemyError as exc:
             raise self._translate(exc, "cannot use") from exc
+        finally:
+            if engine is not self._engine:
+                engine.dispose()
+        return None
+
+    def _sqlite_file(self) -> Path | None:
+        database = self._url.database
+        if self._url.get_backend_name() != "sqlite" or not database:
+            return None
+        if database.startswith("file:"):
+            return None  # a URI database: too many forms to second-guess; checked by connecting
+        return Path(database)
+
+    def _sqlite_folder_note(self, path: Path) -> str:
+        folder = path.parent
+        if not folder.is_dir():
+            raise SinkError(f"{self.safe_url}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SinkError(f"{self.safe_url}: the folder {folder} is not writable by this user")
+        return f"{path} will be created at the first delivery"
+
+    def _check_engine(self, sqlite_file: Path | None) -> Engine:
+        if sqlite_file is None:
+            return self._require_engine()
+        # Read-only: connecting normally would create a missing file or WAL side files.
+        uri = f"file:{quote(str(sqlite_file))}?mode=ro"
+        return sa.create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(
+                uri, uri=True, timeout=self.config.connect_timeout, check_same_thread=False
+            ),
+            poolclass=sa.pool.NullPool,
+        )
 
     def _check_table(self, conn: Connection) -> None:
         inspector = sa.inspect(conn)

@@ -156,8 +156,12 @@ class Sink(Generic[ConfigT]):
         """Acquire connections or clients; called once before the first delivery."""
         return None
 
-    def check(self) -> Awaitable[None] | None:
-        """Health check for `docutray-watch validate`: raise `SinkError` when unusable."""
+    def check(self) -> Awaitable[str | None] | str | None:
+        """Health check for `docutray-watch validate`: raise `SinkError` when unusable.
+
+        Must not change anything. May return a short note that `validate` shows after "ok"
+        (e.g. what the first delivery will create).
+        """
         return None
 
     def deliver(self, record: ResultRecord) -> Receipt | Awaitable[Receipt]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from docutray_watch.hookspecs import hookimpl
 from docutray_watch.records import ResultRecord
@@ -46,8 +46,8 @@ class DatabaseConfig(SinkConfig):
 
     url: SecretStr = Field(
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user:${DB_PASSWORD}@host/db or "
-        "sqlite:////abs/path.db (a relative SQLite path is relative to the working directory). "
-        "Never logged with its password."
+        "sqlite:////abs/path.db (a relative SQLite path, sqlite:///results.db, is relative to the "
+        "config file's folder, like every other path). Never logged with its password."
     )
     table: str = Field(DEFAULT_TABLE, pattern=_IDENTIFIER, description="Table of the results.")
     schema_: str | None = Field(
@@ -73,10 +73,15 @@ class DatabaseConfig(SinkConfig):
 
     @field_validator("url")
     @classmethod
-    def _usable_url(cls, value: SecretStr) -> SecretStr:
-        from docutray_watch.sinks._sqltable import engine_url
+    def _usable_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        from docutray_watch.sinks._sqltable import engine_url, sqlite_url_relative_to
 
-        engine_url(value.get_secret_value())
+        url = engine_url(value.get_secret_value())
+        # A relative SQLite file follows the config file like every other path, not the working
+        # directory (`/` under systemd) as SQLAlchemy would have it.
+        resolved = sqlite_url_relative_to(url, (info.context or {}).get("config_dir"))
+        if resolved is not url:
+            return SecretStr(resolved.render_as_string(hide_password=False))
         return value
 
 
@@ -115,9 +120,12 @@ class DatabaseSink(Sink[DatabaseConfig]):
         """Create the engine and its pool; connections are made on first use."""
         self._writer.open()
 
-    def check(self) -> None:
-        """The database answers and the table exists with its columns and unique key."""
-        self._writer.check()
+    def check(self) -> str | None:
+        """The database answers and the table, if present, has its columns and unique key.
+
+        Creates nothing; returns a note when the first delivery will create the file or table.
+        """
+        return self._writer.check()
 
     def deliver(self, record: ResultRecord) -> Receipt:
         """Upsert the record's row; delivering it again updates the same row."""

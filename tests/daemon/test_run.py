@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -274,4 +276,55 @@ class TestWatchedFolderGone:
         wait_for(lambda: readiness()[0] == 200, timeout=15)
         (inbox / "back.pdf").write_bytes(make_pdf(["back"]))
         wait_for(lambda: (tmp_path / "inbox" / "done" / "back.pdf").exists(), timeout=30)
+        assert daemon.stop() == 0
+
+
+class TestRetryWhileRunning:
+    def test_a_running_daemon_takes_up_a_retry_within_seconds(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """`retry` from another process is picked up in a second or two, not at the next rescan."""
+        spec = pipeline(tmp_path)
+        spec["watch"]["rescan_interval"] = 3600  # a rescan cannot be what picks it up
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, spec)).start()
+        flaky = tmp_path / "inbox" / "in" / "flaky.pdf"
+        flaky.write_bytes(make_pdf(["f"]) + b"DOCUTRAY-EMULATOR:ERROR")
+        failed = tmp_path / "inbox" / "failed" / "flaky.pdf"
+        wait_for(failed.exists)
+        wait_for(lambda: emulator.stats().executions_created == 1)
+        command = [sys.executable, "-m", "docutray_watch.cli", "retry", "--failed"]
+        retry = subprocess.run(
+            [*command, "-c", str(daemon.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert retry.returncode == 0, retry.stderr
+        assert "1 document(s) requeued: a running daemon takes them up" in retry.stdout
+        requeued_at = time.monotonic()
+        wait_for(lambda: emulator.stats().executions_created == 2, timeout=10)
+        assert time.monotonic() - requeued_at < 5
+        assert '"event": "requeued_documents_taken"' in daemon.log()
+        assert daemon.stop() == 0
+
+
+class TestMissingInbox:
+    def test_run_creates_a_missing_inbox_and_logs_it(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """`run` creates a missing watched folder and logs `watch_folder_created`."""
+        spec = pipeline(tmp_path)
+        inbox = tmp_path / "inbox" / "in"
+        inbox.rmdir()
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, spec)).start()
+        assert inbox.is_dir()
+        (created,) = [
+            json.loads(line)
+            for line in daemon.log().splitlines()
+            if '"watch_folder_created"' in line
+        ]
+        assert (created["pipeline"], created["path"]) == ("inbox", str(inbox))
+        (inbox / "a.pdf").write_bytes(make_pdf(["a"]))
+        wait_for(lambda: len(results(tmp_path / "inbox" / "out")) == 1)
         assert daemon.stop() == 0

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from docutray_watch._testkit import make_record
-from docutray_watch.config import ConfigError, parse_config
+from docutray_watch.config import ConfigError, load_config, parse_config
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 from docutray_watch.records import ResultRecord
 from docutray_watch.sinks import _sqltable
@@ -127,6 +128,35 @@ class TestDatabaseConfig:
             tmp_path, {"type": "database"}
         )
 
+    def test_relative_sqlite_path_follows_the_config_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """sqlite:///results.db is results.db next to the config file, not in the working dir."""
+        folder = tmp_path / "conf"
+        folder.mkdir()
+        monkeypatch.chdir(tmp_path)
+        data = _pipeline_config(tmp_path, {"type": "database", "url": "sqlite:///db/results.db"})
+        config_file = folder / "config.yaml"
+        config_file.write_text(yaml.safe_dump(data))
+        config = load_config(config_file, plugin_manager=get_plugin_manager(load_entrypoints=False))
+        url = config.pipelines[0].sinks[0].url.get_secret_value()  # type: ignore[attr-defined]
+        assert url == f"sqlite:///{folder / 'db' / 'results.db'}"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "sqlite:////abs/results.db",
+            "sqlite:///file:results.db?uri=true",
+            "postgresql+psycopg://u@localhost/results.db",
+        ],
+    )
+    def test_other_urls_unchanged(self, url: str) -> None:
+        """Absolute SQLite paths, SQLite URIs and other databases are not touched."""
+        config = DatabaseConfig.model_validate(
+            {"type": "database", "url": url}, context={"config_dir": Path("/etc/x")}
+        )
+        assert config.url.get_secret_value() == url
+
     def test_schema_key(self, tmp_path: Path) -> None:
         """The YAML key is `schema`."""
         config = DatabaseConfig.model_validate(
@@ -185,9 +215,9 @@ class TestDatabaseSinkTable:
     """Creating and checking the table."""
 
     def test_table_created_with_key(self, db: Any, make_sink: MakeSink) -> None:
-        """check() creates the table; its primary key is (pipeline, sha256, step_id)."""
+        """The first delivery creates the table; its primary key is (pipeline, sha256, step_id)."""
         with capture_logs() as logs:
-            make_sink(db.url, db.table).check()
+            make_sink(db.url, db.table).deliver(make_record())
         inspector = sa.inspect(db.engine)
         assert inspector.has_table(db.table)
         assert inspector.get_pk_constraint(db.table)["constrained_columns"] == list(KEY_COLUMNS)
@@ -214,6 +244,30 @@ class TestDatabaseSinkTable:
         for column in ("submitted_at", "completed_at", "delivered_at", "request_timestamp"):
             assert types[column] == "timestamp with time zone"
         assert types["size"] == "bigint"
+
+    def test_check_creates_no_table(self, db: Any, make_sink: MakeSink) -> None:
+        """check() (what `validate` runs) only says the first delivery will create the table."""
+        with db.engine.connect() as conn:  # an existing, empty database
+            conn.execute(sa.text("SELECT 1"))
+        note = make_sink(db.url, db.table).check()
+        assert note == f"table {db.table} will be created at the first delivery"
+        assert not sa.inspect(db.engine).has_table(db.table)
+
+    def test_check_creates_no_sqlite_file(self, tmp_path: Path, make_sink: MakeSink) -> None:
+        """check() on a SQLite file that does not exist yet creates neither it nor its folder."""
+        path = tmp_path / "results.db"
+        note = make_sink(f"sqlite:///{path}", "results").check()
+        assert note == f"{path} will be created at the first delivery"
+        assert list(tmp_path.iterdir()) == []
+
+    def test_check_reports_a_missing_sqlite_folder(
+        self, tmp_path: Path, make_sink: MakeSink
+    ) -> None:
+        """check() fails when the SQLite file's folder does not exist (no delivery could work)."""
+        sink = make_sink(f"sqlite:///{tmp_path / 'nope' / 'results.db'}", "results")
+        with pytest.raises(SinkError, match=r"the folder .*nope does not exist"):
+            sink.check()
+        assert not (tmp_path / "nope").exists()
 
     def test_missing_table_without_create(self, db: Any, make_sink: MakeSink) -> None:
         """With create_table: false and no table, check() fails saying so."""
