@@ -132,8 +132,12 @@ class Daemon:
                 self._unusable(name, root, exc, strict=strict)
                 continue
 
-            def nominate(path: Path, closed: bool, _name: str = name) -> None:
-                loop.call_soon_threadsafe(lambda: self.engine.nominate(_name, path, closed=closed))
+            def nominate(path: Path, signal: str, _name: str = name) -> None:
+                loop.call_soon_threadsafe(
+                    lambda: self.engine.nominate(
+                        _name, path, closed=signal == "closed", writing=signal == "writing"
+                    )
+                )
 
             watcher = FolderWatcher(
                 pipeline=name,
