@@ -242,16 +242,24 @@ async def validate_online(config: Config, *, echo: Echo = print) -> int:
 def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
     """Counts per pipeline and state, the oldest pending document and recent failures."""
     if not config.journal_path.exists():
-        return {"journal": str(config.journal_path), "pipelines": {}, "failures": []}
+        return {
+            "journal": str(config.journal_path),
+            "pipelines": {},
+            "superseded_results": {},
+            "failures": [],
+        }
     with Journal(config.journal_path) as journal:
         counts = journal.counts()
         oldest = journal.oldest_pending()
         recent = journal.recent_failures(failures)
+        superseded = journal.superseded_results()
     now = time.time()
     return {
         "journal": str(config.journal_path),
         "pipelines": counts,
         "oldest_pending_age_s": {p: round(now - t, 1) for p, t in oldest.items()},
+        # Results delivered for a version of a file that changed before its final action.
+        "superseded_results": superseded,
         "failures": [
             {
                 "pipeline": d.pipeline,

@@ -138,7 +138,9 @@ class TestHandler:
     def test_a_polling_observers_modified_event_is_no_write_in_progress(self) -> None:
         """Polling sees a changed stat, not a writer: its `modified` is only `changed`."""
         calls: list[tuple[str, str]] = []
-        handler = _Handler(lambda path, signal: calls.append((str(path), signal)), sees_writes=False)
+        handler = _Handler(
+            lambda path, signal: calls.append((str(path), signal)), sees_writes=False
+        )
         handler.dispatch(FileModifiedEvent("/in/a.pdf"))
         assert calls == [("/in/a.pdf", "changed")]
 
