@@ -666,6 +666,9 @@ class Engine:
             if "/" in relative_path and not runtime.config.watch.recursive:
                 return False
         key = (pipeline, str(path))
+        rule = intake.rule_for_name(runtime.config, relative_path)
+        if rule is not None:
+            return False
         if writing:
             self._writing.setdefault(key, time.monotonic())
         elif closed:
@@ -673,9 +676,6 @@ class Engine:
         if key in self._nominated:
             if closed:
                 self._closed_while_waiting(key, path)
-            return False
-        rule = intake.rule_for_name(runtime.config, relative_path)
-        if rule is not None:
             return False
         if st is None:
             try:
@@ -758,8 +758,9 @@ class Engine:
         if since is not None:
             waited = time.monotonic() - since
             if waited < watch.max_open_wait:
-                # Written to and not closed yet: a writer has it open (its close wakes us).
-                wait = min(max(0.05, watch.settle), watch.max_open_wait - waited)
+                # Written to and not closed yet: a writer has it open. Its close wakes the wait;
+                # the periodic look only notices a file deleted or renamed meanwhile.
+                wait = min(max(1.0, watch.settle), watch.max_open_wait - waited)
                 self._spawn(self._recheck(pipeline, candidate, wait), name=f"settle:{path.name}")
                 return
             self._writing.pop(key, None)
