@@ -153,6 +153,25 @@ class TestChangedBeforeTheFinalAction:
         assert report["pipelines"]["invoices"]["superseded"] == 1
         assert report["superseded_results"] == {"invoices": 1}
 
+    def test_with_on_change_fail_a_change_after_delivery_fails_the_document(
+        self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
+    ) -> None:
+        """on_change: fail and a change after delivery: the document fails (failed/, sidecar
+        with the reason) and its delivered result is marked superseded."""
+        config = make_config(pipeline(tmp_path, on_change="fail"))
+        source = tmp_path / "invoices" / "inbox" / "a.pdf"
+        source.write_bytes(OLD)
+        pm.register(Rewriter(source, "after_document_delivered"), name="rewriter")
+        assert run(config, pm) == 1
+        failed = tmp_path / "invoices" / "failed"
+        assert (failed / "a.pdf").read_bytes() == NEW
+        sidecar = json.loads((failed / "a.pdf.error.json").read_text())
+        assert "before the final action" in sidecar["reason"]
+        (doc,) = documents(config)
+        assert doc["state"] == "failed"
+        assert delivery_states(config, doc["id"]) == ["superseded"]
+        assert not (tmp_path / "invoices" / "done").exists()
+
     def test_a_touch_that_keeps_the_bytes_is_no_new_version(
         self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
     ) -> None:
