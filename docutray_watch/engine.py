@@ -755,7 +755,9 @@ class Engine:
             return
         closed = self._closed.pop(key, None) == st.st_mtime_ns
         since = None if closed else self._writing.get(key)
-        if since is not None:
+        if since is not None and watch.max_open_wait == 0:
+            self._writing.pop(key, None)  # the wait is turned off: `settle` alone decides
+        elif since is not None:
             waited = time.monotonic() - since
             if waited < watch.max_open_wait:
                 # Written to and not closed yet: a writer has it open. Its close wakes the wait;
@@ -1759,7 +1761,9 @@ class Engine:
         """The file is no longer the version these results describe: deliver nothing more and
         take it again as a new document (or fail it, `on_change: fail`)."""
         runtime = self._pipelines[doc.pipeline]
-        fail = runtime.config.on_change == "fail" and doc.state not in ("failed", "rejected")
+        # Only a version with results fails; a duplicate or an already failed one is simply
+        # taken again (its new content is a document of its own).
+        fail = runtime.config.on_change == "fail" and doc.state in ("completed", "delivered")
         deliveries = await self.journal.deliveries_of(doc.id)
         delivered = sum(1 for d in deliveries if d.state == "delivered")
         log.warning(

@@ -50,6 +50,11 @@ class Rewriter:
             self.path.write_bytes(self.data)
 
     @hookimpl
+    def document_discovered(self, document: Document) -> None:
+        if document.name == self.path.name:
+            self._rewrite("document_discovered")
+
+    @hookimpl
     def after_document_result(self, document: Document) -> None:
         self._rewrite("after_document_result")
 
@@ -171,6 +176,32 @@ class TestChangedBeforeTheFinalAction:
         assert doc["state"] == "failed"
         assert delivery_states(config, doc["id"]) == ["superseded"]
         assert not (tmp_path / "invoices" / "done").exists()
+
+    @pytest.mark.parametrize("on_change", ["retake", "fail"])
+    def test_a_duplicate_that_changes_before_its_final_action_is_taken_again(
+        self,
+        tmp_path: Path,
+        make_config: ConfigFactory,
+        pm: pluggy.PluginManager,
+        on_change: str,
+    ) -> None:
+        """A duplicate has no results of its own: when its file changes before it is archived,
+        it is taken again as new content (with either on_change)."""
+        config = make_config(pipeline(tmp_path, on_change=on_change))
+        inbox = tmp_path / "invoices" / "inbox"
+        (inbox / "first.pdf").write_bytes(OLD)
+        assert run(config, pm) == 0
+        twin = inbox / "twin.pdf"
+        twin.write_bytes(OLD)
+        pm.register(Rewriter(twin, "document_discovered"), name="rewriter")
+        assert run(config, pm) == 0
+        states = [(d["relative_path"], d["state"], d["outcome"]) for d in documents(config)]
+        assert states == [
+            ("first.pdf", "archived", "success"),
+            ("twin.pdf", "superseded", "superseded"),
+            ("twin.pdf", "archived", "success"),
+        ]
+        assert (tmp_path / "invoices" / "done" / "twin.pdf").read_bytes() == NEW
 
     def test_a_touch_that_keeps_the_bytes_is_no_new_version(
         self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
