@@ -1630,6 +1630,12 @@ class Engine:
             "success" if delivered_now or doc.state in ("delivered", "archived") else doc.state
         )
         failed = doc.state in ("failed", "rejected")
+        # Last look before the file is moved, deleted or kept under these results: a failed
+        # document's before its failure is announced (unless it goes to failed/ anyway), a
+        # delivered one's once `delivered` is journaled, right before the action.
+        check = not checked and not (failed and runtime.config.on_change == "fail")
+        if check and failed and await self._retaken_if_changed(doc):
+            return
         if failed:
             call_observers(
                 self.pm,
@@ -1655,12 +1661,8 @@ class Engine:
             doc = await self.journal.mark_delivered(doc.id)
             self._docs[doc.id] = doc
             delivered_now = False
-        if not checked and not (failed and runtime.config.on_change == "fail"):
-            # Last look before the file is moved, deleted or kept under these results.
-            doc, changed = await self._version_check(doc)
-            if changed is not None:
-                await self._changed_during_processing(doc, changed, when="before the final action")
-                return
+        if check and not failed and await self._retaken_if_changed(doc):
+            return
         destination: Path | None = None
         try:
             destination = await self._file_action(doc, action.action, action.to, failed)
@@ -1710,6 +1712,14 @@ class Engine:
             destination=destination,
         )
         self._forget(doc)
+
+    async def _retaken_if_changed(self, doc: DocumentRow) -> bool:
+        """The check before the final action: True when the file changed (and was dealt with)."""
+        doc, changed = await self._version_check(doc)
+        if changed is None:
+            return False
+        await self._changed_during_processing(doc, changed, when="before the final action")
+        return True
 
     async def _version_check(self, doc: DocumentRow) -> tuple[DocumentRow, str | None]:
         """How the file differs from the version hashed at intake, or None (with the document,

@@ -100,6 +100,29 @@ class TestChangedBeforeDelivery:
         assert delivery_states(config, old["id"]) == ["dropped"]
         assert (new["state"], new["sha256"]) == ("archived", sha(NEW))
 
+    def test_an_error_result_for_bytes_since_replaced_is_no_failure(
+        self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
+    ) -> None:
+        """An ERROR result for a version the file no longer holds (a half-written file, say):
+        no on_document_error, nothing in failed/; the new version is processed."""
+        config = make_config(pipeline(tmp_path))
+        source = tmp_path / "invoices" / "inbox" / "a.pdf"
+        source.write_bytes(OLD + b"DOCUTRAY-EMULATOR:ERROR")
+        pm.register(Rewriter(source, "after_document_result"), name="rewriter")
+        errors: list[str] = []
+
+        class Errors:
+            @hookimpl
+            def on_document_error(self, error: str) -> None:
+                errors.append(error)
+
+        pm.register(Errors(), name="errors")
+        assert run(config, pm) == 0
+        assert errors == []
+        assert not (tmp_path / "invoices" / "failed").exists()
+        assert (tmp_path / "invoices" / "done" / "a.pdf").read_bytes() == NEW
+        assert [d["state"] for d in documents(config)] == ["superseded", "archived"]
+
     def test_with_on_change_fail_the_file_goes_to_failed_with_the_reason(
         self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
     ) -> None:
