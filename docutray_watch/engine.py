@@ -806,7 +806,13 @@ class Engine:
             await self._queued(doc, steps)
             return
         doc = await self.journal.add_document(
-            pipeline, str(path), candidate.relative_path, st.st_size, st.st_mtime_ns
+            pipeline,
+            str(path),
+            candidate.relative_path,
+            st.st_size,
+            st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            inode=st.st_ino,
         )
         self._remember(doc)
         self._nominated.discard((pipeline, str(path)))  # the document now carries the work unit
