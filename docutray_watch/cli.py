@@ -237,6 +237,12 @@ def status(config_path: str | None, as_json: bool, failures: int) -> None:
         total = sum(states.values())
         parts = ", ".join(f"{state} {count}" for state, count in sorted(states.items()))
         click.echo(f"{name}: {total} document(s): {parts}")
+        superseded = report.get("superseded_results", {}).get(name)
+        if superseded:
+            click.echo(
+                f"  {superseded} delivered result(s) superseded: their file changed before its "
+                "final action and was taken again"
+            )
     if report["failures"]:
         click.echo("\nRecent failures:")
         for item in report["failures"]:

@@ -158,6 +158,14 @@ class WatchConfig(_Model):
     rescan_interval: float = Field(
         60.0, gt=0, description="Full rescan period in seconds (inotify can drop events)."
     )
+    max_open_wait: float = Field(
+        900.0,
+        ge=0,
+        description=(
+            "inotify only: a file written to and not closed yet is not complete, whatever its "
+            "age, for up to this many seconds; then it is taken with a warning."
+        ),
+    )
     ready_marker: str | None = Field(
         None,
         pattern=r"^\.[A-Za-z0-9_.-]+$",
@@ -243,6 +251,13 @@ class PipelineConfig(_Model):
     )
     deliver_errors: bool = Field(
         False, description="Also hand ERROR results to the sinks (they always get SUCCESS)."
+    )
+    on_change: Literal["retake", "fail"] = Field(
+        "retake",
+        description="A file that changes while it is processed (after its result arrived, "
+        "before delivery or before the final action): take it again as a new version, or fail "
+        "it (on_failure, with the reason in the sidecar). Results describing the old bytes are "
+        "never delivered; ones delivered already are marked superseded.",
     )
     sinks: list[SinkConfig] = Field(min_length=1, description="Where results are delivered.")
 

@@ -137,8 +137,12 @@ class Daemon:
             if created:
                 log.info("watch_folder_created", pipeline=name, path=str(root))
 
-            def nominate(path: Path, closed: bool, _name: str = name) -> None:
-                loop.call_soon_threadsafe(lambda: self.engine.nominate(_name, path, closed=closed))
+            def nominate(path: Path, signal: str, _name: str = name) -> None:
+                loop.call_soon_threadsafe(
+                    lambda: self.engine.nominate(
+                        _name, path, closed=signal == "closed", writing=signal == "writing"
+                    )
+                )
 
             watcher = FolderWatcher(
                 pipeline=name,

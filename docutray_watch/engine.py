@@ -15,11 +15,18 @@ Hooks fire in this order for a document (`startup` before the first, `shutdown` 
     after_document_result      for each step, once its SUCCESS/ERROR result is journaled
     after_document_delivered   for each result and sink, once the sink stored it
     on_document_error          whenever the document is rejected or fails (then no more results)
-    after_document_archived    last: the source file was moved, deleted or kept
+    after_document_archived    last: the source file was moved, deleted or kept (or, outcome
+                               `superseded`, left alone: it changed and is taken again)
 
 A duplicate goes from `document_discovered` straight to `after_document_archived`; a rejected file
 from `document_discovered` (or before, when it cannot be read) to `on_document_error` and then
 `after_document_archived`.
+
+A file that changes while it is processed is never archived under results that describe other
+bytes: its identity (size, mtime, ctime, inode; hashed again when any differs) is checked once
+every step has ended, before anything is delivered, and again just before the final action. A
+change found there delivers nothing more, ends the document `superseded` (its delivered results
+are marked so) and takes the file again as a new document — or, with `on_change: fail`, fails it.
 
 Crash safety (design §5): after a restart, steps in `polling` resume polling their execution id
 and are never resubmitted; steps caught in `submitting` are resubmitted at most once (and the
@@ -245,6 +252,10 @@ class Engine:
         self._known: dict[str, dict[str, DocumentRow]] = {}
         self._ignored: dict[tuple[str, str], tuple[int, int]] = {}
         self._closed: dict[tuple[str, str], int] = {}
+        # Files an inotify watcher saw written to and not closed yet: (pipeline, path) → since
+        # (monotonic). Not complete, whatever their age, for up to `watch.max_open_wait`.
+        self._writing: dict[tuple[str, str], float] = {}
+        self._settle_wake: dict[tuple[str, str], asyncio.Event] = {}
         self._hurry = asyncio.Event()
         self._active_sha: dict[tuple[str, str], asyncio.Event] = {}
         self._slot_freed: set[int] = set()  # step rows whose slot `_poll` gave back early
@@ -630,11 +641,13 @@ class Engine:
         st: os.stat_result | None = None,
         relative_path: str | None = None,
         closed: bool = False,
+        writing: bool = False,
     ) -> bool:
         """Offer a file to a pipeline (from a scan or a file-system event); True if taken up.
 
         `closed` says a close-after-write event was seen for it: the writer is done, so the file
-        need not sit unchanged for `settle` seconds first.
+        need not sit unchanged for `settle` seconds first. `writing` says data was written to it
+        and no close-after-write followed yet: a writer has it open, so it is not complete.
         """
         if not self._accepting or pipeline not in self._pipelines:
             return False
@@ -656,10 +669,16 @@ class Engine:
             if "/" in relative_path and not runtime.config.watch.recursive:
                 return False
         key = (pipeline, str(path))
-        if key in self._nominated:
-            return False
         rule = intake.rule_for_name(runtime.config, relative_path)
         if rule is not None:
+            return False
+        if writing:
+            self._writing.setdefault(key, time.monotonic())
+        elif closed:
+            self._writing.pop(key, None)
+        if key in self._nominated:
+            if closed:
+                self._closed_while_waiting(key, path)
             return False
         if st is None:
             try:
@@ -681,6 +700,16 @@ class Engine:
         self._work_started()
         self._candidates.put_nowait((pipeline, intake.Candidate(path, relative_path)))
         return True
+
+    def _closed_while_waiting(self, key: tuple[str, str], path: Path) -> None:
+        """A file waiting to be complete was closed after writing: take it now."""
+        try:
+            self._closed[key] = path.lstat().st_mtime_ns
+        except OSError:
+            return
+        wake = self._settle_wake.get(key)
+        if wake is not None:
+            wake.set()
 
     def _note_ignored(self, pipeline: str, path: Path, st: os.stat_result, rule: str) -> None:
         key = (pipeline, str(path))
@@ -715,9 +744,11 @@ class Engine:
             self._release_nomination(pipeline, candidate.path)
             return
         path = candidate.path
+        key = (pipeline, str(path))
         try:
             st = path.lstat()
         except FileNotFoundError:
+            self._writing.pop(key, None)
             self._release_nomination(pipeline, path)
             return
         watch = runtime.config.watch
@@ -725,7 +756,27 @@ class Engine:
         if marker and not await asyncio.to_thread(os.path.lexists, f"{path}{marker}"):
             self._release_nomination(pipeline, path)  # the marker's arrival nominates it again
             return
-        closed = self._closed.pop((pipeline, str(path)), None) == st.st_mtime_ns
+        closed = self._closed.pop(key, None) == st.st_mtime_ns
+        since = None if closed else self._writing.get(key)
+        if since is not None and watch.max_open_wait == 0:
+            self._writing.pop(key, None)  # the wait is turned off: `settle` alone decides
+        elif since is not None:
+            waited = time.monotonic() - since
+            if waited < watch.max_open_wait:
+                # Written to and not closed yet: a writer has it open. Its close wakes the wait;
+                # the periodic look only notices a file deleted or renamed meanwhile.
+                wait = min(max(1.0, watch.settle), watch.max_open_wait - waited)
+                self._spawn(self._recheck(pipeline, candidate, wait), name=f"settle:{path.name}")
+                return
+            self._writing.pop(key, None)
+            log.warning(
+                "document_open_too_long",
+                pipeline=pipeline,
+                doc=path.name,
+                path=str(path),
+                open_s=round(waited, 1),
+                note="written to and still not closed after watch.max_open_wait; taken as it is",
+            )
         if not closed and not intake.is_settled(st, time.time_ns(), watch.settle):
             # Still being written (or just touched): look again once it could have settled.
             wait = max(0.05, watch.settle - (time.time_ns() - st.st_mtime_ns) / 1e9)
@@ -751,19 +802,34 @@ class Engine:
                 size=read.size,
                 mtime_ns=read.mtime_ns,
                 steps=runtime.config.steps,
+                ctime_ns=read.ctime_ns,
+                inode=read.inode,
             )
             self._nominated.discard((pipeline, str(path)))  # the document carries the work unit
             await self._queued(doc, steps)
             return
         doc = await self.journal.add_document(
-            pipeline, str(path), candidate.relative_path, st.st_size, st.st_mtime_ns
+            pipeline,
+            str(path),
+            candidate.relative_path,
+            st.st_size,
+            st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            inode=st.st_ino,
         )
         self._remember(doc)
         self._nominated.discard((pipeline, str(path)))  # the document now carries the work unit
         await self._classify(doc, read)
 
     async def _recheck(self, pipeline: str, candidate: intake.Candidate, wait: float) -> None:
-        await asyncio.sleep(wait)
+        key = (pipeline, str(candidate.path))
+        wake = self._settle_wake.setdefault(key, asyncio.Event())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), wait)
+        finally:
+            if self._settle_wake.get(key) is wake:
+                del self._settle_wake[key]
         if self._accepting:
             await self._candidates.put((pipeline, candidate))
         else:
@@ -854,6 +920,8 @@ class Engine:
             size=facts.size,
             mtime_ns=facts.mtime_ns,
             steps=runtime.config.steps,
+            ctime_ns=facts.ctime_ns,
+            inode=facts.inode,
         )
         await self._queued(doc, steps)
 
@@ -1464,6 +1532,11 @@ class Engine:
         doc, deliveries = view.document, view.deliveries
         self._docs[doc_id] = doc
         runtime = self._pipelines[doc.pipeline]
+        # The results describe the bytes that were hashed: is that still what the file holds?
+        doc, changed = await self._version_check(doc)
+        if changed is not None:
+            await self._changed_during_processing(doc, changed, when="before delivery")
+            return
         steps = {s.id: s for s in view.steps}
         pending = [d for d in deliveries if d.state == "pending"]
         results = await asyncio.gather(
@@ -1567,8 +1640,14 @@ class Engine:
 
     # -- the end -----------------------------------------------------------------------------
 
-    async def _finalize(self, doc: DocumentRow, document: Document | None) -> None:
-        """Apply on_success / on_failure to the source file, then mark the document finished."""
+    async def _finalize(
+        self, doc: DocumentRow, document: Document | None, *, checked: bool = False
+    ) -> None:
+        """Apply on_success / on_failure to the source file, then mark the document finished.
+
+        `checked`: the file is known to have changed already (`on_change: fail`), so it is not
+        checked again before the final action.
+        """
         runtime = self._pipelines.get(doc.pipeline)
         if runtime is None:
             return
@@ -1577,6 +1656,12 @@ class Engine:
             "success" if delivered_now or doc.state in ("delivered", "archived") else doc.state
         )
         failed = doc.state in ("failed", "rejected")
+        # Last look before the file is moved, deleted or kept under these results: a failed
+        # document's before its failure is announced (unless it goes to failed/ anyway), a
+        # delivered one's once `delivered` is journaled, right before the action.
+        check = not checked and not (failed and runtime.config.on_change == "fail")
+        if check and failed and await self._retaken_if_changed(doc):
+            return
         if failed:
             call_observers(
                 self.pm,
@@ -1602,6 +1687,8 @@ class Engine:
             doc = await self.journal.mark_delivered(doc.id)
             self._docs[doc.id] = doc
             delivered_now = False
+        if check and not failed and await self._retaken_if_changed(doc):
+            return
         destination: Path | None = None
         try:
             destination = await self._file_action(doc, action.action, action.to, failed)
@@ -1652,6 +1739,106 @@ class Engine:
             outcome=outcome,
             destination=destination,
         )
+        self._forget(doc)
+
+    async def _retaken_if_changed(self, doc: DocumentRow) -> bool:
+        """The check before the final action: True when the file changed (and was dealt with)."""
+        doc, changed = await self._version_check(doc)
+        if changed is None:
+            return False
+        await self._changed_during_processing(doc, changed, when="before the final action")
+        return True
+
+    async def _version_check(self, doc: DocumentRow) -> tuple[DocumentRow, str | None]:
+        """How the file differs from the version hashed at intake, or None (with the document,
+        its identity refreshed when only metadata changed).
+
+        One lstat when nothing changed; the file is hashed again only when its size, mtime, ctime
+        or inode differ (ctime and inode are unknown for documents journaled by an older
+        version: size and mtime decide alone then). A file that is gone is not a new version.
+        """
+        if doc.sha256 is None or doc.size is None or doc.mtime_ns is None:
+            return doc, None
+        if doc.state not in ("completed", "delivered", "duplicate", "failed", "rejected"):
+            return doc, None
+        try:
+            st = os.lstat(doc.path)
+        except OSError:
+            return doc, None  # gone (or unreadable): the final action reports it
+        size, mtime_ns, ctime_ns, inode = intake.identity(st)
+        if (
+            size == doc.size
+            and mtime_ns == doc.mtime_ns
+            and doc.ctime_ns in (None, ctime_ns)
+            and doc.inode in (None, inode)
+        ):
+            return doc, None
+        if intake.rule_for_kind(st.st_mode) is not None:
+            return doc, "the file was replaced by something that is not a regular file"
+        read = await self._read(Path(doc.path))
+        if isinstance(read, _Unreadable):
+            if read.forget and _exists(Path(doc.path)):  # changed while read
+                return doc, "the file is still being written"
+            return doc, None
+        if read.sha256 != doc.sha256:
+            return doc, (
+                f"the file changed: {doc.size} bytes (sha256 {doc.sha256[:12]}…) when it was "
+                f"taken, {read.size} bytes (sha256 {read.sha256[:12]}…) now"
+            )
+        # Same bytes (touched, chmod-ed, or the same content renamed over it).
+        assert read.ctime_ns is not None
+        assert read.inode is not None
+        await self.journal.refresh_identity(
+            doc.id, mtime_ns=read.mtime_ns, ctime_ns=read.ctime_ns, inode=read.inode
+        )
+        doc = await self.journal.document(doc.id)
+        self._docs[doc.id] = doc
+        return doc, None
+
+    async def _changed_during_processing(self, doc: DocumentRow, reason: str, *, when: str) -> None:
+        """The file is no longer the version these results describe: deliver nothing more and
+        take it again as a new document (or fail it, `on_change: fail`)."""
+        runtime = self._pipelines[doc.pipeline]
+        # Only a version with results fails; a duplicate or an already failed one is simply
+        # taken again (its new content is a document of its own).
+        fail = runtime.config.on_change == "fail" and doc.state in ("completed", "delivered")
+        deliveries = await self.journal.deliveries_of(doc.id)
+        delivered = sum(1 for d in deliveries if d.state == "delivered")
+        log.warning(
+            "document_changed_during_processing",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            path=doc.path,
+            doc_sha256=doc.sha256,
+            found=when,
+            reason=reason,
+            superseded_results=delivered,
+            then="failed" if fail else "taken again",
+        )
+        if fail:
+            doc = await self.journal.fail_changed(
+                doc.id, f"the file changed while it was processed ({when}): {reason}"
+            )
+            self._docs[doc.id] = doc
+            await self._finalize(doc, _document_of(doc), checked=True)
+            return
+        doc, _superseded = await self.journal.supersede(doc.id, reason)
+        self._docs[doc.id] = doc
+        self._known[doc.pipeline].pop(doc.path, None)
+        self.summary.outcomes["superseded"] += 1
+        self.metrics.documents.labels(doc.pipeline, "superseded").inc()
+        call_observers(
+            self.pm,
+            "after_document_archived",
+            pipeline=doc.pipeline,
+            document=_document_of(doc),
+            path=Path(doc.path),
+            outcome="superseded",
+            destination=None,
+        )
+        # The new version: offered before this one lets go of its work unit, so a caller
+        # waiting for the engine to be idle waits for it too.
+        self.nominate(doc.pipeline, Path(doc.path))
         self._forget(doc)
 
     async def _file_action(

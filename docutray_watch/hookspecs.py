@@ -93,4 +93,5 @@ def on_document_error(
 def after_document_archived(
     pipeline: str, document: Document | None, path: Path, outcome: str, destination: Path | None
 ) -> None:
-    """The source file got its final action; `outcome` is success, duplicate, failed or rejected."""
+    """The source file got its final action; `outcome` is success, duplicate, failed, rejected or
+    superseded (the file changed while it was processed: left alone, and taken again)."""

@@ -37,6 +37,7 @@ __all__ = [
     "Candidate",
     "FileChangedError",
     "FileFacts",
+    "identity",
     "inspect_file",
     "is_settled",
     "rejection_for",
@@ -66,6 +67,10 @@ class FileFacts:
     sha256: str
     content_type: str | None
     head: bytes
+    # The rest of the file's identity, compared cheaply (one lstat) before its result is
+    # delivered and before its final action: a difference means "hash it again".
+    ctime_ns: int | None = None
+    inode: int | None = None
 
 
 class FileChangedError(Exception):
@@ -153,6 +158,15 @@ def is_settled(st: os.stat_result, now_ns: int, settle: float) -> bool:
     return now_ns - st.st_mtime_ns >= int(settle * 1e9)
 
 
+def identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """(size, mtime_ns, ctime_ns, inode): what says, without reading it, that a file is unchanged.
+
+    ctime catches a rewrite that restored the mtime (`touch -r`, `cp -p`, rsync); the inode a
+    file replaced by another one (a rename over it).
+    """
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def inspect_file(path: Path) -> FileFacts:
     """Hash and sniff a regular file without following links or blocking on special files."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -173,7 +187,7 @@ def inspect_file(path: Path) -> FileFacts:
                 head += chunk[: _SNIFF_BYTES - len(head)]
             digest.update(chunk)
         after = os.fstat(handle.fileno())
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    if identity(before) != identity(after):
         raise FileChangedError(f"{path} changed while it was being read")
     return FileFacts(
         size=after.st_size,
@@ -181,6 +195,8 @@ def inspect_file(path: Path) -> FileFacts:
         sha256=digest.hexdigest(),
         content_type=sniff_content_type(head),
         head=head,
+        ctime_ns=after.st_ctime_ns,
+        inode=after.st_ino,
     )
 
 

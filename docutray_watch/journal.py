@@ -16,6 +16,11 @@ Document states (`TRANSITIONS` is the whole machine; anything else raises `Inval
         └─► duplicate ────────────────────────────────────────────────────┼──────┘
                                          failed / rejected / archived ───► queued  (retry)
 
+A document whose file changed while it was processed (found by the checks before delivery and
+before the final action) ends `superseded` (from completed, delivered, duplicate, failed or
+rejected; nothing is moved, its delivered results are marked `superseded`) and the file is taken
+again as a new document; with `on_change: fail` it goes to `failed` instead (also from delivered).
+
 `failed` and `rejected` documents get their on_failure action; `finished_at` records that the
 final file action (move/delete/keep + sidecar) is done, for every end state.
 
@@ -54,7 +59,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-# 2 added `meta` (the `requeued` counter); opening a version-1 journal adds it.
+# 2 added `meta` (the `requeued` counter) and the documents' `ctime_ns` and `inode`;
+# opening a version-1 journal adds them.
 SCHEMA_VERSION = 2
 REQUEUED_KEY = "requeued"
 
@@ -63,15 +69,18 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"submitting", "rejected", "discovered"}),
     "submitting": frozenset({"polling", "completed", "queued"}),
     "polling": frozenset({"completed"}),
-    "completed": frozenset({"delivered", "failed"}),
-    "delivered": frozenset({"archived"}),
-    "duplicate": frozenset({"archived"}),
+    "completed": frozenset({"delivered", "failed", "superseded"}),
+    "delivered": frozenset({"archived", "failed", "superseded"}),
+    "duplicate": frozenset({"archived", "superseded"}),
     "archived": frozenset({"queued"}),
-    "failed": frozenset({"queued"}),
-    "rejected": frozenset({"queued", "discovered"}),
+    "failed": frozenset({"queued", "superseded"}),
+    "rejected": frozenset({"queued", "discovered", "superseded"}),
+    # The file changed while it was processed: this version's results are not (or no longer)
+    # what the file holds, and the file was taken again as a new document.
+    "superseded": frozenset(),
 }
 DOCUMENT_STATES = tuple(TRANSITIONS)
-END_STATES = frozenset({"archived", "failed", "rejected"})
+END_STATES = frozenset({"archived", "failed", "rejected", "superseded"})
 STEP_END_STATES = frozenset({"success", "error", "failed"})
 
 _SCHEMA = """
@@ -82,6 +91,8 @@ CREATE TABLE IF NOT EXISTS documents (
     relative_path TEXT    NOT NULL,
     size          INTEGER,
     mtime_ns      INTEGER,
+    ctime_ns      INTEGER,
+    inode         INTEGER,
     sha256        TEXT,
     content_type  TEXT,
     state         TEXT    NOT NULL,
@@ -154,6 +165,12 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+# Columns added after schema 1, with their types: an older journal gets them on open (its rows
+# keep NULL there, and the checks that use them fall back to size and mtime).
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "documents": {"ctime_ns": "INTEGER", "inode": "INTEGER"},
+}
+
 _INSERT_PENDING_STEP = (
     "INSERT OR IGNORE INTO steps (document_id, step_id, state) VALUES (?, ?, 'pending')"
 )
@@ -188,6 +205,8 @@ class DocumentRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    ctime_ns: int | None = None
+    inode: int | None = None
 
     @property
     def name(self) -> str:
@@ -267,6 +286,8 @@ def _document(row: sqlite3.Row) -> DocumentRow:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        ctime_ns=row["ctime_ns"],
+        inode=row["inode"],
     )
 
 
@@ -357,6 +378,7 @@ class Journal:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     c.execute(statement)
+            _add_missing_columns(c)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return self
 
@@ -431,15 +453,24 @@ class Journal:
         return _document(conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone())
 
     def add_document(
-        self, pipeline: str, path: str, relative_path: str, size: int, mtime_ns: int
+        self,
+        pipeline: str,
+        path: str,
+        relative_path: str,
+        size: int,
+        mtime_ns: int,
+        *,
+        ctime_ns: int | None = None,
+        inode: int | None = None,
     ) -> DocumentRow:
         """Record a newly found file as `discovered`."""
         now = self._clock()
         with self._write() as conn:
             cursor = conn.execute(
-                "INSERT INTO documents (pipeline, path, relative_path, size, mtime_ns, state,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'discovered', ?, ?)",
-                (pipeline, path, relative_path, size, mtime_ns, now, now),
+                "INSERT INTO documents (pipeline, path, relative_path, size, mtime_ns, ctime_ns,"
+                " inode, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'discovered', ?, ?)",
+                (pipeline, path, relative_path, size, mtime_ns, ctime_ns, inode, now, now),
             )
             doc_id = cursor.lastrowid
             assert doc_id is not None
@@ -456,6 +487,8 @@ class Journal:
         size: int,
         mtime_ns: int,
         steps: Sequence[str],
+        ctime_ns: int | None = None,
+        inode: int | None = None,
     ) -> tuple[DocumentRow, list[StepRow]]:
         """A hashed, checked document waits for submission; one pending row per step.
 
@@ -470,6 +503,8 @@ class Journal:
                 content_type=content_type,
                 size=size,
                 mtime_ns=mtime_ns,
+                ctime_ns=ctime_ns,
+                inode=inode,
                 attempts=1,
             )
             conn.executemany(
@@ -489,6 +524,8 @@ class Journal:
         size: int,
         mtime_ns: int,
         steps: Sequence[str],
+        ctime_ns: int | None = None,
+        inode: int | None = None,
     ) -> tuple[DocumentRow, list[StepRow]]:
         """`add_document` and `mark_queued` in one transaction: a file hashed and checked before
         it was journaled (the engine's usual path: one commit instead of two)."""
@@ -501,6 +538,8 @@ class Journal:
                 size=size,
                 mtime_ns=mtime_ns,
                 steps=steps,
+                ctime_ns=ctime_ns,
+                inode=inode,
             )
 
     def ensure_steps(self, doc_id: int, steps: Sequence[str]) -> list[StepRow]:
@@ -861,6 +900,73 @@ class Journal:
                 finished_at=self._clock(),
             )
 
+    # -- a file that changed while it was processed ------------------------------------------
+
+    def refresh_identity(self, doc_id: int, *, mtime_ns: int, ctime_ns: int, inode: int) -> None:
+        """The file's metadata changed but its bytes are the ones hashed (e.g. a chmod, or the
+        same content renamed over it): remember the new facts so the next check is one lstat."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE documents SET mtime_ns = ?, ctime_ns = ?, inode = ? WHERE id = ?",
+                (mtime_ns, ctime_ns, inode, doc_id),
+            )
+
+    def supersede(self, doc_id: int, reason: str) -> tuple[DocumentRow, int]:
+        """The file changed while this version was processed and is taken again as a new
+        document: finish this one as `superseded` (nothing moved) and mark its results.
+
+        Results already delivered become `superseded` (they describe bytes the file no longer
+        holds), undelivered ones `dropped` (never delivered). Returns the document and how many
+        delivered results were superseded.
+        """
+        with self._write() as conn:
+            superseded = conn.execute(
+                "UPDATE deliveries SET state = 'superseded' WHERE document_id = ?"
+                " AND state = 'delivered'",
+                (doc_id,),
+            ).rowcount
+            conn.execute(
+                "UPDATE deliveries SET state = 'dropped' WHERE document_id = ?"
+                " AND state IN ('pending', 'failed')",
+                (doc_id,),
+            )
+            doc = self._set_state(
+                conn,
+                doc_id,
+                "superseded",
+                outcome="superseded",
+                error=reason,
+                error_stage="changed",
+                archive_to=None,
+                archived_to=None,
+                finished_at=self._clock(),
+            )
+            return doc, superseded
+
+    def fail_changed(self, doc_id: int, reason: str) -> DocumentRow:
+        """`on_change: fail`: the file changed while it was processed; results already
+        delivered are marked `superseded`, undelivered ones `dropped`, the document fails."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE deliveries SET state = 'superseded' WHERE document_id = ?"
+                " AND state = 'delivered'",
+                (doc_id,),
+            )
+            conn.execute(
+                "UPDATE deliveries SET state = 'dropped' WHERE document_id = ?"
+                " AND state IN ('pending', 'failed')",
+                (doc_id,),
+            )
+            return self._set_state(
+                conn,
+                doc_id,
+                "failed",
+                outcome="failed",
+                error=reason,
+                error_stage="changed",
+                error_detail=None,
+            )
+
     # -- retry -------------------------------------------------------------------------------
 
     def requeue(self, doc_id: int, *, force: bool = False) -> DocumentRow:
@@ -989,6 +1095,18 @@ class Journal:
         ):
             result.setdefault(row["pipeline"], {})[row["word"]] = row["n"]
         return result
+
+    def superseded_results(self) -> dict[str, int]:
+        """Delivered results later found to describe an older version of their file, per
+        pipeline (see `supersede`)."""
+        return {
+            row["pipeline"]: row["n"]
+            for row in self.conn.execute(
+                "SELECT d.pipeline, COUNT(*) AS n FROM deliveries r"
+                " JOIN documents d ON d.id = r.document_id"
+                " WHERE r.state = 'superseded' GROUP BY d.pipeline"
+            )
+        }
 
     def recent_failures(self, limit: int = 10, pipeline: str | None = None) -> list[DocumentRow]:
         """The last failed or rejected documents, newest first."""
@@ -1157,6 +1275,15 @@ class AsyncJournal:
         if conn.total_changes != changes_before:
             self.write_error = None  # a write went through: the journal takes changes again
         _hand_over(outcomes)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a journal written by an older version up to date (columns only ever get added)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def _is_disk_full(exc: sqlite3.Error) -> bool:

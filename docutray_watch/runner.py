@@ -282,11 +282,13 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
     oldest: dict[str, float] = {}
     recent: list[Any] = []
+    superseded: dict[str, int] = {}
     if config.journal_path.exists():
         with Journal(config.journal_path) as journal:
             counts = journal.outcome_counts()
             oldest = journal.oldest_pending()
             recent = journal.recent_failures(failures)
+            superseded = journal.superseded_results()
     now = time.time()
     names = dict.fromkeys([*(p.name for p in config.pipelines), *counts])
     return {
@@ -296,6 +298,8 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
         "oldest_pending_age_s": {
             name: round(now - oldest[name], 1) if name in oldest else None for name in names
         },
+        # Results delivered for a version of a file that changed before its final action.
+        "superseded_results": superseded,
         "failures": [
             {
                 "pipeline": d.pipeline,

@@ -6,10 +6,15 @@ events silently when its queue overflows, the daemon also rescans every folder p
 missed event therefore delays a file by at most one `rescan_interval`.
 
 On Linux a close-after-write event (`IN_CLOSE_WRITE`) says the writer is done, so such a file is
-taken without waiting `settle` seconds. Folders on network file systems (NFS, CIFS/SMB, SSHFS…),
-found in the mount table, are polled (`PollingObserver`) because inotify does not see changes made
-by other machines; so are folders with `watch.polling: true`, and any folder whose inotify watch
-cannot be created (the per-user limit is reached) — with a warning saying so.
+taken without waiting `settle` seconds; and a write (`IN_MODIFY`) not yet followed by one says a
+writer still has the file open, so it is not complete whatever its age (up to
+`watch.max_open_wait`). A polling observer sees neither: there `settle` and the engine's checks
+before delivery and before the final action are all there is.
+
+Folders on network file systems (NFS, CIFS/SMB, SSHFS…), found in the mount table, are polled
+(`PollingObserver`) because inotify does not see changes made by other machines; so are folders
+with `watch.polling: true`, and any folder whose inotify watch cannot be created (the per-user
+limit is reached) — with a warning saying so.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )
 
-Nominate = Callable[[Path, bool], None]
-"""Called (from the observer thread) with a path and whether a close-after-write was seen."""
+Nominate = Callable[[Path, str], None]
+"""Called (from the observer thread) with a path and what was seen: `"closed"` (a
+close-after-write: the writer is done), `"writing"` (data written, no close-after-write yet; only
+from inotify) or `"changed"` (anything else)."""
 
 
 def _unescape_mount(field: str) -> str:
@@ -102,8 +109,11 @@ def is_network_filesystem(path: Path, mountinfo: str = "/proc/self/mountinfo") -
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, nominate: Nominate) -> None:
+    def __init__(self, nominate: Nominate, *, sees_writes: bool = True) -> None:
         self._nominate = nominate
+        # inotify's IN_MODIFY is a write by a process that has the file open (its close follows
+        # as IN_CLOSE_WRITE); a polling observer's "modified" is only a changed stat.
+        self._sees_writes = sees_writes
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory or event.event_type in ("deleted", "opened", "closed_no_write"):
@@ -111,7 +121,13 @@ class _Handler(FileSystemEventHandler):
         # A rename (x.part → x.pdf) nominates the new name; everything else its own path.
         raw = event.dest_path if event.event_type == "moved" else event.src_path
         path = Path(os.fsdecode(raw))
-        self._nominate(path, isinstance(event, FileClosedEvent))
+        if isinstance(event, FileClosedEvent):
+            signal = "closed"
+        elif self._sees_writes and event.event_type == "modified":
+            signal = "writing"
+        else:
+            signal = "changed"
+        self._nominate(path, signal)
 
 
 @dataclass
@@ -141,7 +157,7 @@ class FolderWatcher:
             use_polling = True
         if not use_polling:
             try:
-                self._start(Observer())
+                self._start(Observer(), sees_writes=True)
                 self.mode = "inotify"
                 return
             except OSError as exc:
@@ -154,11 +170,12 @@ class FolderWatcher:
                     error=str(exc),
                     hint="raise fs.inotify.max_user_watches / max_user_instances; polling instead",
                 )
-        self._start(PollingObserver(timeout=self.poll_interval))
+        self._start(PollingObserver(timeout=self.poll_interval), sees_writes=False)
         self.mode = "polling"
 
-    def _start(self, observer: BaseObserver) -> None:
-        observer.schedule(_Handler(self.nominate), str(self.root), recursive=self.recursive)
+    def _start(self, observer: BaseObserver, *, sees_writes: bool) -> None:
+        handler = _Handler(self.nominate, sees_writes=sees_writes)
+        observer.schedule(handler, str(self.root), recursive=self.recursive)
         observer.daemon = True
         observer.start()
         self.observer = observer

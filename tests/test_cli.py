@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from docutray_watch.cli import cli
 from docutray_watch.emulator import EmulatorServer
+from docutray_watch.journal import Journal
 from docutray_watch.samples import make_pdf, make_png
 
 
@@ -195,6 +196,37 @@ class TestStatusAndRetry:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", when), when
         age = datetime.now(UTC) - datetime.fromisoformat(when)
         assert timedelta(0) <= age < timedelta(minutes=5)
+
+    def test_status_counts_superseded_results(self, tmp_path: Path) -> None:
+        """`status` says how many delivered results were superseded (their file changed before
+        its final action and was taken again); --json has them per pipeline."""
+        config = write_config(tmp_path, None)
+        with Journal(tmp_path / "state" / "journal.sqlite3") as journal:
+            doc, (step,) = journal.add_queued(
+                "invoices",
+                str(tmp_path / "inbox" / "a.pdf"),
+                "a.pdf",
+                sha256="0" * 64,
+                content_type="application/pdf",
+                size=10,
+                mtime_ns=1,
+                steps=["stp_one"],
+            )
+            journal.step_submitting(step.id)
+            journal.step_accepted(step.id, "exec_1", "PENDING")
+            journal.step_finished(
+                step.id, state="success", status="SUCCESS", result={}, sinks=["filesystem"]
+            )
+            (delivery,) = journal.deliveries_of(doc.id)
+            journal.delivery_done(delivery.id, None)
+            journal.mark_delivered(doc.id)
+            journal.supersede(doc.id, "the file changed")
+        text = invoke("status", "-c", str(config))
+        assert text.exit_code == 0, text.output
+        assert "invoices: 1 document(s): superseded 1" in text.output
+        assert "1 delivered result(s) superseded" in text.output
+        report = json.loads(invoke("status", "-c", str(config), "--json").output)
+        assert report["superseded_results"] == {"invoices": 1}
 
     def test_status_works_without_the_api_key_variable(self, tmp_path: Path) -> None:
         """`status` needs no API key, even when the config refers to an unset variable."""

@@ -132,6 +132,23 @@ class TestOpening:
             journal.requeue(doc_id)
             assert journal.requeue_count() == 1
 
+    def test_a_schema_1_journal_gains_the_identity_columns(self, tmp_path: Path) -> None:
+        """A journal of schema 1 opens: ctime_ns and inode are added (NULL for its rows), the
+        schema version becomes 2, and new rows keep the facts."""
+        path = tmp_path / "j.sqlite3"
+        with Journal(path) as journal:
+            old_id = queued(journal)
+        with sqlite3.connect(path) as conn:
+            conn.execute("ALTER TABLE documents DROP COLUMN ctime_ns")
+            conn.execute("ALTER TABLE documents DROP COLUMN inode")
+            conn.execute("PRAGMA user_version=1")
+        with Journal(path) as journal:
+            old = journal.document(old_id)
+            assert (old.ctime_ns, old.inode, old.state) == (None, None, "queued")
+            new = journal.add_document("p", "/in/n.pdf", "n.pdf", 1, 2, ctime_ns=3, inode=4)
+            assert (new.ctime_ns, new.inode) == (3, 4)
+            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
     def test_closed_journal_has_no_connection(self, tmp_path: Path) -> None:
         """Using a journal that is not open is a clear error."""
         with pytest.raises(RuntimeError, match="not open"):

@@ -118,9 +118,10 @@ class TestFolderWatcher:
 
 class TestHandler:
     def test_events_nominate_paths_and_a_close_write_says_so(self) -> None:
-        """created/modified nominate the path, moved the destination, closed with closed=True."""
-        calls: list[tuple[str, bool]] = []
-        handler = _Handler(lambda path, closed: calls.append((str(path), closed)))
+        """created nominates the path, moved the destination, a write says `writing` (inotify),
+        a close-after-write `closed`."""
+        calls: list[tuple[str, str]] = []
+        handler = _Handler(lambda path, signal: calls.append((str(path), signal)))
         handler.dispatch(FileCreatedEvent("/in/a.pdf"))
         handler.dispatch(FileModifiedEvent("/in/a.pdf"))
         handler.dispatch(FileMovedEvent("/in/b.pdf.part", "/in/b.pdf"))
@@ -128,8 +129,45 @@ class TestHandler:
         handler.dispatch(FileDeletedEvent("/in/a.pdf"))
         handler.dispatch(DirCreatedEvent("/in/sub"))
         assert calls == [
-            ("/in/a.pdf", False),
-            ("/in/a.pdf", False),
-            ("/in/b.pdf", False),
-            ("/in/a.pdf", True),
+            ("/in/a.pdf", "changed"),
+            ("/in/a.pdf", "writing"),
+            ("/in/b.pdf", "changed"),
+            ("/in/a.pdf", "closed"),
         ]
+
+    def test_a_polling_observers_modified_event_is_no_write_in_progress(self) -> None:
+        """Polling sees a changed stat, not a writer: its `modified` is only `changed`."""
+        calls: list[tuple[str, str]] = []
+        handler = _Handler(
+            lambda path, signal: calls.append((str(path), signal)), sees_writes=False
+        )
+        handler.dispatch(FileModifiedEvent("/in/a.pdf"))
+        assert calls == [("/in/a.pdf", "changed")]
+
+    def test_inotify_reports_a_file_open_for_writing_then_its_close(self, tmp_path: Path) -> None:
+        """Through real inotify: a write to a file still open gives `writing`, no `closed`,
+        until the writer closes it."""
+        seen: list[str] = []
+        closed = threading.Event()
+        wrote = threading.Event()
+
+        def nominate(path: Path, signal: str) -> None:
+            if path.name == "w.pdf":
+                seen.append(signal)
+                if signal == "writing":
+                    wrote.set()
+                if signal == "closed":
+                    closed.set()
+
+        watcher = FolderWatcher("p", tmp_path, False, False, nominate)
+        watcher.start()
+        try:
+            assert watcher.mode == "inotify"
+            with open(tmp_path / "w.pdf", "wb") as handle:
+                handle.write(b"%PDF-1.4 half")
+                handle.flush()
+                assert wrote.wait(5)
+                assert "closed" not in seen
+            assert closed.wait(5)
+        finally:
+            watcher.stop()

@@ -84,6 +84,33 @@ class TestWatching:
         assert record["document"]["sha256"] == digest.hexdigest()
         assert record["data"]["sha256"] == digest.hexdigest()  # the bytes the service received
 
+    def test_a_writer_pausing_longer_than_settle_is_archived_with_its_whole_result(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """The operator's report (issue 15): half written, a 3 s pause with the file open and
+        `settle: 1.0`, then the rest. The delivered result's size and sha256 are the archived
+        file's, and the service received those bytes."""
+        spec = pipeline(tmp_path)
+        spec["watch"]["settle"] = 1.0
+        daemon = daemon_factory(daemon_config(tmp_path, emulator, spec)).start()
+        target = tmp_path / "inbox" / "in" / "slow.pdf"
+        whole = make_pdf(["slow writer"], padding=1000)
+        with open(target, "wb") as handle:
+            handle.write(whole[: len(whole) // 2])
+            handle.flush()
+            time.sleep(3.0)  # the writer's pause: the scenario itself, not a wait for a state
+            handle.write(whole[len(whole) // 2 :])
+        archived = tmp_path / "inbox" / "done" / "slow.pdf"
+        wait_for(lambda: archived.exists())
+        assert daemon.stop() == 0
+        (record,) = results(tmp_path / "inbox" / "out")
+        data = archived.read_bytes()
+        assert data == whole
+        assert record["document"]["size"] == len(data)
+        assert record["document"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert record["data"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert emulator.stats().executions_created == 1
+
     def test_ready_marker_gates_the_document(
         self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
     ) -> None:
