@@ -35,7 +35,7 @@ from docutray_watch.engine import Engine, MissingApiKeyError, StateDirError
 from docutray_watch.health import HealthServer
 from docutray_watch.log import configure_logging, register_secret
 from docutray_watch.metrics import Metrics
-from docutray_watch.plugins import get_plugin_manager
+from docutray_watch.plugins import Plugins, load_plugins
 from docutray_watch.sdnotify import Notifier
 from docutray_watch.statelock import AlreadyRunningError
 from docutray_watch.watcher import FolderWatcher
@@ -63,6 +63,7 @@ class Daemon:
         config_path: Path,
         *,
         notifier: Notifier | None = None,
+        plugins: Plugins | None = None,
         log_level: str | None = None,
         log_format: str | None = None,
     ) -> None:
@@ -70,7 +71,9 @@ class Daemon:
         self.config_path = config_path
         self.notifier = notifier or Notifier.from_env()
         self.metrics = Metrics()
-        self.engine = Engine(config, plugin_manager=get_plugin_manager(), metrics=self.metrics)
+        # Built once: a reload validates against the same sink types (and model classes).
+        self.plugins = plugins if plugins is not None else load_plugins()
+        self.engine = Engine(config, plugin_manager=self.plugins.pm, metrics=self.metrics)
         self.watchers: dict[str, FolderWatcher] = {}
         self.health: HealthServer | None = None
         self._log_level = log_level
@@ -277,7 +280,11 @@ class Daemon:
             self.notifier.reloading()
             try:
                 try:
-                    config = await asyncio.to_thread(load_config, self.config_path)
+                    config = await asyncio.to_thread(
+                        load_config,
+                        self.config_path,
+                        sink_types=self.plugins.config_sink_types,
+                    )
                 except ConfigError as error:
                     log.error(
                         "config_reload_failed",
@@ -390,9 +397,12 @@ def run_daemon(
     config: Config,
     config_path: Path,
     *,
+    plugins: Plugins | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
 ) -> int:
     """Run the daemon until SIGTERM; the process exit code."""
-    daemon = Daemon(config, config_path, log_level=log_level, log_format=log_format)
+    daemon = Daemon(
+        config, config_path, plugins=plugins, log_level=log_level, log_format=log_format
+    )
     return asyncio.run(daemon.run())

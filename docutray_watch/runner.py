@@ -186,7 +186,9 @@ def _folder_problem(root: Path) -> str | None:
     return None
 
 
-async def validate_online(config: Config, *, echo: Echo = print) -> int:
+async def validate_online(
+    config: Config, *, echo: Echo = print, plugin_manager: pluggy.PluginManager | None = None
+) -> int:
     """Run every sink's health check and check that the API answers and accepts the key."""
     ok = True
     for pipeline in config.pipelines:
@@ -194,7 +196,7 @@ async def validate_online(config: Config, *, echo: Echo = print) -> int:
         if problem:
             echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem}")
             ok = False
-    pm = get_plugin_manager()
+    pm = plugin_manager or get_plugin_manager()
     sink_types = collect_sink_types(pm)
     for pipeline in config.pipelines:
         for sink_config in pipeline.sinks:
