@@ -161,7 +161,11 @@ def _validation_problem(exc: pluggy.PluginValidationError) -> str:
 
 def _hookimpl_problem(pm: pluggy.PluginManager, plugin: object) -> str | None:
     """What pluggy lets through at registration: unknown hook names and `async def` hooks."""
-    known = [name for name in vars(pm.hook) if not name.startswith("_")]
+    known = [
+        name
+        for name, caller in vars(pm.hook).items()
+        if not name.startswith("_") and caller.has_spec()
+    ]
     for caller in pm.get_hookcallers(plugin) or []:
         for impl in caller.get_hookimpls():
             if impl.plugin is not plugin:
