@@ -6,13 +6,18 @@ async methods run on the event loop under the same concurrency limit. A failing 
 retried with capped, jittered exponential backoff (tenacity) until the sink's `retry.timeout`,
 then reported as given up; `PermanentSinkError` gives up at once. Any exception a plugin raises is
 caught here: a broken plugin fails its deliveries, never the daemon.
+
+A SIGHUP reload that changes a sink's settings hands the runner over to a new instance of the
+sink (`SinkRunner.replace`): the old instance's calls in progress finish, it is closed and its
+threads stopped, and only then is the new one opened — two instances never overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -57,10 +62,65 @@ class SinkRunner:
         self.pipeline = pipeline
         self.sink_id = sink.sink_id
         self._semaphore = asyncio.Semaphore(config.concurrency)
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.concurrency, thread_name_prefix=f"sink-{pipeline}-{self.sink_id}"
-        )
+        self._executor = self._new_executor()
         self.opened = False
+        # Calls of the current sink instance in progress, and whether one is being replaced.
+        self._turn = asyncio.Condition()
+        self._in_use = 0
+        self._switching = False
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            max_workers=self.config.concurrency,
+            thread_name_prefix=f"sink-{self.pipeline}-{self.sink_id}",
+        )
+
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[None]:
+        """Hold the current sink instance: a replacement waits until every holder is done."""
+        async with self._turn:
+            await self._turn.wait_for(lambda: not self._switching)
+            self._in_use += 1
+        try:
+            yield
+        finally:
+            async with self._turn:
+                self._in_use -= 1
+                self._turn.notify_all()
+
+    async def replace(self, sink: Sink[Any], config: SinkConfig) -> None:
+        """Hand over to a new instance of this sink (a reload changed its settings).
+
+        New calls wait; the old instance's calls in progress finish; it is closed and its
+        threads are stopped; then the new instance takes over (it is opened by its first call
+        or by the engine). The two never run at the same time. Deliveries waiting between
+        retries go on with the new instance.
+        """
+        async with self._turn:
+            await self._turn.wait_for(lambda: not self._switching)
+            self._switching = True
+            await self._turn.wait_for(lambda: self._in_use == 0)
+        try:
+            try:
+                if self.opened:
+                    await self._call(self.sink.close)
+            except Exception as exc:  # noqa: BLE001 - the new instance takes over regardless
+                log.warning(
+                    "sink_close_failed",
+                    pipeline=self.pipeline,
+                    sink=self.sink_id,
+                    error=describe(exc),
+                )
+            finally:
+                self.opened = False
+                await asyncio.to_thread(self._executor.shutdown, wait=True)
+            self.sink, self.config = sink, config
+            self._semaphore = asyncio.Semaphore(config.concurrency)
+            self._executor = self._new_executor()
+        finally:
+            async with self._turn:
+                self._switching = False
+                self._turn.notify_all()
 
     async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         if inspect.iscoroutinefunction(method):
@@ -73,13 +133,18 @@ class SinkRunner:
 
     async def open(self) -> None:
         """Open the sink once."""
+        async with self._using():
+            await self._open()
+
+    async def _open(self) -> None:
         if not self.opened:
             await self._call(self.sink.open)
             self.opened = True
 
     async def check(self) -> None:
         """Run the sink's health check."""
-        await self._call(self.sink.check)
+        async with self._using():
+            await self._call(self.sink.check)
 
     async def close(self) -> None:
         """Close the sink and stop its threads (waiting for deliveries still running in them)."""
@@ -92,9 +157,8 @@ class SinkRunner:
 
     async def deliver_once(self, record: ResultRecord) -> Receipt:
         """One delivery attempt, within the sink's concurrency limit."""
-        async with self._semaphore:
-            if not self.opened:
-                await self.open()
+        async with self._using(), self._semaphore:
+            await self._open()
             result: Receipt = await self._call(self.sink.deliver, record)
             return result
 
