@@ -79,6 +79,7 @@ class Daemon:
         self._log_level = log_level
         self._log_format = log_format
         self._stop = asyncio.Event()
+        self.started = asyncio.Event()  # set once READY=1 was sent (for tests and embedders)
         self._signals = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
@@ -94,6 +95,10 @@ class Daemon:
         else:
             log.warning("stop_forced", signal=signame, note="persisting in-flight work now")
             self.engine.hurry()
+
+    def stop(self) -> None:
+        """Ask the daemon to stop, as SIGTERM does (a second call cuts the grace period)."""
+        self._on_stop_signal("stop()")
 
     def _on_reload_signal(self) -> None:
         self._spawn(self.reload(), "reload")
@@ -366,6 +371,7 @@ class Daemon:
             self._spawn(self._rescan_loop(), "rescan")
             self._spawn(self._heartbeat(), "heartbeat")
             self.notifier.ready()
+            self.started.set()
             log.info(
                 "daemon_started",
                 pipelines=sorted(self.engine.pipelines),
