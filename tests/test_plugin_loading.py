@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,9 @@ InstallPlugin = Callable[..., str]
 
 
 @pytest.fixture(name="install_plugin")
-def install_plugin_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallPlugin:
+def install_plugin_fixture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[InstallPlugin]:
     """Install a fake distribution `docutray-watch-<name>` 1.2.<n> with one entry point."""
     site = tmp_path / "site"
     site.mkdir()
