@@ -44,14 +44,15 @@ EX_BROKEN_PLUGIN = 1  # `plugins` lists a plugin that failed to load
 CONFIG_ENV = "DOCUTRAY_WATCH_CONFIG"
 
 
-def _plugins() -> Plugins:
-    """The plugins of this command, loaded once; each one left out is reported on stderr."""
+def _plugins(*, report: bool = True) -> Plugins:
+    """The plugins of this command, loaded once; each one left out is reported on stderr
+    (unless `report` is false: `plugins` lists them itself)."""
     from docutray_watch.plugins import load_plugins
 
     meta = click.get_current_context().find_root().meta
     if "docutray_watch.plugins" not in meta:
         plugins = load_plugins()
-        for broken in plugins.broken:
+        for broken in plugins.broken if report else ():
             click.echo(f"docutray-watch: {broken.line()}", err=True)
         meta["docutray_watch.plugins"] = plugins
     return meta["docutray_watch.plugins"]  # type: ignore[no-any-return]
@@ -335,7 +336,7 @@ def plugins(show_all: bool, as_json: bool) -> None:
     """
     from docutray_watch.plugins import describe_plugins
 
-    entries = describe_plugins(include_builtin=show_all, plugins=_plugins())
+    entries = describe_plugins(include_builtin=show_all, plugins=_plugins(report=False))
     broken = any(entry["broken"] for entry in entries)
     if as_json:
         click.echo(json.dumps(entries, indent=2))

@@ -200,6 +200,7 @@ class TestCommandsWithABrokenPlugin:
         assert f"not_a_sink ({self.not_a_sink}): BROKEN, left out: " in stdout
         assert f"import_error ({self.import_error}): BROKEN, left out: cannot import" in stdout
         assert "sink type webhook" in stdout
+        assert "failed to load" not in result.stderr  # listed once, in the listing
 
     def test_plugins_json_marks_the_broken_one_and_exits_1(self) -> None:
         """`plugins --json` gives `broken: true` and the error; it exits 1 too."""
