@@ -151,6 +151,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
     """Run the daemon: watch every pipeline's folder until SIGTERM (systemd's ExecStart)."""
     from docutray_watch.daemon import run_daemon
 
+    plugins = _plugins(report=False)  # the daemon logs those left out (plugin_load_failed)
     config = _load(config_path)
     _configure_from(ctx, config)
     assert config_path is not None
@@ -158,7 +159,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
         run_daemon(
             config,
             Path(config_path),
-            plugins=_plugins(),
+            plugins=plugins,
             log_level=ctx.obj.get("log_level"),
             log_format=ctx.obj.get("log_format"),
         )

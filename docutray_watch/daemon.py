@@ -349,6 +349,15 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signal.Signals(signum).name)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        for broken in self.plugins.broken:
+            log.error(
+                "plugin_load_failed",
+                plugin=broken.name,
+                distribution=broken.distribution,
+                version=broken.version,
+                error=broken.error,
+                note="left out; pipelines that do not need it run",
+            )
         try:
             await self.engine.start()
         except MissingApiKeyError as exc:
