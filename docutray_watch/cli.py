@@ -1,8 +1,11 @@
 """The `docutray-watch` command line.
 
-Exit codes: 0 success; 1 some documents failed (`process`); 2 usage error; 78 (EX_CONFIG) the
-configuration cannot be used — the message names the YAML path; 70 (EX_SOFTWARE) an internal
-error. Logging is configured here and only here.
+Exit codes: 0 success; 1 some documents failed (`process`), or `plugins` lists a plugin that
+failed to load; 2 usage error; 78 (EX_CONFIG) the configuration cannot be used — the message
+names the YAML path; 70 (EX_SOFTWARE) an internal error. Logging is configured here and only here.
+
+The plugins are loaded once per command (`_plugins()`) and handed to the config loader and the
+engine; a plugin that fails to load is reported with one line on stderr and left out.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import structlog
@@ -30,11 +33,29 @@ from docutray_watch.config import (
 )
 from docutray_watch.log import configure_logging, mask_secrets, register_secret
 
+if TYPE_CHECKING:
+    from docutray_watch.plugins import Plugins
+
 log = structlog.get_logger(__name__)
 
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
+EX_BROKEN_PLUGIN = 1  # `plugins` lists a plugin that failed to load
 CONFIG_ENV = "DOCUTRAY_WATCH_CONFIG"
+
+
+def _plugins(*, report: bool = True) -> Plugins:
+    """The plugins of this command, loaded once; each one left out is reported on stderr
+    (unless `report` is false: `plugins` lists them itself)."""
+    from docutray_watch.plugins import load_plugins
+
+    meta = click.get_current_context().find_root().meta
+    if "docutray_watch.plugins" not in meta:
+        plugins = load_plugins()
+        for broken in plugins.broken if report else ():
+            click.echo(f"docutray-watch: {broken.line()}", err=True)
+        meta["docutray_watch.plugins"] = plugins
+    return meta["docutray_watch.plugins"]  # type: ignore[no-any-return]
 
 
 def _fail_config(error: ConfigError) -> NoReturn:
@@ -51,7 +72,9 @@ def _load(path: str | None, *, need_secrets: bool = True) -> Config:
         )
         sys.exit(EX_CONFIG)
     try:
-        config = load_config(path, need_secrets=need_secrets)
+        config = load_config(
+            path, sink_types=_plugins().config_sink_types, need_secrets=need_secrets
+        )
     except ConfigError as error:
         _fail_config(error)
     register_secret(api_key_of(config))
@@ -128,6 +151,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
     """Run the daemon: watch every pipeline's folder until SIGTERM (systemd's ExecStart)."""
     from docutray_watch.daemon import run_daemon
 
+    plugins = _plugins(report=False)  # the daemon logs those left out (plugin_load_failed)
     config = _load(config_path)
     _configure_from(ctx, config)
     assert config_path is not None
@@ -135,6 +159,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
         run_daemon(
             config,
             Path(config_path),
+            plugins=plugins,
             log_level=ctx.obj.get("log_level"),
             log_format=ctx.obj.get("log_format"),
         )
@@ -165,7 +190,13 @@ def process(
     if dry_run:
         sys.exit(dry_run_report(config, echo=click.echo))
     show_progress = sys.stderr.isatty() if progress is None else progress
-    sys.exit(_run_async(process_once(config, progress=show_progress, echo=click.echo)))
+    sys.exit(
+        _run_async(
+            process_once(
+                config, progress=show_progress, echo=click.echo, plugin_manager=_plugins().pm
+            )
+        )
+    )
 
 
 def _run_async(coro: Any) -> int:
@@ -212,7 +243,7 @@ def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None
         click.echo(f"docutray-watch: warning: {warning}", err=True)
     if offline:
         sys.exit(0)
-    sys.exit(_run_async(validate_online(config, echo=click.echo)))
+    sys.exit(_run_async(validate_online(config, echo=click.echo, plugin_manager=_plugins().pm)))
 
 
 # -- status / retry ----------------------------------------------------------------------------
@@ -356,27 +387,38 @@ def show(config_path: str | None, as_json: bool, ref: str) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list the built-in plugins.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(show_all: bool, as_json: bool) -> None:
-    """Installed plugins with their versions, hooks and sink types."""
+    """Installed plugins with their versions, hooks and sink types.
+
+    Exits 1 when a plugin failed to load (it is listed as broken, with the reason).
+    """
     from docutray_watch.plugins import describe_plugins
 
-    entries = describe_plugins(include_builtin=show_all)
+    entries = describe_plugins(include_builtin=show_all, plugins=_plugins(report=False))
+    broken = any(entry["broken"] for entry in entries)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
-        return
+        sys.exit(EX_BROKEN_PLUGIN if broken else 0)
     if not entries:
         click.echo("No plugins installed (use --all to list the built-in ones).")
     for entry in entries:
-        version = f" {entry['version']}" if entry.get("version") else ""
-        click.echo(f"{entry['name']}{version}")
+        name = entry["name"]
+        if entry["distribution"]:
+            version = f" {entry['version']}" if entry["version"] else ""
+            name += f" ({entry['distribution']}{version})"
+        if entry["broken"]:
+            click.echo(f"{name}: BROKEN, left out: {entry['error']}")
+            continue
+        click.echo(name)
         click.echo(f"  hooks: {', '.join(entry['hooks'])}")
         for sink in entry["sink_types"]:
             click.echo(f"  sink type {sink['type']}: {sink['description']}")
+    sys.exit(EX_BROKEN_PLUGIN if broken else 0)
 
 
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the configuration (for yaml-language-server and editors)."""
-    click.echo(json.dumps(config_json_schema(), indent=2))
+    click.echo(json.dumps(config_json_schema(_plugins().config_sink_types), indent=2))
 
 
 # -- demo / emulator ---------------------------------------------------------------------------

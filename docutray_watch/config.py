@@ -4,21 +4,24 @@
 validates it against models that reject unknown keys, resolves relative paths against the config
 file's folder and reads `api.api_key_file`. Any problem raises `ConfigError`, whose lines look like
 `config.yaml:12:7: pipelines[0].sinks[1].bucket: Field required` — the CLI prints them and exits 78
-(EX_CONFIG). Sink blocks are validated by the model of the sink type that a plugin registered, so
-`build_config_model()` assembles the final model (and its JSON Schema) from the installed plugins.
+(EX_CONFIG). Sink blocks are validated by the model of the sink type that a plugin registered:
+the caller passes those models as `SinkTypes` (the CLI builds them once per command from the
+plugin manager, see `docutray_watch.plugins.Plugins.config_sink_types`); without them only the
+built-in sinks are known. This module never imports the plugin machinery.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, cast
 
 import httpx
-import pluggy
 import yaml
 from pydantic import (
     BaseModel,
@@ -31,7 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from docutray_watch.sinks.base import ConfigPath, SinkConfig
+from docutray_watch.sinks import BUILTIN_SINK_MODULES
+from docutray_watch.sinks.base import ConfigPath, Sink, SinkConfig
 from docutray_watch.templates import METADATA_FIELDS, TemplateError, check_template
 
 __all__ = [
@@ -45,11 +49,14 @@ __all__ = [
     "JournalConfig",
     "PipelineConfig",
     "PollConfig",
+    "SinkTypes",
     "WatchConfig",
     "build_config_model",
+    "builtin_sink_types",
     "config_json_schema",
     "load_config",
     "parse_config",
+    "same_settings",
 ]
 
 EX_CONFIG = 78
@@ -492,22 +499,60 @@ def build_config_model(sink_models: Mapping[str, type[SinkConfig]]) -> type[Conf
     )
 
 
-def _sink_models_from_plugins(
-    plugin_manager: pluggy.PluginManager | None,
-) -> dict[str, type[SinkConfig]]:
-    from docutray_watch.plugins import collect_sink_types, get_plugin_manager
+@dataclass(frozen=True, eq=False)
+class SinkTypes:
+    """The sink types a configuration may use, and why some that a plugin offers are missing.
 
-    pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
-    return {name: st.config_model for name, st in collect_sink_types(pm).items()}
+    `models`: each type name's config model. `unavailable`: type name -> why it cannot be used
+    (a plugin providing it failed to load; the text names that plugin). `load_failures`: one
+    line per plugin left out whose sink types are not known (it could not even be imported);
+    shown with an unknown sink type, as it may be the missing provider.
+    """
+
+    models: Mapping[str, type[SinkConfig]]
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    load_failures: Sequence[str] = ()
+
+    @cached_property
+    def config_model(self) -> type[Config]:
+        """The `Config` model for these types, built once: configs loaded with the same
+        `SinkTypes` share their model classes."""
+        return build_config_model(self.models)
 
 
-def config_json_schema(plugin_manager: pluggy.PluginManager | None = None) -> dict[str, Any]:
+@cache
+def builtin_sink_types() -> SinkTypes:
+    """The built-in sinks only (what a config may use when no plugins are passed)."""
+    models: dict[str, type[SinkConfig]] = {}
+
+    def register(sink_class: type[Sink[Any]]) -> None:
+        models[sink_class.type] = sink_class.config_model
+
+    for module_name in BUILTIN_SINK_MODULES:
+        hook = cast(
+            "Callable[..., None]",
+            importlib.import_module(module_name).register_sink_types,
+        )
+        hook(register=register)
+    return SinkTypes(models)
+
+
+def config_json_schema(sink_types: SinkTypes | None = None) -> dict[str, Any]:
     """The JSON Schema of the configuration, for editors (yaml-language-server) and docs."""
-    model = build_config_model(_sink_models_from_plugins(plugin_manager))
+    model = (sink_types or builtin_sink_types()).config_model
     schema = model.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "docutray-watch configuration"
     return schema
+
+
+def same_settings(a: BaseModel, b: BaseModel) -> bool:
+    """Whether two config blocks hold the same values, whatever model classes they came from.
+
+    Each `SinkTypes` builds its own sink and pipeline classes, and pydantic's `==` also
+    compares classes; a reload must not see an unchanged block as changed.
+    """
+    return a.model_dump(round_trip=True) == b.model_dump(round_trip=True)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -673,7 +718,9 @@ _SECRET_KEYS = {
 }
 
 
-def _issue_from_pydantic(error: Mapping[str, Any], data: Any, positions: _Positions) -> ConfigIssue:
+def _issue_from_pydantic(
+    error: Mapping[str, Any], data: Any, positions: _Positions, sink_types: SinkTypes
+) -> ConfigIssue:
     loc = _real_location(error.get("loc", ()), data)
     message = str(error.get("msg", "invalid value"))
     if message.startswith("Value error, "):
@@ -686,10 +733,16 @@ def _issue_from_pydantic(error: Mapping[str, Any], data: Any, positions: _Positi
         loc = (*loc, "type")
     elif error.get("type") == "union_tag_invalid":
         ctx = error.get("ctx") or {}
-        message = (
-            f"unknown sink type {ctx.get('tag')!r} (known: {ctx.get('expected_tags')}); "
-            "is its plugin installed?"
-        )
+        tag = ctx.get("tag")
+        if isinstance(tag, str) and tag in sink_types.unavailable:
+            message = sink_types.unavailable[tag]
+        else:
+            message = (
+                f"unknown sink type {tag!r} (known: {ctx.get('expected_tags')}); "
+                "is its plugin installed?"
+            )
+            for line in sink_types.load_failures:
+                message += f" ({line})"
         loc = (*loc, "type")
     elif error.get("type") == "extra_forbidden":
         message = "unknown key"
@@ -745,12 +798,13 @@ def parse_config(
     *,
     source: str | None = None,
     config_dir: Path | None = None,
-    plugin_manager: pluggy.PluginManager | None = None,
+    sink_types: SinkTypes | None = None,
     environ: Mapping[str, str] = os.environ,
     positions: _Positions | None = None,
     need_secrets: bool = True,
 ) -> Config:
     """Validate already-parsed YAML data (see `load_config`)."""
+    sink_types = sink_types or builtin_sink_types()
     positions = positions or {}
     if not isinstance(data, dict):
         raise ConfigError(
@@ -772,17 +826,11 @@ def parse_config(
             source,
         )
     try:
-        model = build_config_model(_sink_models_from_plugins(plugin_manager))
-    except Exception as exc:  # noqa: BLE001 - a broken plugin must still give an exit-78 line
-        raise ConfigError(
-            [ConfigIssue("pipelines", f"cannot load sink types: {exc}")], source
-        ) from None
-    try:
-        config = model.model_validate(
+        config = sink_types.config_model.model_validate(
             data, context={"config_dir": config_dir if config_dir is not None else Path.cwd()}
         )
     except ValidationError as exc:
-        issues = [_issue_from_pydantic(e, data, positions) for e in exc.errors()]
+        issues = [_issue_from_pydantic(e, data, positions, sink_types) for e in exc.errors()]
         raise ConfigError(issues, source) from None
     if need_secrets:
         _read_api_key_file(config, source, positions)
@@ -825,11 +873,13 @@ def _read_api_key_file(config: Config, source: str | None, positions: _Positions
 def load_config(
     path: str | os.PathLike[str],
     *,
-    plugin_manager: pluggy.PluginManager | None = None,
+    sink_types: SinkTypes | None = None,
     environ: Mapping[str, str] = os.environ,
     need_secrets: bool = True,
 ) -> Config:
     """Read, expand and validate a YAML config file; raise `ConfigError` on any problem.
+
+    `sink_types`: the sink types the plugins registered (default: the built-in sinks only).
 
     With `need_secrets=False` (commands that never call the API) unset variables under `api`
     and an unreadable `api.api_key_file` are not errors.
@@ -848,7 +898,7 @@ def load_config(
         data,
         source=source,
         config_dir=path.resolve().parent,
-        plugin_manager=plugin_manager,
+        sink_types=sink_types,
         environ=environ,
         positions=positions,
         need_secrets=need_secrets,

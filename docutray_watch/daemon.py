@@ -37,7 +37,7 @@ from docutray_watch.health import HealthServer
 from docutray_watch.inbox import ensure_inbox
 from docutray_watch.log import configure_logging, register_secret
 from docutray_watch.metrics import Metrics
-from docutray_watch.plugins import get_plugin_manager
+from docutray_watch.plugins import Plugins, load_plugins
 from docutray_watch.sdnotify import Notifier
 from docutray_watch.statelock import AlreadyRunningError
 from docutray_watch.watcher import FolderWatcher
@@ -66,6 +66,7 @@ class Daemon:
         config_path: Path,
         *,
         notifier: Notifier | None = None,
+        plugins: Plugins | None = None,
         log_level: str | None = None,
         log_format: str | None = None,
     ) -> None:
@@ -73,12 +74,15 @@ class Daemon:
         self.config_path = config_path
         self.notifier = notifier or Notifier.from_env()
         self.metrics = Metrics()
-        self.engine = Engine(config, plugin_manager=get_plugin_manager(), metrics=self.metrics)
+        # Built once: a reload validates against the same sink types (and model classes).
+        self.plugins = plugins if plugins is not None else load_plugins()
+        self.engine = Engine(config, plugin_manager=self.plugins.pm, metrics=self.metrics)
         self.watchers: dict[str, FolderWatcher] = {}
         self.health: HealthServer | None = None
         self._log_level = log_level
         self._log_format = log_format
         self._stop = asyncio.Event()
+        self.started = asyncio.Event()  # set once READY=1 was sent (for tests and embedders)
         self._signals = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
@@ -94,6 +98,10 @@ class Daemon:
         else:
             log.warning("stop_forced", signal=signame, note="persisting in-flight work now")
             self.engine.hurry()
+
+    def stop(self) -> None:
+        """Ask the daemon to stop, as SIGTERM does (a second call cuts the grace period)."""
+        self._on_stop_signal("stop()")
 
     def _on_reload_signal(self) -> None:
         self._spawn(self.reload(), "reload")
@@ -306,7 +314,11 @@ class Daemon:
             self.notifier.reloading()
             try:
                 try:
-                    config = await asyncio.to_thread(load_config, self.config_path)
+                    config = await asyncio.to_thread(
+                        load_config,
+                        self.config_path,
+                        sink_types=self.plugins.config_sink_types,
+                    )
                 except ConfigError as error:
                     log.error(
                         "config_reload_failed",
@@ -366,6 +378,15 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signal.Signals(signum).name)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        for broken in self.plugins.broken:
+            log.error(
+                "plugin_load_failed",
+                plugin=broken.name,
+                distribution=broken.distribution,
+                version=broken.version,
+                error=broken.error,
+                note="left out; pipelines that do not need it run",
+            )
         try:
             await self.engine.start()
         except MissingApiKeyError as exc:
@@ -389,6 +410,7 @@ class Daemon:
             self._spawn(self._requeue_watch(), "requeue-watch")
             self._spawn(self._heartbeat(), "heartbeat")
             self.notifier.ready()
+            self.started.set()
             log.info(
                 "daemon_started",
                 pipelines=sorted(self.engine.pipelines),
@@ -420,9 +442,12 @@ def run_daemon(
     config: Config,
     config_path: Path,
     *,
+    plugins: Plugins | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
 ) -> int:
     """Run the daemon until SIGTERM; the process exit code."""
-    daemon = Daemon(config, config_path, log_level=log_level, log_format=log_format)
+    daemon = Daemon(
+        config, config_path, plugins=plugins, log_level=log_level, log_format=log_format
+    )
     return asyncio.run(daemon.run())

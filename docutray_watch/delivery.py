@@ -9,14 +9,19 @@ in the sink (`Sink.bug_exceptions`) after `BUG_ATTEMPTS` attempts. Any exception
 caught here: a broken plugin fails its deliveries, never the daemon. An exception that is not a
 `SinkError` is logged with its traceback and the plugin's name once per distinct error (a retried
 bug does not flood the log).
+
+A SIGHUP reload that changes a sink's settings hands the runner over to a new instance of the
+sink (`SinkRunner.replace`): the old instance's calls in progress finish, it is closed and its
+threads stopped, and only then is the new one opened — two instances never overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -98,10 +103,69 @@ class SinkRunner:
         self.plugin = plugin or type(sink).__module__  # the plugin that registered the sink type
         self._reported: set[tuple[str, str, str, str]] = set()
         self._semaphore = asyncio.Semaphore(config.concurrency)
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.concurrency, thread_name_prefix=f"sink-{pipeline}-{self.sink_id}"
-        )
+        self._executor = self._new_executor()
         self.opened = False
+        # Calls of the current sink instance in progress, and whether one is being replaced.
+        self._turn = asyncio.Condition()
+        self._in_use = 0
+        self._switching = False
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            max_workers=self.config.concurrency,
+            thread_name_prefix=f"sink-{self.pipeline}-{self.sink_id}",
+        )
+
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[None]:
+        """Hold the current sink instance: a replacement waits until every holder is done."""
+        async with self._turn:
+            await self._turn.wait_for(lambda: not self._switching)
+            self._in_use += 1
+        try:
+            yield
+        finally:
+            async with self._turn:
+                self._in_use -= 1
+                self._turn.notify_all()
+
+    async def replace(
+        self, sink: Sink[Any], config: SinkConfig, *, plugin: str | None = None
+    ) -> None:
+        """Hand over to a new instance of this sink (a reload changed its settings).
+
+        New calls wait; the old instance's calls in progress finish; it is closed and its
+        threads are stopped; then the new instance takes over (it is opened by its first call
+        or by the engine). The two never run at the same time. Deliveries waiting between
+        retries go on with the new instance.
+        """
+        async with self._turn:
+            await self._turn.wait_for(lambda: not self._switching)
+            self._switching = True
+            await self._turn.wait_for(lambda: self._in_use == 0)
+        try:
+            try:
+                if self.opened:
+                    await self._call(self.sink.close)
+            except Exception as exc:  # noqa: BLE001 - the new instance takes over regardless
+                log.warning(
+                    "sink_close_failed",
+                    pipeline=self.pipeline,
+                    sink=self.sink_id,
+                    error=describe(exc),
+                )
+            finally:
+                self.opened = False
+                await asyncio.to_thread(self._executor.shutdown, wait=True)
+            self.sink, self.config = sink, config
+            self.plugin = plugin or type(sink).__module__
+            self._reported.clear()
+            self._semaphore = asyncio.Semaphore(config.concurrency)
+            self._executor = self._new_executor()
+        finally:
+            async with self._turn:
+                self._switching = False
+                self._turn.notify_all()
 
     async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         if inspect.iscoroutinefunction(method):
@@ -146,6 +210,10 @@ class SinkRunner:
 
     async def open(self) -> None:
         """Open the sink once."""
+        async with self._using():
+            await self._open()
+
+    async def _open(self) -> None:
         if not self.opened:
             try:
                 await self._call(self.sink.open)
@@ -156,11 +224,12 @@ class SinkRunner:
 
     async def check(self) -> str | None:
         """Run the sink's health check; its note, if it gives one."""
-        try:
-            note = await self._call(self.sink.check)
-        except Exception as exc:
-            self.report(exc, "check")
-            raise
+        async with self._using():
+            try:
+                note = await self._call(self.sink.check)
+            except Exception as exc:
+                self.report(exc, "check")
+                raise
         return note if isinstance(note, str) else None
 
     async def close(self) -> None:
@@ -174,9 +243,8 @@ class SinkRunner:
 
     async def deliver_once(self, record: ResultRecord) -> Receipt:
         """One delivery attempt, within the sink's concurrency limit."""
-        async with self._semaphore:
-            if not self.opened:
-                await self.open()
+        async with self._using(), self._semaphore:
+            await self._open()
             try:
                 result: Receipt = await self._call(self.sink.deliver, record)
             except Exception as exc:

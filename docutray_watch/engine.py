@@ -71,7 +71,7 @@ from docutray_watch.client import (
     RetryInfo,
     rate_limit_wait,
 )
-from docutray_watch.config import Config, PipelineConfig, api_key_of
+from docutray_watch.config import Config, PipelineConfig, api_key_of, same_settings
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
 from docutray_watch.journal import AsyncJournal, Completion, DocumentRow, Journal, StepRow
 from docutray_watch.metrics import Metrics
@@ -79,6 +79,7 @@ from docutray_watch.plugins import SinkType, call_first, call_observers, collect
 from docutray_watch.polling import LatencyModel, PollSchedule, probe_schedule
 from docutray_watch.ratelimit import RateLimiter
 from docutray_watch.records import Document, ResultRecord
+from docutray_watch.sinks.base import Sink, SinkConfig
 from docutray_watch.statelock import StateLock
 from docutray_watch.templates import metadata_context, render
 
@@ -392,23 +393,43 @@ class Engine:
         )
 
     def _build_pipeline(
-        self, pipeline: PipelineConfig, reuse: _Pipeline | None = None
+        self,
+        pipeline: PipelineConfig,
+        reuse: _Pipeline | None = None,
+        replacements: list[tuple[SinkRunner, Sink[Any], SinkConfig, str]] | None = None,
     ) -> _Pipeline:
+        """The runtime of a pipeline. On reload (`reuse`), a sink whose settings did not change
+        keeps its runner and instance; a changed one keeps its runner, and the new instance to
+        hand it over to is added to `replacements` (so old and new never overlap)."""
         runners: dict[str, SinkRunner] = {}
         for sink_config in pipeline.sinks:
             assert sink_config.id is not None
             previous = reuse.sinks.get(sink_config.id) if reuse is not None else None
-            if previous is not None and previous.config == sink_config:
+            if previous is None and reuse is not None:
+                previous = self._unretire_runner(pipeline.name, sink_config.id)
+            if previous is not None and same_settings(previous.config, sink_config):
                 runners[sink_config.id] = previous  # unchanged: keep it open
                 continue
             sink_type = self._sink_types[sink_config.type]
             sink = sink_type.sink_class(sink_config, pipeline=pipeline.name, sink_id=sink_config.id)
-            runners[sink_config.id] = SinkRunner(
-                sink, sink_config, pipeline=pipeline.name, plugin=sink_type.plugin
-            )
+            if previous is not None and replacements is not None:
+                replacements.append((previous, sink, sink_config, sink_type.plugin))
+                runners[sink_config.id] = previous
+            else:
+                runners[sink_config.id] = SinkRunner(
+                    sink, sink_config, pipeline=pipeline.name, plugin=sink_type.plugin
+                )
         return _Pipeline(
             config=pipeline, sinks=runners, root=Path(os.path.abspath(pipeline.watch.path))
         )
+
+    def _unretire_runner(self, pipeline: str, sink_id: str) -> SinkRunner | None:
+        """A runner a reload removed may still deliver; a sink id coming back takes it over."""
+        for runner in self._retired_runners:
+            if runner.pipeline == pipeline and runner.sink_id == sink_id:
+                self._retired_runners.remove(runner)
+                return runner
+        return None
 
     async def _open_sink(self, runner: SinkRunner) -> None:
         try:
@@ -504,9 +525,20 @@ class Engine:
         self.config = config
         for pipeline in config.pipelines:
             current = self._pipelines.get(pipeline.name)
-            if current is not None and not current.retired and current.config == pipeline:
+            if (
+                current is not None
+                and not current.retired
+                and same_settings(current.config, pipeline)
+            ):
                 continue
-            runtime = self._build_pipeline(pipeline, reuse=current)
+            replacements: list[tuple[SinkRunner, Sink[Any], SinkConfig, str]] = []
+            runtime = self._build_pipeline(pipeline, reuse=current, replacements=replacements)
+            await asyncio.gather(
+                *(
+                    runner.replace(sink, cfg, plugin=plugin)
+                    for runner, sink, cfg, plugin in replacements
+                )
+            )
             for runner in runtime.sinks.values():
                 if not runner.opened:
                     await self._open_sink(runner)

@@ -1,8 +1,15 @@
 """The plugin manager: built-in plugins, entry-point plugins, and the sink types they register.
 
-Nothing happens at import time; `get_plugin_manager()` builds a fresh manager each call (tests get
-one without entry points). Built-in sinks are listed in `DEFAULT_PLUGINS` and register through the
-same `register_sink_types` hook as third-party plugins from the `docutray_watch` entry-point group.
+Nothing happens at import time; `load_plugins()` builds a fresh manager each call (tests get one
+without entry points), and each command builds it once and hands it to the config loader and the
+engine (a SIGHUP reload reuses it). Built-in sinks are listed in `DEFAULT_PLUGINS` and register
+through the same `register_sink_types` hook as third-party plugins from the `docutray_watch`
+entry-point group.
+
+A plugin that cannot be used — it does not import, implements a hook that does not exist or
+with an argument the hook lacks, has an `async def` hook, registers something that is not a
+Sink class or a sink type name another plugin already has — is left out (unregistered) and
+reported as a `BrokenPlugin` naming its distribution and version; the others load as usual.
 
 Operators can switch plugins off with `DOCUTRAY_WATCH_DISABLE_PLUGINS=name,name` (entry-point or
 module names) and watch every hook call with `DOCUTRAY_WATCH_TRACE_PLUGINS=1`.
@@ -10,39 +17,45 @@ module names) and watch every hook call with `DOCUTRAY_WATCH_TRACE_PLUGINS=1`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.metadata
 import inspect
 import os
+import re
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import Any
 
 import pluggy
 import structlog
 
 from docutray_watch import hookspecs
+from docutray_watch.config import SinkTypes
 from docutray_watch.hookspecs import PROJECT_NAME
+from docutray_watch.sinks import BUILTIN_SINK_MODULES
 from docutray_watch.sinks.base import Sink, SinkConfig
 
 __all__ = [
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "BrokenPlugin",
     "DuplicateSinkTypeError",
+    "Plugins",
     "SinkType",
     "collect_sink_types",
+    "config_sink_types",
     "get_plugin_manager",
+    "load_plugins",
 ]
 
 log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "docutray_watch.sinks.filesystem",
-    "docutray_watch.sinks.s3",
-    "docutray_watch.sinks.database",
-)
+DEFAULT_PLUGINS: tuple[str, ...] = BUILTIN_SINK_MODULES
 
 DISABLE_ENV = "DOCUTRAY_WATCH_DISABLE_PLUGINS"
 TRACE_ENV = "DOCUTRAY_WATCH_TRACE_PLUGINS"
@@ -75,32 +88,237 @@ class SinkType:
         return self.sink_class.config_model
 
 
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A plugin that failed to load and was left out."""
+
+    name: str  # the entry-point (or module) name
+    error: str  # one line: what is wrong
+    distribution: str | None = None
+    version: str | None = None
+    sink_types: tuple[str, ...] = ()  # the types it tried to register, when known
+
+    @property
+    def label(self) -> str:
+        """`docutray-watch-foo 1.2 (entry point foo)`, or the module name of a built-in."""
+        if self.distribution is None:
+            return self.name
+        version = f" {self.version}" if self.version else ""
+        return f"{self.distribution}{version} (entry point {self.name!r})"
+
+    def line(self) -> str:
+        """The one line that reports it."""
+        return f"plugin {self.label} failed to load and is left out: {self.error}"
+
+
+@dataclass
+class Plugins:
+    """The plugin manager of one command, its sink types, and the plugins left out."""
+
+    pm: pluggy.PluginManager
+    sink_types: dict[str, SinkType]
+    broken: list[BrokenPlugin] = field(default_factory=list)
+    distributions: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (dist, ver)
+
+    @cached_property
+    def config_sink_types(self) -> SinkTypes:
+        """What `load_config(sink_types=…)` needs: the models, and which types are missing why."""
+        unavailable: dict[str, str] = {}
+        load_failures: list[str] = []
+        for plugin in self.broken:
+            if not plugin.sink_types:
+                load_failures.append(plugin.line())
+            for name in plugin.sink_types:
+                if name not in self.sink_types:
+                    unavailable[name] = (
+                        f"sink type {name!r} is provided by plugin {plugin.label}, which failed "
+                        f"to load: {plugin.error}"
+                    )
+        return SinkTypes(
+            {name: st.config_model for name, st in self.sink_types.items()},
+            unavailable=unavailable,
+            load_failures=load_failures,
+        )
+
+
 def _disabled_names(extra: Iterable[str] = ()) -> set[str]:
     names = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
     return names | set(extra)
 
 
-def get_plugin_manager(
-    *, load_entrypoints: bool = True, disable: Iterable[str] = ()
-) -> pluggy.PluginManager:
-    """Build a plugin manager with the built-in plugins and (by default) installed ones."""
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _validation_problem(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's several-line message as one line: the hook and what is wrong with it."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    hook = re.search(r"for hook '([^']+)'", lines[0]) if lines else None
+    reason = lines[-1].strip() if lines else "invalid hook implementation"
+    return f"hook {hook.group(1)}: {reason}" if hook else reason
+
+
+def _hookimpl_problem(pm: pluggy.PluginManager, plugin: object) -> str | None:
+    """What pluggy lets through at registration: unknown hook names and `async def` hooks."""
+    known = [
+        name
+        for name, caller in vars(pm.hook).items()
+        if not name.startswith("_") and caller.has_spec()
+    ]
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            if not caller.has_spec() and not impl.optionalhook:
+                close = difflib.get_close_matches(caller.name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                return f"implements {caller.name!r}, which is not a docutray-watch hook{hint}"
+            function = impl.function
+            if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+                return (
+                    f"hook {caller.name} is `async def`; hook implementations must be plain "
+                    "functions (they run on the event loop and must not block it)"
+                )
+    return None
+
+
+def _register(
+    pm: pluggy.PluginManager,
+    name: str,
+    load: Callable[[], object],
+    dist: tuple[str, str] | None,
+    broken: list[BrokenPlugin],
+) -> None:
+    """Import and register one plugin; a plugin that cannot be used is recorded as broken."""
+    distribution, version = dist if dist is not None else (None, None)
+
+    def fail(error: str) -> None:
+        broken.append(BrokenPlugin(name, error, distribution, version))
+
+    try:
+        plugin = load()
+    except Exception as exc:  # noqa: BLE001 - any failure of third-party code leaves it out
+        fail(f"cannot import it: {_one_line(exc)}")
+        return
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        fail(_validation_problem(exc))
+        return
+    except ValueError as exc:  # the same plugin object under two names
+        fail(_one_line(exc))
+        return
+    problem = _hookimpl_problem(pm, plugin)
+    if problem is not None:
+        pm.unregister(plugin)
+        fail(problem)
+
+
+def _identity(plugin: object) -> object:
+    return plugin
+
+
+def _entry_point_dist(ep: importlib.metadata.EntryPoint) -> tuple[str, str] | None:
+    dist = ep.dist
+    if dist is None:
+        return None
+    return dist.metadata["Name"] or dist.name, dist.version
+
+
+def load_plugins(
+    *,
+    load_entrypoints: bool = True,
+    disable: Iterable[str] = (),
+    extra: Iterable[tuple[str, object]] = (),
+) -> Plugins:
+    """Build the plugin manager: built-in plugins, `extra` (name, plugin) pairs, then installed
+    ones; every plugin that cannot be used is left out and listed in `Plugins.broken`."""
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     disabled = _disabled_names(disable)
     for name in disabled:
         pm.set_blocked(name)
+    broken: list[BrokenPlugin] = []
+    distributions: dict[str, tuple[str, str]] = {}
     for module_name in DEFAULT_PLUGINS:
-        if module_name in disabled:
-            continue
-        pm.register(importlib.import_module(module_name), name=module_name)
+        if module_name not in disabled:
+            _register(pm, module_name, partial(importlib.import_module, module_name), None, broken)
+    for name, plugin in extra:
+        if name not in disabled:
+            _register(pm, name, partial(_identity, plugin), None, broken)
     if load_entrypoints:
-        # pluggy skips blocked names, so DOCUTRAY_WATCH_DISABLE_PLUGINS applies here too.
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    pm.check_pending()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            # Like pluggy: a blocked (disabled) name, or one already loaded, is skipped.
+            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+                continue
+            dist = _entry_point_dist(ep)
+            _register(pm, ep.name, ep.load, dist, broken)
+            if dist is not None and pm.has_plugin(ep.name):
+                distributions[ep.name] = dist
+    sink_types = _collect_isolating(pm, broken, distributions)
     if os.environ.get(TRACE_ENV, "").lower() not in ("", "0", "false", "no"):
         pm.trace.root.setwriter(lambda message: sys.stderr.write(message))
         pm.enable_tracing()
-    return pm
+    return Plugins(pm, sink_types, broken, distributions)
+
+
+def get_plugin_manager(
+    *, load_entrypoints: bool = True, disable: Iterable[str] = ()
+) -> pluggy.PluginManager:
+    """Just the plugin manager of `load_plugins()` (broken plugins already left out)."""
+    return load_plugins(load_entrypoints=load_entrypoints, disable=disable).pm
+
+
+def config_sink_types(pm: pluggy.PluginManager) -> SinkTypes:
+    """The sink types of a plugin manager in the form `load_config(sink_types=…)` takes."""
+    return SinkTypes({name: st.config_model for name, st in collect_sink_types(pm).items()})
+
+
+def _collect_isolating(
+    pm: pluggy.PluginManager,
+    broken: list[BrokenPlugin],
+    distributions: dict[str, tuple[str, str]],
+) -> dict[str, SinkType]:
+    """Collect sink types plugin by plugin; a plugin whose registration fails is left out whole.
+
+    Plugins registered earlier win a name: the built-in sinks keep theirs.
+    """
+    found: dict[str, SinkType] = {}
+    for impl in pm.hook.register_sink_types.get_hookimpls():
+        plugin_name = impl.plugin_name
+        classes: list[Any] = []
+        error: str | None = None
+        pm.trace.root.get("hook")(f"register_sink_types [{plugin_name}]")
+        try:
+            impl.function(register=classes.append)
+            mine: dict[str, SinkType] = {}
+            for sink_class in classes:
+                _check_sink_class(sink_class, plugin_name)
+                name = sink_class.type
+                other = found.get(name) or mine.get(name)
+                if other is not None:
+                    raise DuplicateSinkTypeError(
+                        f"it registers sink type {name!r}, which plugin {other.plugin!r} "
+                        f"already registers; disable one with {DISABLE_ENV}"
+                    )
+                mine[name] = SinkType(name=name, sink_class=sink_class, plugin=plugin_name)
+        except (DuplicateSinkTypeError, InvalidSinkTypeError) as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a failing hook leaves its plugin out
+            error = f"register_sink_types failed: {_one_line(exc)}"
+        if error is None:
+            found.update(mine)
+            continue
+        pm.unregister(impl.plugin)
+        dist, version = distributions.pop(plugin_name, (None, None))
+        names = tuple(
+            dict.fromkeys(
+                c.type for c in classes if isinstance(getattr(c, "type", None), str) and c.type
+            )
+        )
+        broken.append(BrokenPlugin(plugin_name, error, dist, version, names))
+    return found
 
 
 def collect_sink_types(pm: pluggy.PluginManager) -> dict[str, SinkType]:
@@ -210,12 +428,16 @@ def call_first(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Any:
 
 
 def describe_plugins(
-    *, include_builtin: bool = False, pm: pluggy.PluginManager | None = None
+    *,
+    include_builtin: bool = False,
+    plugins: Plugins | None = None,
+    pm: pluggy.PluginManager | None = None,
 ) -> list[dict[str, Any]]:
-    """Each registered plugin: name, version, hooks it implements, sink types it registers."""
-    pm = pm if pm is not None else get_plugin_manager()
-    versions = {pm.get_name(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
-    sink_types = collect_sink_types(pm)
+    """Each plugin: name, version, hooks it implements, sink types it registers; and each
+    plugin left out (`broken: true`, with its `error`). Give `plugins`, or a bare `pm`."""
+    if plugins is None:
+        plugins = load_plugins() if pm is None else Plugins(pm, collect_sink_types(pm))
+    pm = plugins.pm
     entries = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
@@ -225,17 +447,33 @@ def describe_plugins(
         if builtin and not include_builtin:
             continue
         hooks = sorted(caller.name for caller in (pm.get_hookcallers(plugin) or []))
+        dist = plugins.distributions.get(name)
         entries.append(
             {
                 "name": name,
-                "version": versions.get(name),
+                "distribution": dist[0] if dist else None,
+                "version": dist[1] if dist else None,
                 "builtin": builtin,
+                "broken": False,
                 "hooks": hooks,
                 "sink_types": [
                     {"type": st.name, "description": st.description}
-                    for st in sink_types.values()
+                    for st in plugins.sink_types.values()
                     if st.plugin == name
                 ],
             }
         )
-    return sorted(entries, key=lambda e: (not e["builtin"], e["name"]))
+    for broken in plugins.broken:
+        entries.append(
+            {
+                "name": broken.name,
+                "distribution": broken.distribution,
+                "version": broken.version,
+                "builtin": broken.name in DEFAULT_PLUGINS,
+                "broken": True,
+                "error": broken.error,
+                "hooks": [],
+                "sink_types": [],
+            }
+        )
+    return sorted(entries, key=lambda e: (not e["builtin"], e["broken"], e["name"]))

@@ -1,6 +1,9 @@
 """Helpers for tests of docutray-watch and of its plugins.
 
-Enable them in a ``conftest.py`` with ``pytest_plugins = ["docutray_watch.testing"]``.
+With docutray-watch installed, pytest loads its plugin (`docutray_watch.pytest_plugin`, entry
+point ``pytest11``) by itself: the fixtures below need no ``conftest.py``, and ``async def`` tests
+run without setting ``asyncio_mode`` (see that module). Older set-ups can still enable the
+fixtures with ``pytest_plugins = ["docutray_watch.testing"]``.
 
 Fixtures:
 
@@ -15,15 +18,30 @@ hashes), `MemorySink` (a sink keeping records in memory, with simulated outages)
 
 `ManualClock` makes an emulator's timing deterministic:
 ``emulator_factory(clock=clock, latency=5)``, then ``clock.advance(5)`` completes the executions.
+
+Building blocks for pipeline tests:
+
+- `config_data()` / `write_config()` / `build_config()`: the smallest working config for one
+  pipeline with the given sink block, against an emulator (a dict, a YAML file, a `Config`);
+- `process()` runs `docutray_watch.runner.process_once` — a coroutine: ``await`` it in an
+  ``async def`` test — and `process_sync()` does the same from a plain test;
+- `running_daemon()` runs the real daemon (`docutray-watch run`) in the test's event loop;
+- `HookRecorder`, a plugin recording every hook call in order (register it with
+  ``load_plugins(extra=[("recorder", recorder)])``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+import yaml
 
 from docutray_watch._testkit import (
     MemorySink,
@@ -32,17 +50,34 @@ from docutray_watch._testkit import (
     make_document,
     make_record,
 )
+from docutray_watch.config import Config, load_config, parse_config
 from docutray_watch.emulator import Clock, EmulatorConfig, EmulatorServer
+from docutray_watch.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from docutray_watch.daemon import Daemon
+    from docutray_watch.plugins import Plugins
+    from docutray_watch.records import Document, ResultRecord
+    from docutray_watch.sinks.base import Receipt
 
 __all__ = [
     "EMULATOR_FIXTURE_LATENCY",
     "EmulatorFactory",
+    "HookCall",
+    "HookRecorder",
     "ManualClock",
     "MemorySink",
     "MemorySinkConfig",
     "MemorySinkPlugin",
+    "ProcessResult",
+    "build_config",
+    "config_data",
     "make_document",
     "make_record",
+    "process",
+    "process_sync",
+    "running_daemon",
+    "write_config",
 ]
 
 EMULATOR_FIXTURE_LATENCY = 0.05
@@ -105,3 +140,273 @@ def emulator_factory_fixture() -> Iterator[EmulatorFactory]:
 def emulator_fixture(emulator_factory: EmulatorFactory) -> EmulatorServer:
     """A started DocuTray API emulator with a 0.05 s latency and the default API key."""
     return emulator_factory()
+
+
+# --- configs ------------------------------------------------------------------------------------
+
+
+def config_data(
+    root: Path,
+    sink: Mapping[str, Any],
+    *,
+    emulator: EmulatorServer | None = None,
+    pipeline: str = "invoices",
+    steps: Sequence[str] = ("stp_test",),
+    **pipeline_options: Any,
+) -> dict[str, Any]:
+    """The smallest working config for one pipeline delivering to `sink`, as a dict.
+
+    Folders live under `root`: the inbox ``<root>/<pipeline>/inbox`` (created), processed files
+    go to ``<pipeline>/done`` or ``<pipeline>/failed``, the journal to ``state``. Files are
+    taken at once (``settle: 0``) and polled quickly. With `emulator`, the API is that emulator.
+    """
+    inbox = root / pipeline / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    block: dict[str, Any] = {
+        "name": pipeline,
+        "watch": {"path": str(inbox), "settle": 0},
+        "steps": list(steps),
+        "poll": {"initial": 0.05, "max": 0.2, "timeout": 30},
+        "on_success": {"action": "move", "to": str(root / pipeline / "done")},
+        "on_failure": {"action": "move", "to": str(root / pipeline / "failed")},
+        "sinks": [dict(sink)],
+    }
+    block.update(pipeline_options)
+    data: dict[str, Any] = {
+        "state_dir": str(root / "state"),
+        "shutdown_grace": 5,
+        "pipelines": [block],
+    }
+    if emulator is not None:
+        data["api"] = {
+            "base_url": emulator.base_url,
+            "api_key": emulator.api_key,
+            "requests_per_second": 1000,
+            "max_retries": 2,
+        }
+    return data
+
+
+def write_config(root: Path, sink: Mapping[str, Any], **options: Any) -> Path:
+    """`config_data()` written to ``<root>/config.yaml``; returns that path."""
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config_data(root, sink, **options)), encoding="utf-8")
+    return path
+
+
+def build_config(
+    root: Path, sink: Mapping[str, Any], *, plugins: Plugins | None = None, **options: Any
+) -> Config:
+    """`config_data()` validated into a `Config`, with the sink types of `plugins` (default:
+    the installed plugins, so your own sink type is known once your package is installed)."""
+    return parse_config(
+        config_data(root, sink, **options),
+        config_dir=root,
+        sink_types=_plugins_or_installed(plugins).config_sink_types,
+        environ={},
+    )
+
+
+def _plugins_or_installed(plugins: Plugins | None) -> Plugins:
+    from docutray_watch.plugins import load_plugins
+
+    return plugins if plugins is not None else load_plugins()
+
+
+# --- running pipelines --------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessResult:
+    """What `process()` returns: the exit code of `docutray-watch process` and its output."""
+
+    exit_code: int
+    output: list[str] = field(default_factory=list)
+
+
+async def process(config: Config, *, plugins: Plugins | None = None) -> ProcessResult:
+    """One `process` pass over every pipeline of `config` (a coroutine: ``await`` it)."""
+    from docutray_watch.runner import process_once
+
+    lines: list[str] = []
+    pm = _plugins_or_installed(plugins).pm
+    code = await process_once(config, plugin_manager=pm, echo=lines.append)
+    return ProcessResult(code, lines)
+
+
+def process_sync(config: Config, *, plugins: Plugins | None = None) -> ProcessResult:
+    """`process()` for a plain (not ``async def``) test; not from inside a running event loop."""
+    return asyncio.run(process(config, plugins=plugins))
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    config_path: Path, *, plugins: Plugins | None = None, within: float = 30.0
+) -> AsyncIterator[Daemon]:
+    """Run the daemon (`docutray-watch run`) on `config_path` in this event loop, until the
+    ``async with`` block ends; then stop it as SIGTERM would, and check it exited 0. It must
+    start, and stop, `within` seconds."""
+    from docutray_watch.daemon import Daemon
+    from docutray_watch.sdnotify import Notifier
+
+    plugins = _plugins_or_installed(plugins)
+    config = load_config(config_path, sink_types=plugins.config_sink_types)
+    daemon = Daemon(config, config_path, plugins=plugins, notifier=Notifier(None))
+    task = asyncio.ensure_future(daemon.run())
+    started = asyncio.ensure_future(daemon.started.wait())
+    await asyncio.wait({task, started}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    if not daemon.started.is_set():
+        started.cancel()
+        daemon.stop()
+        code = await task
+        raise AssertionError(f"the daemon did not start (exit code {code}); see its log")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        code = await asyncio.wait_for(task, timeout=within)
+    assert code == 0, f"the daemon exited {code}"
+
+
+# --- recording hook calls -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """One hook call: the hook's name and its keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+class HookRecorder:
+    """A plugin that records every hook call, in order (answers nothing, changes nothing).
+
+    Register it next to the plugin under test, e.g. ``load_plugins(extra=[("recorder", r)])``
+    or ``pm.register(r)``; then ``r.names()`` is the order of the calls, ``r.calls("startup")``
+    the calls of one hook, and ``r.wait_for("after_document_archived")`` waits for one (from a
+    thread) — ``await r.wait_for_async(...)`` in an ``async def`` test.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[HookCall] = []
+        self._changed = threading.Condition()
+
+    def _record(self, name: str, **kwargs: Any) -> None:
+        with self._changed:
+            self.history.append(HookCall(name, kwargs))
+            self._changed.notify_all()
+
+    def names(self, *, pipeline: str | None = None) -> list[str]:
+        """The hooks called so far, in order (only those about `pipeline`, if given)."""
+        with self._changed:
+            return [
+                call.name
+                for call in self.history
+                if pipeline is None or call.kwargs.get("pipeline") in (None, pipeline)
+            ]
+
+    def calls(self, name: str) -> list[HookCall]:
+        """The calls of one hook so far."""
+        with self._changed:
+            return [call for call in self.history if call.name == name]
+
+    def wait_for(self, name: str, count: int = 1, *, timeout: float = 10.0) -> list[HookCall]:
+        """Block until `name` was called `count` times; its calls. Raises TimeoutError."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.calls(name)) >= count, timeout):
+                raise TimeoutError(f"{name} was called {len(self.calls(name))} of {count} times")
+            return self.calls(name)
+
+    async def wait_for_async(
+        self, name: str, count: int = 1, *, within: float = 10.0
+    ) -> list[HookCall]:
+        """`wait_for` without blocking the event loop (the hooks are called on it)."""
+        return await asyncio.to_thread(self.wait_for, name, count, timeout=within)
+
+    @hookimpl
+    def startup(self, config: Config) -> None:
+        """Record it."""
+        self._record("startup", config=config)
+
+    @hookimpl
+    def shutdown(self, config: Config) -> None:
+        """Record it."""
+        self._record("shutdown", config=config)
+
+    @hookimpl
+    def ignore_document(self, pipeline: str, path: Path) -> None:
+        """Record it (and ignore nothing)."""
+        self._record("ignore_document", pipeline=pipeline, path=path)
+
+    @hookimpl
+    def document_discovered(self, pipeline: str, document: Document) -> None:
+        """Record it."""
+        self._record("document_discovered", pipeline=pipeline, document=document)
+
+    @hookimpl
+    def before_document_submit(
+        self, pipeline: str, document: Document, step_id: str, metadata: dict[str, Any]
+    ) -> None:
+        """Record it (and add no metadata)."""
+        self._record(
+            "before_document_submit",
+            pipeline=pipeline,
+            document=document,
+            step_id=step_id,
+            metadata=dict(metadata),
+        )
+
+    @hookimpl
+    def after_document_result(
+        self, pipeline: str, document: Document, record: ResultRecord
+    ) -> None:
+        """Record it."""
+        self._record("after_document_result", pipeline=pipeline, document=document, record=record)
+
+    @hookimpl
+    def after_document_delivered(
+        self, pipeline: str, document: Document, record: ResultRecord, sink: str, receipt: Receipt
+    ) -> None:
+        """Record it."""
+        self._record(
+            "after_document_delivered",
+            pipeline=pipeline,
+            document=document,
+            record=record,
+            sink=sink,
+            receipt=receipt,
+        )
+
+    @hookimpl
+    def on_document_error(
+        self, pipeline: str, document: Document | None, path: Path, stage: str, error: str
+    ) -> None:
+        """Record it."""
+        self._record(
+            "on_document_error",
+            pipeline=pipeline,
+            document=document,
+            path=path,
+            stage=stage,
+            error=error,
+        )
+
+    @hookimpl
+    def after_document_archived(
+        self,
+        pipeline: str,
+        document: Document | None,
+        path: Path,
+        outcome: str,
+        destination: Path | None,
+    ) -> None:
+        """Record it."""
+        self._record(
+            "after_document_archived",
+            pipeline=pipeline,
+            document=document,
+            path=path,
+            outcome=outcome,
+            destination=destination,
+        )

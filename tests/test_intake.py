@@ -26,7 +26,6 @@ from docutray_watch.intake import (
     rule_for_name,
     scan_folder,
 )
-from docutray_watch.plugins import get_plugin_manager
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -45,7 +44,6 @@ def pipeline(**options: Any) -> PipelineConfig:
     block.update(options)
     config = parse_config(
         {"state_dir": "/var/lib/x", "pipelines": [block]},
-        plugin_manager=get_plugin_manager(load_entrypoints=False),
         environ={},
     )
     return config.pipelines[0]

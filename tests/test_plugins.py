@@ -324,8 +324,10 @@ class TestDescribePlugins:
         (entry,) = describe_plugins(pm=pm)
         assert entry == {
             "name": "full-plugin",
+            "distribution": None,
             "version": None,
             "builtin": False,
+            "broken": False,
             "hooks": ["register_sink_types", "startup"],
             "sink_types": [{"type": "echo", "description": "Echo records (tests)."}],
         }

@@ -11,6 +11,7 @@ from docutray_watch.sinks.base import (
 )
 
 __all__ = [
+    "BUILTIN_SINK_MODULES",
     "ConfigPath",
     "PermanentSinkError",
     "Receipt",
@@ -19,3 +20,10 @@ __all__ = [
     "SinkError",
     "SinkRetry",
 ]
+
+BUILTIN_SINK_MODULES: tuple[str, ...] = (
+    "docutray_watch.sinks.filesystem",
+    "docutray_watch.sinks.s3",
+    "docutray_watch.sinks.database",
+)
+"""The modules of the built-in sinks; each is a plugin registering its sink class."""

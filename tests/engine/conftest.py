@@ -12,7 +12,7 @@ import pytest
 from docutray_watch._testkit import MemorySink, MemorySinkPlugin
 from docutray_watch.config import Config, parse_config
 from docutray_watch.emulator import EmulatorServer
-from docutray_watch.plugins import get_plugin_manager
+from docutray_watch.plugins import config_sink_types, get_plugin_manager
 
 ConfigFactory = Callable[..., Config]
 
@@ -69,6 +69,6 @@ def make_config_fixture(
                 data[key].update(value)
             else:
                 data[key] = value
-        return parse_config(data, config_dir=tmp_path, plugin_manager=pm, environ={})
+        return parse_config(data, config_dir=tmp_path, sink_types=config_sink_types(pm), environ={})
 
     return make

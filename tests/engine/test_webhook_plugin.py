@@ -10,7 +10,11 @@ import pytest
 
 from docutray_watch.config import parse_config
 from docutray_watch.emulator import EmulatorServer
-from docutray_watch.plugins import collect_sink_types, get_plugin_manager
+from docutray_watch.plugins import (
+    collect_sink_types,
+    config_sink_types,
+    get_plugin_manager,
+)
 from docutray_watch.runner import process_once
 from docutray_watch.samples import make_pdf
 from tests.engine.conftest import pipeline_data
@@ -35,7 +39,7 @@ class TestWebhookPipeline:
                     "state_dir": str(tmp_path / "state"),
                     "pipelines": [spec],
                 },
-                plugin_manager=pm,
+                sink_types=config_sink_types(pm),
             )
             (tmp_path / "invoices" / "inbox" / "w.pdf").write_bytes(make_pdf(["w"]))
             lines: list[str] = []

@@ -94,7 +94,6 @@ def _config_error(tmp_path: Path, sink: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
         parse_config(
             _pipeline_config(tmp_path, sink),
-            plugin_manager=get_plugin_manager(load_entrypoints=False),
             environ={},
         )
     return str(caught.value)

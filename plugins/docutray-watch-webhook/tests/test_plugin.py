@@ -8,7 +8,11 @@ from typing import Any
 import pluggy
 import pytest
 from docutray_watch.config import ConfigError, config_json_schema, parse_config
-from docutray_watch.plugins import collect_sink_types, get_plugin_manager
+from docutray_watch.plugins import (
+    collect_sink_types,
+    config_sink_types,
+    get_plugin_manager,
+)
 
 import docutray_watch_webhook
 from docutray_watch_webhook import WebhookConfig, WebhookSink
@@ -79,7 +83,9 @@ class TestConfigValidation:
         self, pm: pluggy.PluginManager, config_data: dict[str, Any]
     ) -> None:
         """`${WEBHOOK_SECRET}` is expanded into the sink's SecretStr, hidden in the repr."""
-        config = parse_config(config_data, plugin_manager=pm, environ={"WEBHOOK_SECRET": "s3cr3t"})
+        config = parse_config(
+            config_data, sink_types=config_sink_types(pm), environ={"WEBHOOK_SECRET": "s3cr3t"}
+        )
         [sink] = config.pipelines[0].sinks
         assert isinstance(sink, WebhookConfig)
         assert sink.secret is not None
@@ -93,7 +99,9 @@ class TestConfigValidation:
         """A webhook sink without `url` gives an error naming `pipelines[0].sinks[0].url`."""
         del config_data["pipelines"][0]["sinks"][0]["url"]
         with pytest.raises(ConfigError) as info:
-            parse_config(config_data, plugin_manager=pm, environ={"WEBHOOK_SECRET": "s3cr3t"})
+            parse_config(
+                config_data, sink_types=config_sink_types(pm), environ={"WEBHOOK_SECRET": "s3cr3t"}
+            )
         assert _issue_paths(info.value) == ["pipelines[0].sinks[0].url"]
 
     def test_missing_secret_names_its_path(
@@ -102,7 +110,7 @@ class TestConfigValidation:
         """Without `secret` (and without allow_unsigned) the error names the `secret` path."""
         del config_data["pipelines"][0]["sinks"][0]["secret"]
         with pytest.raises(ConfigError) as info:
-            parse_config(config_data, plugin_manager=pm, environ={})
+            parse_config(config_data, sink_types=config_sink_types(pm), environ={})
         assert _issue_paths(info.value) == ["pipelines[0].sinks[0].secret"]
         assert "allow_unsigned" in str(info.value)
 
@@ -112,7 +120,9 @@ class TestConfigValidation:
         """An ftp:// URL is rejected at `pipelines[0].sinks[0].url`."""
         config_data["pipelines"][0]["sinks"][0]["url"] = "ftp://example.com/x"
         with pytest.raises(ConfigError) as info:
-            parse_config(config_data, plugin_manager=pm, environ={"WEBHOOK_SECRET": "s3cr3t"})
+            parse_config(
+                config_data, sink_types=config_sink_types(pm), environ={"WEBHOOK_SECRET": "s3cr3t"}
+            )
         assert _issue_paths(info.value) == ["pipelines[0].sinks[0].url"]
 
     def test_unknown_option_is_rejected(
@@ -121,12 +131,14 @@ class TestConfigValidation:
         """A misspelt option is an error, like for every docutray-watch sink."""
         config_data["pipelines"][0]["sinks"][0]["verify_ssl"] = False
         with pytest.raises(ConfigError) as info:
-            parse_config(config_data, plugin_manager=pm, environ={"WEBHOOK_SECRET": "s3cr3t"})
+            parse_config(
+                config_data, sink_types=config_sink_types(pm), environ={"WEBHOOK_SECRET": "s3cr3t"}
+            )
         assert _issue_paths(info.value) == ["pipelines[0].sinks[0].verify_ssl"]
 
     def test_json_schema_documents_the_options(self, pm: pluggy.PluginManager) -> None:
         """The config JSON Schema carries the webhook options with their descriptions."""
-        schema = config_json_schema(pm)
+        schema = config_json_schema(config_sink_types(pm))
         [webhook] = [d for name, d in schema["$defs"].items() if name.endswith("_webhook")]
         assert {"url", "secret", "allow_unsigned", "headers", "verify_tls"} <= set(
             webhook["properties"]
