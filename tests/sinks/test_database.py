@@ -137,7 +137,7 @@ class TestDatabaseConfig:
         data = _pipeline_config(tmp_path, {"type": "database", "url": "sqlite:///db/results.db"})
         config_file = folder / "config.yaml"
         config_file.write_text(yaml.safe_dump(data))
-        config = load_config(config_file, plugin_manager=get_plugin_manager(load_entrypoints=False))
+        config = load_config(config_file)
         url = config.pipelines[0].sinks[0].url.get_secret_value()  # type: ignore[attr-defined]
         assert url == f"sqlite:///{folder / 'db' / 'results.db'}"
 
