@@ -278,6 +278,14 @@ class HookCall:
     name: str
     kwargs: dict[str, Any]
 
+    @property
+    def document_name(self) -> str | None:
+        """The name of the file the call is about (from `document` or `path`), if any."""
+        document, path = self.kwargs.get("document"), self.kwargs.get("path")
+        if document is not None:
+            return str(document.name)
+        return path.name if isinstance(path, Path) else None
+
 
 class HookRecorder:
     """A plugin that records every hook call, in order (answers nothing, changes nothing).
@@ -297,13 +305,15 @@ class HookRecorder:
             self.history.append(HookCall(name, kwargs))
             self._changed.notify_all()
 
-    def names(self, *, pipeline: str | None = None) -> list[str]:
-        """The hooks called so far, in order (only those about `pipeline`, if given)."""
+    def names(self, *, pipeline: str | None = None, document: str | None = None) -> list[str]:
+        """The hooks called so far, in order (only those about `pipeline`, and about the file
+        named `document`, if given)."""
         with self._changed:
             return [
                 call.name
                 for call in self.history
-                if pipeline is None or call.kwargs.get("pipeline") in (None, pipeline)
+                if (pipeline is None or call.kwargs.get("pipeline") in (None, pipeline))
+                and (document is None or call.document_name == document)
             ]
 
     def calls(self, name: str) -> list[HookCall]:

@@ -9,130 +9,33 @@ from typing import Any
 
 import pluggy
 
-from docutray_watch import Document, ResultRecord, hookimpl
+from docutray_watch import Document, hookimpl
 from docutray_watch.config import Config
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.runner import process_once
 from docutray_watch.samples import make_pdf
+from docutray_watch.testing import HookRecorder
 from tests.engine.conftest import ConfigFactory, pipeline_data
 
 
-class Recorder:
-    """An observer plugin that records every hook call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def names(self, doc: str | None = None) -> list[str]:
-        out = []
-        for name, kwargs in self.calls:
-            document = kwargs.get("document")
-            path = kwargs.get("path")
-            doc_name = document.name if document is not None else (path.name if path else None)
-            if doc is None or doc_name == doc:
-                out.append(name)
-        return out
+class Recorder(HookRecorder):
+    """Records every hook call, vetoes files named veto*, and adds metadata to submissions."""
 
     @hookimpl
-    def startup(self, config: Config) -> None:
-        self.calls.append(("startup", {"config": config}))
-
-    @hookimpl
-    def shutdown(self, config: Config) -> None:
-        self.calls.append(("shutdown", {"config": config}))
-
-    @hookimpl
-    def ignore_document(self, pipeline: str, path: Path) -> str | None:
-        self.calls.append(("ignore_document", {"pipeline": pipeline, "path": path}))
+    def ignore_document(self, pipeline: str, path: Path) -> str | None:  # type: ignore[override]
+        super().ignore_document(pipeline, path)
         return "vetoed by the test plugin" if path.name.startswith("veto") else None
 
     @hookimpl
-    def document_discovered(self, pipeline: str, document: Document) -> None:
-        self.calls.append(("document_discovered", {"pipeline": pipeline, "document": document}))
-
-    @hookimpl
-    def before_document_submit(
+    def before_document_submit(  # type: ignore[override]
         self, pipeline: str, document: Document, step_id: str, metadata: dict[str, Any]
     ) -> dict[str, Any]:
-        self.calls.append(
-            (
-                "before_document_submit",
-                {
-                    "pipeline": pipeline,
-                    "document": document,
-                    "step_id": step_id,
-                    "metadata": metadata,
-                },
-            )
-        )
+        super().before_document_submit(pipeline, document, step_id, metadata)
         return {"added_by_plugin": document.name}
 
-    @hookimpl
-    def after_document_result(
-        self, pipeline: str, document: Document, record: ResultRecord
-    ) -> None:
-        self.calls.append(
-            (
-                "after_document_result",
-                {"pipeline": pipeline, "document": document, "record": record},
-            )
-        )
-
-    @hookimpl
-    def after_document_delivered(
-        self, pipeline: str, document: Document, record: ResultRecord, sink: str, receipt: Any
-    ) -> None:
-        self.calls.append(
-            (
-                "after_document_delivered",
-                {
-                    "pipeline": pipeline,
-                    "document": document,
-                    "record": record,
-                    "sink": sink,
-                    "receipt": receipt,
-                },
-            )
-        )
-
-    @hookimpl
-    def on_document_error(
-        self, pipeline: str, document: Document | None, path: Path, stage: str, error: str
-    ) -> None:
-        self.calls.append(
-            (
-                "on_document_error",
-                {
-                    "pipeline": pipeline,
-                    "document": document,
-                    "path": path,
-                    "stage": stage,
-                    "error": error,
-                },
-            )
-        )
-
-    @hookimpl
-    def after_document_archived(
-        self,
-        pipeline: str,
-        document: Document | None,
-        path: Path,
-        outcome: str,
-        destination: Path | None,
-    ) -> None:
-        self.calls.append(
-            (
-                "after_document_archived",
-                {
-                    "pipeline": pipeline,
-                    "document": document,
-                    "path": path,
-                    "outcome": outcome,
-                    "destination": destination,
-                },
-            )
-        )
+    def kwargs(self, name: str) -> dict[str, Any]:
+        """The arguments of the last call of hook `name`."""
+        return self.calls(name)[-1].kwargs
 
 
 class Exploding:
@@ -172,7 +75,7 @@ class TestHookOrder:
             "after_document_archived",
             "shutdown",
         ]
-        calls = dict(recorder.calls)
+        calls = {call.name: call.kwargs for call in recorder.history}
         assert calls["startup"]["config"] is config
         assert calls["document_discovered"]["document"].name == "ok.pdf"
         assert calls["before_document_submit"]["step_id"] == "stp_one"
@@ -195,7 +98,7 @@ class TestHookOrder:
             make_pdf(["e"]) + b"DOCUTRAY-EMULATOR:ERROR"
         )
         assert run_with(config, pm) == 1
-        assert recorder.names("e.pdf") == [
+        assert recorder.names(document="e.pdf") == [
             "ignore_document",
             "document_discovered",
             "before_document_submit",
@@ -203,10 +106,10 @@ class TestHookOrder:
             "on_document_error",
             "after_document_archived",
         ]
-        error = dict(recorder.calls)["on_document_error"]
+        error = recorder.kwargs("on_document_error")
         assert error["stage"] == "result"
         assert "ERROR" in error["error"]
-        assert dict(recorder.calls)["after_document_archived"]["outcome"] == "failed"
+        assert recorder.kwargs("after_document_archived")["outcome"] == "failed"
 
     def test_a_rejected_file_fires_on_document_error_without_submission(
         self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
@@ -217,13 +120,13 @@ class TestHookOrder:
         config = make_config(pipeline_data(tmp_path))
         (tmp_path / "invoices" / "inbox" / "t.pdf").write_text("text")
         assert run_with(config, pm) == 1
-        assert recorder.names("t.pdf") == [
+        assert recorder.names(document="t.pdf") == [
             "ignore_document",
             "on_document_error",
             "after_document_archived",
         ]
-        assert dict(recorder.calls)["on_document_error"]["stage"] == "intake"
-        assert dict(recorder.calls)["after_document_archived"]["outcome"] == "rejected"
+        assert recorder.kwargs("on_document_error")["stage"] == "intake"
+        assert recorder.kwargs("after_document_archived")["outcome"] == "rejected"
 
 
 class TestHookEffects:
@@ -280,10 +183,9 @@ class TestHookEffects:
         assert run_with(config, pm) == 0
         (tmp_path / "invoices" / "inbox" / "second.pdf").write_bytes(data)
         assert run_with(config, pm) == 0
-        assert recorder.names("second.pdf") == [
+        assert recorder.names(document="second.pdf") == [
             "ignore_document",
             "document_discovered",
             "after_document_archived",
         ]
-        archived = [kw for name, kw in recorder.calls if name == "after_document_archived"]
-        assert archived[-1]["outcome"] == "duplicate"
+        assert recorder.kwargs("after_document_archived")["outcome"] == "duplicate"
