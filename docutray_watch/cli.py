@@ -64,7 +64,7 @@ def _fail_config(error: ConfigError) -> NoReturn:
     sys.exit(EX_CONFIG)
 
 
-def _load(path: str | None, *, need_secrets: bool = True) -> Config:
+def _load(path: str | None, *, need_secrets: bool = True, report_held_back: bool = True) -> Config:
     if not path:
         click.echo(
             f"docutray-watch: config error: no config file: pass -c FILE or set ${CONFIG_ENV}",
@@ -78,6 +78,9 @@ def _load(path: str | None, *, need_secrets: bool = True) -> Config:
     except ConfigError as error:
         _fail_config(error)
     register_secret(api_key_of(config))
+    if report_held_back:
+        for held in config.held_back:
+            click.echo(f"docutray-watch: {held.line()}", err=True)
     return config
 
 
@@ -151,8 +154,9 @@ def run(ctx: click.Context, config_path: str | None) -> None:
     """Run the daemon: watch every pipeline's folder until SIGTERM (systemd's ExecStart)."""
     from docutray_watch.daemon import run_daemon
 
-    plugins = _plugins(report=False)  # the daemon logs those left out (plugin_load_failed)
-    config = _load(config_path)
+    # The daemon logs the plugins and pipelines left out (plugin_load_failed, pipeline_left_out).
+    plugins = _plugins(report=False)
+    config = _load(config_path, report_held_back=False)
     _configure_from(ctx, config)
     assert config_path is not None
     sys.exit(
@@ -190,13 +194,13 @@ def process(
     if dry_run:
         sys.exit(dry_run_report(config, echo=click.echo))
     show_progress = sys.stderr.isatty() if progress is None else progress
-    sys.exit(
-        _run_async(
-            process_once(
-                config, progress=show_progress, echo=click.echo, plugin_manager=_plugins().pm
-            )
-        )
+    code = _run_async(
+        process_once(config, progress=show_progress, echo=click.echo, plugin_manager=_plugins().pm)
     )
+    for held in config.held_back:
+        click.echo(f"not processed: {held.line()}")
+    # A pipeline that could not run leaves its files unprocessed: not a success.
+    sys.exit(1 if code == 0 and config.held_back else code)
 
 
 def _run_async(coro: Any) -> int:
@@ -236,14 +240,25 @@ def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None
 
     config = _load(config_path, need_secrets=not offline)
     _configure_from(ctx, config)
-    click.echo(f"{config_path}: configuration is valid ({len(config.pipelines)} pipeline(s))")
+    if config.held_back:
+        click.echo(
+            f"{config_path}: {len(config.held_back)} pipeline(s) cannot run (see above), "
+            f"{len(config.pipelines)} valid"
+        )
+    else:
+        click.echo(f"{config_path}: configuration is valid ({len(config.pipelines)} pipeline(s))")
     assert config_path is not None
     warning = config_grace_warning(config, config_path)
     if warning:
         click.echo(f"docutray-watch: warning: {warning}", err=True)
-    if offline:
-        sys.exit(0)
-    sys.exit(_run_async(validate_online(config, echo=click.echo, plugin_manager=_plugins().pm)))
+    code = (
+        0
+        if offline
+        else _run_async(validate_online(config, echo=click.echo, plugin_manager=_plugins().pm))
+    )
+    # A pipeline that needs a broken plugin's sink type fails validation (the others were
+    # checked above); the line naming the plugin was printed when the file was loaded.
+    sys.exit(EX_CONFIG if config.held_back else code)
 
 
 # -- status / retry ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, cast
+from typing import Annotated, Any, ClassVar, Literal, Union, cast
 
 import httpx
 import yaml
@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     create_model,
@@ -414,6 +415,14 @@ class Config(_Model):
         f"(default ${SHUTDOWN_GRACE_ENV} or {DEFAULT_SHUTDOWN_GRACE:g} s).",
     )
     pipelines: list[PipelineConfig] = Field(min_length=1, description="The pipelines.")
+    # Pipelines left out because a sink type they use comes from a plugin that failed to load
+    # (set by `parse_config`; not a key of the file).
+    _held_back: list[HeldBackPipeline] = PrivateAttr(default_factory=list)
+
+    @property
+    def held_back(self) -> list[HeldBackPipeline]:
+        """Pipelines left out of `pipelines`: each needs a sink type whose plugin is broken."""
+        return self._held_back
 
     @model_validator(mode="after")
     def _unique_names_and_state_outside(self) -> Config:
@@ -452,6 +461,28 @@ class Config(_Model):
 
 def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
+
+
+@dataclass(frozen=True)
+class HeldBackPipeline:
+    """A pipeline that cannot run: `path` (e.g. `pipelines[1].sinks[0].type`) names a sink type
+    whose plugin failed to load, and `reason` says which plugin and why."""
+
+    name: str
+    path: str
+    reason: str
+
+    def line(self) -> str:
+        """One line for an operator."""
+        return f"pipeline {self.name!r} is left out: {self.path}: {self.reason}"
+
+
+class UnavailableSinkConfig(SinkConfig):
+    """Stands in for the config block of a sink type whose plugin failed to load: any keys are
+    accepted, so the rest of the file still validates and only that pipeline is left out."""
+
+    model_config = ConfigDict(extra="allow")
+    unavailable_reason: ClassVar[str] = ""
 
 
 # --- assembling the model from the installed sink types -----------------------------------------
@@ -518,6 +549,21 @@ class SinkTypes:
         """The `Config` model for these types, built once: configs loaded with the same
         `SinkTypes` share their model classes."""
         return build_config_model(self.models)
+
+    @cached_property
+    def lenient_model(self) -> type[Config]:
+        """`config_model`, but a sink of an unavailable type validates (as an
+        `UnavailableSinkConfig`), so its pipeline can be held back instead of failing the file."""
+        if not self.unavailable:
+            return self.config_model
+        stand_ins: dict[str, type[SinkConfig]] = {}
+        for name, reason in self.unavailable.items():
+            stand_in = create_model(
+                f"Unavailable_{name}", __base__=UnavailableSinkConfig, __doc__=reason
+            )
+            stand_in.unavailable_reason = reason
+            stand_ins[name] = stand_in
+        return build_config_model({**self.models, **stand_ins})
 
 
 @cache
@@ -826,7 +872,7 @@ def parse_config(
             source,
         )
     try:
-        config = sink_types.config_model.model_validate(
+        config = sink_types.lenient_model.model_validate(
             data, context={"config_dir": config_dir if config_dir is not None else Path.cwd()}
         )
     except ValidationError as exc:
@@ -834,6 +880,34 @@ def parse_config(
         raise ConfigError(issues, source) from None
     if need_secrets:
         _read_api_key_file(config, source, positions)
+    return _hold_back_unavailable(config)
+
+
+def _hold_back_unavailable(config: Config) -> Config:
+    """Leave out the pipelines that use a sink type of a broken plugin; the others run."""
+    held: list[HeldBackPipeline] = []
+    kept: list[PipelineConfig] = []
+    for index, pipeline in enumerate(config.pipelines):
+        unavailable = [
+            (position, sink)
+            for position, sink in enumerate(pipeline.sinks)
+            if isinstance(sink, UnavailableSinkConfig)
+        ]
+        if not unavailable:
+            kept.append(pipeline)
+            continue
+        position, sink = unavailable[0]
+        held.append(
+            HeldBackPipeline(
+                name=pipeline.name,
+                path=format_path(("pipelines", index, "sinks", position, "type")),
+                reason=sink.unavailable_reason,
+            )
+        )
+    if not held:
+        return config
+    config = config.model_copy(update={"pipelines": kept})
+    config._held_back = held
     return config
 
 

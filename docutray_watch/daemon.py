@@ -264,6 +264,7 @@ class Daemon:
         for name, root in self._missing.items():
             if name in active:
                 problems.append(f"watched folder of pipeline {name} is missing: {root}")
+        problems.extend(held.line() for held in self.config.held_back)
         if self._stop.is_set():
             problems.append("stopping")
         return problems
@@ -327,6 +328,7 @@ class Daemon:
                     )
                     return False
                 register_secret(api_key_of(config))
+                _log_held_back(config)
                 try:
                     changes = await self.engine.reload(config)
                 except MissingApiKeyError as exc:
@@ -387,6 +389,7 @@ class Daemon:
                 error=broken.error,
                 note="left out; pipelines that do not need it run",
             )
+        _log_held_back(self.config)
         try:
             await self.engine.start()
         except MissingApiKeyError as exc:
@@ -451,3 +454,14 @@ def run_daemon(
         config, config_path, plugins=plugins, log_level=log_level, log_format=log_format
     )
     return asyncio.run(daemon.run())
+
+
+def _log_held_back(config: Config) -> None:
+    for held in config.held_back:
+        log.error(
+            "pipeline_left_out",
+            pipeline=held.name,
+            key=held.path,
+            reason=held.reason,
+            note="its files stay in its folder until the plugin loads",
+        )

@@ -114,22 +114,34 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), env={"DOCUTRAY_API_KEY": ""})
 
 
-def write_config(tmp_path: Path, emulator: EmulatorServer | None, sink: dict[str, Any]) -> Path:
+def write_config(
+    tmp_path: Path,
+    emulator: EmulatorServer | None,
+    sink: dict[str, Any],
+    **more: dict[str, Any],
+) -> Path:
+    """A config with pipeline `invoices` (inbox/) delivering to `sink`, and one more pipeline
+    per keyword (name: its sink, folder inbox-NAME/)."""
     data: dict[str, Any] = {
         "state_dir": str(tmp_path / "state"),
         "pipelines": [
             {
-                "name": "invoices",
-                "watch": {"path": str(tmp_path / "inbox"), "settle": 0},
+                "name": name,
+                "watch": {"path": str(tmp_path / folder), "settle": 0},
                 "steps": ["stp_one"],
                 "poll": {"initial": 0.05, "max": 0.2},
-                "sinks": [sink],
+                "sinks": [each],
             }
+            for name, folder, each in [
+                ("invoices", "inbox", sink),
+                *((name, f"inbox-{name}", each) for name, each in more.items()),
+            ]
         ],
     }
     if emulator is not None:
         data["api"] = {"base_url": emulator.base_url, "api_key": emulator.api_key}
-    (tmp_path / "inbox").mkdir(exist_ok=True)
+    for pipeline in data["pipelines"]:
+        Path(pipeline["watch"]["path"]).mkdir(exist_ok=True)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -248,9 +260,36 @@ class TestCommandsWithABrokenPlugin:
         config = write_config(tmp_path, None, {"type": "fancy"})
         result = invoke("validate", "--offline", "-c", str(config))
         assert result.exit_code == 78
-        (line,) = [line for line in result.stderr.splitlines() if "config error" in line]
-        assert "pipelines[0].sinks[0].type: sink type 'fancy' is provided by plugin " in line
+        (line,) = [line for line in result.stderr.splitlines() if "is left out: pipelines" in line]
+        assert "pipeline 'invoices' is left out: pipelines[0].sinks[0].type: " in line
+        assert "sink type 'fancy' is provided by plugin " in line
         assert self.not_a_sink in line
+        assert "config error" not in result.stderr
+
+    def test_the_other_pipelines_of_the_same_config_run(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """`process` leaves out only the pipeline that needs the broken plugin: the others are
+        processed, its file stays in its folder, and the exit code (1) says not all ran."""
+        config = write_config(
+            tmp_path,
+            emulator,
+            {"type": "fancy"},
+            receipts={"type": "filesystem", "path": str(tmp_path / "out")},
+        )
+        (tmp_path / "inbox" / "held.pdf").write_bytes(make_pdf(["held"]))
+        (tmp_path / "inbox-receipts" / "r.pdf").write_bytes(make_pdf(["r"]))
+        result = invoke("process", "-c", str(config), "--no-progress")
+        assert result.exit_code == 1, result.output
+        assert "processed 1 document(s): success 1" in result.stdout
+        assert "not processed: pipeline 'invoices' is left out: pipelines[0].sinks[0]" in (
+            result.stdout
+        )
+        assert (tmp_path / "inbox" / "held.pdf").exists()
+        assert list((tmp_path / "out").rglob("*.json"))
+        loaded = load_config(config, sink_types=load_plugins().config_sink_types)
+        assert [p.name for p in loaded.pipelines] == ["receipts"]
+        assert [held.name for held in loaded.held_back] == ["invoices"]
 
     def test_an_unknown_type_names_the_plugins_that_could_not_be_imported(
         self, tmp_path: Path
