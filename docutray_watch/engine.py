@@ -116,6 +116,19 @@ class RunSummary:
         return self.outcomes["failed"] + self.outcomes["rejected"]
 
 
+def _fixed_rate(config: Config) -> float | None:
+    rate = config.api.requests_per_second
+    return None if rate == "auto" else rate
+
+
+def _limiter_of(config: Config) -> RateLimiter:
+    """`api.requests_per_second`: a fixed rate, or learned from the service's 429s (auto)."""
+    rate = _fixed_rate(config)
+    if rate is None:
+        return RateLimiter.adaptive_rate(max_rate=config.api.max_requests_per_second)
+    return RateLimiter(rate)
+
+
 async def _rate_slot(limiter: RateLimiter, request: httpx.Request) -> None:
     """Wait for the request's turn in the shared rate: a submission (new work) lets status reads
     of executions already running go first (see `RateLimiter.acquire`)."""
@@ -231,7 +244,8 @@ class Engine:
         self.journal = AsyncJournal(Journal(config.journal_path))
         self._lock = StateLock(config.state_dir)
         self.latency = LatencyModel()
-        self.limiter = RateLimiter(config.api.requests_per_second)
+        self.limiter = _limiter_of(config)
+        self.metrics.request_rate.set_function(lambda: self.limiter.rate)
         self._slots = _Slots(config.api.max_in_flight)
         self._pipelines: dict[str, _Pipeline] = {}
         self._sink_types: dict[str, SinkType] = {}
@@ -352,7 +366,9 @@ class Engine:
             if response.status_code == 429:
                 metrics.rate_limited.inc()
                 wait = await _rate_limit_wait(response)
-                limiter.pause(wait if wait is not None else 1.0)
+                limiter.throttled(wait if wait is not None else 1.0, sent_at=started)
+            else:
+                limiter.accepted(sent_at=started)
 
         connections = max(8, min(self.config.api.max_in_flight, 256))
         http_timeout = httpx.Timeout(
@@ -474,7 +490,7 @@ class Engine:
             changes.append("state_dir: ignored until restart (the journal is open)")
             config = config.model_copy(update={"state_dir": self.config.state_dir})
         if config.api != self.config.api:
-            self.limiter.set_rate(config.api.requests_per_second)
+            self.limiter.configure(_fixed_rate(config), config.api.max_requests_per_second)
             await self._slots.resize(config.api.max_in_flight)
             old_api = self.config.api
             connection = ("base_url", "api_key", "api_key_file", "timeout", "max_retries")
