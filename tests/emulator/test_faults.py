@@ -206,7 +206,9 @@ class TestRateLimiter:
         self, emulator_factory: EmulatorFactory, connect: Connect
     ) -> None:
         """An injected 429 carries retry_after as is, e.g. 0.25, when fractions are on."""
-        server = emulator_factory(rate_limit_rate=1.0, retry_after=0.25, fractional_retry_after=True)
+        server = emulator_factory(
+            rate_limit_rate=1.0, retry_after=0.25, fractional_retry_after=True
+        )
         response = connect(server).get("/api/steps-async/status/exec_x")
         assert response.headers["Retry-After"] == "0.250"
 
