@@ -87,6 +87,7 @@ T = TypeVar("T")
 # Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
 _WAITER_PREFIXES = ("settle:", "twin:")
 PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
+REQUEST_RATE_KEY = "request_rate"  # journal meta row the daemon keeps for `status`
 
 
 class MissingApiKeyError(Exception):
@@ -246,6 +247,7 @@ class Engine:
         self.latency = LatencyModel()
         self.limiter = _limiter_of(config)
         self.metrics.request_rate.set_function(lambda: self.limiter.rate)
+        self._recorded_rate: str | None = None  # what `record_request_rate` last stored
         self._slots = _Slots(config.api.max_in_flight)
         self._pipelines: dict[str, _Pipeline] = {}
         self._sink_types: dict[str, SinkType] = {}
@@ -557,6 +559,30 @@ class Engine:
     def queue_depth(self) -> int:
         """Documents waiting for a free execution slot."""
         return self._ready.qsize()
+
+    def request_rate(self) -> dict[str, Any]:
+        """The shared request rate now: what `status` shows."""
+        limiter = self.limiter
+        return {
+            "mode": "auto" if limiter.adaptive else "fixed",
+            "requests_per_second": round(limiter.rate, 2),
+            "slow_start": limiter.slow_start,
+            "decreases": limiter.decreases,
+            "max_requests_per_second": limiter.max_rate,
+        }
+
+    async def record_request_rate(self) -> None:
+        """Store the current rate in the journal for `status` (when it changed since the last
+        time; the daemon calls this every few seconds). A failed write is only logged."""
+        value = json.dumps(self.request_rate(), sort_keys=True)
+        if value == self._recorded_rate:
+            return
+        try:
+            await self.journal.set_meta(REQUEST_RATE_KEY, value)
+        except (sqlite3.Error, RuntimeError) as exc:
+            log.warning("request_rate_not_recorded", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._recorded_rate = value
 
     def _work_started(self) -> None:
         self._outstanding += 1

@@ -142,6 +142,12 @@ CREATE TABLE IF NOT EXISTS step_latency (
     variance    REAL    NOT NULL,
     PRIMARY KEY (step_id, size_class)
 );
+
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT    PRIMARY KEY,
+    value       TEXT    NOT NULL,
+    updated_at  REAL    NOT NULL
+);
 """
 
 
@@ -980,6 +986,24 @@ class Journal:
                 " WHERE finished_at IS NULL GROUP BY pipeline"
             )
         }
+
+    # -- facts about the running daemon (key/value) ----------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store `value` under `key` (e.g. the current request rate, for `status`)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, value, self._clock()),
+            )
+
+    def get_meta(self, key: str) -> tuple[str, float] | None:
+        """The value stored under `key` and when it was stored (epoch seconds), or None."""
+        row = self.conn.execute(
+            "SELECT value, updated_at FROM meta WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else (str(row["value"]), float(row["updated_at"]))
 
     # -- learned latencies --------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -18,7 +19,7 @@ from docutray_watch import intake
 from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayError, NotFoundError
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
-from docutray_watch.engine import Engine, MissingApiKeyError
+from docutray_watch.engine import REQUEST_RATE_KEY, Engine, MissingApiKeyError
 from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 
@@ -52,6 +53,7 @@ async def process_once(
         else:
             await engine.wait_idle()
         unfinished = await _unfinished(engine)
+        await engine.record_request_rate()  # what was learned, for `status`
     finally:
         await engine.stop(grace=0)
     summary = engine.summary
@@ -242,15 +244,23 @@ async def validate_online(config: Config, *, echo: Echo = print) -> int:
 def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
     """Counts per pipeline and state, the oldest pending document and recent failures."""
     if not config.journal_path.exists():
-        return {"journal": str(config.journal_path), "pipelines": {}, "failures": []}
+        return {
+            "journal": str(config.journal_path),
+            "pipelines": {},
+            "request_rate": None,
+            "failures": [],
+        }
     with Journal(config.journal_path) as journal:
         counts = journal.counts()
         oldest = journal.oldest_pending()
         recent = journal.recent_failures(failures)
+        rate = journal.get_meta(REQUEST_RATE_KEY)
     now = time.time()
     return {
         "journal": str(config.journal_path),
         "pipelines": counts,
+        # As the daemon last recorded it (every few seconds while it runs, when it changed).
+        "request_rate": None if rate is None else {**json.loads(rate[0]), "recorded_at": rate[1]},
         "oldest_pending_age_s": {p: round(now - t, 1) for p, t in oldest.items()},
         "failures": [
             {

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from docutray_watch.cli import cli
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.samples import make_pdf
 from tests.daemon.conftest import daemon_config, free_port, local_get, pipeline, wait_for
@@ -177,6 +179,14 @@ class TestLifecycle:
             daemon.write_config(config)
             daemon.signal(signal.SIGHUP)
             wait_for(lambda expected=expected: rate() == expected)
+
+        def recorded() -> Any:
+            answer = CliRunner().invoke(cli, ["status", "--json", "-c", str(daemon.config_path)])
+            return json.loads(answer.output)["request_rate"]
+
+        # The heartbeat stores the rate in the journal (every 5 s, when it changed) for `status`.
+        wait_for(lambda: (recorded() or {}).get("max_requests_per_second") == 3, timeout=30)
+        assert recorded()["requests_per_second"] == 3.0
         assert daemon.stop() == 0
 
     def test_a_bad_config_on_sighup_keeps_the_old_one(
