@@ -12,18 +12,22 @@ noticed when they are ready instead of behind a queue of uploads, and the slot a
 is given back sooner; the submissions use what is left, which is all of it once the reads are
 done (their number is bounded by the executions in flight, so submissions are never starved).
 
-**Adaptive mode** (`RateLimiter.adaptive()`, `requests_per_second: auto`): the service's limit is
-not published, so the limiter learns it the way TCP learns a path's capacity (AIMD). The engine
-reports every answer: `accepted(sent_at)` for any answer but 429, `throttled(wait, sent_at)` for
-a 429. The rate is a window of `rate` requests per second with a burst of one second's worth:
+**Adaptive mode** (`RateLimiter.adaptive_rate()`, `requests_per_second: auto`): the service's
+limit is not published, so the limiter learns it the way TCP learns a path's capacity (AIMD).
+The engine reports every answer: `accepted(sent_at)` for any answer but 429, and
+`throttled(wait, sent_at)` for a 429. The rate is a window of `rate` requests per second with a
+burst of one second's worth:
 
 - *slow start*: it begins at `INITIAL_RATE` and every accepted answer adds one request to the
   window (each answer frees two slots), so it doubles with every round of answers — a fraction of
   a second on a fast API — without sending a first burst far beyond what the service accepts;
-- *decrease*: a 429 sets the rate to `DECREASE` * the rate that drew it — the window when it was
-  in use, else the accepted rate measured over the last second (in slow start the window has
-  outgrown what was accepted) — and empties the burst; 429s of requests sent before that decrease
-  belong to the same event and do not decrease again (TCP reacts once per window too);
+- *decrease*: a 429 sets the rate to `DECREASE` * the rate that drew it and empties the burst.
+  That rate is the window while it is in use; in slow start (the window has outgrown what was
+  tried) and while it is not in use (the daemon sent less), the accepted rate measured over the
+  last second — in slow start revised upwards as the rest of its burst is answered, otherwise at
+  least half the window (the window is at most halved by one 429, as TCP's is). 429s of requests
+  sent before that decrease belong to the same event and only pause (TCP reacts once per window
+  too); callers waiting for a slot reserved at the old rate take one again at the new rate;
 - *additive increase*: then each accepted answer adds `step / rate`, so a window in use grows by
   `step` requests per second each second without 429 (`step` = `INCREASE` * the rate before the
   decrease, at least `MIN_STEP`), until the next 429 or `max_rate`.
@@ -189,7 +193,7 @@ class RateLimiter:
 
     def accepted_rate(self) -> float:
         """Answers other than 429 per second, measured over about the last second."""
-        return self._decayed(self._clock())
+        return self._decayed(self._clock()) / ESTIMATE_WINDOW
 
     def _decayed(self, now: float) -> float:
         if self._accepted == 0.0:
@@ -235,11 +239,13 @@ class RateLimiter:
         if sent_at is not None and sent_at < self._decreased_at:
             return
         measured = self._decayed(now)
-        # In slow start the window has outgrown what was tried: the accepted rate is the
-        # measure (revised as the rest of the burst is answered, see `accepted`). Afterwards
-        # the window is what the service saw.
-        self._event_accepted = measured if self.slow_start else None
-        drew = min(self.rate, measured / ESTIMATE_WINDOW) if self.slow_start else self.rate
+        self._event_accepted = measured if self.slow_start else None  # see `accepted`
+        if self.slow_start:
+            drew = min(self.rate, measured / ESTIMATE_WINDOW)
+        elif self._in_use(now) >= self.burst / 2:
+            drew = self.rate  # exact, where the measure has the noise of a few answers
+        else:
+            drew = min(self.rate, max(measured / ESTIMATE_WINDOW, self.rate / 2))
         self._step = max(MIN_STEP, INCREASE * self.rate)
         self.slow_start = False
         self.decreases += 1

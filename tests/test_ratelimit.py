@@ -288,6 +288,20 @@ class TestAdaptive:
         assert limiter.rate == pytest.approx(18)
         assert limiter.decreases == 2
 
+    def test_a_429_below_the_window_decreases_from_the_accepted_rate(self, clock: FakeTime) -> None:
+        """The daemon sends 10/s under a window of 100: each 429 at most halves the window
+        (100 -> 45 -> 20.25), then it comes down to 0.9 * the accepted rate."""
+        limiter = after_a_decrease(clock, 100)
+        for _ in range(3):
+            for _ in range(30):  # 3 s at 10 requests/s, all accepted
+                limiter.reserve()
+                limiter.accepted(sent_at=clock.now)
+                clock.now += 0.1
+            limiter.throttled(0.0, sent_at=clock.now)
+        assert limiter.decreases == 4
+        assert limiter.rate == pytest.approx(0.9 * limiter.accepted_rate(), rel=0.1)
+        assert 8 < limiter.rate < 10
+
     def test_additive_increase_per_second_without_429(self, clock: FakeTime) -> None:
         """Past slow start, a window in use gains `step` requests/s per second's worth of
         answers, where step = INCREASE * the rate before the decrease (at least MIN_STEP)."""
