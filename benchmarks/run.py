@@ -708,6 +708,22 @@ def print_scenario(summary: dict[str, Any], out: Callable[[str], None] = print) 
         out(f"  problem: {problem}")
 
 
+def _timed(scenario: Scenario, duration: float | None, skip_first: float | None) -> Scenario:
+    """A timed preset run for `duration` s (documents scaled to last) counted after
+    `skip_first` s."""
+    if scenario.mode != "timed" or (duration is None and skip_first is None):
+        return scenario
+    duration = duration or scenario.duration
+    docs = int((scenario.rate_limit or 20) * duration / 2 * 1.2)
+    return replace(
+        scenario,
+        title=scenario.title.replace(" 120 s", f" {duration:g} s"),
+        docs=docs,
+        duration=duration,
+        skip_first=scenario.skip_first if skip_first is None else skip_first,
+    )
+
+
 def _custom(args: argparse.Namespace) -> Scenario:
     kind = f"{args.pdf_mb:g} MiB PDFs" if args.pdf_mb else "small documents"
     title = f"C={args.concurrency}, L={args.latency:g} s, {args.docs} {kind}"
@@ -728,6 +744,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--scenario", nargs="+", choices=[*PRESETS, *GROUPS, "all"], help="presets to run"
+    )
+    parser.add_argument(
+        "--duration", type=float, help="timed presets (h): run each tool this long (s)"
+    )
+    parser.add_argument(
+        "--skip-first", type=float, help="timed presets (h): count only after this long (s)"
     )
     parser.add_argument(
         "--shrink",
@@ -771,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [PRESETS[k] for k in keys]
         if args.shrink:
             scenarios = [shrunk(s) for s in scenarios]
+        scenarios = [_timed(s, args.duration, args.skip_first) for s in scenarios]
     else:
         scenarios = [_custom(args)]
     scenarios = [replace(s, jitter=args.latency_jitter) for s in scenarios]
