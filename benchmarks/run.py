@@ -384,7 +384,7 @@ def _run_tool(
         counted = window_metrics(
             stats,
             start=child.started_wall + scenario.skip_first,
-            end=child.started_wall + scenario.duration,
+            end=child.started_wall + min(scenario.duration, child.wall_s),  # or its exit
             rate_limit=scenario.rate_limit,
         )
         metrics.update({f"counted_{key}": value for key, value in counted.items()})
