@@ -115,7 +115,7 @@ class ApiConfig(_Model):
     max_in_flight: int = Field(
         32, ge=1, le=10_000, description="Executions in flight at once, all pipelines together."
     )
-    requests_per_second: float | Literal["auto"] = Field(
+    requests_per_second: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
         "auto",
         description="API requests per second, all pipelines together: a number, or auto — no "
         "fixed rate, learned from the service's 429 answers (slow start, then AIMD).",
