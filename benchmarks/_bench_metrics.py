@@ -14,10 +14,11 @@ last round of a finite batch (which no client can avoid) out of the figure; the 
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
-__all__ = ["max_concurrency", "run_metrics", "steady_throughput"]
+__all__ = ["max_concurrency", "run_metrics", "steady_throughput", "window_metrics"]
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -125,4 +126,40 @@ def run_metrics(
         "http_errors": sum(v for k, v in by_status.items() if k >= 400),
         "retry_after_violations": stats.get("retry_after_violations", 0),
         "emulator_cpu_ms_per_doc": round(1000 * emulator_cpu_s / per_doc, 3),
+    }
+
+
+def window_metrics(
+    stats: dict[str, Any], *, start: float, end: float, rate_limit: float | None
+) -> dict[str, Any]:
+    """What the service saw between the epoch times ``start`` and ``end`` (a timed run counted
+    after its first seconds): accepted requests per second (÷ the limit), the share of requests
+    answered 429, and the mean detection delay of the executions completed in that window."""
+    first, last = math.ceil(start), math.floor(end)  # whole seconds inside the window
+    seconds = max(0, last - first)
+    accepted = throttled = 0
+    for second, counts in (stats.get("responses_by_second") or {}).items():
+        if first <= int(second) < last:
+            for status, count in counts.items():
+                if int(status) == 429:
+                    throttled += count
+                else:
+                    accepted += count
+    delays = [
+        e["detection_delay"]
+        for e in (stats.get("executions") or {}).values()
+        if e["detection_delay"] is not None and start <= e["completes_at_wall"] <= end
+    ]
+    rate = accepted / seconds if seconds else None
+    total = accepted + throttled
+    return {
+        "window_s": seconds,
+        "accepted_per_s": round(rate, 2) if rate is not None else None,
+        "accepted_of_limit": (
+            round(rate / rate_limit, 3) if rate is not None and rate_limit else None
+        ),
+        "http_429_in_window": throttled,
+        "share_429": round(throttled / total, 4) if total else None,
+        "detection_delay_mean_s": round(statistics.fmean(delays), 3) if delays else None,
+        "documents_detected": len(delays),
     }

@@ -84,8 +84,12 @@ def start_emulator(
     latency: float,
     jitter: float,
     rate_limit_rps: float | None,
+    hidden_limit: bool = False,
 ) -> Iterator[Emulator]:
-    """Run ``docutray-watch emulator --port 0`` in its own process; stop it afterwards."""
+    """Run ``docutray-watch emulator --port 0`` in its own process; stop it afterwards.
+
+    ``hidden_limit``: the rate limit is enforced without being announced (no ``limit`` in 429
+    bodies) and ``Retry-After`` comes in fractions of a second."""
     argv = [
         sys.executable,
         "-c",
@@ -103,6 +107,8 @@ def start_emulator(
     ]
     if rate_limit_rps:
         argv += ["--rate-limit-rps", f"{rate_limit_rps}"]
+    if hidden_limit:  # an API that does not say its rate: no `limit`, Retry-After to the ms
+        argv += ["--hide-rate-limit", "--fractional-retry-after"]
     log_path = folder / "emulator.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

@@ -18,7 +18,12 @@ that already processed 4 other documents, as every later run or a long-running d
 
 docutray-watch runs with its defaults (poll settings, journal, fsync, JSON logs at info level)
 except: a filesystem sink, ``settle: 0``, ``max_in_flight: C`` and ``requests_per_second`` set to
-100000 (or to the emulator's limit in rate-limited scenarios).
+100000 (or to the emulator's limit in rate-limited scenarios) — except in (g) and (h), where it
+keeps its default ``requests_per_second: auto``: (g) an API that does not throttle, (h) one that
+enforces R requests/s without saying it (no ``limit`` in its 429 bodies, ``Retry-After`` in
+fractions of a second), each tool run for 120 s and counted after its first 20 s (accepted
+requests per second, share of 429s, mean detection delay, from the emulator's per-second counts).
+``--scenario h`` runs R = 5, 20 and 50; ``--shrink`` runs presets at CI-smoke size.
 
 ``--tools watch-nofsync`` adds a diagnostic run, never a target: a cold docutray-watch with
 ``fsync`` made a no-op by libeatmydata (Debian package ``eatmydata``, preloaded into that process
@@ -44,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from _bench_docs import write_set
-from _bench_metrics import run_metrics
+from _bench_metrics import run_metrics, window_metrics
 from _bench_proc import ChildResult, Emulator, machine_info, run_child, start_emulator
 
 API_KEY = "benchmark-key"
@@ -79,8 +84,36 @@ class Scenario:
     rate_limit: float | None = None
     pdf_mb: float | None = None  # None: small PNGs
     mode: str = "batch"  # batch | scan (stop once the inbox is scanned) | large (RSS added)
+    # | timed (stopped after `duration` s, counted after its first `skip_first` s)
     warm: bool = True  # also run docutray-watch warm
     timeout: float = 1800.0
+    watch_defaults: bool = False  # docutray-watch without requests_per_second (auto)
+    hidden_limit: bool = False  # the emulator enforces rate_limit without saying it
+    duration: float = 0.0  # timed mode
+    skip_first: float = 0.0  # timed mode
+
+
+def _unthrottled(key: str, title: str) -> Scenario:
+    return Scenario(key, title, 300, 64, 2.0, watch_defaults=True)
+
+
+def _unannounced(rate: float) -> Scenario:
+    """(h): the API enforces `rate` requests/s without saying it; 120 s, counted after 20 s.
+    Enough documents that no tool runs out of them (each needs at least 2 requests)."""
+    return Scenario(
+        f"h{rate:g}",
+        f"unannounced limit {rate:g} requests/s, C=64, L=2 s, 120 s on defaults",
+        docs=int(rate * 120 / 2 * 1.2),
+        concurrency=64,
+        latency=2.0,
+        rate_limit=rate,
+        mode="timed",
+        warm=False,
+        watch_defaults=True,
+        hidden_limit=True,
+        duration=120.0,
+        skip_first=20.0,
+    )
 
 
 PRESETS: dict[str, Scenario] = {
@@ -104,8 +137,33 @@ PRESETS: dict[str, Scenario] = {
         Scenario(
             "f", "rate limit 5 requests/s, C=16, L=0.5 s, 60 documents", 60, 16, 0.5, rate_limit=5.0
         ),
+        _unthrottled("g", "an API that does not throttle, C=64, L=2 s, 300 documents, defaults"),
+        _unannounced(5.0),
+        _unannounced(20.0),
+        _unannounced(50.0),
     )
 }
+GROUPS = {"h": ["h5", "h20", "h50"]}
+
+
+def shrunk(scenario: Scenario) -> Scenario:
+    """A preset at CI-smoke size: the same kind of run, seconds long (no figure means much)."""
+    title = f"{scenario.title} — shrunk to C=4, L=0.1 s"
+    if scenario.mode == "timed":
+        docs = int((scenario.rate_limit or 20) * 8 / 2 * 1.2)
+        return replace(
+            scenario,
+            title=f"{title}, 8 s counted after 2 s",
+            docs=docs,
+            concurrency=4,
+            latency=0.1,
+            duration=8,
+            skip_first=2,
+        )
+    docs = min(scenario.docs, 6)
+    title = f"{title}, {docs} documents"
+    return replace(scenario, title=title, docs=docs, concurrency=4, latency=0.1)
+
 
 # What is compared, and how it is labelled.
 ROWS: list[tuple[str, str]] = [
@@ -126,6 +184,13 @@ ROWS: list[tuple[str, str]] = [
     ("results_written", "results written"),
     ("documents_failed", "documents failed"),
 ]
+TIMED_ROWS: list[tuple[str, str]] = [
+    ("counted_accepted_per_s", "accepted requests/s (counted window)"),
+    ("counted_accepted_of_limit", "accepted requests/s ÷ limit"),
+    ("counted_share_429", "429 answers ÷ requests (counted)"),
+    ("counted_detection_delay_mean_s", "detection delay mean, counted (s)"),
+    ("counted_documents_detected", "results detected (counted window)"),
+]
 
 
 # -- running the tools -----------------------------------------------------------------------
@@ -139,13 +204,15 @@ def _watch_command() -> list[str]:
 
 
 def _watch_config(folder: Path, emulator: Emulator, scenario: Scenario) -> Path:
+    api: dict[str, Any] = {
+        "base_url": emulator.base_url,
+        "api_key": emulator.api_key,
+        "max_in_flight": scenario.concurrency,
+    }
+    if not scenario.watch_defaults:
+        api["requests_per_second"] = scenario.rate_limit or UNLIMITED_RPS
     config = {
-        "api": {
-            "base_url": emulator.base_url,
-            "api_key": emulator.api_key,
-            "max_in_flight": scenario.concurrency,
-            "requests_per_second": scenario.rate_limit or UNLIMITED_RPS,
-        },
+        "api": api,
         "state_dir": str(folder / "state"),
         "log": {"level": "info", "format": "json"},
         "pipelines": [
@@ -273,7 +340,12 @@ def _run_tool(
     emulator.reset()
     argv = _argv(tool, folder, emulator, scenario)
     outputs = (folder / "stdout.txt", folder / "stderr.txt")
-    stop = _ScanWatch(tool, outputs, scenario.docs, emulator) if scenario.mode == "scan" else None
+    stop: Callable[[], bool] | None = None
+    if scenario.mode == "scan":
+        stop = _ScanWatch(tool, outputs, scenario.docs, emulator)
+    elif scenario.mode == "timed":
+        ends = time.monotonic() + scenario.duration
+        stop = lambda: time.monotonic() >= ends  # noqa: E731 - a one-line condition
     emulator_cpu = emulator.cpu_seconds()
     child = run_child(
         argv,
@@ -301,12 +373,22 @@ def _run_tool(
         latency=scenario.latency,
         rate_limit=scenario.rate_limit,
     )
-    if stop is not None:
+    if isinstance(stop, _ScanWatch):
         metrics["documents_failed"] = None  # stopped once the inbox was taken in
         metrics["scan_end_s"] = (
             round(stop.scan_end_wall - child.started_wall, 3) if stop.scan_end_wall else None
         )
         metrics["stopped_after_scan"] = child.stopped_early
+    if scenario.mode == "timed":
+        metrics["documents_failed"] = None  # stopped after `duration`, documents left over
+        counted = window_metrics(
+            stats,
+            start=child.started_wall + scenario.skip_first,
+            end=child.started_wall + min(scenario.duration, child.wall_s),  # or its exit
+            rate_limit=scenario.rate_limit,
+        )
+        metrics.update({f"counted_{key}": value for key, value in counted.items()})
+        metrics["stopped_after_duration"] = child.stopped_early
     metrics["command"] = argv
     if tool == "baseline" and scenario.mode != "scan":
         summary = child.stdout.read_text(errors="replace").strip().splitlines()
@@ -318,6 +400,11 @@ def _run_tool(
 def _problem(tool: str, scenario: Scenario, child: ChildResult, metrics: dict[str, Any]) -> str:
     if scenario.mode == "scan":
         return "" if metrics.get("scan_end_s") is not None else f"{tool}: the scan did not end"
+    if scenario.mode == "timed":
+        if child.stopped_early or child.returncode == 0 or tool == "baseline":
+            return ""  # the baseline gives documents up on 429s: a finding, not a failure
+        tail = child.stderr.read_text(errors="replace")[-1500:]
+        return f"{tool}: exit {child.returncode} before {scenario.duration:g} s:\n{tail}"
     if child.returncode != 0 or metrics["results_written"] != scenario.docs:
         if tool == "baseline" and scenario.rate_limit:
             # A finding, not a harness failure: the SDK gives up on 429 after two retries.
@@ -394,6 +481,7 @@ def run_scenario(scenario: Scenario, tools: list[str], workdir: Path) -> dict[st
         latency=scenario.latency,
         jitter=scenario.jitter,
         rate_limit_rps=scenario.rate_limit,
+        hidden_limit=scenario.hidden_limit,
     ) as emulator:
         fixed: dict[str, dict[str, Any]] = {}
         for tool in tools:
@@ -419,7 +507,7 @@ def run_scenario(scenario: Scenario, tools: list[str], workdir: Path) -> dict[st
 
 # -- ratios and targets ----------------------------------------------------------------------
 
-_RATIO_KEYS = [k for k, _ in ROWS] + ["scan_end_s", "rss_added_mb"]
+_RATIO_KEYS = [k for k, _ in ROWS + TIMED_ROWS] + ["scan_end_s", "rss_added_mb"]
 
 
 def _ratio(value: Any, baseline: Any) -> float | None:
@@ -446,10 +534,42 @@ def _at_most(value: Any, limit: float | None) -> bool | None:
     return bool(value <= limit)
 
 
+def _timed_targets(watch: dict[str, Any]) -> list[dict[str, Any]]:
+    """(h): at least 0.9 of the limit accepted, at most 2 % of requests answered 429, results
+    detected within 0.3 s on average — all counted after the first seconds."""
+    accepted = watch.get("counted_accepted_of_limit")
+    share = watch.get("counted_share_429")
+    delay = watch.get("counted_detection_delay_mean_s")
+    return [
+        _target(
+            "accepted requests/s ÷ limit",
+            accepted,
+            "≥ 0.90",
+            None if accepted is None else accepted >= 0.9,
+        ),
+        _target("429 answers ÷ requests", share, "≤ 0.02", _at_most(share, 0.02)),
+        _target("detection delay mean (s)", delay, "≤ 0.3", _at_most(delay, 0.3)),
+    ]
+
+
 def _targets_of(
-    scenario: Scenario, watch: dict[str, Any], base: dict[str, Any] | None
+    scenario: Scenario, watch: dict[str, Any], base: dict[str, Any] | None, tool: str = "watch"
 ) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
+    if scenario.mode == "timed":
+        return _timed_targets(watch)
+    if scenario.key == "g":
+        # On its defaults (requests_per_second: auto): slow start costs the cold run a little.
+        goal = 0.95 if tool == "watch-warm" else 0.90
+        fraction = watch["fraction_of_bound"]
+        targets.append(
+            _target(
+                "throughput ÷ Little bound (defaults)",
+                fraction,
+                f"≥ {goal:.2f}",
+                None if fraction is None else fraction >= goal,
+            )
+        )
     if scenario.key in ("a", "b"):
         fraction = watch["fraction_of_bound"]
         targets.append(
@@ -537,7 +657,7 @@ def _targets(scenario: Scenario, results: dict[str, Any]) -> list[dict[str, Any]
     found: list[dict[str, Any]] = []
     for tool in ("watch", "watch-warm"):
         if tool in results:
-            for target in _targets_of(scenario, results[tool], results.get("baseline")):
+            for target in _targets_of(scenario, results[tool], results.get("baseline"), tool):
                 found.append({"tool": tool, **target})
     return found
 
@@ -564,6 +684,8 @@ def print_scenario(summary: dict[str, Any], out: Callable[[str], None] = print) 
         rows.append(("scan_end_s", "end of scan after start (s)"))
     if scenario["mode"] == "large":
         rows.append(("rss_added_mb", "peak RSS added by the upload (MB)"))
+    if scenario["mode"] == "timed":
+        rows += TIMED_ROWS
     columns: list[tuple[str, str, str | None]] = []  # (heading, tool, ratio-of tool)
     for tool in results:
         columns.append((TOOLS[tool], tool, None))
@@ -586,6 +708,22 @@ def print_scenario(summary: dict[str, Any], out: Callable[[str], None] = print) 
         out(f"  problem: {problem}")
 
 
+def _timed(scenario: Scenario, duration: float | None, skip_first: float | None) -> Scenario:
+    """A timed preset run for `duration` s (documents scaled to last) counted after
+    `skip_first` s."""
+    if scenario.mode != "timed" or (duration is None and skip_first is None):
+        return scenario
+    duration = duration or scenario.duration
+    docs = int((scenario.rate_limit or 20) * duration / 2 * 1.2)
+    return replace(
+        scenario,
+        title=scenario.title.replace(" 120 s", f" {duration:g} s"),
+        docs=docs,
+        duration=duration,
+        skip_first=scenario.skip_first if skip_first is None else skip_first,
+    )
+
+
 def _custom(args: argparse.Namespace) -> Scenario:
     kind = f"{args.pdf_mb:g} MiB PDFs" if args.pdf_mb else "small documents"
     title = f"C={args.concurrency}, L={args.latency:g} s, {args.docs} {kind}"
@@ -604,7 +742,20 @@ def _custom(args: argparse.Namespace) -> Scenario:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--scenario", nargs="+", choices=[*PRESETS, "all"], help="presets to run")
+    parser.add_argument(
+        "--scenario", nargs="+", choices=[*PRESETS, *GROUPS, "all"], help="presets to run"
+    )
+    parser.add_argument(
+        "--duration", type=float, help="timed presets (h): run each tool this long (s)"
+    )
+    parser.add_argument(
+        "--skip-first", type=float, help="timed presets (h): count only after this long (s)"
+    )
+    parser.add_argument(
+        "--shrink",
+        action="store_true",
+        help="run the presets at CI-smoke size (a few documents or seconds; figures mean nothing)",
+    )
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.add_argument("--docs", type=int, default=6, help="custom scenario: documents")
     parser.add_argument("--concurrency", type=int, default=4, help="custom scenario: C")
@@ -638,7 +789,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.scenario:
         keys = list(PRESETS) if "all" in args.scenario else args.scenario
+        keys = [k for key in keys for k in GROUPS.get(key, [key])]
         scenarios = [PRESETS[k] for k in keys]
+        if args.shrink:
+            scenarios = [shrunk(s) for s in scenarios]
+        scenarios = [_timed(s, args.duration, args.skip_first) for s in scenarios]
     else:
         scenarios = [_custom(args)]
     scenarios = [replace(s, jitter=args.latency_jitter) for s in scenarios]

@@ -289,10 +289,26 @@ def status(config_path: str | None, as_json: bool, failures: int) -> None:
                 f"  {superseded} delivered result(s) superseded: their file changed before its "
                 "final action and was taken again"
             )
+    if report["request_rate"]:
+        click.echo(_rate_line(report["request_rate"]))
     if report["failures"]:
         click.echo("\nRecent failures:")
         for item in report["failures"]:
             click.echo(f"  [{item['pipeline']}] {item['path']}: {item['stage']}: {item['reason']}")
+
+
+def _rate_line(rate: dict[str, Any]) -> str:
+    """`API request rate: 19.0/s (auto, lowered 3 time(s) by a 429), recorded 4 s ago`."""
+    if rate["mode"] == "fixed":
+        how = "fixed"
+    elif rate["slow_start"]:
+        how = "auto, slow start: no 429 yet"
+    else:
+        how = f"auto, lowered {rate['decreases']} time(s) by a 429"
+    if rate.get("max_requests_per_second"):
+        how += f", at most {rate['max_requests_per_second']:g}/s"
+    age = rate["recorded_age_s"]
+    return f"API request rate: {rate['requests_per_second']:g}/s ({how}), recorded {age:.0f} s ago"
 
 
 @cli.command()

@@ -124,9 +124,40 @@ class ApiConfig(_Model):
     max_in_flight: int = Field(
         32, ge=1, le=10_000, description="Executions in flight at once, all pipelines together."
     )
-    requests_per_second: float = Field(
-        10.0, gt=0, description="API requests per second, all pipelines together."
+    requests_per_second: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto",
+        description="API requests per second, all pipelines together: a number, or auto — no "
+        "fixed rate, learned from the service's 429 answers (slow start, then AIMD).",
     )
+    max_requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="With requests_per_second: auto, never more than this (null: no cap).",
+    )
+
+    @field_validator("requests_per_second", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError("must be auto or a positive number")
+        try:
+            rate = float(value)
+        except ValueError:
+            raise ValueError("must be auto or a positive number") from None
+        if not rate > 0 or rate == float("inf"):
+            raise ValueError("must be auto or a positive number")
+        return rate
+
+    @model_validator(mode="after")
+    def _cap_needs_auto(self) -> ApiConfig:
+        if self.max_requests_per_second is not None and self.requests_per_second != "auto":
+            raise _FieldError(
+                ("max_requests_per_second",),
+                "applies only with requests_per_second: auto (a number is already a fixed rate)",
+            )
+        return self
 
     @field_validator("base_url")
     @classmethod

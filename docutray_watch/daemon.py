@@ -293,6 +293,7 @@ class Daemon:
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
+            await engine.record_request_rate()  # for `status`; written only when it changed
             stalled = (
                 engine.outstanding > 0 and time.monotonic() - engine.last_progress > STALL_SECONDS
             )

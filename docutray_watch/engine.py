@@ -95,6 +95,7 @@ T = TypeVar("T")
 # Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
 _WAITER_PREFIXES = ("settle:", "twin:")
 PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
+REQUEST_RATE_KEY = "request_rate"  # journal meta row the daemon keeps for `status`
 
 
 class MissingApiKeyError(Exception):
@@ -122,6 +123,19 @@ class RunSummary:
     def failed(self) -> int:
         """Documents that failed or were rejected."""
         return self.outcomes["failed"] + self.outcomes["rejected"]
+
+
+def _fixed_rate(config: Config) -> float | None:
+    rate = config.api.requests_per_second
+    return None if rate == "auto" else rate
+
+
+def _limiter_of(config: Config) -> RateLimiter:
+    """`api.requests_per_second`: a fixed rate, or learned from the service's 429s (auto)."""
+    rate = _fixed_rate(config)
+    if rate is None:
+        return RateLimiter.adaptive_rate(max_rate=config.api.max_requests_per_second)
+    return RateLimiter(rate)
 
 
 async def _rate_slot(limiter: RateLimiter, request: httpx.Request) -> None:
@@ -239,7 +253,9 @@ class Engine:
         self.journal = AsyncJournal(Journal(config.journal_path))
         self._lock = StateLock(config.state_dir)
         self.latency = LatencyModel()
-        self.limiter = RateLimiter(config.api.requests_per_second)
+        self.limiter = _limiter_of(config)
+        self.metrics.request_rate.set_function(lambda: self.limiter.rate)
+        self._recorded_rate: str | None = None  # what `record_request_rate` last stored
         self._slots = _Slots(config.api.max_in_flight)
         self._pipelines: dict[str, _Pipeline] = {}
         self._sink_types: dict[str, SinkType] = {}
@@ -364,7 +380,9 @@ class Engine:
             if response.status_code == 429:
                 metrics.rate_limited.inc()
                 wait = await _rate_limit_wait(response)
-                limiter.pause(wait if wait is not None else 1.0)
+                limiter.throttled(wait if wait is not None else 1.0, sent_at=started)
+            else:
+                limiter.accepted(sent_at=started)
 
         connections = max(8, min(self.config.api.max_in_flight, 256))
         http_timeout = httpx.Timeout(
@@ -509,7 +527,7 @@ class Engine:
             changes.append("state_dir: ignored until restart (the journal is open)")
             config = config.model_copy(update={"state_dir": self.config.state_dir})
         if config.api != self.config.api:
-            self.limiter.set_rate(config.api.requests_per_second)
+            self.limiter.configure(_fixed_rate(config), config.api.max_requests_per_second)
             await self._slots.resize(config.api.max_in_flight)
             old_api = self.config.api
             connection = ("base_url", "api_key", "api_key_file", "timeout", "max_retries")
@@ -587,6 +605,30 @@ class Engine:
     def queue_depth(self) -> int:
         """Documents waiting for a free execution slot."""
         return self._ready.qsize()
+
+    def request_rate(self) -> dict[str, Any]:
+        """The shared request rate now: what `status` shows."""
+        limiter = self.limiter
+        return {
+            "mode": "auto" if limiter.adaptive else "fixed",
+            "requests_per_second": round(limiter.rate, 2),
+            "slow_start": limiter.slow_start,
+            "decreases": limiter.decreases,
+            "max_requests_per_second": limiter.max_rate,
+        }
+
+    async def record_request_rate(self) -> None:
+        """Store the current rate in the journal for `status` (when it changed since the last
+        time; the daemon calls this every few seconds). A failed write is only logged."""
+        value = json.dumps(self.request_rate(), sort_keys=True)
+        if value == self._recorded_rate:
+            return
+        try:
+            await self.journal.set_meta(REQUEST_RATE_KEY, value)
+        except (sqlite3.Error, RuntimeError) as exc:
+            log.warning("request_rate_not_recorded", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._recorded_rate = value
 
     def _work_started(self) -> None:
         self._outstanding += 1

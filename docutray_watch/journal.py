@@ -59,8 +59,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-# 2 added `meta` (the `requeued` counter) and the documents' `ctime_ns` and `inode`;
-# opening a version-1 journal adds them.
+# 2 added `meta` (the `requeued` counter, the request rate) and the documents' `ctime_ns`
+# and `inode`; opening a version-1 journal adds them.
 SCHEMA_VERSION = 2
 REQUEUED_KEY = "requeued"
 
@@ -157,10 +157,13 @@ CREATE TABLE IF NOT EXISTS step_latency (
     PRIMARY KEY (step_id, size_class)
 );
 
--- Counters other processes bump for the daemon to notice (`requeued`: `retry` requeues).
+-- Small facts shared with other processes: `requeued`, a counter `retry` bumps for the daemon to
+-- notice; the request rate the daemon last used (JSON, for `status`). `value` has no type: a
+-- counter stays an integer, the rate is text.
 CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT    PRIMARY KEY,
-    value INTEGER NOT NULL
+    key         TEXT    PRIMARY KEY,
+    value               NOT NULL,
+    updated_at  REAL    NOT NULL
 );
 """
 
@@ -1001,9 +1004,9 @@ class Journal:
                 new_state = "queued"
             # In the same transaction: a daemon that sees the new count also sees the document.
             conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, 1)"
-                " ON CONFLICT (key) DO UPDATE SET value = value + 1",
-                (REQUEUED_KEY,),
+                "INSERT INTO meta (key, value, updated_at) VALUES (?, 1, ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = value + 1, updated_at = excluded.updated_at",
+                (REQUEUED_KEY, self._clock()),
             )
             return self._set_state(
                 conn,
@@ -1150,6 +1153,24 @@ class Journal:
                 " WHERE finished_at IS NULL GROUP BY pipeline"
             )
         }
+
+    # -- facts about the running daemon (key/value) ----------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store `value` under `key` (e.g. the current request rate, for `status`)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, value, self._clock()),
+            )
+
+    def get_meta(self, key: str) -> tuple[str, float] | None:
+        """The value stored under `key` and when it was stored (epoch seconds), or None."""
+        row = self.conn.execute(
+            "SELECT value, updated_at FROM meta WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else (str(row["value"]), float(row["updated_at"]))
 
     # -- learned latencies --------------------------------------------------------------------
 

@@ -56,6 +56,12 @@ class Metrics:
         self.rate_limited = Counter(
             f"{_PREFIX}_api_rate_limited", "429 answers from the API.", registry=r
         )
+        self.request_rate = Gauge(
+            f"{_PREFIX}_api_request_rate",
+            "Requests per second the shared rate limiter allows now (learned under "
+            "requests_per_second: auto).",
+            registry=r,
+        )
         self.status_requests = Counter(
             f"{_PREFIX}_status_requests", "Status reads sent to the API.", registry=r
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ from docutray_watch import intake
 from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayError, NotFoundError
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
-from docutray_watch.engine import Engine, MissingApiKeyError
+from docutray_watch.engine import REQUEST_RATE_KEY, Engine, MissingApiKeyError
 from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
@@ -62,6 +63,7 @@ async def process_once(
         else:
             await engine.wait_idle()
         unfinished = await _unfinished(engine)
+        await engine.record_request_rate()  # what was learned, for `status`
     finally:
         await engine.stop(grace=0)
     summary = engine.summary
@@ -283,12 +285,14 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
     oldest: dict[str, float] = {}
     recent: list[Any] = []
     superseded: dict[str, int] = {}
+    rate: tuple[str, float] | None = None
     if config.journal_path.exists():
         with Journal(config.journal_path) as journal:
             counts = journal.outcome_counts()
             oldest = journal.oldest_pending()
             recent = journal.recent_failures(failures)
             superseded = journal.superseded_results()
+            rate = journal.get_meta(REQUEST_RATE_KEY)
     now = time.time()
     names = dict.fromkeys([*(p.name for p in config.pipelines), *counts])
     return {
@@ -300,6 +304,14 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
         },
         # Results delivered for a version of a file that changed before its final action.
         "superseded_results": superseded,
+        # As the daemon last recorded it (every few seconds while it runs, when it changed).
+        "request_rate": None
+        if rate is None
+        else {
+            **json.loads(rate[0]),
+            "recorded_at": _iso_utc(rate[1]),
+            "recorded_age_s": round(max(0.0, now - rate[1]), 1),
+        },
         "failures": [
             {
                 "pipeline": d.pipeline,

@@ -88,6 +88,34 @@ class TestBenchmarkSmoke:
         assert scenarios[0]["problems"] == []
 
 
+class TestAdaptiveRateScenarios:
+    def test_g_and_h_run_at_smoke_size(self, tmp_path: Path) -> None:
+        """(g) on defaults and (h) with an unannounced limit, shrunk: both tools run, (h) has
+        its counted-window figures and targets, and no problem is reported."""
+        report = tmp_path / "results.json"
+        stdout = run_script(
+            RUN.name,
+            *("--scenario", "g", "h20", "--shrink", "--tools", "baseline", "watch"),
+            *("--json", str(report), "--workdir", str(tmp_path / "work")),
+            timeout=300,
+        )
+        assert "throughput ÷ Little bound (defaults)" in stdout
+        assert "accepted requests/s ÷ limit" in stdout
+        g, h = json.loads(report.read_text())["scenarios"]
+        assert g["scenario"]["watch_defaults"] is True
+        assert g["results"]["watch"]["results_written"] == 6
+        assert h["scenario"]["hidden_limit"] is True
+        for figures in h["results"].values():
+            assert figures["counted_accepted_per_s"] > 0
+            assert figures["counted_window_s"] >= 5
+        assert {t["target"] for t in h["targets"]} == {
+            "accepted requests/s ÷ limit",
+            "429 answers ÷ requests",
+            "detection delay mean (s)",
+        }
+        assert g["problems"] == h["problems"] == []
+
+
 def test_soak_harness_runs_the_daemon_and_accounts_for_every_file(tmp_path: Path) -> None:
     """benchmarks/soak.py, 15 s at 4 files/s: the daemon stops cleanly and no file is lost."""
     stdout = run_script(

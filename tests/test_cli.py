@@ -228,6 +228,26 @@ class TestStatusAndRetry:
         report = json.loads(invoke("status", "-c", str(config), "--json").output)
         assert report["superseded_results"] == {"invoices": 1}
 
+    def test_status_shows_the_request_rate_last_recorded(
+        self, tmp_path: Path, emulator: EmulatorServer
+    ) -> None:
+        """After a run against an API limiting 8 requests/s unannounced, `status` shows the
+        learned rate (auto, lowered by a 429) and --json has it with its time."""
+        emulator.configure(rate_limit_rps=8.0, hide_rate_limit=True, fractional_retry_after=True)
+        config = write_config(tmp_path, emulator)
+        for index in range(30):
+            (tmp_path / "inbox" / f"{index}.pdf").write_bytes(make_pdf([str(index)]))
+        assert invoke("process", "-c", str(config), "--no-progress").exit_code == 0
+        text = invoke("status", "-c", str(config)).output
+        assert "API request rate: " in text
+        assert "(auto, lowered " in text
+        rate = json.loads(invoke("status", "-c", str(config), "--json").output)["request_rate"]
+        assert rate["mode"] == "auto"
+        assert rate["decreases"] >= 1
+        assert 0 < rate["requests_per_second"] < 16
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rate["recorded_at"])
+        assert 0 <= rate["recorded_age_s"] < 300
+
     def test_status_works_without_the_api_key_variable(self, tmp_path: Path) -> None:
         """`status` needs no API key, even when the config refers to an unset variable."""
         config = write_config(tmp_path, None)

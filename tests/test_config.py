@@ -142,7 +142,7 @@ class TestValidConfig:
         assert config.api.api_key is not None
         assert config.api.api_key.get_secret_value() == "secret-key"
         assert (config.api.max_retries, config.api.max_in_flight) == (4, 32)
-        assert config.api.requests_per_second == 10.0
+        assert config.api.requests_per_second == "auto"
         assert (config.api.timeout.connect, config.api.timeout.read) == (5.0, 60.0)
         assert config.metrics is None
         assert (config.log.level, config.log.format) == ("info", "auto")
@@ -1157,3 +1157,44 @@ class TestConfigFuzz:
         first = [(c.label, c.text) for c in _fuzz_cases(tmp_path)]
         assert first == [(c.label, c.text) for c in _fuzz_cases(tmp_path)]
         assert len({text for _, text in first}) == 100
+
+
+class TestRequestRate:
+    """`api.requests_per_second: auto | number` and `api.max_requests_per_second`."""
+
+    def parse(self, pm: pluggy.PluginManager, **api: Any) -> Config:
+        data = {**minimal(), "api": api}
+        return parse_config(data, plugin_manager=pm, environ={"RPS": "12.5"}, need_secrets=False)
+
+    def test_auto_is_the_default(self, pm: pluggy.PluginManager) -> None:
+        """Without the key the rate is learned (auto), with no cap."""
+        config = self.parse(pm)
+        assert config.api.requests_per_second == "auto"
+        assert config.api.max_requests_per_second is None
+
+    def test_a_number_and_a_cap(self, pm: pluggy.PluginManager) -> None:
+        """A number (also from ${ENV}) is a fixed rate; auto takes an optional cap."""
+        assert self.parse(pm, requests_per_second="${RPS}").api.requests_per_second == 12.5
+        assert self.parse(pm, requests_per_second=5).api.requests_per_second == 5.0
+        capped = self.parse(pm, requests_per_second="auto", max_requests_per_second=40)
+        assert capped.api.max_requests_per_second == 40.0
+
+    @pytest.mark.parametrize("value", ["fast", 0, -3, True, [1], ".inf"])
+    def test_anything_else_is_named(self, pm: pluggy.PluginManager, value: Any) -> None:
+        """Neither auto nor a positive number: one error naming api.requests_per_second."""
+        (line,) = problems({**minimal(), "api": {"requests_per_second": value}}, pm)
+        assert line.startswith("<config>: api.requests_per_second: must be auto or a positive")
+
+    def test_a_cap_on_a_fixed_rate_is_refused(self, pm: pluggy.PluginManager) -> None:
+        """max_requests_per_second with a numeric rate is an error naming the cap."""
+        data = {**minimal(), "api": {"requests_per_second": 5, "max_requests_per_second": 9}}
+        (line,) = problems(data, pm)
+        assert line.startswith("<config>: api.max_requests_per_second: applies only with")
+
+    def test_cli_exits_78(self, tmp_path: Path, restore_logging: None) -> None:
+        """`validate` of a bad rate exits 78 naming the path."""
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({**minimal(), "api": {"requests_per_second": "fast"}}))
+        result = CliRunner().invoke(cli, ["validate", "--offline", "-c", str(path)])
+        assert result.exit_code == EX_CONFIG
+        assert "api.requests_per_second: must be auto or a positive number" in result.output

@@ -537,6 +537,20 @@ class TestRequeue:
         assert journal.document(doc_id).path == "/failed/a.pdf"
 
 
+class TestMeta:
+    def test_a_value_is_stored_replaced_and_timed(self, journal: Journal) -> None:
+        """set_meta stores a value under a key with its time; a second set replaces both."""
+        assert journal.get_meta("request_rate") is None
+        journal.set_meta("request_rate", '{"requests_per_second": 16}')
+        first = journal.get_meta("request_rate")
+        journal.set_meta("request_rate", '{"requests_per_second": 4.5}')
+        second = journal.get_meta("request_rate")
+        assert first is not None
+        assert second is not None
+        assert second[0] == '{"requests_per_second": 4.5}'
+        assert second[1] > first[1]
+
+
 class TestQueries:
     def test_find_done_by_sha(self, journal: Journal) -> None:
         """Only delivered/archived documents of the same pipeline count, never itself or dupes."""

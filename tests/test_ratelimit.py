@@ -196,3 +196,210 @@ class TestYieldToOthers:
         await asyncio.gather(submit("first"), submit("second"))
         assert [name for name, _ in done] == ["first", "second"]
         assert [at for _, at in done] == pytest.approx([1.0, 2.0])
+
+
+def in_slow_start(clock: FakeTime, **kwargs: float) -> RateLimiter:
+    return RateLimiter.adaptive_rate(clock=clock, **kwargs)
+
+
+def after_a_decrease(clock: FakeTime, to: float) -> RateLimiter:
+    """An adaptive limiter past slow start, at `to` requests/s: 10/0.9·to sent, 429, then the
+    burst answered (so the event is over)."""
+    limiter = in_slow_start(clock)
+    limiter.set_rate(to / ratelimit.DECREASE)
+    sent_at = clock.now
+    limiter._accepted, limiter._accepted_at = 10 * to / ratelimit.DECREASE, clock.now
+    limiter.throttled(0.0, sent_at=sent_at)
+    assert limiter.rate == pytest.approx(to)
+    clock.now += 1.0
+    return limiter
+
+
+class TestAdaptive:
+    """`RateLimiter.adaptive_rate()`: slow start, then AIMD driven by 429 answers."""
+
+    def test_slow_start_begins_with_the_initial_window(self, clock: FakeTime) -> None:
+        """The first INITIAL_RATE requests go at once, the next one waits."""
+        limiter = in_slow_start(clock)
+        delays = [limiter.reserve() for _ in range(17)]
+        assert delays[:16] == pytest.approx([0.0] * 16, abs=1e-9)
+        assert delays[16] > 0
+        assert limiter.slow_start
+
+    def test_each_accepted_answer_adds_a_request_to_the_window_at_once(
+        self, clock: FakeTime
+    ) -> None:
+        """Slow start: 16 answers double the window to 32, and 16 more slots are free now."""
+        limiter = in_slow_start(clock)
+        for _ in range(16):
+            limiter.reserve()
+        for _ in range(16):
+            limiter.accepted(sent_at=clock.now)
+        assert limiter.rate == pytest.approx(32)
+        assert [limiter.reserve() for _ in range(16)] == pytest.approx([0.0] * 16, abs=1e-9)
+        assert limiter.reserve() > 0
+
+    def test_a_window_not_in_use_does_not_grow(self, clock: FakeTime) -> None:
+        """Answers while the bucket is more than half full leave the rate alone (RFC 7661)."""
+        limiter = in_slow_start(clock)
+        for _ in range(50):
+            limiter.reserve()
+            limiter.accepted(sent_at=clock.now)
+            clock.now += 0.5  # 2 requests/s: far below the window
+        assert limiter.rate == ratelimit.INITIAL_RATE
+
+    def test_the_first_429_sets_the_rate_below_the_accepted_rate(self, clock: FakeTime) -> None:
+        """16 sent at once, 5 accepted, then 429s: the rate becomes 0.9 * 5 = 4.5/s, once."""
+        limiter = in_slow_start(clock)
+        sent_at = clock.now
+        for _ in range(16):
+            limiter.reserve()
+        clock.now += 0.01
+        for _ in range(5):
+            limiter.accepted(sent_at=sent_at)
+        for _ in range(11):
+            limiter.throttled(0.2, sent_at=sent_at)
+        assert limiter.rate == pytest.approx(0.9 * 5, rel=0.02)
+        assert limiter.decreases == 1
+        assert not limiter.slow_start
+
+    def test_late_answers_of_the_burst_revise_the_decrease_upwards(self, clock: FakeTime) -> None:
+        """A 429 answered before the accepted ones: the rate follows as they arrive."""
+        limiter = in_slow_start(clock)
+        sent_at = clock.now
+        for _ in range(16):
+            limiter.reserve()
+        clock.now += 0.01
+        limiter.throttled(0.2, sent_at=sent_at)
+        assert limiter.rate == ratelimit.MIN_RATE
+        for _ in range(5):
+            limiter.accepted(sent_at=sent_at)
+        assert limiter.rate == pytest.approx(4.5)
+        clock.now += 1.0
+        limiter.accepted(sent_at=clock.now)  # a request sent after the 429: no revision
+        assert limiter.rate == pytest.approx(4.5)
+
+    def test_a_429_after_slow_start_decreases_from_the_window(self, clock: FakeTime) -> None:
+        """With the window in use, a 429 of a later request sets 0.9 * the window."""
+        limiter = after_a_decrease(clock, 20)
+        for _ in range(40):
+            limiter.reserve()  # in use: a queue of requests
+        limiter.throttled(0.0, sent_at=clock.now)
+        assert limiter.rate == pytest.approx(18)
+        assert limiter.decreases == 2
+
+    def test_a_429_below_the_window_decreases_from_the_accepted_rate(self, clock: FakeTime) -> None:
+        """The daemon sends 10/s under a window of 100: each 429 at most halves the window
+        (100 -> 45 -> 20.25), then it comes down to 0.9 * the accepted rate."""
+        limiter = after_a_decrease(clock, 100)
+        for _ in range(3):
+            for _ in range(30):  # 3 s at 10 requests/s, all accepted
+                limiter.reserve()
+                limiter.accepted(sent_at=clock.now)
+                clock.now += 0.1
+            limiter.throttled(0.0, sent_at=clock.now)
+        assert limiter.decreases == 4
+        assert limiter.rate == pytest.approx(0.9 * limiter.accepted_rate(), rel=0.1)
+        assert 8 < limiter.rate < 10
+
+    def test_additive_increase_per_second_without_429(self, clock: FakeTime) -> None:
+        """Past slow start, a window in use gains `step` requests/s per second's worth of
+        answers, where step = INCREASE * the rate before the decrease (at least MIN_STEP)."""
+        limiter = after_a_decrease(clock, 90)
+        step = max(ratelimit.MIN_STEP, ratelimit.INCREASE * 100)
+        for second in range(1, 11):
+            for _ in range(round(limiter.rate)):
+                clock.now += limiter.reserve()  # sent when its slot comes: the window is full
+                limiter.accepted(sent_at=clock.now)
+            assert limiter.rate == pytest.approx(90 + second * step, rel=0.01)
+
+    def test_additive_step_has_a_floor(self, clock: FakeTime) -> None:
+        """At a low rate the window still grows by MIN_STEP per second's worth of answers."""
+        limiter = after_a_decrease(clock, 1.8)
+        for _ in range(2):
+            clock.now += limiter.reserve()
+            limiter.accepted(sent_at=clock.now)
+        assert limiter.rate == pytest.approx(1.8 + ratelimit.MIN_STEP, rel=0.05)
+
+    def test_a_decrease_never_goes_below_the_minimum(self, clock: FakeTime) -> None:
+        """Repeated 429s with nothing accepted stop at MIN_RATE."""
+        limiter = after_a_decrease(clock, 1.0)
+        for _ in range(30):
+            limiter.reserve()
+            limiter.throttled(0.0, sent_at=clock.now)
+            clock.now += 0.1
+        assert limiter.rate == ratelimit.MIN_RATE
+
+    def test_retry_after_pauses_every_request_in_fractions_of_a_second(
+        self, clock: FakeTime
+    ) -> None:
+        """A 429 with Retry-After 0.25 holds the next request 0.25 s, then the new rate."""
+        limiter = after_a_decrease(clock, 10)
+        limiter.throttled(0.25, sent_at=clock.now)
+        assert limiter.reserve() == pytest.approx(0.25)
+        assert limiter.reserve() == pytest.approx(0.25 + 1 / 9)
+        limiter.throttled(0.01, sent_at=clock.now - 0.01)  # sent before it: only a pause
+        assert limiter.rate == pytest.approx(9)
+
+    async def test_acquire_waits_out_a_fractional_pause(self, clock: FakeTime) -> None:
+        """acquire() after a 429 with Retry-After 0.3 returns 0.3 s later."""
+        limiter = after_a_decrease(clock, 10)
+        start = clock.now
+        limiter.throttled(0.3, sent_at=start - 2)  # of the last event: a pause, no decrease
+        await limiter.acquire()
+        assert clock.now == pytest.approx(start + 0.3)
+
+    async def test_callers_waiting_for_a_slot_take_it_again_after_a_decrease(
+        self, clock: FakeTime
+    ) -> None:
+        """A caller that reserved its slot at the old rate waits for one at the new rate."""
+        limiter = after_a_decrease(clock, 10)
+        for _ in range(10):
+            limiter.reserve()  # the burst
+        start = clock.now
+        clock.on_sleep = lambda: limiter.throttled(0.0, sent_at=start)  # 10 → 9 per second
+        await limiter.acquire()
+        assert len(clock.sleeps) == 2
+        assert clock.now == pytest.approx(start + 1 / 9)  # one new interval after the 429
+
+    def test_the_cap_bounds_slow_start_and_increase(self, clock: FakeTime) -> None:
+        """max_rate: slow start starts at most there, and never grows past it."""
+        assert in_slow_start(clock, max_rate=8).rate == 8
+        limiter = in_slow_start(clock, max_rate=20)
+        for _ in range(100):
+            limiter.reserve()
+            limiter.accepted(sent_at=clock.now)
+        assert limiter.rate == 20
+
+    async def test_reads_still_go_first(self, clock: FakeTime) -> None:
+        """Adaptive mode keeps the order: a submission waits behind reads already reserved."""
+        limiter = after_a_decrease(clock, 1)
+        start = clock.now
+        limiter.reserve()  # the burst's one slot: a read, now
+        limiter.reserve()  # another read, one second later
+        await limiter.acquire(yield_to_others=True)
+        assert clock.now == pytest.approx(start + 2)
+
+    def test_a_fixed_rate_is_never_adapted(self, clock: FakeTime) -> None:
+        """RateLimiter(rate): a 429 only pauses; answers never change the rate."""
+        limiter = RateLimiter(10, clock=clock)
+        for _ in range(30):
+            limiter.reserve()
+            limiter.accepted(sent_at=clock.now)
+        limiter.throttled(2.0, sent_at=clock.now)
+        assert limiter.rate == 10
+        assert limiter.paused_until == clock.now + 2.0
+
+    def test_configure_switches_modes_and_keeps_what_was_learned(self, clock: FakeTime) -> None:
+        """A reload: a number makes it fixed; auto starts slow start; a new cap keeps the
+        learned rate when it is below the cap and lowers it otherwise."""
+        limiter = after_a_decrease(clock, 30)
+        limiter.configure(None, max_rate=50)
+        assert (limiter.adaptive, limiter.rate) == (True, pytest.approx(30))
+        limiter.configure(None, max_rate=25)
+        assert limiter.rate == 25
+        limiter.configure(7)
+        assert (limiter.adaptive, limiter.rate) == (False, 7)
+        limiter.configure(None)
+        assert (limiter.adaptive, limiter.slow_start) == (True, True)
+        assert limiter.rate == ratelimit.INITIAL_RATE

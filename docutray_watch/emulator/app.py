@@ -161,6 +161,7 @@ def _enforce_rate_limits(
         state.count_fault(FaultKind.RATE_LIMITER)
         raise _too_many_requests(
             state,
+            config,
             identity,
             wait=limiter_wait,
             limit_type="requests_per_second",
@@ -169,29 +170,45 @@ def _enforce_rate_limits(
     if state.roll(config.rate_limit_rate):
         state.count_fault(FaultKind.RATE_LIMIT)
         raise _too_many_requests(
-            state, identity, wait=config.retry_after, limit_type="emulated", limit=0.0
+            state, config, identity, wait=config.retry_after, limit_type="emulated", limit=0.0
         )
 
 
 def _too_many_requests(
-    state: EmulatorState, identity: str, *, wait: float, limit_type: str, limit: float
+    state: EmulatorState,
+    config: EmulatorConfig,
+    identity: str,
+    *,
+    wait: float,
+    limit_type: str,
+    limit: float,
 ) -> ApiError:
-    # The header takes whole seconds; round up so a client that obeys it is never early.
-    header_seconds = math.ceil(wait)
-    if wait > 0.0:
-        header_seconds = max(1, header_seconds)
+    # Round up so a client that obeys the header is never early: to the millisecond when
+    # fractions are on, else to whole seconds (at least 1 when there is anything to wait).
+    header_seconds: float
+    if config.fractional_retry_after:
+        header_seconds = math.ceil(wait * 1000) / 1000
+        header = f"{header_seconds:.3f}"
+    else:
+        header_seconds = math.ceil(wait)
+        if wait > 0.0:
+            header_seconds = max(1, header_seconds)
+        header = str(header_seconds)
     state.note_retry_after(identity, header_seconds)
+    extra: dict[str, Any] = {
+        "retryAfter": round(wait, 3),
+        "limitType": limit_type,
+        "limit": limit,
+        "remaining": 0,
+        "resetTime": iso_utc(time.time() + wait),
+    }
+    if config.hide_rate_limit:
+        del extra["limit"]
     return ApiError(
         429,
         "Rate limit exceeded, retry later",
-        headers={"Retry-After": str(header_seconds)},
-        extra={
-            "retryAfter": round(wait, 3),
-            "limitType": limit_type,
-            "limit": limit,
-            "remaining": 0,
-            "resetTime": iso_utc(time.time() + wait),
-        },
+        headers={"Retry-After": header},
+        extra=extra,
         flat=True,
     )
 

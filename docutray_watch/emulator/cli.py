@@ -91,6 +91,16 @@ _SECONDS = click.FloatRange(min=0.0)
     help="Seconds announced by injected 429 answers.",
 )
 @click.option(
+    "--hide-rate-limit",
+    is_flag=True,
+    help="Leave `limit` out of 429 bodies (an API that does not say its rate).",
+)
+@click.option(
+    "--fractional-retry-after",
+    is_flag=True,
+    help="Send Retry-After in fractions of a second instead of whole seconds.",
+)
+@click.option(
     "--drop-rate",
     default=0.0,
     show_default=True,
@@ -131,6 +141,8 @@ def emulator_command(
     server_error_statuses: tuple[int, ...],
     rate_limit_rate: float,
     retry_after: float,
+    hide_rate_limit: bool,
+    fractional_retry_after: bool,
     drop_rate: float,
     drop_after_accept_rate: float,
     rate_limit_rps: float | None,
@@ -149,6 +161,8 @@ def emulator_command(
         server_error_rate=server_error_rate,
         rate_limit_rate=rate_limit_rate,
         retry_after=retry_after,
+        hide_rate_limit=hide_rate_limit,
+        fractional_retry_after=fractional_retry_after,
         drop_rate=drop_rate,
         drop_after_accept_rate=drop_after_accept_rate,
         rate_limit_rps=rate_limit_rps,

@@ -47,6 +47,15 @@ class EmulatorConfig(BaseModel):
     retry_after: float = Field(
         default=1.0, ge=0.0, description="Seconds announced by injected 429 answers."
     )
+    hide_rate_limit: bool = Field(
+        default=False,
+        description="Leave `limit` out of 429 bodies, as an API that does not say its rate.",
+    )
+    fractional_retry_after: bool = Field(
+        default=False,
+        description="Send Retry-After in fractions of a second (rounded up to the millisecond) "
+        "instead of whole seconds rounded up.",
+    )
     drop_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of API requests dropped unanswered."
     )

@@ -46,6 +46,7 @@ class EmulatorState:
         self._status_gets = 0
         self._client_disconnects = 0
         self._responses: Counter[int] = Counter()
+        self._by_second: defaultdict[int, Counter[int]] = defaultdict(Counter)
         self._faults: Counter[str] = Counter()
         self._submissions: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._retry_not_before: dict[str, float] = {}
@@ -82,6 +83,7 @@ class EmulatorState:
             self._status_gets = 0
             self._client_disconnects = 0
             self._responses.clear()
+            self._by_second.clear()
             self._faults.clear()
             self._submissions.clear()
             self._retry_not_before.clear()
@@ -112,6 +114,7 @@ class EmulatorState:
                 status_gets=self._status_gets,
                 client_disconnects=self._client_disconnects,
                 responses_by_status=dict(self._responses),
+                responses_by_second={t: dict(c) for t, c in self._by_second.items()},
                 faults=dict(self._faults),
                 executions_created=len(self._executions),
                 executions_in_flight=in_flight,
@@ -140,6 +143,7 @@ class EmulatorState:
         """Count an API answer by status code."""
         with self._lock:
             self._responses[status] += 1
+            self._by_second[int(time.time())][status] += 1
 
     def count_fault(self, kind: FaultKind) -> None:
         """Count an injected fault."""

@@ -72,6 +72,8 @@ class EmulatorStats(BaseModel):
     client_disconnects: int
     """Requests the client abandoned mid-way (e.g. an upload cut by a timeout)."""
     responses_by_status: dict[int, int]
+    responses_by_second: dict[int, dict[int, int]] = {}
+    """Answers by status in each second (keyed by epoch second), for rates over time."""
     faults: dict[str, int]
     executions_created: int
     executions_in_flight: int

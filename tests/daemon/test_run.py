@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from docutray_watch.cli import cli
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.samples import make_pdf
 from tests.daemon.conftest import daemon_config, free_port, local_get, pipeline, wait_for
@@ -177,6 +179,43 @@ class TestLifecycle:
         wait_for(lambda: (tmp_path / "second" / "done" / "b.pdf").exists())
         (tmp_path / "first" / "in" / "a.pdf").write_bytes(make_pdf(["a"]))
         wait_for(lambda: (tmp_path / "first" / "done" / "a.pdf").exists())
+        assert daemon.stop() == 0
+
+    def test_sighup_changes_the_request_rate(
+        self, tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+    ) -> None:
+        """requests_per_second auto -> 7 -> auto with a cap of 3: the rate gauge follows."""
+        port = free_port()
+        listen = {"listen": f"127.0.0.1:{port}"}
+        config = daemon_config(tmp_path, emulator, pipeline(tmp_path), metrics=listen)
+        config["api"]["requests_per_second"] = "auto"
+        daemon = daemon_factory(config).start()
+
+        def rate() -> str:
+            _, text = local_get(port, "/metrics")
+            lines = [ln for ln in text.splitlines() if ln.startswith("docutray_watch_api_request_")]
+            return next((ln for ln in lines if "rate " in ln), "")
+
+        assert wait_for(rate) == "docutray_watch_api_request_rate 16.0"  # slow start's window
+        for api, expected in (
+            ({"requests_per_second": 7}, "docutray_watch_api_request_rate 7.0"),
+            (
+                {"requests_per_second": "auto", "max_requests_per_second": 3},
+                "docutray_watch_api_request_rate 3.0",
+            ),
+        ):
+            config["api"].update(api)
+            daemon.write_config(config)
+            daemon.signal(signal.SIGHUP)
+            wait_for(lambda expected=expected: rate() == expected)
+
+        def recorded() -> Any:
+            answer = CliRunner().invoke(cli, ["status", "--json", "-c", str(daemon.config_path)])
+            return json.loads(answer.output)["request_rate"]
+
+        # The heartbeat stores the rate in the journal (every 5 s, when it changed) for `status`.
+        wait_for(lambda: (recorded() or {}).get("max_requests_per_second") == 3, timeout=30)
+        assert recorded()["requests_per_second"] == 3.0
         assert daemon.stop() == 0
 
     def test_a_bad_config_on_sighup_keeps_the_old_one(

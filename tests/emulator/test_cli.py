@@ -96,6 +96,8 @@ class TestEmulatorCommand:
             "--server-error-status",
             "--rate-limit-rate",
             "--retry-after",
+            "--hide-rate-limit",
+            "--fractional-retry-after",
             "--drop-rate",
             "--drop-after-accept-rate",
             "--rate-limit-rps",

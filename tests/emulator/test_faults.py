@@ -173,6 +173,60 @@ class TestRateLimiter:
         assert response.json()["retryAfter"] == 4.0
         assert response.json()["limitType"] == "requests_per_second"
 
+    def test_limit_can_be_left_out_of_the_body(
+        self, emulator_factory: EmulatorFactory, connect: Connect, clock: ManualClock
+    ) -> None:
+        """hide_rate_limit: the 429 body says when to retry but not the rate (no `limit`)."""
+        client = connect(emulator_factory(clock=clock, rate_limit_rps=2.0, hide_rate_limit=True))
+        path = "/api/steps-async/status/exec_x"
+        response = [client.get(path) for _ in range(3)][-1]
+        assert response.status_code == 429
+        body = response.json()
+        assert "limit" not in body
+        assert {"retryAfter", "limitType", "remaining", "resetTime"} <= set(body)
+
+    def test_fractional_retry_after_says_the_wait_to_the_millisecond(
+        self, emulator_factory: EmulatorFactory, connect: Connect, clock: ManualClock
+    ) -> None:
+        """fractional_retry_after: the header is the wait for a token, rounded up to 1 ms."""
+        server = emulator_factory(clock=clock, rate_limit_rps=4.0, fractional_retry_after=True)
+        client = connect(server)
+        path = "/api/steps-async/status/exec_x"
+        for _ in range(4):
+            client.get(path)
+        clock.advance(0.1)
+        response = client.get(path)
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "0.150"
+        clock.advance(0.149)
+        client.get(path)  # 1 ms early: a violation of the fractional Retry-After
+        assert server.stats().retry_after_violations == 1
+
+    def test_injected_429_with_fractional_retry_after(
+        self, emulator_factory: EmulatorFactory, connect: Connect
+    ) -> None:
+        """An injected 429 carries retry_after as is, e.g. 0.25, when fractions are on."""
+        server = emulator_factory(
+            rate_limit_rate=1.0, retry_after=0.25, fractional_retry_after=True
+        )
+        response = connect(server).get("/api/steps-async/status/exec_x")
+        assert response.headers["Retry-After"] == "0.250"
+
+    def test_answers_are_counted_per_second(
+        self, emulator_factory: EmulatorFactory, connect: Connect, clock: ManualClock
+    ) -> None:
+        """responses_by_second counts each second's answers by status (rates over time)."""
+        server = emulator_factory(clock=clock, rate_limit_rps=1.0)
+        client = connect(server)
+        for _ in range(3):
+            client.get("/api/steps-async/status/exec_x")
+        per_second = server.stats().responses_by_second
+        totals: dict[int, int] = {}
+        for counts in per_second.values():
+            for status, count in counts.items():
+                totals[status] = totals.get(status, 0) + count
+        assert totals == {404: 1, 429: 2}
+
     def test_limit_can_be_switched_off(
         self, emulator_factory: EmulatorFactory, connect: Connect, clock: ManualClock
     ) -> None:
