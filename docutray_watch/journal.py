@@ -158,8 +158,8 @@ CREATE TABLE IF NOT EXISTS step_latency (
 );
 
 -- Small facts shared with other processes: `requeued`, a counter `retry` bumps for the daemon to
--- notice; the request rate the daemon last used (JSON, for `status`). `value` has no type: a
--- counter stays an integer, the rate is text.
+-- notice, and the request rate the daemon last used (JSON, for `status`). `value` has no type:
+-- a counter stays an integer, the rate is text. (No semicolons here: the schema is split on them.)
 CREATE TABLE IF NOT EXISTS meta (
     key         TEXT    PRIMARY KEY,
     value               NOT NULL,

@@ -9,15 +9,24 @@ from typing import Any
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.samples import make_pdf
 
-from .conftest import daemon_config, pipeline, wait_for
+from .conftest import daemon_config, free_port, local_get, pipeline, wait_for
+
+_ASYNC_HOOK = (
+    "from docutray_watch import hookimpl\n\n@hookimpl\nasync def startup(config):\n    pass\n"
+)
+# Registers sink type 'fancy' with a class that is not a Sink: the type is known, but unusable.
+_NOT_A_SINK = (
+    "from docutray_watch import hookimpl\n\n"
+    "class Fancy:\n    type = 'fancy'\n\n"
+    "@hookimpl\ndef register_sink_types(register):\n    register(Fancy)\n"
+)
 
 
-def _install_broken_plugin(site: Path) -> None:
-    """A distribution docutray-watch-broken 0.3.1 whose hook is `async def`."""
+def _install_broken_plugin(site: Path, body: str = _ASYNC_HOOK) -> None:
+    """A distribution docutray-watch-broken 0.3.1 with the given module (by default, one whose
+    hook is `async def`)."""
     site.mkdir()
-    (site / "broken_daemon_plugin.py").write_text(
-        "from docutray_watch import hookimpl\n\n@hookimpl\nasync def startup(config):\n    pass\n"
-    )
+    (site / "broken_daemon_plugin.py").write_text(body)
     info = site / "docutray_watch_broken-0.3.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
@@ -44,3 +53,31 @@ def test_the_daemon_logs_a_broken_plugin_and_runs_the_pipelines(
     assert failed["version"] == "0.3.1"
     assert "`async def`" in failed["error"]
     assert not [line for line in lines if not line.startswith("{")]  # no stray stderr lines
+
+
+def test_a_pipeline_needing_the_broken_plugin_is_left_out_and_readyz_names_it(
+    tmp_path: Path, emulator: EmulatorServer, daemon_factory: Any
+) -> None:
+    """A pipeline whose sink type only the broken plugin provides is left out (logged,
+    /readyz 503 naming it, its file untouched); the config's other pipeline runs."""
+    site = tmp_path / "site"
+    _install_broken_plugin(site, _NOT_A_SINK)
+    port = free_port()
+    held = pipeline(tmp_path, "held", sinks=[{"type": "fancy"}])
+    config = daemon_config(
+        tmp_path, emulator, held, pipeline(tmp_path), metrics={"listen": f"127.0.0.1:{port}"}
+    )
+    daemon = daemon_factory(config)
+    daemon.start(extra_env={"PYTHONPATH": str(site)})
+    (tmp_path / "held" / "in" / "h.pdf").write_bytes(make_pdf(["h"]))
+    (tmp_path / "inbox" / "in" / "a.pdf").write_bytes(make_pdf(["a"]))
+    wait_for(lambda: (tmp_path / "inbox" / "done" / "a.pdf").exists())
+    status, body = local_get(port, "/readyz")
+    assert status == 503
+    assert "pipeline 'held' is left out: pipelines[0].sinks[0].type" in body
+    assert daemon.stop() == 0
+    assert (tmp_path / "held" / "in" / "h.pdf").exists()
+    events = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    [left_out] = [e for e in events if e.get("event") == "pipeline_left_out"]
+    assert left_out["pipeline"] == "held"
+    assert "docutray-watch-broken 0.3.1" in left_out["reason"]
