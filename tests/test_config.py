@@ -1164,7 +1164,9 @@ class TestRequestRate:
 
     def parse(self, pm: pluggy.PluginManager, **api: Any) -> Config:
         data = {**minimal(), "api": api}
-        return parse_config(data, plugin_manager=pm, environ={"RPS": "12.5"}, need_secrets=False)
+        return parse_config(
+            data, sink_types=config_sink_types(pm), environ={"RPS": "12.5"}, need_secrets=False
+        )
 
     def test_auto_is_the_default(self, pm: pluggy.PluginManager) -> None:
         """Without the key the rate is learned (auto), with no cap."""
