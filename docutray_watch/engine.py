@@ -54,6 +54,7 @@ import httpx
 import pluggy
 import structlog
 import tenacity
+from structlog.typing import FilteringBoundLogger
 
 from docutray_watch import archive, intake, retention
 from docutray_watch.client import (
@@ -1613,8 +1614,12 @@ class Engine:
             return
         steps = {s.id: s for s in view.steps}
         pending = [d for d in deliveries if d.state == "pending"]
+        doc_log = log.bind(pipeline=doc.pipeline, doc=doc.name)
         results = await asyncio.gather(
-            *(self._deliver_one(doc, runtime, steps[d.step_row], d.id, d.sink) for d in pending)
+            *(
+                self._deliver_one(doc, runtime, steps[d.step_row], d.id, d.sink, doc_log)
+                for d in pending
+            )
         )
         delivery_errors = [r for r in results if r is not None]
         # Deliveries that had already given up before (in an earlier run) fail it too.
@@ -1658,7 +1663,13 @@ class Engine:
         return {}
 
     async def _deliver_one(
-        self, doc: DocumentRow, runtime: _Pipeline, step: StepRow, delivery_id: int, sink_id: str
+        self,
+        doc: DocumentRow,
+        runtime: _Pipeline,
+        step: StepRow,
+        delivery_id: int,
+        sink_id: str,
+        doc_log: FilteringBoundLogger,
     ) -> str | None:
         record = self._record(doc, step)
         runner = runtime.sinks.get(sink_id)
@@ -1676,10 +1687,8 @@ class Engine:
             receipt = await runner.deliver(record, on_failure=on_failure)
         except DeliveryGaveUp as exc:
             await self.journal.delivery_gave_up(delivery_id, str(exc))
-            log.error(
+            doc_log.error(
                 "delivery_gave_up",
-                pipeline=doc.pipeline,
-                doc=doc.name,
                 sink=sink_id,
                 plugin=runner.plugin,
                 step_id=step.step_id,
@@ -1691,10 +1700,8 @@ class Engine:
         await self.journal.delivery_done(delivery_id, text)
         self.metrics.deliveries.labels(doc.pipeline, sink_id).inc()
         self.metrics.last_delivery.labels(doc.pipeline, sink_id).set(time.time())
-        log.info(
+        doc_log.info(
             "document_delivered",
-            pipeline=doc.pipeline,
-            doc=doc.name,
             doc_sha256=doc.sha256,
             step_id=step.step_id,
             execution_id=step.execution_id,
@@ -1725,6 +1732,7 @@ class Engine:
         runtime = self._pipelines.get(doc.pipeline)
         if runtime is None:
             return
+        doc_log = log.bind(pipeline=doc.pipeline, doc=doc.name)
         delivered_now = doc.state == "completed"  # every result delivered, not journaled yet
         outcome = doc.outcome or (
             "success" if delivered_now or doc.state in ("delivered", "archived") else doc.state
@@ -1746,10 +1754,8 @@ class Engine:
                 stage=doc.error_stage or "intake",
                 error=doc.error or "",
             )
-            log.warning(
+            doc_log.warning(
                 "document_failed",
-                pipeline=doc.pipeline,
-                doc=doc.name,
                 doc_sha256=doc.sha256,
                 outcome=outcome,
                 stage=doc.error_stage,
@@ -1768,10 +1774,8 @@ class Engine:
             destination = await self._file_action(doc, action.action, action.to, failed)
         except Exception as exc:  # noqa: BLE001 - a file action must never stop the daemon
             # The document stays unfinished in the journal and is retried at the next start.
-            log.error(
+            doc_log.error(
                 "archive_failed",
-                pipeline=doc.pipeline,
-                doc=doc.name,
                 path=doc.path,
                 error=describe(exc),
             )
@@ -1796,10 +1800,8 @@ class Engine:
             self._known[doc.pipeline].pop(doc.path, None)
         else:
             self._known[doc.pipeline][doc.path] = doc
-        log.info(
+        doc_log.info(
             "document_archived",
-            pipeline=doc.pipeline,
-            doc=doc.name,
             outcome=outcome,
             action=action.action,
             destination=str(destination) if destination else None,

@@ -33,6 +33,7 @@ from docutray_watch.client._files import (
 )
 from docutray_watch.client._models import StepExecutionStatus
 from docutray_watch.client._multipart import MultipartBody
+from docutray_watch.client._request import RequestSpec, UploadHints
 from docutray_watch.client._retry import RetryInfo, RetryPolicy
 
 __all__ = [
@@ -191,30 +192,6 @@ class BaseClient:
         # keys apart; the key itself stays unreadable), `***` alone for a key that short.
         key = mask_api_key(self._options.api_key)
         return f"{type(self).__name__}(api_key={key}, base_url={self.base_url!r})"
-
-
-@dataclass(frozen=True)
-class UploadHints:
-    """What was uploaded, as far as it is known; it picks the polling schedule."""
-
-    content_type: str | None = None
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class RequestSpec:
-    """A request, independent of the sync/async client that sends it."""
-
-    method: str
-    path: str
-    json: dict[str, Any] | None = None
-    multipart: MultipartBody | None = None
-    hints: UploadHints = field(default_factory=UploadHints)
-
-    @property
-    def replayable(self) -> bool:
-        """Whether the body can be sent again (False for an already-read stream)."""
-        return self.multipart is None or self.multipart.replayable
 
 
 def _path_segment(value: str, name: str) -> str:

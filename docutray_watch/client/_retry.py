@@ -12,7 +12,8 @@ through: its error is raised so the caller can reschedule.
 
 Most requests succeed at once, and building tenacity's controller costs more than the decision
 it makes (about 4 % of the daemon's event loop), so the first attempt runs bare; the controller
-is built only after a failure worth retrying, and takes over with that attempt already counted.
+(tenacity's public ``Retrying``/``AsyncRetrying``) is built only after a failure worth retrying,
+and its first attempt raises that failure again instead of resending, so it is counted once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 import tenacity
@@ -32,7 +33,7 @@ from docutray_watch.client._exceptions import APIConnectionError, APIError, Rate
 from docutray_watch.client._retry_after import parse_retry_after
 
 if TYPE_CHECKING:
-    from docutray_watch.client._base import RequestSpec
+    from docutray_watch.client._request import RequestSpec
 
 __all__ = [
     "BACKOFF_CAP",
@@ -180,23 +181,16 @@ class RetryPolicy:
         except Exception as exc:
             if not self._worth_retrying(exc, spec):
                 raise
-            failure = exc
-        controller = self.retrying(spec)
-        state = _after_first_attempt(controller, send, spec, failure)
-        while True:  # tenacity's own loop (Retrying.__call__), entered after attempt 1
-            action = controller.iter(retry_state=state)
-            if isinstance(action, tenacity.DoAttempt):
-                try:
-                    result = send(spec)
-                except BaseException as exc:  # noqa: BLE001 - kept as the outcome, as tenacity does
-                    state.set_exception((type(exc), exc, exc.__traceback__))
-                else:
-                    state.set_result(result)
-            elif isinstance(action, tenacity.DoSleep):
-                state.prepare_for_next_attempt()
-                controller.sleep(action)
-            else:
-                return action  # type: ignore[no-any-return]
+            failure: BaseException | None = exc
+
+        def attempt(spec: RequestSpec) -> T:
+            nonlocal failure
+            if failure is not None:  # attempt 1 already ran, bare: hand tenacity its outcome
+                exc, failure = failure, None
+                raise exc
+            return send(spec)
+
+        return self.retrying(spec)(attempt, spec)
 
     async def async_call(self, spec: RequestSpec, send: Callable[[RequestSpec], Awaitable[T]]) -> T:
         """``await send(spec)``, retried by the rules above (for ``AsyncClient``)."""
@@ -205,23 +199,16 @@ class RetryPolicy:
         except Exception as exc:
             if not self._worth_retrying(exc, spec):
                 raise
-            failure = exc
-        controller = self.async_retrying(spec)
-        state = _after_first_attempt(controller, send, spec, failure)
-        while True:  # tenacity's own loop (AsyncRetrying.__call__), entered after attempt 1
-            action = await controller.iter(retry_state=state)
-            if isinstance(action, tenacity.DoAttempt):
-                try:
-                    result = await send(spec)
-                except BaseException as exc:  # noqa: BLE001 - kept as the outcome, as tenacity does
-                    state.set_exception((type(exc), exc, exc.__traceback__))
-                else:
-                    state.set_result(result)
-            elif isinstance(action, tenacity.DoSleep):
-                state.prepare_for_next_attempt()
-                await controller.sleep(action)  # type: ignore[misc]
-            else:
-                return action  # type: ignore[no-any-return]
+            failure: BaseException | None = exc
+
+        async def attempt(spec: RequestSpec) -> T:
+            nonlocal failure
+            if failure is not None:  # attempt 1 already ran, bare: hand tenacity its outcome
+                exc, failure = failure, None
+                raise exc
+            return await send(spec)
+
+        return await self.async_retrying(spec)(attempt, spec)
 
     def _worth_retrying(self, exc: BaseException, spec: RequestSpec) -> bool:
         # With no retry allowed tenacity would stop at once, without a log line or hook call.
@@ -248,13 +235,3 @@ class RetryPolicy:
             before_sleep=self._announcer(spec),
             reraise=True,
         )
-
-
-def _after_first_attempt(
-    controller: tenacity.BaseRetrying, send: Any, spec: RequestSpec, failure: BaseException
-) -> tenacity.RetryCallState:
-    """A fresh retry state for ``controller``, as tenacity leaves it after a failed attempt 1."""
-    controller.begin()
-    state = tenacity.RetryCallState(retry_object=controller, fn=send, args=(spec,), kwargs={})
-    state.set_exception((type(failure), failure, failure.__traceback__))
-    return state

@@ -306,3 +306,18 @@ def test_tracebacks_are_logged_once_per_distinct_error() -> None:
         assert asyncio.run(deliver_all()) == [BUG_ATTEMPTS] * 3
     reported = [e["error"] for e in logs if e["event"] == "sink_exception"]
     assert reported == ["KeyError: 'stp_a'", "KeyError: 'stp_b'"]
+
+
+def test_delivery_and_finalize_log_lines_carry_the_document_context(
+    tmp_path: Path, make_config: ConfigFactory, acme: pluggy.PluginManager
+) -> None:
+    """The delivery and finalize lines (delivered, gave up, failed, archived) all name the
+    document's pipeline and file, from the logger bound once for the document."""
+    config = _config(tmp_path, make_config, "buggy")
+    code, logs = _process(config, acme)
+    assert code == 1
+    wanted = {"document_delivered", "delivery_gave_up", "document_failed", "document_archived"}
+    lines = [entry for entry in logs if entry["event"] in wanted]
+    assert {entry["event"] for entry in lines} == wanted
+    for entry in lines:
+        assert (entry["pipeline"], entry["doc"]) == ("invoices", "a.pdf"), entry

@@ -19,12 +19,12 @@ from docutray_watch._testkit import make_record
 from docutray_watch.config import ConfigError, load_config, parse_config
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 from docutray_watch.records import ResultRecord
-from docutray_watch.sinks import _sqltable
 from docutray_watch.sinks.base import PermanentSinkError, SinkError
 from docutray_watch.sinks.database import (
     KEY_COLUMNS,
     DatabaseConfig,
     DatabaseSink,
+    _sqltable,
     results_table,
 )
 
