@@ -332,6 +332,7 @@ class Daemon:
                     )
                     return False
                 register_secret(api_key_of(config))
+                register_secret(config.web.token if config.web is not None else None)
                 try:
                     changes = await self.engine.reload(config)
                 except MissingApiKeyError as exc:

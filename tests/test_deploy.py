@@ -66,6 +66,9 @@ def test_every_metric_the_dashboard_and_the_alerts_name_exists() -> None:
     exprs = [*dashboard_exprs(), *(rule["expr"] for rule in alert_rules())]
     problems = [problem for expr in exprs for problem in check(expr, names)]
     assert problems == []
+    # The check does catch a misspelt metric or label.
+    assert check('docutray_watch_document_total{outcome="failed"}', names)
+    assert check('docutray_watch_documents_total{sink="x"}', names)
     used = {n for expr in exprs for n in _NAME.findall(expr)}
     assert len(used) >= 12
 

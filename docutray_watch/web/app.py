@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from docutray_watch import archive
-from docutray_watch.config import Config, api_key_of
+from docutray_watch.config import Config, WebConfig, api_key_of
 from docutray_watch.journal import Journal
 from docutray_watch.log import hide_signed_urls, mask_secrets, register_secret
 from docutray_watch.metrics import Metrics
@@ -158,13 +158,16 @@ class StatusPage:
 
     # -- reads -------------------------------------------------------------------------------
 
+    def _web(self) -> WebConfig:
+        """The current `web:` block (a reload that removed it leaves the defaults: no actions)."""
+        return self._config().web or WebConfig()
+
     async def _index(self, _request: web.Request) -> web.Response:
-        config = self._config()
-        assert config.web is not None
+        settings = self._web()
         page = (
             self._files["index.html"]
-            .replace("{{refresh_ms}}", str(int(config.web.refresh_seconds * 1000)))
-            .replace("{{actions}}", "on" if config.web.actions else "off")
+            .replace("{{refresh_ms}}", str(int(settings.refresh_seconds * 1000)))
+            .replace("{{actions}}", "on" if settings.actions else "off")
         )
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
@@ -195,12 +198,11 @@ class StatusPage:
     async def _live(self, _request: web.Request) -> web.Response:
         self.sampler.sample()  # the current minute is up to date when asked
         config = self._config()
-        assert config.web is not None
         return _json(
             {
                 "generated_at": self._clock(),
                 "started_at": self.started_at,
-                "actions": config.web.actions,
+                "actions": self._web().actions,
                 "api": self._api_state(),
                 "sinks": sinks_health(config, self.metrics, self.sampler.sink_failed_at),
                 "minutes": self.ring.minutes(),
@@ -230,9 +232,9 @@ class StatusPage:
 
     def _refusal(self, request: web.Request) -> str | None:
         """Why an action is refused, or None."""
-        config = self._config()
-        token = config.web.token if config.web is not None else None
-        if config.web is None or not config.web.actions or not token:
+        settings = self._web()
+        token = settings.token
+        if not settings.actions or not token:
             return "actions are off (web.actions)"
         origin = request.headers.get("Origin")
         if not origin or urlsplit(origin).netloc.lower() != request.host.lower():

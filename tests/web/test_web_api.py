@@ -4,6 +4,7 @@ sidecars by id, and who may retry."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -174,3 +175,27 @@ def test_actions_need_a_readable_token_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", "--offline", "-c", str(path)])
     assert result.exit_code == 78
     assert "web.token_file: actions: true needs a token_file" in result.output
+
+
+async def test_the_page_loads_nothing_from_elsewhere(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """The page, its script and style come from the daemon (no CDN): no external URL is
+    loaded, and the Content-Security-Policy allows only the page's own origin."""
+    async with (
+        processed_site(tmp_path, emulator_factory) as site,
+        httpx.AsyncClient(base_url=site.url) as client,
+    ):
+        page = await client.get("/")
+        script = (await client.get("/static/app.js")).text
+        style = (await client.get("/static/style.css")).text
+    assert page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "connect-src 'self'" in policy
+    for text in (page.text, style):
+        assert "http://" not in text
+        assert "https://" not in text
+    # The only absolute URL in the script is the SVG namespace, which is never fetched.
+    assert set(re.findall(r"https?://[^\s\"'`]+", script)) == {"http://www.w3.org/2000/svg"}
+    assert "<script>" not in page.text  # nothing inline: the policy would refuse it
