@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,18 +98,29 @@ async def processed_site(
         yield Site(root, config_path, daemon, emulator)
 
 
-@pytest.fixture(name="chromium")
-def chromium_fixture() -> str:
-    """Debian's chromium; in CI its absence fails the test instead of skipping it."""
-    if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
-        message = f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run installs it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+def browser_problem(chromium: str = CHROMIUM) -> str | None:
+    """Why the browser tests cannot run here (None: they can)."""
+    if not (os.path.exists(chromium) and shutil.which(chromium)):
+        return f"{chromium} is missing (apt-get install -y chromium; .ci/run installs it)"
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("playwright is not installed (the dev extra brings it)")
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+        return "playwright is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def require_browser(problem: str | None, environ: Mapping[str, str]) -> None:
+    """In CI (CI=true) a missing browser fails the test; elsewhere it is skipped, saying why."""
+    if problem is None:
+        return
+    if environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(problem)
+    pytest.skip(problem)
+
+
+@pytest.fixture(name="chromium")
+def chromium_fixture() -> str:
+    """Debian's chromium, driven by Playwright (which never downloads a browser here)."""
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    require_browser(browser_problem(), os.environ)
     return CHROMIUM
