@@ -283,6 +283,12 @@ def status(config_path: str | None, as_json: bool, failures: int) -> None:
         total = sum(states.values())
         parts = ", ".join(f"{state} {count}" for state, count in sorted(states.items()))
         click.echo(f"{name}: {total} document(s): {parts}")
+        queue, today = report["queue"].get(name), report["today"].get(name)
+        if queue is not None and today is not None:
+            click.echo(
+                f"  waiting {queue['waiting']}, in flight {queue['in_flight']}; "
+                f"today ({today['date']} UTC): done {today['done']}, failed {today['failed']}"
+            )
         superseded = report.get("superseded_results", {}).get(name)
         if superseded:
             click.echo(

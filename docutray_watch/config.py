@@ -380,6 +380,40 @@ class MetricsConfig(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class WebConfig(MetricsConfig):
+    """The optional status page: its own listener, as it shows file names and failure reasons."""
+
+    listen: str = Field(
+        "127.0.0.1:9465",
+        description="host:port of the status page (GET /, /api/status, /api/live).",
+    )
+    actions: bool = Field(
+        False,
+        description="Let the page retry failed documents (needs token_file; every action sends "
+        "the token as a Bearer header, from the page's own origin).",
+    )
+    token_file: ConfigPath | None = Field(
+        None,
+        description="File holding the token that actions need, e.g. "
+        "${CREDENTIALS_DIRECTORY}/web-token under systemd. Never logged or shown.",
+    )
+    refresh_seconds: float = Field(
+        5.0, ge=1, le=300, description="How often the page polls the daemon."
+    )
+    _token: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _token_for_actions(self) -> WebConfig:
+        if self.actions and self.token_file is None:
+            raise _FieldError(("token_file",), "actions: true needs a token_file")
+        return self
+
+    @property
+    def token(self) -> str | None:
+        """The actions' token, read from `token_file` when the config was loaded."""
+        return self._token.get_secret_value() if self._token is not None else None
+
+
 class LogConfig(_Model):
     """Log output."""
 
@@ -438,6 +472,7 @@ class Config(_Model):
         default_factory=JournalConfig, description="The journal's retention."
     )
     metrics: MetricsConfig | None = Field(None, description="Optional metrics/health listener.")
+    web: WebConfig | None = Field(None, description="Optional status page (its own listener).")
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
     shutdown_grace: float = Field(
         default_factory=_default_grace,
@@ -911,6 +946,7 @@ def parse_config(
         raise ConfigError(issues, source) from None
     if need_secrets:
         _read_api_key_file(config, source, positions)
+        _read_web_token(config, source, positions)
     return _hold_back_unavailable(config)
 
 
@@ -940,6 +976,32 @@ def _hold_back_unavailable(config: Config) -> Config:
     config = config.model_copy(update={"pipelines": kept})
     config._held_back = held
     return config
+
+
+def _read_web_token(config: Config, source: str | None, positions: _Positions) -> None:
+    token_file = config.web.token_file if config.web is not None else None
+    if config.web is None or token_file is None:
+        return
+    where = ("web", "token_file")
+    problem = None
+    try:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        problem = f"cannot read {token_file}: {reason}"
+    else:
+        if len(token) < 16:
+            problem = f"{token_file} must hold a token of 16 characters at least"
+    if problem is not None:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    format_path(where), problem, *(_position_of(where, positions) or (None, None))
+                )
+            ],
+            source,
+        )
+    config.web._token = SecretStr(token)
 
 
 def _read_api_key_file(config: Config, source: str | None, positions: _Positions) -> None:

@@ -27,7 +27,7 @@ import signal
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -41,6 +41,9 @@ from docutray_watch.plugins import Plugins, load_plugins
 from docutray_watch.sdnotify import Notifier
 from docutray_watch.statelock import AlreadyRunningError
 from docutray_watch.watcher import FolderWatcher
+
+if TYPE_CHECKING:
+    from docutray_watch.web import StatusPage
 
 __all__ = ["STALL_SECONDS", "Daemon", "run_daemon"]
 
@@ -79,6 +82,7 @@ class Daemon:
         self.engine = Engine(config, plugin_manager=self.plugins.pm, metrics=self.metrics)
         self.watchers: dict[str, FolderWatcher] = {}
         self.health: HealthServer | None = None
+        self.web: StatusPage | None = None
         self._log_level = log_level
         self._log_format = log_format
         self._stop = asyncio.Event()
@@ -271,6 +275,7 @@ class Daemon:
 
     async def _refresh_gauges(self) -> None:
         self.metrics.journal_writable.set(0 if self.engine.journal.write_error else 1)
+        self.metrics.set_api_state(_api_state(self.engine))
         oldest = await self.engine.journal.oldest_pending()
         now = time.time()
         for name in self.engine.pipelines:
@@ -329,6 +334,7 @@ class Daemon:
                     )
                     return False
                 register_secret(api_key_of(config))
+                register_secret(config.web.token if config.web is not None else None)
                 _log_held_back(config)
                 try:
                     changes = await self.engine.reload(config)
@@ -375,6 +381,27 @@ class Daemon:
             ) from None
         log.info("metrics_listening", address=f"{self.health.host}:{self.health.port}")
 
+    async def _start_web(self) -> None:
+        if self.config.web is None:
+            return
+        from docutray_watch.web import StatusPage, api_state_of
+
+        self.web = StatusPage(
+            lambda: self.config, self.metrics, api_state=lambda: api_state_of(self.engine)
+        )
+        try:
+            await self.web.start()
+        except OSError as exc:
+            self.web = None
+            raise UnusableSettingError(
+                f"web.listen: cannot listen on {self.config.web.listen}: {exc.strerror or exc}"
+            ) from None
+        log.info(
+            "status_page_listening",
+            address=f"{self.web.host}:{self.web.port}",
+            actions=self.config.web.actions,
+        )
+
     async def run(self) -> int:
         """Start everything, serve until a stop signal, stop cleanly; returns the exit code."""
         loop = asyncio.get_running_loop()
@@ -406,6 +433,7 @@ class Daemon:
             try:
                 self._start_watchers()
                 await self._start_health()
+                await self._start_web()
             except UnusableSettingError as exc:
                 # A folder or address of the config that cannot be used: a restart won't help.
                 log.error("config_invalid", problems=[str(exc)])
@@ -431,9 +459,17 @@ class Daemon:
             await self.engine.stop(self.config.shutdown_grace)
             if self.health is not None:
                 await self.health.stop()
+            if self.web is not None:
+                await self.web.stop()
             self.notifier.close()
             log.info("daemon_stopped", outcomes=dict(self.engine.summary.outcomes))
         return 0
+
+
+def _api_state(engine: Engine) -> str:
+    if engine.api_key_refused:
+        return "key_refused"
+    return "paused" if engine.limiter.paused_until > time.monotonic() else "ok"
 
 
 def _probe_journal(journal: object) -> None:

@@ -289,6 +289,7 @@ class Engine:
         self._accepting = False
         self._started = False
         self.last_progress = time.monotonic()
+        self.api_key_refused = False  # the last API answer was a 401/403
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -378,6 +379,10 @@ class Engine:
                 metrics.api_latency.labels(
                     response.request.method, str(response.status_code)
                 ).observe(time.monotonic() - started)
+            if response.status_code in (401, 403):
+                self.api_key_refused = True  # until a request succeeds (the page, api_state)
+            elif response.status_code < 400:
+                self.api_key_refused = False
             if response.status_code == 429:
                 metrics.rate_limited.inc()
                 wait = await _rate_limit_wait(response)

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from docutray_watch.journal_counts import install_counts
+
 __all__ = [
     "DOCUMENT_STATES",
     "END_STATES",
@@ -115,6 +117,9 @@ CREATE INDEX IF NOT EXISTS documents_unfinished ON documents (finished_at)
     WHERE finished_at IS NULL;
 CREATE INDEX IF NOT EXISTS documents_finished ON documents (finished_at)
     WHERE finished_at IS NOT NULL;
+-- `status`'s recent failures without reading every document.
+CREATE INDEX IF NOT EXISTS documents_failures ON documents (updated_at, id)
+    WHERE state IN ('failed', 'rejected');
 
 CREATE TABLE IF NOT EXISTS steps (
     id             INTEGER PRIMARY KEY,
@@ -147,6 +152,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at  REAL,
     UNIQUE (step_row, sink)
 );
+
+-- `status`'s superseded results without reading every delivery.
+CREATE INDEX IF NOT EXISTS deliveries_superseded ON deliveries (document_id)
+    WHERE state = 'superseded';
 
 CREATE TABLE IF NOT EXISTS step_latency (
     step_id     TEXT    NOT NULL,
@@ -382,6 +391,7 @@ class Journal:
                 if statement.strip():
                     c.execute(statement)
             _add_missing_columns(c)
+            install_counts(c)  # doc_counts and its triggers (docutray_watch/journal_counts.py)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return self
 

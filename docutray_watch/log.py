@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -54,6 +55,19 @@ def register_secret(value: str | None) -> None:
 def mask_secrets(text: str) -> str:
     """`text` with every registered secret replaced by `***` (for journals, sidecars, messages)."""
     return str(_scrub(text))
+
+
+# A URL whose query carries a signature or a token (a presigned S3/GCS/Azure URL, say).
+_SIGNED_URL = re.compile(
+    r"(?P<base>https?://[^\s\"'<>?#]+)\?[^\s\"'<>#]*"
+    r"(?:signature|sig=|token|credential|x-amz-|x-goog-)[^\s\"'<>#]*",
+    re.IGNORECASE,
+)
+
+
+def hide_signed_urls(text: str) -> str:
+    """`text` with the query of every signed URL cut off (it grants access to whoever has it)."""
+    return _SIGNED_URL.sub(r"\g<base>?[signed query removed]", text)
 
 
 def _scrub(value: Any) -> Any:

@@ -13,9 +13,13 @@ from prometheus_client import (
     ProcessCollector as _ProcessCollector,
 )
 
-__all__ = ["Metrics"]
+__all__ = ["API_STATES", "Metrics"]
 
 _PREFIX = "docutray_watch"
+
+# What the API looks like from here: `paused` while a 429's Retry-After holds every request,
+# `key_refused` after a 401/403 until a request succeeds again.
+API_STATES = ("ok", "paused", "key_refused")
 
 
 class Metrics:
@@ -101,6 +105,18 @@ class Metrics:
             registry=r,
         )
         self.journal_writable.set(1)
+        self.api_state = Gauge(
+            f"{_PREFIX}_api_state",
+            "1 for the API's current state (ok, paused by a 429, key_refused), 0 for the others.",
+            ["state"],
+            registry=r,
+        )
+        self.set_api_state("ok")
+
+    def set_api_state(self, state: str) -> None:
+        """Mark `state` (one of `API_STATES`) as the current one."""
+        for name in API_STATES:
+            self.api_state.labels(name).set(1 if name == state else 0)
 
     def render(self) -> bytes:
         """The text exposition format."""

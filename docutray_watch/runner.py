@@ -23,12 +23,21 @@ from docutray_watch.delivery import SinkRunner, describe
 from docutray_watch.engine import REQUEST_RATE_KEY, Engine, MissingApiKeyError
 from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
+from docutray_watch.journal_counts import (
+    IN_FLIGHT_STATES,
+    WAITING_STATES,
+    pipeline_counts,
+    today_counts,
+    utc_day,
+)
+from docutray_watch.log import hide_signed_urls, mask_secrets
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 
 __all__ = [
     "WatchFolderError",
     "dry_run_report",
     "process_once",
+    "retry_document_ids",
     "retry_documents",
     "status_report",
     "validate_online",
@@ -277,28 +286,70 @@ async def validate_online(
 # -- status / retry ------------------------------------------------------------------------------
 
 
-def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
-    """Counts per pipeline (finished documents by outcome, the words `process` prints; the others
-    by state), the age of each pipeline's oldest unfinished document (null when none) and recent
-    failures; times are ISO 8601 UTC."""
+def status_report(
+    config: Config, *, failures: int = 10, journal: Journal | None = None
+) -> dict[str, Any]:
+    """The `status --json` document, which the status page's `GET /api/status` serves as is.
+
+    Built from counts the journal keeps (`journal_counts`) and indexed reads, so it costs the
+    same with a million finished documents as with ten: per pipeline, documents by word (finished
+    ones by outcome, the words `process` prints; the others by state), what waits, is in flight,
+    and was done or failed today (UTC); the age of the oldest unfinished document (null when
+    none); the latest failures; the processing times learned per step. Times are ISO 8601 UTC.
+    `journal` is an open journal to read (the daemon's page keeps one); else the file is opened.
+    """
+    if journal is None:
+        if not config.journal_path.exists():
+            return _status_document(config, None, failures)
+        with Journal(config.journal_path) as opened:
+            return _status_document(config, opened, failures)
+    return _status_document(config, journal, failures)
+
+
+def _status_document(config: Config, journal: Journal | None, limit: int) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
+    today: dict[str, dict[str, int]] = {}
     oldest: dict[str, float] = {}
     recent: list[Any] = []
     superseded: dict[str, int] = {}
+    latencies: list[tuple[str, int, int, float, float]] = []
     rate: tuple[str, float] | None = None
-    if config.journal_path.exists():
-        with Journal(config.journal_path) as journal:
-            counts = journal.outcome_counts()
-            oldest = journal.oldest_pending()
-            recent = journal.recent_failures(failures)
-            superseded = journal.superseded_results()
-            rate = journal.get_meta(REQUEST_RATE_KEY)
     now = time.time()
-    names = dict.fromkeys([*(p.name for p in config.pipelines), *counts])
+    if journal is not None:
+        conn = journal.conn
+        conn.execute("BEGIN")  # one snapshot: counts and failures agree with each other
+        try:
+            counts = pipeline_counts(conn)
+            today = today_counts(conn, utc_day(now))
+            oldest = journal.oldest_pending()
+            recent = journal.recent_failures(limit) if limit > 0 else []
+            superseded = journal.superseded_results()
+            latencies = journal.load_latencies()
+            rate = journal.get_meta(REQUEST_RATE_KEY)
+        finally:
+            conn.execute("COMMIT")
+    names = list(dict.fromkeys([*(p.name for p in config.pipelines), *counts]))
     return {
         "journal": str(config.journal_path),
+        "generated_at": _iso_utc(now),
         "pipelines": counts,
-        # Every pipeline is listed, so a script can read the key without checking it is there.
+        # Every pipeline is listed below, so a script can read a key without checking it is there.
+        "queue": {
+            name: {
+                "waiting": sum(counts.get(name, {}).get(s, 0) for s in WAITING_STATES),
+                "in_flight": sum(counts.get(name, {}).get(s, 0) for s in IN_FLIGHT_STATES),
+            }
+            for name in names
+        },
+        # Documents whose final action was done today (UTC), by outcome.
+        "today": {
+            name: {
+                "date": utc_day(now),
+                "done": sum(today.get(name, {}).get(w, 0) for w in ("success", "duplicate")),
+                "failed": sum(today.get(name, {}).get(w, 0) for w in ("failed", "rejected")),
+            }
+            for name in names
+        },
         "oldest_pending_age_s": {
             name: round(now - oldest[name], 1) if name in oldest else None for name in names
         },
@@ -314,14 +365,27 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
         },
         "failures": [
             {
+                "id": d.id,
                 "pipeline": d.pipeline,
                 "path": d.archived_to or d.path,
                 "state": d.state,
                 "stage": d.error_stage,
-                "reason": d.error,
+                "reason": hide_signed_urls(mask_secrets(d.error)) if d.error else d.error,
                 "when": _iso_utc(d.updated_at),
             }
             for d in recent
+        ],
+        # What the engine learned of each step's processing time, by file size class
+        # (0: < 1 MiB, 1: < 10 MiB, 2: larger); it shapes how soon results are polled.
+        "learned_latency": [
+            {
+                "step_id": step_id,
+                "size_class": size_class,
+                "samples": count,
+                "mean_s": round(mean, 3),
+                "stdev_s": round(max(variance, 0.0) ** 0.5, 3),
+            }
+            for step_id, size_class, count, mean, variance in sorted(latencies)
         ],
     }
 
@@ -338,7 +402,6 @@ def retry_documents(
 ) -> tuple[int, list[str]]:
     """Requeue documents in the journal; returns (how many, problems to report)."""
     problems: list[str] = []
-    requeued = 0
     if not config.journal_path.exists():
         # Opening would create it, owned by whoever runs `retry` (root, say), not the daemon.
         return 0, [f"no journal at {config.journal_path}: no document has been seen yet"]
@@ -359,19 +422,47 @@ def retry_documents(
                 continue
             latest = max(matches, key=lambda d: d.id)
             chosen[latest.id] = latest
-        for doc in chosen.values():
-            location = (
-                doc.archived_to if doc.archived_to and os.path.exists(doc.archived_to) else doc.path
-            )
-            if not os.path.exists(location):
-                problems.append(f"{doc.path}: the file is gone (was it deleted?)")
-                continue
-            try:
-                journal.requeue(doc.id, force=force)
-            except InvalidTransition as exc:
-                problems.append(f"{doc.path}: {exc}")
-                continue
-            if location != doc.path:
-                journal.set_path(doc.id, location)
-            requeued += 1
+        requeued = _requeue(journal, chosen.values(), force=force, problems=problems)
     return requeued, problems
+
+
+def retry_document_ids(config: Config, ids: Iterable[int]) -> tuple[int, list[str]]:
+    """`retry` by journal id (the status page's retry button): the same requeue as
+    `docutray-watch retry PATH`, for failed or rejected documents only."""
+    if not config.journal_path.exists():
+        return 0, [f"no journal at {config.journal_path}: no document has been seen yet"]
+    problems: list[str] = []
+    with Journal(config.journal_path) as journal:
+        chosen = []
+        for doc_id in ids:
+            try:
+                doc = journal.document(doc_id)
+            except KeyError:
+                problems.append(f"document {doc_id}: not in the journal")
+                continue
+            if doc.state not in ("failed", "rejected"):
+                problems.append(f"document {doc_id}: not failed ({doc.state})")
+                continue
+            chosen.append(doc)
+        return _requeue(journal, chosen, force=False, problems=problems), problems
+
+
+def _requeue(journal: Journal, docs: Iterable[Any], *, force: bool, problems: list[str]) -> int:
+    """Requeue each document from where its file is now; returns how many were requeued."""
+    requeued = 0
+    for doc in docs:
+        location = (
+            doc.archived_to if doc.archived_to and os.path.exists(doc.archived_to) else doc.path
+        )
+        if not os.path.exists(location):
+            problems.append(f"{doc.path}: the file is gone (was it deleted?)")
+            continue
+        try:
+            journal.requeue(doc.id, force=force)
+        except InvalidTransition as exc:
+            problems.append(f"{doc.path}: {exc}")
+            continue
+        if location != doc.path:
+            journal.set_path(doc.id, location)
+        requeued += 1
+    return requeued

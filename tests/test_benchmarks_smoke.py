@@ -225,3 +225,15 @@ def test_lean_floor_runs_every_stack_to_the_end(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split() for line in stdout.splitlines()[1:]}
     assert set(rows) == {"aiohttp", "httpx", "client"}
     assert all(float(row[1]) > 0 for row in rows.values())
+
+
+def test_web_status_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/web_status.py builds a journal, times GET /api/status and reports the ratio
+    to the 50 ms target (a small journal here; 100,000 documents by default)."""
+    report = tmp_path / "web.json"
+    stdout = run_script("web_status.py", "--docs", "2000", "--requests", "5", "--json", str(report))
+    figures = json.loads(report.read_text())
+    assert figures["documents"] == 2000
+    assert figures["target_ms"] == 50.0
+    assert figures["median_to_target"] == round(figures["median_ms"] / 50.0, 3)
+    assert "x the target" in stdout

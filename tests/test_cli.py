@@ -166,7 +166,8 @@ class TestProcess:
 
 class TestStatusAndRetry:
     def test_status_counts_and_failures(self, tmp_path: Path, emulator: EmulatorServer) -> None:
-        """`status` shows counts per state and the last failures; --json is machine-readable."""
+        """`status` shows counts per state, what waits and what was done or failed today, and the
+        last failures; --json is machine-readable."""
         config = write_config(tmp_path, emulator)
         (tmp_path / "inbox" / "ok.pdf").write_bytes(make_pdf(["ok"]))
         (tmp_path / "inbox" / "bad.pdf").write_text("bad")
@@ -174,6 +175,8 @@ class TestStatusAndRetry:
         text = invoke("status", "-c", str(config))
         assert text.exit_code == 0
         assert "invoices: 2 document(s): rejected 1, success 1" in text.output
+        today = datetime.now(UTC).date().isoformat()
+        assert f"  waiting 0, in flight 0; today ({today} UTC): done 1, failed 1" in text.output
         assert "bad.pdf" in text.output
         report = json.loads(invoke("status", "-c", str(config), "--json").output)
         assert report["pipelines"] == {"invoices": {"rejected": 1, "success": 1}}

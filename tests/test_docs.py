@@ -19,6 +19,7 @@ from docutray_watch.config import (
     PollConfig,
     TimeoutConfig,
     WatchConfig,
+    WebConfig,
 )
 from docutray_watch.sinks.base import SinkConfig, SinkRetry
 
@@ -32,6 +33,7 @@ MODELS: list[type[BaseModel]] = [
     PollConfig,
     ActionConfig,
     MetricsConfig,
+    WebConfig,
     LogConfig,
     SinkConfig,
     SinkRetry,

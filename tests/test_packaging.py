@@ -75,11 +75,22 @@ def test_sdist_and_wheel_hold_what_a_user_needs(tmp_path: Path) -> None:
         "docutray_watch/samples.py",
         "docutray_watch/emulator/server.py",
         "docutray_watch/py.typed",
+        # the status page is served from package data: no build step, nothing from a CDN
+        "docutray_watch/web/static/index.html",
+        "docutray_watch/web/static/app.js",
+        "docutray_watch/web/static/style.css",
     ):
         assert needed in names
     assert "docutray-watch = docutray_watch.cli:main" in entry_points
     with tarfile.open(sdist) as archive:
         members = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
     assert not [name for name in members if name.startswith("plugins/")]
-    for needed in ("CHANGELOG.md", "LICENSE", "README.md", "systemd/docutray-watch.service"):
+    for needed in (
+        "CHANGELOG.md",
+        "LICENSE",
+        "README.md",
+        "systemd/docutray-watch.service",
+        "deploy/grafana/docutray-watch.json",
+        "deploy/prometheus/alerts.yml",
+    ):
         assert needed in members

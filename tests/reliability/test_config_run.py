@@ -128,6 +128,12 @@ def run_only_cases(tmp: Path, taken_port: int) -> list[tuple[str, dict[str, Any]
             "metrics.listen",
             None,
         ),
+        (
+            "status page address taken by another program",
+            config(web={"listen": f"127.0.0.1:{taken_port}"}),
+            "web.listen",
+            None,
+        ),
     ]
 
 
