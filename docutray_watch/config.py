@@ -126,6 +126,15 @@ class ApiConfig(_Model):
     requests_per_second: float = Field(
         10.0, gt=0, description="API requests per second, all pipelines together."
     )
+    pause_probe_interval: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "While the API key is refused or the API unreachable, seconds between two probes "
+            "(a free status read) that resume work once it answers; also how often a pipeline "
+            "paused by a 403/404 tries one submission again."
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod

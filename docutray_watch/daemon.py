@@ -264,6 +264,8 @@ class Daemon:
         for name, root in self._missing.items():
             if name in active:
                 problems.append(f"watched folder of pipeline {name} is missing: {root}")
+        # A refused key, an unreachable API, a pipeline whose step the API refuses.
+        problems.extend(self.engine.api_gate.reasons())
         if self._stop.is_set():
             problems.append("stopping")
         return problems
@@ -292,8 +294,12 @@ class Daemon:
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
+            # A deliberate pause (key refused, API unreachable, 429) is not a stall: a restart
+            # would not help, and the pause resumes by itself.
             stalled = (
-                engine.outstanding > 0 and time.monotonic() - engine.last_progress > STALL_SECONDS
+                engine.outstanding > 0
+                and not engine.api_gate.paused
+                and time.monotonic() - engine.last_progress > STALL_SECONDS
             )
             if interval and not stalled:
                 self.notifier.watchdog()

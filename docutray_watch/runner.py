@@ -16,6 +16,7 @@ import pluggy
 import structlog
 
 from docutray_watch import intake
+from docutray_watch.api_gate import read_api_pause
 from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayError, NotFoundError
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
@@ -25,6 +26,10 @@ from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 
 __all__ = [
+    "EX_NOPERM",
+    "EX_UNAVAILABLE",
+    "ApiKeyRefusedError",
+    "ApiUnreachableError",
     "WatchFolderError",
     "dry_run_report",
     "process_once",
@@ -37,6 +42,23 @@ log = structlog.get_logger(__name__)
 
 Echo = Callable[[str], None]
 
+EX_UNAVAILABLE = 69  # the API could not be reached within --api-wait
+EX_NOPERM = 77  # the API refused the API key
+KEY_REFUSED = "the DocuTray API refused the API key (401): check api.api_key / DOCUTRAY_API_KEY"
+DEFAULT_API_WAIT = 60.0
+
+
+class ApiKeyRefusedError(Exception):
+    """`process` stopped: the API refused the key (exit 77); no document was failed for it."""
+
+    exit_code = EX_NOPERM
+
+
+class ApiUnreachableError(Exception):
+    """`process` gave up: the API could not be reached for `--api-wait` seconds (exit 69)."""
+
+    exit_code = EX_UNAVAILABLE
+
 
 # -- process -------------------------------------------------------------------------------------
 
@@ -48,8 +70,14 @@ async def process_once(
     echo: Echo = print,
     plugin_manager: pluggy.PluginManager | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    api_wait: float = DEFAULT_API_WAIT,
 ) -> int:
-    """Take every document waiting in every inbox, wait until all are done; 0 or 1 (failures)."""
+    """Take every document waiting in every inbox, wait until all are done; 0 or 1 (failures).
+
+    Raises `ApiKeyRefusedError` at the first 401 and `ApiUnreachableError` when the API cannot be
+    reached for `api_wait` seconds; either way every document stays where it was (unfinished in
+    the journal, its file in the inbox) and the next run takes it up.
+    """
     engine = Engine(
         config, plugin_manager=plugin_manager or get_plugin_manager(), transport=transport
     )
@@ -57,10 +85,17 @@ async def process_once(
     try:
         await _create_missing_inboxes(config, echo)
         await engine.scan()
-        if progress:
-            await _wait_with_progress(engine)
-        else:
-            await engine.wait_idle()
+        done = asyncio.ensure_future(
+            _wait_with_progress(engine) if progress else engine.wait_idle()
+        )
+        try:
+            gave_up = await _until_done_or_api_gone(engine, done, api_wait, config)
+        finally:
+            done.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await done
+        if gave_up is not None:
+            raise gave_up
         unfinished = await _unfinished(engine)
     finally:
         await engine.stop(grace=0)
@@ -82,6 +117,29 @@ async def process_once(
             "cannot be written); the next run takes them up where they stopped"
         )
     return 1 if summary.failed or unfinished != 0 else 0
+
+
+async def _until_done_or_api_gone(
+    engine: Engine, done: asyncio.Future[None], api_wait: float, config: Config
+) -> Exception | None:
+    """Wait for `done`, unless the API refuses the key or stays unreachable for `api_wait` s."""
+    gate = engine.api_gate
+    while not done.done():
+        if gate.credentials is not None:
+            return ApiKeyRefusedError(KEY_REFUSED)
+        timeout = None
+        if gate.unreachable is not None:
+            timeout = gate.unreachable.since + api_wait - time.monotonic()
+            if timeout <= 0:
+                return ApiUnreachableError(
+                    f"the DocuTray API at {config.api.resolved_base_url()} could not be reached "
+                    f"for {api_wait:g} s (see --api-wait); every document was left where it was"
+                )
+        changed = asyncio.ensure_future(gate.wait_changed(timeout))
+        await asyncio.wait({done, changed}, return_when=asyncio.FIRST_COMPLETED)
+        changed.cancel()
+    done.result()
+    return None
 
 
 class WatchFolderError(Exception):
@@ -261,9 +319,9 @@ async def validate_online(
             await client.steps.get_status("docutray-watch-validate-probe")
         except NotFoundError:
             echo(f"API {base_url}: reachable, key accepted")
-        except AuthenticationError as exc:
-            echo(f"API {base_url}: the API key was refused ({exc.status_code})")
-            ok = False
+        except AuthenticationError:
+            echo(f"API {base_url}: {KEY_REFUSED}")
+            return EX_NOPERM
         except DocuTrayError as exc:
             echo(f"API {base_url}: FAILED: {describe(exc)}")
             ok = False
@@ -283,8 +341,10 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
     oldest: dict[str, float] = {}
     recent: list[Any] = []
     superseded: dict[str, int] = {}
+    pause: tuple[str, float] | None = None
     if config.journal_path.exists():
         with Journal(config.journal_path) as journal:
+            pause = read_api_pause(journal.conn)
             counts = journal.outcome_counts()
             oldest = journal.oldest_pending()
             recent = journal.recent_failures(failures)
@@ -300,6 +360,9 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
         },
         # Results delivered for a version of a file that changed before its final action.
         "superseded_results": superseded,
+        # Why the daemon is not using the API now (key refused, unreachable, a pipeline's step
+        # refused), as it last recorded it; null when it is not paused.
+        "api_paused": {"reasons": pause[0], "since": _iso_utc(pause[1])} if pause else None,
         "failures": [
             {
                 "pipeline": d.pipeline,
