@@ -1322,9 +1322,9 @@ class Engine:
     def _pause_api(self, failure: Failure, doc: DocumentRow, exc: DocuTrayError) -> None:
         """Tell the gate about a failure that pauses work (see `engine_errors`)."""
         retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
-        self.api_gate.report(
-            failure, pipeline=doc.pipeline, error=describe(exc), retry_after=retry_after
-        )
+        status = getattr(exc, "status_code", None)
+        error = f"HTTP {status}: {describe(exc)}" if status else describe(exc)
+        self.api_gate.report(failure, pipeline=doc.pipeline, error=error, retry_after=retry_after)
 
     async def _probe_api(self) -> Failure | None:
         """A free request that proves the key works and the API answers (see `api_gate`)."""

@@ -127,15 +127,25 @@ async def _until_done_or_api_gone(
     while not done.done():
         if gate.credentials is not None:
             return ApiKeyRefusedError(KEY_REFUSED)
-        timeout = None
+        waits = []
         if gate.unreachable is not None:
-            timeout = gate.unreachable.since + api_wait - time.monotonic()
-            if timeout <= 0:
+            left = gate.unreachable.since + api_wait - time.monotonic()
+            if left <= 0:
                 return ApiUnreachableError(
                     f"the DocuTray API at {config.api.resolved_base_url()} could not be reached "
                     f"for {api_wait:g} s (see --api-wait); every document was left where it was"
                 )
-        changed = asyncio.ensure_future(gate.wait_changed(timeout))
+            waits.append(left)
+        # A pipeline whose step the API refuses (403/404) is waited for as long, then given up.
+        for name, pause in sorted(gate.pipelines.items()):
+            left = pause.since + api_wait - time.monotonic()
+            if left <= 0:
+                return ApiUnreachableError(
+                    f"pipeline {name}: {pause.reason}, still after {api_wait:g} s (see "
+                    "--api-wait); its documents were left where they were"
+                )
+            waits.append(left)
+        changed = asyncio.ensure_future(gate.wait_changed(min(waits) if waits else None))
         await asyncio.wait({done, changed}, return_when=asyncio.FIRST_COMPLETED)
         changed.cancel()
     done.result()
