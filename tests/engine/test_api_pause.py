@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from docutray_watch import hookimpl
 from docutray_watch.cli import cli
 from docutray_watch.config import Config
-from docutray_watch.emulator import EmulatorServer
+from docutray_watch.emulator import EmulatorConfig, EmulatorServer
 from docutray_watch.engine import Engine
 from docutray_watch.runner import (
     KEY_REFUSED,
@@ -337,3 +337,41 @@ def _recorded(config: Config) -> Any:
     with contextlib.suppress(Exception):
         return status_report(config)["api_paused"]
     return None
+
+
+class TestUnreachable:
+    def test_an_api_down_fails_nothing_and_work_resumes_when_it_is_back(
+        self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
+    ) -> None:
+        """Nothing listening: everything waits (the reason is reported); back: all complete."""
+        port = free_port()
+        api = EmulatorServer(EmulatorConfig(latency=0.05), host="127.0.0.1", port=port)
+        config = make_config(
+            api={
+                "base_url": f"http://127.0.0.1:{port}",
+                "api_key": api.api_key,
+                "pause_probe_interval": 0.2,
+                "max_retries": 0,
+            }
+        )
+        names = drop(tmp_path / "invoices" / "inbox", 3)
+
+        async def scenario() -> None:
+            engine = Engine(config, plugin_manager=pm)
+            await engine.start()
+            try:
+                await engine.scan()
+                await until(engine, lambda: engine.api_gate.unreachable is not None)
+                [reason] = engine.api_gate.reasons()
+                assert reason.startswith("paused: the DocuTray API cannot be reached")
+                assert engine.summary.failed == 0
+                await asyncio.to_thread(api.start)
+                async with asyncio.timeout(20):
+                    await engine.wait_idle()
+            finally:
+                await engine.stop(grace=0)
+                await asyncio.to_thread(api.stop)
+            assert engine.summary.outcomes == {"success": len(names)}
+
+        asyncio.run(scenario())
+        assert folder(tmp_path / "invoices" / "done") == names
