@@ -1,7 +1,8 @@
 """What an API failure means for the engine: one function, `classify`, used by submit and poll.
 
-The client retries only at the transport level (see `client._retry`); whatever it raises in the
-end comes here, and the answer says what the engine does next:
+The client retries a single request by its own rules (`client._retry`: a connection never made,
+and, for a status read, timeouts and "try later" answers); whatever it raises in the end comes
+here, and the answer says what the engine does next — the engine no longer decides anywhere else:
 
 ============  ================================================================================
 kind          what the engine does
@@ -25,7 +26,8 @@ deadline apply. A connection that cannot even be opened concerns every document 
 each one on its own would fail them all at their deadlines for something none of them caused, and
 would flood the log. So it pauses everything (shared, not counted against `poll.timeout`), and
 `process` can tell "the API is down" apart to give up after `--api-wait`. Only a connection never
-established counts (``request_sent`` False); a timeout after sending is about that request.
+established counts (``request_sent`` False, except a wait for a connection of our own pool, which
+is local congestion); a timeout after sending is about that request.
 
 Why 403/404 are `pipeline` on submit but not on poll: a submission names the pipeline's step id,
 so 404 there means the step id is wrong and 403 that this key may not use it — true of every
@@ -38,6 +40,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Literal
+
+import httpx
 
 from docutray_watch.client import (
     APIConnectionError,
@@ -86,6 +90,8 @@ def classify(exc: BaseException, *, stage: Stage = "submit") -> Failure:
     handles local file errors itself, before asking.
     """
     if isinstance(exc, APIConnectionError):
+        if isinstance(exc.__cause__, httpx.PoolTimeout):
+            return Failure.NOT_ACCEPTED  # our own connection pool was busy: not an outage
         if not exc.request_sent:
             return Failure.UNREACHABLE
         # A status read is idempotent: just read again. A submission may have started one.

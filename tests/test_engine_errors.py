@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from docutray_watch.client import _exceptions as errors
@@ -62,6 +63,14 @@ def test_every_error_has_one_meaning_at_submit_and_at_poll(
     """Each client error (every class, timeouts before/after sending, each status) is classified."""
     assert classify(exc, stage=SUBMIT) == submit
     assert classify(exc, stage=POLL) == poll
+
+
+def test_a_busy_connection_pool_is_not_an_outage() -> None:
+    """A PoolTimeout (our own pool was busy; nothing sent) is retried, not a shared pause."""
+    exc = errors.APITimeoutError("pool", request_sent=False)
+    exc.__cause__ = httpx.PoolTimeout("pool")
+    assert classify(exc, stage=SUBMIT) is Failure.NOT_ACCEPTED
+    assert classify(exc, stage=POLL) is Failure.NOT_ACCEPTED
 
 
 def test_plain_api_errors_of_401_and_429_are_classified_by_status() -> None:
