@@ -13,7 +13,9 @@ How a pause ends. While the key is refused or the API unreachable, a probe runs 
 `api.pause_probe_interval` seconds: a status read of an execution id that cannot exist. The
 service authenticates before it looks the id up, so `404` proves both that the API answers and
 that it accepts the key, without starting (and paying for) an execution; `401` means the key is
-still refused, no answer means still unreachable. A reload (SIGHUP) with a new key ends the
+still refused, no connection means still unreachable. Any other outcome (a 5xx, a slow answer)
+ends the pause too: the real requests that follow tell the rest, and a key still refused pauses
+again at the first 401. A reload (SIGHUP) with a new key ends the
 credentials pause at once. A pipeline pause cannot be probed without a submission, so after each
 interval one submission of that pipeline is let through as a trial: a 403/404 answer starts no
 execution, and a success ends the pause. A throttle ends by itself.
@@ -316,7 +318,9 @@ class ApiGate:
             except Exception as exc:  # noqa: BLE001 - a failed probe is just "not yet"
                 log.warning("api_probe_failed", error=str(exc))
                 continue
-            if outcome is None:
+            if outcome is None or outcome not in (Failure.CREDENTIALS, Failure.UNREACHABLE):
+                # Answered, and not with a 401 (a 5xx or a timeout proves less than a 404, but the
+                # next real request tells: a key still refused pauses again at once).
                 self.answered()
             elif outcome is Failure.CREDENTIALS:
                 if self.unreachable is not None:
