@@ -1,8 +1,10 @@
 """The `docutray-watch` command line.
 
 Exit codes: 0 success; 1 some documents failed (`process`), or `plugins` lists a plugin that
-failed to load; 2 usage error; 78 (EX_CONFIG) the configuration cannot be used — the message
-names the YAML path; 70 (EX_SOFTWARE) an internal error. Logging is configured here and only here.
+failed to load; 2 usage error; 69 (EX_UNAVAILABLE) the API could not be reached (`process`,
+after --api-wait); 77 (EX_NOPERM) the API refused the key (`process`, `validate`); 78
+(EX_CONFIG) the configuration cannot be used — the message names the YAML path; 70
+(EX_SOFTWARE) an internal error. Logging is configured here and only here.
 
 The plugins are loaded once per command (`_plugins()`) and handed to the config loader and the
 engine; a plugin that fails to load is reported with one line on stderr and left out.
@@ -179,13 +181,26 @@ def run(ctx: click.Context, config_path: str | None) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
+@click.option(
+    "--api-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for an unreachable API before giving up (exit 69).",
+)
 @click.pass_context
 def process(
-    ctx: click.Context, config_path: str | None, dry_run: bool, progress: bool | None
+    ctx: click.Context,
+    config_path: str | None,
+    dry_run: bool,
+    progress: bool | None,
+    api_wait: float,
 ) -> None:
     """One pass over every pipeline's folder; wait until every document is done.
 
-    Exits 0 when every document was delivered, 1 when some failed or were rejected.
+    Exits 0 when every document was delivered, 1 when some failed or were rejected, 77 when the
+    API refuses the key, 69 when it cannot be reached for --api-wait seconds (documents are then
+    left where they were).
     """
     from docutray_watch.runner import dry_run_report, process_once
 
@@ -195,7 +210,13 @@ def process(
         sys.exit(dry_run_report(config, echo=click.echo))
     show_progress = sys.stderr.isatty() if progress is None else progress
     code = _run_async(
-        process_once(config, progress=show_progress, echo=click.echo, plugin_manager=_plugins().pm)
+        process_once(
+            config,
+            progress=show_progress,
+            echo=click.echo,
+            plugin_manager=_plugins().pm,
+            api_wait=api_wait,
+        )
     )
     for held in config.held_back:
         click.echo(f"not processed: {held.line()}")
@@ -205,7 +226,7 @@ def process(
 
 def _run_async(coro: Any) -> int:
     from docutray_watch.engine import MissingApiKeyError, StateDirError
-    from docutray_watch.runner import WatchFolderError
+    from docutray_watch.runner import ApiKeyRefusedError, ApiUnreachableError, WatchFolderError
     from docutray_watch.statelock import AlreadyRunningError
 
     try:
@@ -222,6 +243,9 @@ def _run_async(coro: Any) -> int:
     except AlreadyRunningError as exc:
         click.echo(f"docutray-watch: {exc}", err=True)
         return EX_TEMPFAIL
+    except (ApiKeyRefusedError, ApiUnreachableError) as exc:
+        click.echo(f"docutray-watch: {exc}", err=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 
@@ -277,6 +301,9 @@ def status(config_path: str | None, as_json: bool, failures: int) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
+    if report["api_paused"]:
+        paused = report["api_paused"]
+        click.echo(f"API work paused since {paused['since']}: {paused['reasons']}")
     if not report["pipelines"]:
         click.echo("The journal is empty: no document has been seen yet.")
     for name, states in report["pipelines"].items():

@@ -134,6 +134,15 @@ class ApiConfig(_Model):
         gt=0,
         description="With requests_per_second: auto, never more than this (null: no cap).",
     )
+    pause_probe_interval: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "While the API key is refused or the API unreachable, seconds between two probes "
+            "(a free status read) that resume work once it answers; also how often a pipeline "
+            "paused by a 403/404 tries one submission again."
+        ),
+    )
 
     @field_validator("requests_per_second", mode="before")
     @classmethod

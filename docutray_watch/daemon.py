@@ -269,6 +269,8 @@ class Daemon:
             if name in active:
                 problems.append(f"watched folder of pipeline {name} is missing: {root}")
         problems.extend(held.line() for held in self.config.held_back)
+        # A refused key, an unreachable API, a pipeline whose step the API refuses.
+        problems.extend(self.engine.api_gate.reasons())
         if self._stop.is_set():
             problems.append("stopping")
         return problems
@@ -299,8 +301,12 @@ class Daemon:
                 self.notifier.status(status)
                 last_status = status
             await engine.record_request_rate()  # for `status`; written only when it changed
+            # A deliberate pause (key refused, API unreachable, 429) is not a stall: a restart
+            # would not help, and the pause resumes by itself.
             stalled = (
-                engine.outstanding > 0 and time.monotonic() - engine.last_progress > STALL_SECONDS
+                engine.outstanding > 0
+                and not engine.api_gate.paused
+                and time.monotonic() - engine.last_progress > STALL_SECONDS
             )
             if interval and not stalled:
                 self.notifier.watchdog()
@@ -467,9 +473,12 @@ class Daemon:
 
 
 def _api_state(engine: Engine) -> str:
-    if engine.api_key_refused:
-        return "key_refused"
-    return "paused" if engine.limiter.paused_until > time.monotonic() else "ok"
+    """The `docutray_watch_api_state` gauge's state: the gate's, or `paused` while the rate
+    limiter holds every request for a 429."""
+    state = engine.api_gate.state()
+    if state == "ok" and engine.limiter.paused_until > time.monotonic():
+        return "paused"
+    return state
 
 
 def _probe_journal(journal: object) -> None:

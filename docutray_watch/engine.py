@@ -57,23 +57,20 @@ import tenacity
 from structlog.typing import FilteringBoundLogger
 
 from docutray_watch import archive, intake, retention
+from docutray_watch.api_gate import PROBE_EXECUTION_ID, ApiGate
 from docutray_watch.client import (
     AiohttpTransport,
-    APIConnectionError,
-    APIError,
     AsyncClient,
-    AuthenticationError,
     DocuTrayError,
-    InternalServerError,
     InvalidDocumentError,
     NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
     RetryInfo,
     rate_limit_wait,
 )
 from docutray_watch.config import Config, PipelineConfig, api_key_of, same_settings
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
+from docutray_watch.engine_errors import Failure, classify
 from docutray_watch.journal import AsyncJournal, Completion, DocumentRow, Journal, StepRow
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import SinkType, call_first, call_observers, collect_sink_types
@@ -289,7 +286,13 @@ class Engine:
         self._accepting = False
         self._started = False
         self.last_progress = time.monotonic()
-        self.api_key_refused = False  # the last API answer was a 401/403
+        # Shared pauses (key refused, API unreachable, 429, a pipeline's step refused).
+        self.api_gate = ApiGate(
+            probe=self._probe_api,
+            probe_interval=config.api.pause_probe_interval,
+            on_change=self._api_pause_changed,
+        )
+        self._pause_base: dict[int, float] = {}  # step row → api_gate.paused_seconds at start
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -315,6 +318,7 @@ class Engine:
                 f"cannot open the journal {self.config.journal_path}: {reason}"
             ) from None
         self.latency.load(await self.journal.load_latencies())
+        await self.journal.record_api_pause(None)  # a pause recorded by an earlier run is over
         self._build_client(api_key)
         for pipeline in self.config.pipelines:
             self._pipelines[pipeline.name] = self._build_pipeline(pipeline)
@@ -379,10 +383,6 @@ class Engine:
                 metrics.api_latency.labels(
                     response.request.method, str(response.status_code)
                 ).observe(time.monotonic() - started)
-            if response.status_code in (401, 403):
-                self.api_key_refused = True  # until a request succeeds (the page, api_state)
-            elif response.status_code < 400:
-                self.api_key_refused = False
             if response.status_code == 429:
                 metrics.rate_limited.inc()
                 wait = await _rate_limit_wait(response)
@@ -503,6 +503,7 @@ class Engine:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
             log.info("engine_persisted_in_flight", tasks=len(pending))
+        await self.api_gate.close()
         with contextlib.suppress(Exception):
             await self.journal.save_latencies(self.latency.export())
         for client, http in [*self._old_clients, (self._client, self._http)]:
@@ -581,6 +582,7 @@ class Engine:
             if name not in names and not runtime.retired:
                 runtime.retired = True
                 changes.append(f"removed pipeline {name}")
+        self.api_gate.reset()  # maybe a new key or step id: try again at once
         log.info("config_reloaded", changes=changes)
         return changes
 
@@ -1173,6 +1175,7 @@ class Engine:
             self._spawn(self._run_step(doc, step), name=f"step:{doc.name}:{step.step_id}", doc=doc)
 
     async def _run_step(self, doc: DocumentRow, step: StepRow) -> None:
+        self._pause_base[step.id] = self.api_gate.paused_seconds(doc.pipeline)
         try:
             step = await self._submit(doc, step)
             if step.state == "polling":
@@ -1187,6 +1190,7 @@ class Engine:
                 self._slot_freed.discard(step.id)
             else:
                 await self._free_slot()
+            self._pause_base.pop(step.id, None)
             self.last_progress = time.monotonic()
 
     async def _write_until_done(
@@ -1225,8 +1229,12 @@ class Engine:
         await self._slots.release()
 
     def _deadline(self, doc: DocumentRow, step: StepRow) -> float:
+        """When the step gives up: `poll.timeout` after its first try, plus the time the API
+        was paused meanwhile (a refused key or an outage is not the document's fault)."""
         timeout = self._pipelines[doc.pipeline].config.poll.timeout
-        return (step.first_try_at or time.time()) + timeout
+        paused = self.api_gate.paused_seconds(doc.pipeline)
+        paused -= self._pause_base.setdefault(step.id, paused)
+        return (step.first_try_at or time.time()) + timeout + paused
 
     async def _submit(self, doc: DocumentRow, step: StepRow) -> StepRow:
         """Submit until the service accepts the document; returns the step in `polling` or done."""
@@ -1239,6 +1247,7 @@ class Engine:
             step = await self.journal.step_uncertain(step.id, "interrupted while submitting")
         backoff = 1.0
         while True:
+            await self._await_api(doc, submission=True)
             if step.uncertain >= 2:
                 return await self._step_failed(
                     doc,
@@ -1274,8 +1283,17 @@ class Engine:
                     f"cannot read the file: {exc.strerror or describe(exc)}",
                     stage="submit",
                 )
-            except APIConnectionError as exc:
-                if exc.request_sent:
+            except DocuTrayError as exc:
+                failure = classify(exc, stage="submit")
+                if failure is Failure.REJECTED:
+                    return await self._step_failed(
+                        doc,
+                        step,
+                        f"the service rejected the document: {describe(exc)}",
+                        stage="submit",
+                        http_status=getattr(exc, "status_code", None),
+                    )
+                if failure is Failure.UNCERTAIN:
                     step = await self.journal.step_uncertain(step.id, describe(exc))
                     log.warning(
                         "submission_uncertain",
@@ -1287,26 +1305,11 @@ class Engine:
                     )
                     continue
                 step = await self.journal.step_not_accepted(step.id, describe(exc))
-            except APIError as exc:
-                if not self._submission_retryable(exc):
-                    return await self._step_failed(
-                        doc,
-                        step,
-                        f"the service rejected the document: {describe(exc)}",
-                        stage="submit",
-                        http_status=exc.status_code,
-                    )
-                if isinstance(exc, InternalServerError) and exc.status_code != 503:
-                    # 500/502/504 to a POST: the execution may exist. Count it like a timeout.
-                    step = await self.journal.step_uncertain(step.id, describe(exc))
+                if failure.pauses:
+                    # Not this document's fault: wait at the gate (not counted against its
+                    # deadline) instead of backing off towards a failure.
+                    self._pause_api(failure, doc, exc)
                     continue
-                step = await self.journal.step_not_accepted(step.id, describe(exc))
-                if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
-                    log.error(
-                        "api_key_rejected",
-                        status=exc.status_code,
-                        error="the API key was refused; fix it and reload",
-                    )
             else:
                 # The service is running it now: losing its id would mean paying twice, so a
                 # journal that cannot be written (disk full) is waited for, not given up on.
@@ -1318,6 +1321,7 @@ class Engine:
                     doc=doc,
                     what=f"execution id {status.execution_id}",
                 )
+                self.api_gate.answered(doc.pipeline)
                 self.metrics.submissions.labels(doc.pipeline).inc()
                 log.info(
                     "document_submitted",
@@ -1340,16 +1344,50 @@ class Engine:
             await asyncio.sleep(backoff)
             backoff = min(_SUBMIT_BACKOFF_MAX, backoff * 2)
 
-    @staticmethod
-    def _submission_retryable(exc: APIError) -> bool:
-        """Transient answers: rate limits, server trouble, and an API key being fixed."""
-        return (
-            isinstance(
-                exc,
-                (RateLimitError, InternalServerError, AuthenticationError, PermissionDeniedError),
-            )
-            or exc.status_code >= 500
-        )
+    async def _await_api(self, doc: DocumentRow, *, submission: bool = False) -> None:
+        """Wait while the API is paused for this document's pipeline. A submission gives its
+        execution slot back meanwhile (the other pipelines may use it); a status read keeps it
+        (its execution is running at the service)."""
+        gate = self.api_gate
+        if gate.blocked(doc.pipeline) is None or not submission:
+            await gate.wait_open(doc.pipeline, submission=submission)
+            return
+        await self._free_slot()
+        try:
+            await gate.wait_open(doc.pipeline, submission=True)
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            self._slots.take()  # `_run_step` gives the slot back on its way out
+            self.metrics.in_flight.inc()
+            raise
+        self.metrics.in_flight.inc()
+
+    def _pause_api(self, failure: Failure, doc: DocumentRow, exc: DocuTrayError) -> None:
+        """Tell the gate about a failure that pauses work (see `engine_errors`)."""
+        retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
+        status = getattr(exc, "status_code", None)
+        error = f"HTTP {status}: {describe(exc)}" if status else describe(exc)
+        self.api_gate.report(failure, pipeline=doc.pipeline, error=error, retry_after=retry_after)
+
+    async def _probe_api(self) -> Failure | None:
+        """A free request that proves the key works and the API answers (see `api_gate`)."""
+        if self._client is None:
+            return Failure.UNREACHABLE
+        try:
+            await self._client.steps.get_status(PROBE_EXECUTION_ID)
+        except NotFoundError:
+            return None  # authenticated, then not found: exactly what a working key gets
+        except DocuTrayError as exc:
+            return classify(exc, stage="poll")
+        return None
+
+    def _api_pause_changed(self) -> None:
+        """A pause started or ended: that is progress (for the watchdog), and `status` is told."""
+        self.last_progress = time.monotonic()
+        reasons = "; ".join(self.api_gate.reasons()) or None
+        if self._started:
+            task = asyncio.ensure_future(self.journal.record_api_pause(reasons))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _requeue_changed(self, doc: DocumentRow, reason: str) -> None:
         event = self._active_sha.pop((doc.pipeline, doc.sha256 or ""), None)
@@ -1428,7 +1466,7 @@ class Engine:
         asked = False
         try:
             while True:
-                remaining = deadline - time.time()
+                remaining = self._deadline(doc, step) - time.time()
                 if remaining <= 0:
                     if asked:
                         await self._step_failed(
@@ -1443,22 +1481,31 @@ class Engine:
                     # meanwhile): the paid-for result may be ready, so ask before giving up.
                     wait = remaining = 0.0
                 await asyncio.sleep(min(wait, remaining))
+                await self._await_api(doc)
                 asked = True
                 asked_at = time.time()
                 try:
                     self.metrics.status_requests.inc()
                     status = await self._client.steps.get_status(step.execution_id)
-                except NotFoundError as exc:
-                    await self._step_failed(
-                        doc,
-                        step,
-                        f"the service does not know execution {step.execution_id}: {describe(exc)}",
-                        stage="poll",
-                        http_status=404,
-                    )
-                    return
                 except DocuTrayError as exc:
-                    retry_after = getattr(exc, "retry_after", None)
+                    failure = classify(exc, stage="poll")
+                    if failure is Failure.REJECTED:
+                        unknown = isinstance(exc, NotFoundError)
+                        await self._step_failed(
+                            doc,
+                            step,
+                            f"the service does not know execution {step.execution_id}: "
+                            f"{describe(exc)}"
+                            if unknown
+                            else f"the service refused the status read: {describe(exc)}",
+                            stage="poll",
+                            http_status=getattr(exc, "status_code", None),
+                        )
+                        return
+                    wait = schedule.next_interval()
+                    if failure.pauses:
+                        self._pause_api(failure, doc, exc)  # the next read waits at the gate
+                        continue
                     log.warning(
                         "status_read_failed",
                         pipeline=doc.pipeline,
@@ -1467,8 +1514,8 @@ class Engine:
                         execution_id=step.execution_id,
                         error=describe(exc),
                     )
-                    wait = max(schedule.next_interval(), retry_after or 0.0)
                     continue
+                self.api_gate.answered()
                 if status.status in _TERMINAL:
                     self._learn(
                         step.step_id, size, status, submitted_wall, last_pending_at, asked_at

@@ -1201,6 +1201,26 @@ class Journal:
                 list(rows),
             )
 
+    # -- API pause (for `status`) -------------------------------------------------------------
+
+    def record_api_pause(self, reasons: str | None) -> None:
+        """Why the daemon's API work is paused now (None: it is not), for `status` to show; a
+        one-row table of its own (`meta` holds integers). Read by `api_gate.read_api_pause`."""
+        with self._write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS api_pause"
+                " (id INTEGER PRIMARY KEY CHECK (id = 1), reasons TEXT, since REAL NOT NULL)"
+            )
+            if reasons is None:
+                conn.execute("DELETE FROM api_pause")
+            else:
+                conn.execute(
+                    "INSERT INTO api_pause (id, reasons, since) VALUES (1, ?, ?) ON CONFLICT (id)"
+                    " DO UPDATE SET since = CASE WHEN reasons = excluded.reasons THEN since"
+                    " ELSE excluded.since END, reasons = excluded.reasons",
+                    (reasons, self._clock()),
+                )
+
 
 class AsyncJournal:
     """Runs `Journal` methods on one dedicated writer thread, with group commit.

@@ -19,7 +19,7 @@ _PREFIX = "docutray_watch"
 
 # What the API looks like from here: `paused` while a 429's Retry-After holds every request,
 # `key_refused` after a 401/403 until a request succeeds again.
-API_STATES = ("ok", "paused", "key_refused")
+API_STATES = ("ok", "paused", "key_refused", "unreachable")
 
 
 class Metrics:
@@ -107,7 +107,8 @@ class Metrics:
         self.journal_writable.set(1)
         self.api_state = Gauge(
             f"{_PREFIX}_api_state",
-            "1 for the API's current state (ok, paused by a 429, key_refused), 0 for the others.",
+            "1 for the API's current state (ok, paused by a 429, key_refused, unreachable), "
+            "0 for the others.",
             ["state"],
             registry=r,
         )

@@ -17,6 +17,7 @@ import pluggy
 import structlog
 
 from docutray_watch import intake
+from docutray_watch.api_gate import read_api_pause
 from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayError, NotFoundError
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
@@ -34,6 +35,10 @@ from docutray_watch.log import hide_signed_urls, mask_secrets
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 
 __all__ = [
+    "EX_NOPERM",
+    "EX_UNAVAILABLE",
+    "ApiKeyRefusedError",
+    "ApiUnreachableError",
     "WatchFolderError",
     "dry_run_report",
     "process_once",
@@ -47,6 +52,23 @@ log = structlog.get_logger(__name__)
 
 Echo = Callable[[str], None]
 
+EX_UNAVAILABLE = 69  # the API could not be reached within --api-wait
+EX_NOPERM = 77  # the API refused the API key
+KEY_REFUSED = "the DocuTray API refused the API key (401): check api.api_key / DOCUTRAY_API_KEY"
+DEFAULT_API_WAIT = 60.0
+
+
+class ApiKeyRefusedError(Exception):
+    """`process` stopped: the API refused the key (exit 77); no document was failed for it."""
+
+    exit_code = EX_NOPERM
+
+
+class ApiUnreachableError(Exception):
+    """`process` gave up: the API could not be reached for `--api-wait` seconds (exit 69)."""
+
+    exit_code = EX_UNAVAILABLE
+
 
 # -- process -------------------------------------------------------------------------------------
 
@@ -58,8 +80,14 @@ async def process_once(
     echo: Echo = print,
     plugin_manager: pluggy.PluginManager | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    api_wait: float = DEFAULT_API_WAIT,
 ) -> int:
-    """Take every document waiting in every inbox, wait until all are done; 0 or 1 (failures)."""
+    """Take every document waiting in every inbox, wait until all are done; 0 or 1 (failures).
+
+    Raises `ApiKeyRefusedError` at the first 401 and `ApiUnreachableError` when the API cannot be
+    reached for `api_wait` seconds; either way every document stays where it was (unfinished in
+    the journal, its file in the inbox) and the next run takes it up.
+    """
     engine = Engine(
         config, plugin_manager=plugin_manager or get_plugin_manager(), transport=transport
     )
@@ -67,10 +95,17 @@ async def process_once(
     try:
         await _create_missing_inboxes(config, echo)
         await engine.scan()
-        if progress:
-            await _wait_with_progress(engine)
-        else:
-            await engine.wait_idle()
+        done = asyncio.ensure_future(
+            _wait_with_progress(engine) if progress else engine.wait_idle()
+        )
+        try:
+            gave_up = await _until_done_or_api_gone(engine, done, api_wait, config)
+        finally:
+            done.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await done
+        if gave_up is not None:
+            raise gave_up
         unfinished = await _unfinished(engine)
         await engine.record_request_rate()  # what was learned, for `status`
     finally:
@@ -93,6 +128,39 @@ async def process_once(
             "cannot be written); the next run takes them up where they stopped"
         )
     return 1 if summary.failed or unfinished != 0 else 0
+
+
+async def _until_done_or_api_gone(
+    engine: Engine, done: asyncio.Future[None], api_wait: float, config: Config
+) -> Exception | None:
+    """Wait for `done`, unless the API refuses the key or stays unreachable for `api_wait` s."""
+    gate = engine.api_gate
+    while not done.done():
+        if gate.credentials is not None:
+            return ApiKeyRefusedError(KEY_REFUSED)
+        waits = []
+        if gate.unreachable is not None:
+            left = gate.unreachable.since + api_wait - time.monotonic()
+            if left <= 0:
+                return ApiUnreachableError(
+                    f"the DocuTray API at {config.api.resolved_base_url()} could not be reached "
+                    f"for {api_wait:g} s (see --api-wait); every document was left where it was"
+                )
+            waits.append(left)
+        # A pipeline whose step the API refuses (403/404) is waited for as long, then given up.
+        for name, pause in sorted(gate.pipelines.items()):
+            left = pause.since + api_wait - time.monotonic()
+            if left <= 0:
+                return ApiUnreachableError(
+                    f"pipeline {name}: {pause.reason}, still after {api_wait:g} s (see "
+                    "--api-wait); its documents were left where they were"
+                )
+            waits.append(left)
+        changed = asyncio.ensure_future(gate.wait_changed(min(waits) if waits else None))
+        await asyncio.wait({done, changed}, return_when=asyncio.FIRST_COMPLETED)
+        changed.cancel()
+    done.result()
+    return None
 
 
 class WatchFolderError(Exception):
@@ -272,9 +340,9 @@ async def validate_online(
             await client.steps.get_status("docutray-watch-validate-probe")
         except NotFoundError:
             echo(f"API {base_url}: reachable, key accepted")
-        except AuthenticationError as exc:
-            echo(f"API {base_url}: the API key was refused ({exc.status_code})")
-            ok = False
+        except AuthenticationError:
+            echo(f"API {base_url}: {KEY_REFUSED}")
+            return EX_NOPERM
         except DocuTrayError as exc:
             echo(f"API {base_url}: FAILED: {describe(exc)}")
             ok = False
@@ -314,6 +382,7 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
     superseded: dict[str, int] = {}
     latencies: list[tuple[str, int, int, float, float]] = []
     rate: tuple[str, float] | None = None
+    pause: tuple[str, float] | None = None
     now = time.time()
     if journal is not None:
         conn = journal.conn
@@ -326,6 +395,7 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
             superseded = journal.superseded_results()
             latencies = journal.load_latencies()
             rate = journal.get_meta(REQUEST_RATE_KEY)
+            pause = read_api_pause(conn)
         finally:
             conn.execute("COMMIT")
     names = list(dict.fromkeys([*(p.name for p in config.pipelines), *counts]))
@@ -363,6 +433,9 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
             "recorded_at": _iso_utc(rate[1]),
             "recorded_age_s": round(max(0.0, now - rate[1]), 1),
         },
+        # Why the daemon is not using the API now (key refused, unreachable, a pipeline's step
+        # refused), as it last recorded it; null when it is not paused.
+        "api_paused": {"reasons": pause[0], "since": _iso_utc(pause[1])} if pause else None,
         "failures": [
             {
                 "id": d.id,

@@ -355,16 +355,16 @@ class TestValidate:
         assert "sink filesystem: ok" in result.output
         assert "key accepted" in result.output
 
-    def test_online_validation_with_a_refused_key_exits_78(
+    def test_online_validation_with_a_refused_key_exits_77(
         self, tmp_path: Path, emulator: EmulatorServer
     ) -> None:
-        """A key the API refuses makes `validate` exit 78 and say so."""
+        """A key the API refuses makes `validate` exit 77 (EX_NOPERM) and say so."""
         config = write_config(tmp_path, emulator)
         data = yaml.safe_load(config.read_text())
         data["api"]["api_key"] = "wrong-key"
         config.write_text(yaml.safe_dump(data))
         result = invoke("validate", "-c", str(config))
-        assert result.exit_code == 78
+        assert result.exit_code == 77
         assert "refused" in result.output
         assert "wrong-key" not in result.output
 

@@ -140,24 +140,26 @@ class Sampler:
 
 
 def api_state_of(engine: Engine, *, now: float | None = None) -> dict[str, Any]:
-    """`{"state": "ok" | "paused" | "key_refused", "paused_for_s": …}` from the engine.
+    """`{"state": "ok" | "paused" | "key_refused" | "unreachable", "paused_for_s": …,
+    "reasons": […]}` from the engine's API gate and rate limiter.
 
-    `paused`: a 429 answer's Retry-After holds every request; `key_refused`: the last answer to
-    a request was 401/403. Readers must accept other states (e.g. `unreachable`) later.
+    `paused`: a 429 answer's Retry-After holds every request; `key_refused`: the API refused the
+    key (401) and work waits for it; `unreachable`: the API cannot be reached. `reasons` also
+    names pipelines paused because the API refused their step. Readers must accept other states
+    later.
     """
     moment = time.monotonic() if now is None else now
-    paused_for = max(0.0, engine.limiter.paused_until - moment)
-    if engine.api_key_refused:
-        state = "key_refused"
-    elif paused_for > 0:
+    gate = engine.api_gate
+    paused_for = max(0.0, engine.limiter.paused_until - moment, gate.throttled_until - moment)
+    state = gate.state()
+    if state == "ok" and paused_for > 0:
         state = "paused"
-    else:
-        state = "ok"
     return {
         "state": state,
         "paused_for_s": round(paused_for, 1),
         "paused_total_s": round(engine.limiter.paused_total, 1),
         "in_flight": engine.in_flight,
+        "reasons": gate.reasons(),
     }
 
 

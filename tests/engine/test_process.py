@@ -16,7 +16,7 @@ from docutray_watch._testkit import MemorySink
 from docutray_watch.config import Config
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.journal import Journal
-from docutray_watch.runner import process_once, retry_documents
+from docutray_watch.runner import ApiUnreachableError, process_once
 from docutray_watch.samples import make_pdf, make_png
 from tests.engine.conftest import ConfigFactory, pipeline_data
 
@@ -176,36 +176,33 @@ class TestFailures:
         assert "unsupported" in json.loads(sidecars[0].read_text())["reason"]
         assert list(inbox.iterdir()) == []
 
-    def test_unknown_step_fails_only_that_step_and_retry_runs_only_it(
+    def test_an_unknown_step_pauses_its_pipeline_and_the_next_run_submits_only_it(
         self,
         tmp_path: Path,
         pm: pluggy.PluginManager,
         emulator_factory: Any,
         make_config: ConfigFactory,
     ) -> None:
-        """A step the service rejects fails the document; `retry` re-runs just that step."""
+        """A 404 to a step's submission fails nothing: `process` gives up after --api-wait with
+        the document left in the inbox, and the next run submits just that step."""
         picky = emulator_factory(step_ids=["stp_a"])
         config = make_config(
             pipeline_data(tmp_path, steps=["stp_a", "stp_b"]),
             api={"base_url": picky.base_url, "api_key": picky.api_key},
         )
         (tmp_path / "invoices" / "inbox" / "r.pdf").write_bytes(make_pdf(["r"]))
-        assert run(config, pm)[0] == 1
-        sidecar = json.loads((tmp_path / "invoices" / "failed" / "r.pdf.error.json").read_text())
-        assert sidecar["step_id"] == "stp_b"
-        assert sidecar["http_status"] == 404
-        assert [r["step_id"] for r in results_of(tmp_path / "invoices" / "results")] == ["stp_a"]
+        with pytest.raises(ApiUnreachableError, match=r"pipeline invoices: .*404"):
+            asyncio.run(process_once(config, plugin_manager=pm, echo=print, api_wait=0.5))
+        assert (tmp_path / "invoices" / "inbox" / "r.pdf").exists()
+        assert not (tmp_path / "invoices" / "failed").exists()
 
         picky.configure(step_ids=["stp_a", "stp_b"])
-        requeued, problems = retry_documents(config, paths=[], failed=True, force=False)
-        assert (requeued, problems) == (1, [])
         assert run(config, pm)[0] == 0
         submitted = picky.stats().submissions
         assert sum(sum(v.values()) for k, v in submitted.items() if "stp_a" in k) == 1
         steps = sorted(r["step_id"] for r in results_of(tmp_path / "invoices" / "results"))
         assert steps == ["stp_a", "stp_b"]
         assert (tmp_path / "invoices" / "done" / "r.pdf").exists()
-        assert not (tmp_path / "invoices" / "failed" / "r.pdf.error.json").exists()
 
     def test_a_step_that_never_finishes_times_out(
         self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager

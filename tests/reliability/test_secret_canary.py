@@ -81,6 +81,7 @@ class TestSecretCanary:
             "max_retries": 1,
             "timeout": {"connect": 1, "read": 1, "write": 1, "pool": 1},
             "requests_per_second": 200,
+            "pause_probe_interval": 0.5,  # resume soon after the key is known (phase 2)
         }
         daemon = reliable_daemon(config, env={CANARY_HOOKS_ENV: "1"}, log_level="debug")
         daemon.start()
@@ -92,7 +93,8 @@ class TestSecretCanary:
 
         for i in range(3):
             (inbox / f"a{i}.pdf").write_bytes(make_pdf([f"canary 401 {i}"]))
-        wait_for(lambda: statuses(401) >= 3, timeout=30)
+        # The first 401 pauses every request (one probe per interval after it).
+        wait_for(lambda: statuses(401) >= 1, timeout=30)
         metrics_pages.append(scrape(metrics_port, "/metrics"))
 
         # Phase 2: the key is known now, but every request meets a server error.

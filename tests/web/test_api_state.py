@@ -1,4 +1,5 @@
-"""The API state the page and the `docutray_watch_api_state` gauge show: ok, paused, key_refused."""
+"""The API state the page and the `docutray_watch_api_state` gauge show: ok, paused, key_refused,
+unreachable."""
 
 from __future__ import annotations
 
@@ -8,19 +9,20 @@ import httpx
 
 from docutray_watch.daemon import _api_state
 from docutray_watch.engine import Engine
+from docutray_watch.engine_errors import Failure
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import load_plugins
 from docutray_watch.testing import build_config
 from docutray_watch.web.live import api_state_of
 
 
-async def test_a_refused_key_then_a_429_pause_then_ok(tmp_path: Path) -> None:
-    """A 401 answer marks the key refused until a request succeeds; a 429 pauses (Retry-After)."""
-    answers = iter([401, 200, 429])
+async def test_the_state_follows_the_api_gate_and_the_rate_limiter(tmp_path: Path) -> None:
+    """A refused key is `key_refused` until an answer comes, an unreachable API `unreachable`,
+    and a 429 answer's Retry-After `paused` — for the page and the gauge alike."""
+    answers = iter([429])
 
     def answer(_request: httpx.Request) -> httpx.Response:
-        status = next(answers)
-        return httpx.Response(status, headers={"Retry-After": "30"} if status == 429 else {})
+        return httpx.Response(next(answers), headers={"Retry-After": "30"})
 
     plugins = load_plugins()
     config = build_config(
@@ -34,14 +36,20 @@ async def test_a_refused_key_then_a_429_pause_then_ok(tmp_path: Path) -> None:
     )
     await engine.start()
     try:
+        gate = engine.api_gate
+        assert api_state_of(engine)["state"] == _api_state(engine) == "ok"
+        gate.report(Failure.CREDENTIALS, pipeline="invoices", error="401", retry_after=None)
+        state = api_state_of(engine)
+        assert state["state"] == _api_state(engine) == "key_refused"
+        assert state["reasons"] == ["paused: the DocuTray API refused the API key (401)"]
+        gate.answered()
+        gate.report(Failure.UNREACHABLE, pipeline="invoices", error="refused", retry_after=None)
+        assert api_state_of(engine)["state"] == _api_state(engine) == "unreachable"
+        gate.answered()
+        assert api_state_of(engine)["state"] == "ok"
         http = engine._http
         assert http is not None
-        assert api_state_of(engine)["state"] == "ok"
-        await http.get("http://127.0.0.1:9/v1/x")
-        assert api_state_of(engine)["state"] == _api_state(engine) == "key_refused"
-        await http.get("http://127.0.0.1:9/v1/x")
-        assert api_state_of(engine)["state"] == "ok"
-        await http.get("http://127.0.0.1:9/v1/x")
+        await http.get("http://127.0.0.1:9/v1/x")  # a 429: the rate limiter pauses everyone
         state = api_state_of(engine)
         assert state["state"] == _api_state(engine) == "paused"
         assert 0 < state["paused_for_s"] <= 30
