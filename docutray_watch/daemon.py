@@ -300,7 +300,6 @@ class Daemon:
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
-            await engine.record_request_rate()  # for `status`; written only when it changed
             # A deliberate pause (key refused, API unreachable, 429) is not a stall: a restart
             # would not help, and the pause resumes by itself.
             stalled = (
@@ -316,6 +315,8 @@ class Daemon:
                     pending=engine.outstanding,
                     idle_s=round(time.monotonic() - engine.last_progress),
                 )
+            # After the watchdog ping: a journal write that waits must not hold up liveness.
+            await engine.record_request_rate()  # for `status`; written only when it changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
 

@@ -629,7 +629,7 @@ class Engine:
         """Store the current rate in the journal for `status` (when it changed since the last
         time; the daemon calls this every few seconds). A failed write is only logged."""
         value = json.dumps(self.request_rate(), sort_keys=True)
-        if value == self._recorded_rate:
+        if value == self._recorded_rate or not self._started:
             return
         try:
             await self.journal.set_meta(REQUEST_RATE_KEY, value)
