@@ -250,7 +250,7 @@ class Daemon:
     async def _readiness(self) -> list[str]:
         problems = []
         try:
-            await self.engine.journal.call(_probe_journal, self.engine.journal.journal)
+            await self.engine.journal.probe()
         except Exception as exc:  # noqa: BLE001 - reported as a readiness problem
             problems.append(f"journal not writable: {exc}")
         else:
@@ -430,12 +430,6 @@ class Daemon:
             self.notifier.close()
             log.info("daemon_stopped", outcomes=dict(self.engine.summary.outcomes))
         return 0
-
-
-def _probe_journal(journal: object) -> None:
-    conn = journal.conn  # type: ignore[attr-defined]
-    conn.execute("SAVEPOINT readiness_probe")
-    conn.execute("RELEASE readiness_probe")
 
 
 def run_daemon(
