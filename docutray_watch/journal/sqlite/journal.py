@@ -329,9 +329,9 @@ class Journal(StepWrites, Reports):
                     (doc_id,),
                 )
                 self._move_deliveries(conn, doc_id, (DeliveryState.FAILED,), DeliveryState.PENDING)
-            new_state = _D.DISCOVERED if doc.state == _D.REJECTED or doc.sha256 is None else _D.QUEUED
-            if doc.state == _D.ARCHIVED:
-                new_state = _D.QUEUED
+            new_state = _D.QUEUED
+            if doc.state == _D.REJECTED or (doc.sha256 is None and doc.state != _D.ARCHIVED):
+                new_state = _D.DISCOVERED
             # In the same transaction: a daemon that sees the new count also sees the document.
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, 1)"
