@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from docutray_watch.journal.rows import DeliveryRow, DocumentRow, StepRow
+from docutray_watch.journal.rows import DocumentRow, StepRow
 from docutray_watch.journal.sqlite import rows
 from docutray_watch.journal.sqlite.schema import migrate
 from docutray_watch.journal.states import check_delivery, check_document, check_step
@@ -118,18 +118,22 @@ class Connection:
             raise KeyError(f"step {step_row} is not in the journal")
         return rows.step(row)
 
-    def _delivery_row(self, conn: sqlite3.Connection, delivery_id: int) -> DeliveryRow:
-        row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    def _state_of(self, conn: sqlite3.Connection, table: str, row_id: int) -> str:
+        """The stored state of one row (only that column: the writer's hot path)."""
+        row = conn.execute(
+            f"SELECT state FROM {table} WHERE id = ?",  # noqa: S608 - fixed table names
+            (row_id,),
+        ).fetchone()
         if row is None:
-            raise KeyError(f"delivery {delivery_id} is not in the journal")
-        return rows.delivery(row)
+            raise KeyError(f"{table} row {row_id} is not in the journal")
+        return str(row[0])
 
     # -- checked writes: every state change goes through one of these -----------------------
 
     def _set_state(
         self, conn: sqlite3.Connection, doc_id: int, new: str, **columns: Any
     ) -> DocumentRow:
-        current = self._document_row(conn, doc_id).state
+        current = self._state_of(conn, "documents", doc_id)
         columns["state"] = check_document(doc_id, current, new)
         columns["updated_at"] = self._clock()
         _update(conn, "documents", doc_id, columns)
@@ -140,17 +144,15 @@ class Connection:
     ) -> StepRow:
         """Update a step row; with `new`, move it to that state (checked)."""
         if new is not None:
-            current = self._step_row(conn, step_row).state
+            current = self._state_of(conn, "steps", step_row)
             columns["state"] = check_step(step_row, current, new)
         _update(conn, "steps", step_row, columns)
         return self._step_row(conn, step_row)
 
-    def _set_delivery(
-        self, conn: sqlite3.Connection, delivery_id: int, new: str, **columns: Any
-    ) -> None:
-        current = self._delivery_row(conn, delivery_id).state
-        columns["state"] = check_delivery(delivery_id, current, new)
-        _update(conn, "deliveries", delivery_id, columns)
+    def _check_delivery(self, conn: sqlite3.Connection, delivery_id: int, new: str) -> str:
+        """`new`, if the delivery may move there from its stored state."""
+        current = self._state_of(conn, "deliveries", delivery_id)
+        return check_delivery(delivery_id, current, new).value
 
     def _move_deliveries(
         self, conn: sqlite3.Connection, doc_id: int, before: tuple[str, ...], new: str

@@ -240,7 +240,7 @@ class Journal(StepWrites, Reports):
     def finish(self, doc_id: int, archived_to: str | None) -> DocumentRow:
         """The final file action is done; a delivered or duplicate document becomes archived."""
         with self._write() as conn:
-            state = self._document_row(conn, doc_id).state
+            state = self._state_of(conn, "documents", doc_id)
             if state not in (_D.DELIVERED, _D.DUPLICATE, _D.FAILED, _D.REJECTED, _D.ARCHIVED):
                 raise InvalidTransition(f"document {doc_id}: cannot finish in state {state}")
             new_state = _D.ARCHIVED if state in (_D.DELIVERED, _D.DUPLICATE) else state

@@ -165,7 +165,7 @@ class StepWrites(Connection):
             r["state"]
             for r in conn.execute("SELECT state FROM steps WHERE document_id = ?", (doc_id,))
         ]
-        doc_state = self._document_row(conn, doc_id).state
+        doc_state = self._state_of(conn, "documents", doc_id)
         if states and all(s in STEP_END_STATES for s in states):
             if doc_state == DocumentState.QUEUED:
                 self._set_state(conn, doc_id, DocumentState.SUBMITTING)
@@ -199,30 +199,28 @@ class StepWrites(Connection):
     def delivery_done(self, delivery_id: int, receipt: str | None) -> None:
         """The sink stored the record."""
         with self._write() as conn:
-            attempts = self._delivery_row(conn, delivery_id).attempts
-            self._set_delivery(
-                conn,
-                delivery_id,
-                DeliveryState.DELIVERED,
-                receipt=receipt,
-                delivered_at=self._clock(),
-                attempts=attempts + 1,
-                error=None,
+            state = self._check_delivery(conn, delivery_id, DeliveryState.DELIVERED)
+            conn.execute(
+                "UPDATE deliveries SET state = ?, receipt = ?, delivered_at = ?,"
+                " attempts = attempts + 1, error = NULL WHERE id = ?",
+                (state, receipt, self._clock(), delivery_id),
             )
 
     def delivery_attempt_failed(self, delivery_id: int, error: str, *, final: bool) -> None:
         """A delivery attempt failed; `final` when the engine gives up on it."""
+        new = DeliveryState.FAILED if final else DeliveryState.PENDING
         with self._write() as conn:
-            attempts = self._delivery_row(conn, delivery_id).attempts
-            self._set_delivery(
-                conn,
-                delivery_id,
-                DeliveryState.FAILED if final else DeliveryState.PENDING,
-                attempts=attempts + 1,
-                error=error,
+            state = self._check_delivery(conn, delivery_id, new)
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, error = ?, state = ? WHERE id = ?",
+                (error, state, delivery_id),
             )
 
     def delivery_gave_up(self, delivery_id: int, error: str) -> None:
         """The engine gave up on a delivery; its failed attempts are already counted."""
         with self._write() as conn:
-            self._set_delivery(conn, delivery_id, DeliveryState.FAILED, error=error)
+            state = self._check_delivery(conn, delivery_id, DeliveryState.FAILED)
+            conn.execute(
+                "UPDATE deliveries SET error = ?, state = ? WHERE id = ?",
+                (error, state, delivery_id),
+            )
