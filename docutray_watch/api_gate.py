@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import structlog
 
 from docutray_watch.engine_errors import Failure
 
-__all__ = ["PROBE_EXECUTION_ID", "ApiGate", "Pause", "read_api_pause"]
+__all__ = ["PROBE_EXECUTION_ID", "ApiGate", "Pause"]
 
 log = structlog.get_logger(__name__)
 
@@ -337,12 +336,3 @@ class ApiGate:
                 self.report(outcome, pipeline="", error="probe: 401", retry_after=None)
             elif outcome is Failure.UNREACHABLE and self.unreachable is None:
                 self.report(outcome, pipeline="", error="probe: no connection", retry_after=None)
-
-
-def read_api_pause(conn: sqlite3.Connection) -> tuple[str, float] | None:
-    """What `Journal.record_api_pause` stored: (reasons, since epoch seconds), or None."""
-    try:
-        row = conn.execute("SELECT reasons, since FROM api_pause WHERE id = 1").fetchone()
-    except sqlite3.OperationalError:  # no such table: never paused
-        return None
-    return (str(row[0]), float(row[1])) if row is not None else None

@@ -509,10 +509,15 @@ def demo(ctx: click.Context, directory: str | None, latency: float) -> None:
 
 def main() -> None:
     """Entry point of the `docutray-watch` console script."""
+    from docutray_watch.journal import NewerJournalError
+
     try:
         cli.main(prog_name="docutray-watch")
     except SystemExit:
         raise
+    except NewerJournalError as exc:  # `status`, `retry`, `show`, `prune` open it directly
+        click.echo(f"docutray-watch: config error: state_dir: {exc}", err=True)
+        sys.exit(EX_CONFIG)
     except Exception as exc:
         log.error("internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=True)
         click.echo(

@@ -254,7 +254,7 @@ class Daemon:
     async def _readiness(self) -> list[str]:
         problems = []
         try:
-            await self.engine.journal.call(_probe_journal, self.engine.journal.journal)
+            await self.engine.journal.probe()
         except Exception as exc:  # noqa: BLE001 - reported as a readiness problem
             problems.append(f"journal not writable: {exc}")
         else:
@@ -480,12 +480,6 @@ def _api_state(engine: Engine) -> str:
     if state == "ok" and engine.limiter.paused_until > time.monotonic():
         return "paused"
     return state
-
-
-def _probe_journal(journal: object) -> None:
-    conn = journal.conn  # type: ignore[attr-defined]
-    conn.execute("SAVEPOINT readiness_probe")
-    conn.execute("RELEASE readiness_probe")
 
 
 def run_daemon(

@@ -71,7 +71,7 @@ from docutray_watch.client import (
 from docutray_watch.config import Config, PipelineConfig, api_key_of, same_settings
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
 from docutray_watch.engine_errors import Failure, classify
-from docutray_watch.journal import AsyncJournal, Completion, DocumentRow, Journal, StepRow
+from docutray_watch.journal import Completion, DocumentRow, SqliteStore, StateStore, StepRow
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import SinkType, call_first, call_observers, collect_sink_types
 from docutray_watch.polling import LatencyModel, PollSchedule, probe_schedule
@@ -241,6 +241,7 @@ class Engine:
         metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         environ: dict[str, str] | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self.config = config
         self.pm = plugin_manager
@@ -248,7 +249,7 @@ class Engine:
         self.summary = RunSummary()
         self._transport = transport
         self._environ = environ if environ is not None else dict(os.environ)
-        self.journal = AsyncJournal(Journal(config.journal_path))
+        self.journal: StateStore = store if store is not None else SqliteStore(config.journal_path)
         self._lock = StateLock(config.state_dir)
         self.latency = LatencyModel()
         self.limiter = _limiter_of(config)
@@ -1043,7 +1044,7 @@ class Engine:
             doc.pipeline, doc.sha256 or "", exclude=doc.id
         )
         if original is not None:
-            await self.journal.call(self.journal.journal.mark_rediscovered, doc.id)
+            await self.journal.mark_rediscovered(doc.id)
             doc = await self.journal.mark_duplicate(
                 doc.id, sha256=doc.sha256 or "", content_type=doc.content_type or "", of=original.id
             )

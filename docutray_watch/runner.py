@@ -17,14 +17,13 @@ import pluggy
 import structlog
 
 from docutray_watch import intake
-from docutray_watch.api_gate import read_api_pause
 from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayError, NotFoundError
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
 from docutray_watch.engine import REQUEST_RATE_KEY, Engine, MissingApiKeyError
 from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
-from docutray_watch.journal_counts import (
+from docutray_watch.journal.sqlite.counts import (
     IN_FLIGHT_STATES,
     WAITING_STATES,
     pipeline_counts,
@@ -359,11 +358,12 @@ def status_report(
 ) -> dict[str, Any]:
     """The `status --json` document, which the status page's `GET /api/status` serves as is.
 
-    Built from counts the journal keeps (`journal_counts`) and indexed reads, so it costs the
-    same with a million finished documents as with ten: per pipeline, documents by word (finished
-    ones by outcome, the words `process` prints; the others by state), what waits, is in flight,
-    and was done or failed today (UTC); the age of the oldest unfinished document (null when
-    none); the latest failures; the processing times learned per step. Times are ISO 8601 UTC.
+    Built from counts the journal keeps (`journal/sqlite/counts.py`) and indexed reads, so it
+    costs the same with a million finished documents as with ten: per pipeline, documents by
+    word (finished ones by outcome, the words `process` prints; the others by state), what
+    waits, is in flight, and was done or failed today (UTC); the age of the oldest unfinished
+    document (null when none); the latest failures; the processing times learned per step.
+    Times are ISO 8601 UTC.
     `journal` is an open journal to read (the daemon's page keeps one); else the file is opened.
     """
     if journal is None:
@@ -395,7 +395,7 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
             superseded = journal.superseded_results()
             latencies = journal.load_latencies()
             rate = journal.get_meta(REQUEST_RATE_KEY)
-            pause = read_api_pause(conn)
+            pause = journal.api_pause()
         finally:
             conn.execute("COMMIT")
     names = list(dict.fromkeys([*(p.name for p in config.pipelines), *counts]))

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from docutray_watch.journal import DOCUMENT_STATES, Journal
-from docutray_watch.journal_counts import pipeline_counts, today_counts, utc_day
+from docutray_watch.journal.sqlite.counts import pipeline_counts, today_counts, utc_day
 
 DAY = 86_400.0
 
@@ -69,7 +69,8 @@ def test_counts_follow_every_insert_change_and_delete(tmp_path: Path) -> None:
 
 
 def test_a_journal_without_counts_is_counted_once_on_open(tmp_path: Path) -> None:
-    """A journal written before doc_counts existed gets it, filled from its rows, on open."""
+    """A journal written before doc_counts existed gets it, filled from its rows, when it is
+    migrated on open."""
     path = tmp_path / "j.sqlite3"
     with Journal(path) as journal:
         for n in range(5):
@@ -81,6 +82,7 @@ def test_a_journal_without_counts_is_counted_once_on_open(tmp_path: Path) -> Non
         for name in ("doc_counts_insert", "doc_counts_delete", "doc_counts_update"):
             journal.conn.execute(f"DROP TRIGGER {name}")
         journal.conn.execute("DROP TABLE doc_counts")
+        journal.conn.execute("PRAGMA user_version=1")  # as a journal of the previous release
     with Journal(path) as journal:
         assert pipeline_counts(journal.conn) == expected == {"a": {"discovered": 3, "rejected": 2}}
 
