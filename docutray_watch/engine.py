@@ -73,7 +73,14 @@ from docutray_watch.client import (
 )
 from docutray_watch.config import Config, PipelineConfig, api_key_of, same_settings
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
-from docutray_watch.journal import AsyncJournal, Completion, DocumentRow, Journal, StepRow
+from docutray_watch.journal import (
+    AsyncJournal,
+    Completion,
+    DocumentRow,
+    Journal,
+    StepRow,
+    kept_stamp,
+)
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import SinkType, call_first, call_observers, collect_sink_types
 from docutray_watch.polling import LatencyModel, PollSchedule, probe_schedule
@@ -266,7 +273,11 @@ class Engine:
         self._candidates: asyncio.Queue[tuple[str, intake.Candidate]] = asyncio.Queue()
         self._ready: asyncio.Queue[int] = asyncio.Queue()
         self._nominated: set[tuple[str, str]] = set()
+        # Per pipeline: the unfinished document of each path (work in hand), and for each file
+        # kept where it was found (`on_success: keep`) only `kept_stamp(size, mtime_ns)`: one
+        # int per file, however many months of kept files the folder holds.
         self._known: dict[str, dict[str, DocumentRow]] = {}
+        self._kept: dict[str, dict[str, int]] = {}
         self._ignored: dict[tuple[str, str], tuple[int, int]] = {}
         self._closed: dict[tuple[str, str], int] = {}
         # Files an inotify watcher saw written to and not closed yet: (pipeline, path) → since
@@ -316,7 +327,8 @@ class Engine:
         self._build_client(api_key)
         for pipeline in self.config.pipelines:
             self._pipelines[pipeline.name] = self._build_pipeline(pipeline)
-            self._known[pipeline.name] = await self.journal.latest_by_path(pipeline.name)
+            self._known[pipeline.name] = await self.journal.unfinished_by_path(pipeline.name)
+            self._kept[pipeline.name] = await self.journal.kept_stamps(pipeline.name)
         for runtime in self._pipelines.values():
             for runner in runtime.sinks.values():
                 await self._open_sink(runner)
@@ -350,10 +362,11 @@ class Engine:
             self.config.journal_path,
             older_than_days=older_than_days,
         )
-        for pipeline, path, doc_id in result.forgotten_kept:
-            known = self._known.get(pipeline, {})
-            if path in known and known[path].id == doc_id:
-                del known[path]  # the kept file is gone: a new file there is a new document
+        for pipeline, path, _doc_id in result.forgotten_kept:
+            # The kept file is gone: a new file there is a new document. (Checked again: one
+            # kept there since the prune read its rows stays remembered.)
+            if not _exists(Path(path)):
+                self._kept.get(pipeline, {}).pop(path, None)
         log.info(
             "journal_pruned",
             forgotten=result.forgotten,
@@ -565,7 +578,9 @@ class Engine:
                     r for r in current.sinks.values() if r not in runtime.sinks.values()
                 )
             self._pipelines[pipeline.name] = runtime
-            self._known.setdefault(pipeline.name, await self.journal.latest_by_path(pipeline.name))
+            if pipeline.name not in self._known:
+                self._known[pipeline.name] = await self.journal.unfinished_by_path(pipeline.name)
+                self._kept[pipeline.name] = await self.journal.kept_stamps(pipeline.name)
             changes.append(
                 f"{'changed' if current and not current.retired else 'added'} "
                 f"pipeline {pipeline.name}"
@@ -759,11 +774,10 @@ class Engine:
                 st = path.lstat()
             except OSError:
                 return False
-        known = self._known[pipeline].get(str(path))
-        if known is not None and (
-            not known.finished or (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns)
-        ):
-            return False  # in progress, or this very file was already handled (kept in place)
+        if key[1] in self._known[pipeline]:
+            return False  # in progress
+        if self._kept[pipeline].get(key[1]) == kept_stamp(st.st_size, st.st_mtime_ns):
+            return False  # this very file was already handled (kept in place)
         kind = intake.rule_for_kind(st.st_mode)
         if kind is not None:
             self._note_ignored(pipeline, path, st, kind)
@@ -1792,10 +1806,11 @@ class Engine:
             # Where the file is now (the failed folder), not the inbox it was found in.
             where = f"{doc.path} (deleted)" if action.action == "delete" else doc.archived_to
             self.summary.failures.append((doc.pipeline, where or doc.path, doc.error or ""))
+        self._known[doc.pipeline].pop(doc.path, None)
         if action.action != "keep":
-            self._known[doc.pipeline].pop(doc.path, None)
+            self._kept[doc.pipeline].pop(doc.path, None)
         else:
-            self._known[doc.pipeline][doc.path] = doc
+            self._kept[doc.pipeline][doc.path] = kept_stamp(doc.size, doc.mtime_ns)
         log.info(
             "document_archived",
             pipeline=doc.pipeline,
@@ -1899,6 +1914,7 @@ class Engine:
         doc, _superseded = await self.journal.supersede(doc.id, reason)
         self._docs[doc.id] = doc
         self._known[doc.pipeline].pop(doc.path, None)
+        self._kept[doc.pipeline].pop(doc.path, None)
         self.summary.outcomes["superseded"] += 1
         self.metrics.documents.labels(doc.pipeline, "superseded").inc()
         call_observers(

@@ -168,6 +168,73 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+# Objects that keep reports and start-up fast however long the history is: per-(pipeline,
+# state, outcome) document counts kept by triggers (every writer keeps them right: the daemon,
+# `retry`, `prune`), and partial indexes for the queries `status` and start-up make. Created, and
+# the counts filled from the rows already there, by `ensure_history_objects` (idempotent).
+# `outcome` is '' for NULL (a primary key column). A tuple: trigger bodies contain semicolons.
+_HISTORY_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS document_counts (
+        pipeline TEXT    NOT NULL,
+        state    TEXT    NOT NULL,
+        outcome  TEXT    NOT NULL,
+        n        INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, state, outcome)
+    ) WITHOUT ROWID""",
+    """CREATE TRIGGER IF NOT EXISTS document_counts_insert AFTER INSERT ON documents BEGIN
+        INSERT INTO document_counts (pipeline, state, outcome, n)
+        VALUES (NEW.pipeline, NEW.state, COALESCE(NEW.outcome, ''), 1)
+        ON CONFLICT (pipeline, state, outcome) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS document_counts_update
+    AFTER UPDATE OF pipeline, state, outcome ON documents
+    WHEN OLD.pipeline IS NOT NEW.pipeline OR OLD.state IS NOT NEW.state
+        OR OLD.outcome IS NOT NEW.outcome
+    BEGIN
+        UPDATE document_counts SET n = n - 1 WHERE pipeline = OLD.pipeline
+            AND state = OLD.state AND outcome = COALESCE(OLD.outcome, '');
+        INSERT INTO document_counts (pipeline, state, outcome, n)
+        VALUES (NEW.pipeline, NEW.state, COALESCE(NEW.outcome, ''), 1)
+        ON CONFLICT (pipeline, state, outcome) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS document_counts_delete AFTER DELETE ON documents BEGIN
+        UPDATE document_counts SET n = n - 1 WHERE pipeline = OLD.pipeline
+            AND state = OLD.state AND outcome = COALESCE(OLD.outcome, '');
+    END""",
+    # `recent_failures`: the newest failed/rejected rows without reading the others.
+    """CREATE INDEX IF NOT EXISTS documents_failures ON documents (updated_at, id)
+        WHERE state IN ('failed', 'rejected')""",
+    # `superseded_results`: only the (rare) superseded deliveries.
+    """CREATE INDEX IF NOT EXISTS deliveries_superseded ON deliveries (document_id)
+        WHERE state = 'superseded'""",
+    # `kept_stamps`: the files kept where they were found, read from the index alone.
+    """CREATE INDEX IF NOT EXISTS documents_kept ON documents (pipeline, path, id, size, mtime_ns)
+        WHERE archived_to = path""",
+)
+
+
+def ensure_history_objects(conn: sqlite3.Connection) -> None:
+    """Create the `_HISTORY_SCHEMA` objects; fill `document_counts` when it is new. Idempotent.
+
+    Run inside a write transaction, so no document can change between the fill and the
+    triggers taking over.
+    """
+    new = (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'document_counts'"
+        ).fetchone()
+        is None
+    )
+    for statement in _HISTORY_SCHEMA:
+        conn.execute(statement)
+    if new:
+        conn.execute(
+            "INSERT INTO document_counts (pipeline, state, outcome, n)"
+            " SELECT pipeline, state, COALESCE(outcome, ''), COUNT(*) FROM documents"
+            " GROUP BY pipeline, state, COALESCE(outcome, '')"
+        )
+
+
 # Columns added after schema 1, with their types: an older journal gets them on open (its rows
 # keep NULL there, and the checks that use them fall back to size and mtime).
 _ADDED_COLUMNS: dict[str, dict[str, str]] = {
@@ -382,6 +449,7 @@ class Journal:
                 if statement.strip():
                     c.execute(statement)
             _add_missing_columns(c)
+            ensure_history_objects(c)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return self
 
@@ -1190,6 +1258,55 @@ class Journal:
                 " count = excluded.count, mean = excluded.mean, variance = excluded.variance",
                 list(rows),
             )
+
+    # -- fast reports and start-up (history-sized journals) --------------------------------------
+
+    def counted_outcomes(self) -> dict[str, dict[str, int]]:
+        """`outcome_counts()` from the counts the triggers keep: no scan of the documents."""
+        result: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute(
+            "SELECT pipeline, SUM(n) AS n,"
+            " CASE WHEN state = 'archived' THEN COALESCE(NULLIF(outcome, ''), 'success')"
+            " ELSE state END AS word"
+            " FROM document_counts WHERE n > 0 GROUP BY pipeline, word"
+        ):
+            result.setdefault(row["pipeline"], {})[row["word"]] = row["n"]
+        return result
+
+    def counted_states(self) -> dict[str, dict[str, int]]:
+        """`counts()` from the counts the triggers keep: no scan of the documents."""
+        result: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute(
+            "SELECT pipeline, state, SUM(n) AS n FROM document_counts WHERE n > 0"
+            " GROUP BY pipeline, state"
+        ):
+            result.setdefault(row["pipeline"], {})[row["state"]] = row["n"]
+        return result
+
+    def unfinished_by_path(self, pipeline: str) -> dict[str, DocumentRow]:
+        """The newest unfinished document for each path of a pipeline (few: work in hand)."""
+        rows = self.conn.execute(
+            "SELECT * FROM documents WHERE finished_at IS NULL AND pipeline = ? ORDER BY id",
+            (pipeline,),
+        )
+        return {r["path"]: _document(r) for r in rows}
+
+    def kept_stamps(self, pipeline: str) -> dict[str, int]:
+        """Each path whose file was kept where it was found, with `kept_stamp(size, mtime_ns)`
+        of its newest kept document: all a folder scan needs to leave the file alone."""
+        return {
+            path: kept_stamp(size, mtime_ns)
+            for path, size, mtime_ns, _id in self.conn.execute(
+                "SELECT path, size, mtime_ns, MAX(id) FROM documents"
+                " WHERE pipeline = ? AND archived_to = path GROUP BY path",
+                (pipeline,),
+            )
+        }
+
+
+def kept_stamp(size: int | None, mtime_ns: int | None) -> int:
+    """(size, mtime_ns) as one exact int: one object per kept file instead of a tuple of three."""
+    return ((mtime_ns or 0) << 64) | (size or 0)
 
 
 class AsyncJournal:

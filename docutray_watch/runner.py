@@ -288,7 +288,7 @@ def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
     rate: tuple[str, float] | None = None
     if config.journal_path.exists():
         with Journal(config.journal_path) as journal:
-            counts = journal.outcome_counts()
+            counts = journal.counted_outcomes()  # kept by triggers: no scan
             oldest = journal.oldest_pending()
             recent = journal.recent_failures(failures)
             superseded = journal.superseded_results()

@@ -1,0 +1,210 @@
+"""The journal's history objects: counts kept by triggers, and the indexes `status` and start-up
+use (`ensure_history_objects`, `counted_outcomes`, `counted_states`, `kept_stamps`)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from docutray_watch import retention
+from docutray_watch.journal import Journal, kept_stamp
+from tests.test_journal import SHA, FakeClock, queued, run_step
+
+
+@pytest.fixture(name="journal")
+def journal_fixture(tmp_path: Path) -> Iterator[Journal]:
+    with Journal(tmp_path / "state" / "journal.sqlite3", clock=FakeClock()) as journal:
+        yield journal
+
+
+def assert_counts_right(journal: Journal) -> None:
+    """The kept counts say what a GROUP BY over every document says."""
+    assert journal.counted_states() == journal.counts()
+    assert journal.counted_outcomes() == journal.outcome_counts()
+
+
+class TestKeptCounts:
+    def test_counts_follow_every_transition(self, journal: Journal) -> None:
+        """Through intake, steps, delivery, failure, duplicate, requeue, supersede and delete,
+        the kept counts equal a GROUP BY after every change."""
+        check = lambda: assert_counts_right(journal)  # noqa: E731
+        check()
+        ok = queued(journal, "a", "b", path="/in/ok.pdf")
+        check()
+        run_step(journal, ok, "a")
+        check()
+        run_step(journal, ok, "b")
+        check()
+        journal.mark_delivered(ok)
+        check()
+        journal.finish(ok, "/done/ok.pdf")
+        check()
+        bad = queued(journal, path="/in/bad.pdf", sha="b" * 64)
+        run_step(journal, bad, "stp_a", state="error")
+        journal.mark_failed(bad, "boom", stage="result")
+        check()
+        journal.finish(bad, "/failed/bad.pdf")
+        check()
+        journal.requeue(bad)  # `docutray-watch retry`
+        check()
+        dup = journal.add_queued(
+            "receipts",
+            "/in/d.pdf",
+            "d.pdf",
+            sha256=SHA,
+            content_type="application/pdf",
+            size=1,
+            mtime_ns=1,
+            steps=["a"],
+        )[0]
+        check()
+        journal.mark_rediscovered(dup.id)
+        journal.mark_duplicate(dup.id, sha256=SHA, content_type="application/pdf", of=ok)
+        check()
+        journal.supersede(dup.id, "changed")
+        check()
+        rejected = journal.add_document("receipts", "/in/e.txt", "e.txt", 1, 1)
+        journal.reject(rejected.id, "unsupported")
+        journal.finish(rejected.id, None)
+        check()
+        journal.forget_documents([ok, rejected.id], finished_before=float("inf"))  # `prune`
+        check()
+        assert journal.counted_outcomes() == {
+            "invoices": {"queued": 1},
+            "receipts": {"superseded": 1},
+        }
+
+    def test_a_rolled_back_change_leaves_the_counts_alone(self, journal: Journal) -> None:
+        """A transaction that fails (a savepoint rolled back) counts nothing."""
+
+        def insert_then_fail() -> None:
+            with journal._write() as conn:
+                conn.execute(
+                    "INSERT INTO documents (pipeline, path, relative_path, state, created_at,"
+                    " updated_at) VALUES ('p', '/x', 'x', 'discovered', 0, 0)"
+                )
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            insert_then_fail()
+        assert journal.counted_states() == {}
+        assert_counts_right(journal)
+
+    def test_a_crash_mid_transaction_leaves_the_counts_right(self, tmp_path: Path) -> None:
+        """A process killed inside a transaction that changed documents: after reopening, the
+        counts still equal a GROUP BY (the counts share the documents' transaction)."""
+        path = tmp_path / "journal.sqlite3"
+        with Journal(path) as journal:
+            queued(journal, path="/in/a.pdf")
+            queued(journal, path="/in/b.pdf")
+        spawn = multiprocessing.get_context("spawn")
+        child = spawn.Process(target=_die_mid_transaction, args=(path,))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 9
+        with Journal(path) as journal:
+            assert journal.counted_states() == {"invoices": {"queued": 2}}
+            assert_counts_right(journal)
+
+    def test_an_existing_journal_is_counted_once(self, tmp_path: Path) -> None:
+        """A journal written before the counts existed is counted when opened, and opening it
+        again counts nothing twice."""
+        path = tmp_path / "journal.sqlite3"
+        with Journal(path) as journal:
+            queued(journal, path="/in/a.pdf")
+            journal.add_document("p", "/in/b.pdf", "b.pdf", 1, 1)
+            for name in (
+                "document_counts_insert",
+                "document_counts_update",
+                "document_counts_delete",
+            ):
+                journal.conn.execute(f"DROP TRIGGER {name}")
+            journal.conn.execute("DROP TABLE document_counts")
+            journal.add_document("p", "/in/c.pdf", "c.pdf", 1, 1)  # written by an older version
+        for _ in range(2):
+            with Journal(path) as journal:
+                assert journal.counted_states() == {
+                    "invoices": {"queued": 1},
+                    "p": {"discovered": 2},
+                }
+                assert_counts_right(journal)
+
+    def test_status_queries_use_indexes(self, journal: Journal) -> None:
+        """Counts, recent failures, superseded results and oldest pending read no full table."""
+        conn = journal.conn
+        plans = [
+            "SELECT * FROM document_counts WHERE n > 0",
+            "SELECT * FROM documents WHERE state IN ('failed', 'rejected')"
+            " ORDER BY updated_at DESC, id DESC LIMIT 10",
+            "SELECT d.pipeline, COUNT(*) AS n FROM deliveries r"
+            " JOIN documents d ON d.id = r.document_id"
+            " WHERE r.state = 'superseded' GROUP BY d.pipeline",
+            "SELECT pipeline, MIN(created_at) AS t FROM documents"
+            " WHERE finished_at IS NULL GROUP BY pipeline",
+            "SELECT path, size, mtime_ns, MAX(id) FROM documents"
+            " WHERE pipeline = 'p' AND archived_to = path GROUP BY path",
+        ]
+        for query in plans:
+            lines = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {query}")]
+            full_scans = [
+                line
+                for line in lines
+                if line.startswith("SCAN") and "USING" not in line and "document_counts" not in line
+            ]
+            assert full_scans == [], (query, lines)
+
+
+class TestKeptStamps:
+    def test_only_the_newest_kept_row_of_each_path(self, journal: Journal) -> None:
+        """kept_stamps gives each kept path's newest (size, mtime) and nothing for moved files or
+        work in hand; unfinished_by_path gives the work in hand."""
+        for size, mtime in ((1, 10), (2, 20)):
+            doc = journal.add_document("p", "/in/kept.pdf", "kept.pdf", size, mtime)
+            journal.reject(doc.id, "x")
+            journal.finish(doc.id, "/in/kept.pdf")
+        moved = journal.add_document("p", "/in/moved.pdf", "moved.pdf", 1, 1)
+        journal.reject(moved.id, "x")
+        journal.finish(moved.id, "/failed/moved.pdf")
+        new = journal.add_document("p", "/in/new.pdf", "new.pdf", 1, 1)
+        assert journal.kept_stamps("p") == {"/in/kept.pdf": kept_stamp(2, 20)}
+        assert journal.kept_stamps("other") == {}
+        assert list(journal.unfinished_by_path("p")) == ["/in/new.pdf"]
+        assert journal.unfinished_by_path("p")["/in/new.pdf"].id == new.id
+
+    def test_stamps_are_exact(self) -> None:
+        """Different (size, mtime_ns) pairs never share a stamp."""
+        pairs = [(0, 0), (1, 0), (0, 1), (2**63, 5), (5, 2**63), (7, -3)]
+        assert len({kept_stamp(s, m) for s, m in pairs}) == len(pairs)
+
+    def test_prune_keeps_the_counts_and_forgets_kept_rows_of_gone_files(
+        self, tmp_path: Path
+    ) -> None:
+        """`prune` (retention) deletes through the triggers: the counts stay right."""
+        path = tmp_path / "journal.sqlite3"
+        with Journal(path, clock=lambda: 1000.0) as journal:
+            doc = journal.add_document("p", str(tmp_path / "gone.pdf"), "gone.pdf", 1, 1)
+            journal.reject(doc.id, "x")
+            journal.finish(doc.id, str(tmp_path / "gone.pdf"))
+            queued(journal)
+        result = retention.prune_journal_file(path, older_than_days=1)
+        assert result.forgotten == 1
+        with Journal(path) as journal:
+            assert journal.kept_stamps("p") == {}
+            assert journal.counted_states() == {"invoices": {"queued": 1}}
+            assert_counts_right(journal)
+
+
+def _die_mid_transaction(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE documents SET state = 'rejected', outcome = 'rejected'")
+    conn.execute(
+        "INSERT INTO documents (pipeline, path, relative_path, state, created_at, updated_at)"
+        " VALUES ('p', '/x', 'x', 'discovered', 0, 0)"
+    )
+    os._exit(9)
