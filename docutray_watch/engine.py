@@ -43,7 +43,7 @@ import os
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookiejar import Cookie, CookieJar
@@ -78,6 +78,7 @@ from docutray_watch.journal import (
     Completion,
     DocumentRow,
     Journal,
+    NewDocument,
     StepRow,
     kept_stamp,
 )
@@ -103,6 +104,8 @@ T = TypeVar("T")
 _WAITER_PREFIXES = ("settle:", "twin:")
 PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
 REQUEST_RATE_KEY = "request_rate"  # journal meta row the daemon keeps for `status`
+INTAKE_BATCH = 64  # files an intake worker takes from the queue at once (hashed, journaled)
+INTAKE_BATCH_BYTES = 8 * 1024 * 1024  # ... of at most this many bytes to read, past the first
 
 
 class MissingApiKeyError(Exception):
@@ -808,29 +811,53 @@ class Engine:
             log.info("file_ignored", pipeline=pipeline, doc=path.name, path=str(path), rule=rule)
 
     async def _intake_worker(self) -> None:
+        # Files waiting are taken a batch at a time: hashed in one worker-thread trip and
+        # journaled in one transaction (a backlog of 20,000 files would otherwise cost two
+        # thread trips and a commit each). A lone file is a batch of one: no waiting for more.
         while True:
-            pipeline, candidate = await self._candidates.get()
-            try:
-                await self._take(pipeline, candidate)
-            except Exception as exc:  # never let one file stop intake
-                log.exception(
-                    "intake_failed",
-                    pipeline=pipeline,
-                    path=str(candidate.path),
-                    error=describe(exc),
-                )
-                self._release_nomination(pipeline, candidate.path)
+            batch = [await self._candidates.get()]
+            while len(batch) < INTAKE_BATCH and not self._candidates.empty():
+                batch.append(self._candidates.get_nowait())
+            ready: list[tuple[str, intake.Candidate, os.stat_result]] = []
+            for pipeline, candidate in batch:
+                try:
+                    st = await self._ready_to_read(pipeline, candidate)
+                except Exception as exc:  # noqa: BLE001 - one file never stops intake
+                    self._intake_failed(pipeline, candidate, exc)
+                    continue
+                if st is not None:
+                    ready.append((pipeline, candidate, st))
+            for part in _by_volume(ready):
+                try:
+                    await self._take(part)
+                except Exception as exc:  # noqa: BLE001 - one batch never stops intake
+                    for pipeline, candidate, _st in part:
+                        self._intake_failed(pipeline, candidate, exc)
+
+    def _intake_failed(self, pipeline: str, candidate: intake.Candidate, exc: Exception) -> None:
+        log.error(
+            "intake_failed",
+            pipeline=pipeline,
+            path=str(candidate.path),
+            error=describe(exc),
+            exc_info=exc,
+        )
+        self._release_nomination(pipeline, candidate.path)  # a no-op once it was journaled
 
     def _release_nomination(self, pipeline: str, path: Path) -> None:
         if (pipeline, str(path)) in self._nominated:
             self._nominated.discard((pipeline, str(path)))
             self._work_done()
 
-    async def _take(self, pipeline: str, candidate: intake.Candidate) -> None:
+    async def _ready_to_read(
+        self, pipeline: str, candidate: intake.Candidate
+    ) -> os.stat_result | None:
+        """The file's lstat when it is complete and no rule or plugin leaves it alone; None
+        when it is not taken now (released, or waiting to settle)."""
         runtime = self._pipelines.get(pipeline)
         if runtime is None or not self._accepting:
             self._release_nomination(pipeline, candidate.path)
-            return
+            return None
         path = candidate.path
         key = (pipeline, str(path))
         try:
@@ -838,12 +865,12 @@ class Engine:
         except FileNotFoundError:
             self._writing.pop(key, None)
             self._release_nomination(pipeline, path)
-            return
+            return None
         watch = runtime.config.watch
         marker = watch.ready_marker
         if marker and not await asyncio.to_thread(os.path.lexists, f"{path}{marker}"):
             self._release_nomination(pipeline, path)  # the marker's arrival nominates it again
-            return
+            return None
         closed = self._closed.pop(key, None) == st.st_mtime_ns
         since = None if closed else self._writing.get(key)
         if since is not None and watch.max_open_wait == 0:
@@ -855,7 +882,7 @@ class Engine:
                 # the periodic look only notices a file deleted or renamed meanwhile.
                 wait = min(max(1.0, watch.settle), watch.max_open_wait - waited)
                 self._spawn(self._recheck(pipeline, candidate, wait), name=f"settle:{path.name}")
-                return
+                return None
             self._writing.pop(key, None)
             log.warning(
                 "document_open_too_long",
@@ -869,45 +896,66 @@ class Engine:
             # Still being written (or just touched): look again once it could have settled.
             wait = max(0.05, watch.settle - (time.time_ns() - st.st_mtime_ns) / 1e9)
             self._spawn(self._recheck(pipeline, candidate, wait), name=f"settle:{path.name}")
-            return
+            return None
         reason = call_first(self.pm, "ignore_document", pipeline=pipeline, path=path)
         if reason:
             self._note_ignored(pipeline, path, st, f"plugin: {reason}")
             self._release_nomination(pipeline, path)
-            return
-        # Hashed before it is journaled: the usual file then takes one commit (found and queued)
-        # instead of two. Until then the nomination holds its work unit; a crash meanwhile leaves
-        # nothing to resume, and the next scan finds the file again.
-        read = await self._read(path)
-        if isinstance(read, intake.FileFacts) and await self._plain(pipeline, read):
-            assert read.content_type is not None
-            doc, steps = await self.journal.add_queued(
+            return None
+        return st
+
+    async def _take(self, batch: list[tuple[str, intake.Candidate, os.stat_result]]) -> None:
+        """Hash a batch of complete files, then journal them.
+
+        Hashed before they are journaled: the usual file is found and queued in one commit,
+        shared with the rest of its batch. Until then its nomination holds its work unit; a crash
+        meanwhile leaves nothing to resume, and the next scan finds the file again. A file that
+        is rejected, a duplicate or unreadable is journaled on its own in two steps (it needs a
+        row to explain itself).
+        """
+        reads = await asyncio.to_thread(_read_all, [candidate.path for _, candidate, _ in batch])
+        plain: list[NewDocument] = []
+        for (pipeline, candidate, _st), read in zip(batch, reads, strict=True):
+            if isinstance(read, intake.FileFacts) and intake.rejection_for(read) is None:
+                assert read.content_type is not None
+                runtime = self._pipelines[pipeline]
+                plain.append(
+                    NewDocument(
+                        pipeline=pipeline,
+                        path=str(candidate.path),
+                        relative_path=candidate.relative_path,
+                        sha256=read.sha256,
+                        content_type=read.content_type,
+                        size=read.size,
+                        mtime_ns=read.mtime_ns,
+                        ctime_ns=read.ctime_ns,
+                        inode=read.inode,
+                        steps=runtime.config.steps,
+                        skip_if_done=runtime.config.duplicates == "skip",
+                    )
+                )
+        queued = iter(await self.journal.add_queued_batch(plain) if plain else [])
+        for (pipeline, candidate, st), read in zip(batch, reads, strict=True):
+            path = candidate.path
+            if isinstance(read, intake.FileFacts) and intake.rejection_for(read) is None:
+                done = next(queued)
+                if done is not None:
+                    # The document carries the work unit now.
+                    self._nominated.discard((pipeline, str(path)))
+                    await self._queued(done.document, done.steps)
+                    continue
+            doc = await self.journal.add_document(
                 pipeline,
                 str(path),
                 candidate.relative_path,
-                sha256=read.sha256,
-                content_type=read.content_type,
-                size=read.size,
-                mtime_ns=read.mtime_ns,
-                steps=runtime.config.steps,
-                ctime_ns=read.ctime_ns,
-                inode=read.inode,
+                st.st_size,
+                st.st_mtime_ns,
+                ctime_ns=st.st_ctime_ns,
+                inode=st.st_ino,
             )
+            self._remember(doc)
             self._nominated.discard((pipeline, str(path)))  # the document carries the work unit
-            await self._queued(doc, steps)
-            return
-        doc = await self.journal.add_document(
-            pipeline,
-            str(path),
-            candidate.relative_path,
-            st.st_size,
-            st.st_mtime_ns,
-            ctime_ns=st.st_ctime_ns,
-            inode=st.st_ino,
-        )
-        self._remember(doc)
-        self._nominated.discard((pipeline, str(path)))  # the document now carries the work unit
-        await self._classify(doc, read)
+            await self._classify(doc, read)
 
     async def _recheck(self, pipeline: str, candidate: intake.Candidate, wait: float) -> None:
         key = (pipeline, str(candidate.path))
@@ -929,24 +977,7 @@ class Engine:
 
     async def _read(self, path: Path) -> intake.FileFacts | _Unreadable:
         """Hash and sniff a file (in a thread); why not, when it cannot be read."""
-        try:
-            return await asyncio.to_thread(intake.inspect_file, path)
-        except FileNotFoundError:
-            return _Unreadable("the file disappeared before it could be read", forget=True)
-        except intake.FileChangedError:
-            # Still changing: forget this attempt, the next event or rescan brings it back.
-            return _Unreadable("the file changed while it was being read", forget=True)
-        except OSError as exc:
-            return _Unreadable(f"cannot read the file: {exc.strerror or describe(exc)}")
-
-    async def _plain(self, pipeline: str, facts: intake.FileFacts) -> bool:
-        """True for a file that will simply be queued: acceptable, and not a known duplicate."""
-        if intake.rejection_for(facts) is not None:
-            return False
-        if self._pipelines[pipeline].config.duplicates != "skip":
-            return True
-        original = await self.journal.find_done_by_sha(pipeline, facts.sha256, exclude=0)
-        return original is None
+        return await asyncio.to_thread(_read_one, path)
 
     async def _inspect(self, doc: DocumentRow) -> None:
         """Hash and check a journaled document again (resumed, or changed while queued)."""
@@ -2021,6 +2052,41 @@ class Engine:
                 for d in await self.journal.deliveries_of(doc.id)
             ],
         }
+
+
+def _read_one(path: Path) -> intake.FileFacts | _Unreadable:
+    """Hash and sniff a file; why not, when it cannot be read."""
+    try:
+        return intake.inspect_file(path)
+    except FileNotFoundError:
+        return _Unreadable("the file disappeared before it could be read", forget=True)
+    except intake.FileChangedError:
+        # Still changing: forget this attempt, the next event or rescan brings it back.
+        return _Unreadable("the file changed while it was being read", forget=True)
+    except OSError as exc:
+        return _Unreadable(f"cannot read the file: {exc.strerror or describe(exc)}")
+
+
+def _read_all(paths: list[Path]) -> list[intake.FileFacts | _Unreadable]:
+    """`_read_one` for each file: a batch in one worker-thread trip."""
+    return [_read_one(path) for path in paths]
+
+
+def _by_volume(
+    ready: list[tuple[str, intake.Candidate, os.stat_result]],
+) -> Iterator[list[tuple[str, intake.Candidate, os.stat_result]]]:
+    """Split a batch so that no part has more than INTAKE_BATCH_BYTES to read (but at least
+    one file): large files are not all hashed before the first of them is queued."""
+    part: list[tuple[str, intake.Candidate, os.stat_result]] = []
+    volume = 0
+    for item in ready:
+        if part and volume + item[2].st_size > INTAKE_BATCH_BYTES:
+            yield part
+            part, volume = [], 0
+        part.append(item)
+        volume += item[2].st_size
+    if part:
+        yield part
 
 
 def _absolute(path: Path) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "DocumentRow",
     "InvalidTransition",
     "Journal",
+    "NewDocument",
     "PruneCandidate",
     "StepRow",
 ]
@@ -1302,6 +1303,86 @@ class Journal:
                 (pipeline,),
             )
         }
+
+    def add_queued_batch(self, items: Sequence[NewDocument]) -> list[Queued | None]:
+        """Many hashed, checked files journaled `queued` in one transaction (a backlog taken in:
+        one commit for many files). None for an item whose `skip_if_done` found a document of
+        the same content already delivered (`find_done_by_sha`: one index lookup); the engine
+        journals that one on its own, as a duplicate."""
+        now = self._clock()
+        placed: list[int | None] = []
+        with self._write() as conn:
+            for item in items:
+                if item.skip_if_done and self.find_done_by_sha(
+                    item.pipeline, item.sha256, exclude=0
+                ):
+                    placed.append(None)
+                    continue
+                cursor = conn.execute(
+                    "INSERT INTO documents (pipeline, path, relative_path, size, mtime_ns,"
+                    " ctime_ns, inode, sha256, content_type, state, attempts, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 1, ?, ?)",
+                    (
+                        item.pipeline,
+                        item.path,
+                        item.relative_path,
+                        item.size,
+                        item.mtime_ns,
+                        item.ctime_ns,
+                        item.inode,
+                        item.sha256,
+                        item.content_type,
+                        now,
+                        now,
+                    ),
+                )
+                doc_id = cursor.lastrowid
+                assert doc_id is not None
+                conn.executemany(_INSERT_PENDING_STEP, [(doc_id, step) for step in item.steps])
+                placed.append(doc_id)
+            ids = [i for i in placed if i is not None]
+            if not ids:
+                return [None] * len(placed)
+            marks = ",".join("?" for _ in ids)
+            docs = {
+                r["id"]: _document(r)
+                for r in conn.execute(
+                    f"SELECT * FROM documents WHERE id IN ({marks})",  # noqa: S608 - placeholders
+                    ids,
+                )
+            }
+            steps: dict[int, list[StepRow]] = {i: [] for i in ids}
+            for r in conn.execute(
+                f"SELECT * FROM steps WHERE document_id IN ({marks}) ORDER BY id",  # noqa: S608
+                ids,
+            ):
+                steps[r["document_id"]].append(_step(r))
+            return [None if i is None else Queued(docs[i], steps[i]) for i in placed]
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A hashed, checked file for `Journal.add_queued_batch`."""
+
+    pipeline: str
+    path: str
+    relative_path: str
+    sha256: str
+    content_type: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int | None
+    inode: int | None
+    steps: Sequence[str]
+    skip_if_done: bool  # `duplicates: skip`: not journaled when a delivered twin exists
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A document `add_queued_batch` journaled, with its pending step rows."""
+
+    document: DocumentRow
+    steps: list[StepRow]
 
 
 def kept_stamp(size: int | None, mtime_ns: int | None) -> int:

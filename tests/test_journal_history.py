@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from docutray_watch import retention
-from docutray_watch.journal import Journal, kept_stamp
+from docutray_watch.journal import Journal, NewDocument, kept_stamp
 from tests.test_journal import SHA, FakeClock, queued, run_step
 
 
@@ -208,3 +208,64 @@ def _die_mid_transaction(path: Path) -> None:
         " VALUES ('p', '/x', 'x', 'discovered', 0, 0)"
     )
     os._exit(9)
+
+
+class TestAddQueuedBatch:
+    @staticmethod
+    def item(path: str, *, sha: str = SHA, skip: bool = True) -> NewDocument:
+        return NewDocument(
+            pipeline="invoices",
+            path=path,
+            relative_path=path.rsplit("/", 1)[-1],
+            sha256=sha,
+            content_type="application/pdf",
+            size=10,
+            mtime_ns=123,
+            ctime_ns=124,
+            inode=7,
+            steps=["a", "b"],
+            skip_if_done=skip,
+        )
+
+    def test_many_files_queued_in_one_transaction(self, journal: Journal) -> None:
+        """Each item becomes a queued document with a pending row per step, as add_queued makes
+        it, all in one commit."""
+        before = journal.conn.total_changes
+        done = journal.add_queued_batch(
+            [self.item("/in/a.pdf"), self.item("/in/b.pdf", sha="b" * 64)]
+        )
+        assert [q.document.path for q in done if q] == ["/in/a.pdf", "/in/b.pdf"]
+        one = journal.add_queued(
+            "invoices",
+            "/in/c.pdf",
+            "c.pdf",
+            sha256="c" * 64,
+            content_type="application/pdf",
+            size=10,
+            mtime_ns=123,
+            steps=["a", "b"],
+            ctime_ns=124,
+            inode=7,
+        )[0]
+        first = done[0]
+        assert first is not None
+        same = {"id", "path", "relative_path", "sha256", "created_at", "updated_at"}
+        assert {k: v for k, v in vars(first.document).items() if k not in same} == {
+            k: v for k, v in vars(one).items() if k not in same
+        }
+        assert [(s.step_id, s.state) for s in first.steps] == [("a", "pending"), ("b", "pending")]
+        assert journal.conn.total_changes > before
+        assert_counts_right(journal)
+
+    def test_a_delivered_twin_leaves_the_item_out(self, journal: Journal) -> None:
+        """skip_if_done: content already delivered is not queued (None), unless not asked."""
+        first = queued(journal, "a", path="/in/first.pdf")
+        run_step(journal, first, "a")
+        journal.mark_delivered(first)
+        done = journal.add_queued_batch(
+            [self.item("/in/twin.pdf"), self.item("/in/again.pdf", skip=False)]
+        )
+        assert done[0] is None
+        assert done[1] is not None
+        assert [d.path for d in journal.documents_in("queued")] == ["/in/again.pdf"]
+        assert_counts_right(journal)
