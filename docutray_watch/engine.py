@@ -697,6 +697,15 @@ class Engine:
             queue = asyncio.Queue(maxsize=4)
             loop = asyncio.get_running_loop()
 
+            kept = self._kept.get(runtime.config.name, {})
+
+            def known(path: str, st: os.stat_result, kept: dict[str, int] = kept) -> bool:
+                # A file kept in place and unchanged since: left out in the walking thread, so a
+                # folder of 100,000 kept files costs a dict lookup each. (Read while the event
+                # loop may update it: a stamp leaves the dict only once its file is gone or
+                # changed, so a stale read never hides a new file.)
+                return kept.get(path) == kept_stamp(st.st_size, st.st_mtime_ns)
+
             def walk(
                 loop: asyncio.AbstractEventLoop = loop,
                 root: Path = runtime.root,
@@ -704,7 +713,7 @@ class Engine:
                 q: asyncio.Queue[Any] = queue,
             ) -> None:
                 batch: list[tuple[intake.Candidate, os.stat_result]] = []
-                for item in intake.scan_folder(root, recursive=recursive):
+                for item in intake.scan_folder(root, recursive=recursive, skip=known):
                     batch.append(item)
                     if len(batch) >= 256:
                         asyncio.run_coroutine_threadsafe(q.put(batch), loop).result()

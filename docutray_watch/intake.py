@@ -25,7 +25,7 @@ import fnmatch
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,11 +126,17 @@ def rule_for_kind(mode: int) -> str | None:
     return "not a regular file"
 
 
-def scan_folder(root: Path, *, recursive: bool) -> Iterator[tuple[Candidate, os.stat_result]]:
+def scan_folder(
+    root: Path,
+    *,
+    recursive: bool,
+    skip: Callable[[str, os.stat_result], bool] | None = None,
+) -> Iterator[tuple[Candidate, os.stat_result]]:
     """Every entry below `root` (not following links) with its lstat, as it is found.
 
     Folders are walked depth-first without building a list first, so the first candidate arrives
-    at once even in a folder of 20,000 files. Unreadable sub-folders are skipped.
+    at once even in a folder of 20,000 files. Unreadable sub-folders are skipped. `skip(path,
+    lstat)` leaves out files known already (kept in place) before any object is made for them.
     """
     stack: list[tuple[Path, str]] = [(root, "")]
     while stack:
@@ -149,6 +155,8 @@ def scan_folder(root: Path, *, recursive: bool) -> Iterator[tuple[Candidate, os.
                 if stat.S_ISDIR(st.st_mode):
                     if recursive:
                         stack.append((Path(entry.path), relative + "/"))
+                    continue
+                if skip is not None and skip(entry.path, st):
                     continue
                 yield Candidate(Path(entry.path), relative), st
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +17,11 @@ from docutray_watch import intake
 from docutray_watch.client import AsyncClient, AuthenticationError, DocuTrayError, NotFoundError
 from docutray_watch.config import EX_CONFIG, Config, api_key_of
 from docutray_watch.delivery import SinkRunner, describe
-from docutray_watch.engine import REQUEST_RATE_KEY, Engine, MissingApiKeyError
+from docutray_watch.engine import Engine, MissingApiKeyError
 from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
+from docutray_watch.status import status_report
 
 __all__ = [
     "WatchFolderError",
@@ -275,62 +273,6 @@ async def validate_online(
 
 
 # -- status / retry ------------------------------------------------------------------------------
-
-
-def status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
-    """Counts per pipeline (finished documents by outcome, the words `process` prints; the others
-    by state), the age of each pipeline's oldest unfinished document (null when none) and recent
-    failures; times are ISO 8601 UTC."""
-    counts: dict[str, dict[str, int]] = {}
-    oldest: dict[str, float] = {}
-    recent: list[Any] = []
-    superseded: dict[str, int] = {}
-    rate: tuple[str, float] | None = None
-    if config.journal_path.exists():
-        with Journal(config.journal_path) as journal:
-            counts = journal.counted_outcomes()  # kept by triggers: no scan
-            oldest = journal.oldest_pending()
-            recent = journal.recent_failures(failures)
-            superseded = journal.superseded_results()
-            rate = journal.get_meta(REQUEST_RATE_KEY)
-    now = time.time()
-    names = dict.fromkeys([*(p.name for p in config.pipelines), *counts])
-    return {
-        "journal": str(config.journal_path),
-        "pipelines": counts,
-        # Every pipeline is listed, so a script can read the key without checking it is there.
-        "oldest_pending_age_s": {
-            name: round(now - oldest[name], 1) if name in oldest else None for name in names
-        },
-        # Results delivered for a version of a file that changed before its final action.
-        "superseded_results": superseded,
-        # As the daemon last recorded it (every few seconds while it runs, when it changed).
-        "request_rate": None
-        if rate is None
-        else {
-            **json.loads(rate[0]),
-            "recorded_at": _iso_utc(rate[1]),
-            "recorded_age_s": round(max(0.0, now - rate[1]), 1),
-        },
-        "failures": [
-            {
-                "pipeline": d.pipeline,
-                "path": d.archived_to or d.path,
-                "state": d.state,
-                "stage": d.error_stage,
-                "reason": d.error,
-                "when": _iso_utc(d.updated_at),
-            }
-            for d in recent
-        ],
-    }
-
-
-def _iso_utc(timestamp: float) -> str:
-    """`2026-12-05T11:13:09Z`: what the JSON logs use."""
-    return (
-        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
 
 
 def retry_documents(

@@ -269,3 +269,24 @@ class TestAddQueuedBatch:
         assert done[1] is not None
         assert [d.path for d in journal.documents_in("queued")] == ["/in/again.pdf"]
         assert_counts_right(journal)
+
+
+def test_status_reads_the_engines_request_rate_key() -> None:
+    """`status` (kept apart from the HTTP stack) reads the meta row the engine writes."""
+    from docutray_watch.engine import REQUEST_RATE_KEY
+    from docutray_watch.status import REQUEST_RATE_KEY as STATUS_KEY
+
+    assert STATUS_KEY == REQUEST_RATE_KEY
+
+
+def test_status_loads_no_http_stack() -> None:
+    """`status --json` imports neither httpx nor aiohttp (it answers in a fraction of a second)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from docutray_watch.status import status_report;"
+        " print(sorted(m for m in ('httpx', 'aiohttp') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
