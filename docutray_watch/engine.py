@@ -755,7 +755,9 @@ class Engine:
         runtime = self._pipelines[pipeline]
         if runtime.retired:
             return False
-        path = Path(os.path.abspath(path))
+        absolute = os.path.abspath(path)
+        if not isinstance(path, Path) or str(path) != absolute:  # a scan's paths already are
+            path = Path(absolute)
         marker = runtime.config.watch.ready_marker
         if marker and path.name.endswith(marker) and len(path.name) > len(marker):
             # The marker arrived: its document is ready now.

@@ -22,8 +22,10 @@ A candidate file goes through, in order:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,10 +79,16 @@ class FileChangedError(Exception):
     """The file changed while it was being read."""
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> tuple[tuple[str, Callable[[str], object]], ...]:
+    """Each pattern with its case-folded `fnmatchcase` matcher, compiled once."""
+    return tuple((p, re.compile(fnmatch.translate(p.lower())).match) for p in patterns)
+
+
 def _matches(name: str, patterns: list[str]) -> str | None:
     lowered = name.lower()
-    for pattern in patterns:
-        if fnmatch.fnmatchcase(lowered, pattern.lower()):
+    for pattern, match in _compiled(tuple(patterns)):
+        if match(lowered):
             return pattern
     return None
 

@@ -1310,13 +1310,13 @@ class Journal:
         the same content already delivered (`find_done_by_sha`: one index lookup); the engine
         journals that one on its own, as a duplicate."""
         now = self._clock()
-        placed: list[int | None] = []
+        out: list[Queued | None] = []
         with self._write() as conn:
             for item in items:
                 if item.skip_if_done and self.find_done_by_sha(
                     item.pipeline, item.sha256, exclude=0
                 ):
-                    placed.append(None)
+                    out.append(None)
                     continue
                 cursor = conn.execute(
                     "INSERT INTO documents (pipeline, path, relative_path, size, mtime_ns,"
@@ -1338,26 +1338,58 @@ class Journal:
                 )
                 doc_id = cursor.lastrowid
                 assert doc_id is not None
-                conn.executemany(_INSERT_PENDING_STEP, [(doc_id, step) for step in item.steps])
-                placed.append(doc_id)
-            ids = [i for i in placed if i is not None]
-            if not ids:
-                return [None] * len(placed)
-            marks = ",".join("?" for _ in ids)
-            docs = {
-                r["id"]: _document(r)
-                for r in conn.execute(
-                    f"SELECT * FROM documents WHERE id IN ({marks})",  # noqa: S608 - placeholders
-                    ids,
+                steps = []
+                for step_id in dict.fromkeys(item.steps):
+                    step_row = conn.execute(_INSERT_PENDING_STEP, (doc_id, step_id)).lastrowid
+                    assert step_row is not None
+                    steps.append(_pending_step(step_row, doc_id, step_id))
+                # The rows as written (no reading back: this is the hot path of a backlog).
+                document = DocumentRow(
+                    id=doc_id,
+                    pipeline=item.pipeline,
+                    path=item.path,
+                    relative_path=item.relative_path,
+                    size=item.size,
+                    mtime_ns=item.mtime_ns,
+                    sha256=item.sha256,
+                    content_type=item.content_type,
+                    state="queued",
+                    outcome=None,
+                    attempts=1,
+                    error=None,
+                    error_stage=None,
+                    error_detail=None,
+                    flags=frozenset(),
+                    duplicate_of=None,
+                    archive_to=None,
+                    archived_to=None,
+                    created_at=now,
+                    updated_at=now,
+                    finished_at=None,
+                    ctime_ns=item.ctime_ns,
+                    inode=item.inode,
                 )
-            }
-            steps: dict[int, list[StepRow]] = {i: [] for i in ids}
-            for r in conn.execute(
-                f"SELECT * FROM steps WHERE document_id IN ({marks}) ORDER BY id",  # noqa: S608
-                ids,
-            ):
-                steps[r["document_id"]].append(_step(r))
-            return [None if i is None else Queued(docs[i], steps[i]) for i in placed]
+                out.append(Queued(document, steps))
+        return out
+
+
+def _pending_step(step_row: int, doc_id: int, step_id: str) -> StepRow:
+    return StepRow(
+        id=step_row,
+        document_id=doc_id,
+        step_id=step_id,
+        state="pending",
+        execution_id=None,
+        status=None,
+        attempts=0,
+        uncertain=0,
+        first_try_at=None,
+        submitted_at=None,
+        completed_at=None,
+        result=None,
+        error=None,
+        http_status=None,
+    )
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,9 @@ class TestAddQueuedBatch:
             k: v for k, v in vars(one).items() if k not in same
         }
         assert [(s.step_id, s.state) for s in first.steps] == [("a", "pending"), ("b", "pending")]
+        # What it returns is what is written.
+        assert first.document == journal.document(first.document.id)
+        assert first.steps == journal.steps_of(first.document.id)
         assert journal.conn.total_changes > before
         assert_counts_right(journal)
 
