@@ -208,7 +208,7 @@ _HISTORY_SCHEMA: tuple[str, ...] = (
     # `superseded_results`: only the (rare) superseded deliveries.
     """CREATE INDEX IF NOT EXISTS deliveries_superseded ON deliveries (document_id)
         WHERE state = 'superseded'""",
-    # `kept_stamps`: the files kept where they were found, read from the index alone.
+    # `kept_stamps`: only the rows of files kept where they were found (few among many).
     """CREATE INDEX IF NOT EXISTS documents_kept ON documents (pipeline, path, id, size, mtime_ns)
         WHERE archived_to = path""",
 )
