@@ -66,3 +66,40 @@ def test_a_bad_file_in_a_batch_is_rejected_alone(
         }
         assert journal.counted_outcomes() == journal.outcome_counts()
     assert emulator.stats().executions_created == 10
+
+
+def test_kept_counts_match_a_group_by_after_a_mixed_run(
+    tmp_path: Path,
+    make_config: ConfigFactory,
+    pm: pluggy.PluginManager,
+    emulator: EmulatorServer,
+) -> None:
+    """Successes, an ERROR result, a rejection and a duplicate, then `retry` of the failures, a
+    second run and a prune: the counts `status` reads equal a GROUP BY over the documents."""
+    from docutray_watch import retention
+    from docutray_watch.runner import retry_documents
+    from docutray_watch.samples import make_pdf
+
+    config = make_config(pipeline_data(tmp_path))
+    inbox = tmp_path / "invoices" / "inbox"
+    for i in range(5):
+        (inbox / f"{i}.png").write_bytes(make_png(4, 4, color=(i, 1, 1)))
+    (inbox / "bad.pdf").write_bytes(make_pdf(["x"]) + b"DOCUTRAY-EMULATOR:ERROR")
+    (inbox / "empty.png").write_bytes(b"")
+    assert asyncio.run(process_once(config, plugin_manager=pm, echo=lambda _: None)) == 1
+    (inbox / "twin.png").write_bytes(make_png(4, 4, color=(0, 1, 1)))
+    assert asyncio.run(process_once(config, plugin_manager=pm, echo=lambda _: None)) == 0
+    requeued, problems = retry_documents(config, paths=[], failed=True, force=False)
+    assert (requeued, problems) == (2, [])
+    assert asyncio.run(process_once(config, plugin_manager=pm, echo=lambda _: None)) == 1
+    with Journal(config.journal_path) as journal:
+        assert journal.counted_outcomes() == journal.outcome_counts()
+        assert journal.counted_states() == journal.counts()
+        before = sum(journal.counted_states()["invoices"].values())
+    result = retention.prune_journal_file(config.journal_path, older_than_days=1, now=lambda: 4e9)
+    assert result.forgotten > 0
+    assert result.forgotten + result.kept_in_place == before
+    with Journal(config.journal_path) as journal:
+        assert sum(journal.counted_states()["invoices"].values()) == result.kept_in_place
+        assert journal.counted_states() == journal.counts()
+        assert journal.counted_outcomes() == journal.outcome_counts()
