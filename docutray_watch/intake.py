@@ -155,18 +155,17 @@ def scan_folder(
             continue
         with entries:
             for entry in entries:
-                relative = f"{prefix}{entry.name}"
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 if stat.S_ISDIR(st.st_mode):
                     if recursive:
-                        stack.append((Path(entry.path), relative + "/"))
+                        stack.append((Path(entry.path), f"{prefix}{entry.name}/"))
                     continue
                 if skip is not None and skip(entry.path, st):
                     continue
-                yield Candidate(Path(entry.path), relative), st
+                yield Candidate(Path(entry.path), f"{prefix}{entry.name}"), st
 
 
 def is_settled(st: os.stat_result, now_ns: int, settle: float) -> bool:

@@ -1295,14 +1295,15 @@ class Journal:
     def kept_stamps(self, pipeline: str) -> dict[str, int]:
         """Each path whose file was kept where it was found, with `kept_stamp(size, mtime_ns)`
         of its newest kept document: all a folder scan needs to leave the file alone."""
-        return {
-            path: kept_stamp(size, mtime_ns)
-            for path, size, mtime_ns, _id in self.conn.execute(
-                "SELECT path, size, mtime_ns, MAX(id) FROM documents"
-                " WHERE pipeline = ? AND archived_to = path GROUP BY path",
-                (pipeline,),
-            )
-        }
+        stamps: dict[str, int] = {}
+        # In the index's order (path, then id): the newest row of a path comes last and stays.
+        for path, size, mtime_ns in self.conn.execute(
+            "SELECT path, size, mtime_ns FROM documents"
+            " WHERE pipeline = ? AND archived_to = path ORDER BY path, id",
+            (pipeline,),
+        ):
+            stamps[path] = kept_stamp(size, mtime_ns)
+        return stamps
 
     def add_queued_batch(self, items: Sequence[NewDocument]) -> list[Queued | None]:
         """Many hashed, checked files journaled `queued` in one transaction (a backlog taken in:

@@ -146,8 +146,8 @@ class TestKeptCounts:
             " WHERE r.state = 'superseded' GROUP BY d.pipeline",
             "SELECT pipeline, MIN(created_at) AS t FROM documents"
             " WHERE finished_at IS NULL GROUP BY pipeline",
-            "SELECT path, size, mtime_ns, MAX(id) FROM documents"
-            " WHERE pipeline = 'p' AND archived_to = path GROUP BY path",
+            "SELECT path, size, mtime_ns FROM documents"
+            " WHERE pipeline = 'p' AND archived_to = path ORDER BY path, id",
         ]
         for query in plans:
             lines = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {query}")]
