@@ -205,6 +205,8 @@ _HISTORY_SCHEMA: tuple[str, ...] = (
     # `recent_failures`: the newest failed/rejected rows without reading the others.
     """CREATE INDEX IF NOT EXISTS documents_failures ON documents (updated_at, id)
         WHERE state IN ('failed', 'rejected')""",
+    """CREATE INDEX IF NOT EXISTS documents_failures_by_pipeline
+        ON documents (pipeline, updated_at, id) WHERE state IN ('failed', 'rejected')""",
     # `superseded_results`: only the (rare) superseded deliveries.
     """CREATE INDEX IF NOT EXISTS deliveries_superseded ON deliveries (document_id)
         WHERE state = 'superseded'""",

@@ -141,6 +141,8 @@ class TestKeptCounts:
             "SELECT * FROM document_counts WHERE n > 0",
             "SELECT * FROM documents WHERE state IN ('failed', 'rejected')"
             " ORDER BY updated_at DESC, id DESC LIMIT 10",
+            "SELECT * FROM documents WHERE state IN ('failed', 'rejected') AND pipeline = 'p'"
+            " ORDER BY updated_at DESC, id DESC LIMIT 10",
             "SELECT d.pipeline, COUNT(*) AS n FROM deliveries r"
             " JOIN documents d ON d.id = r.document_id"
             " WHERE r.state = 'superseded' GROUP BY d.pipeline",
@@ -157,6 +159,8 @@ class TestKeptCounts:
                 if line.startswith("SCAN") and "USING" not in line and "document_counts" not in line
             ]
             assert full_scans == [], (query, lines)
+            if "failed" in query:
+                assert any("documents_failures" in line for line in lines), (query, lines)
 
 
 class TestKeptStamps:
