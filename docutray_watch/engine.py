@@ -1060,8 +1060,9 @@ class Engine:
         and hand it to dispatch."""
         self._remember(doc)
         self._queued_steps[doc.id] = steps
-        document = _document_of(doc)
-        call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
+        if self.pm.hook.document_discovered.get_hookimpls():  # the model only for a listener
+            document = _document_of(doc)
+            call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
         log.info(
             "document_discovered",
             pipeline=doc.pipeline,
