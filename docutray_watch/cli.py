@@ -294,7 +294,7 @@ def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None
 @click.option("--failures", default=10, show_default=True, help="How many recent failures to show.")
 def status(config_path: str | None, as_json: bool, failures: int) -> None:
     """Documents per pipeline and outcome, and the most recent failures with their reasons."""
-    from docutray_watch.runner import status_report
+    from docutray_watch.status import status_report
 
     config = _load(config_path, need_secrets=False)
     report = status_report(config, failures=failures)

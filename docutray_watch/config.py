@@ -19,9 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, cast
 
-import httpx
 import yaml
 from pydantic import (
     BaseModel,
@@ -38,6 +37,9 @@ from pydantic import (
 from docutray_watch.sinks import BUILTIN_SINK_MODULES
 from docutray_watch.sinks.base import ConfigPath, Sink, SinkConfig
 from docutray_watch.templates import METADATA_FIELDS, TemplateError, check_template
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -99,6 +101,8 @@ class TimeoutConfig(_Model):
 
     def as_httpx(self) -> httpx.Timeout:
         """The same four timeouts as an `httpx.Timeout`."""
+        import httpx  # here, not at the top: `status` loads the config without the HTTP stack
+
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
 
 

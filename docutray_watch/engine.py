@@ -43,7 +43,7 @@ import os
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookiejar import Cookie, CookieJar
@@ -71,7 +71,15 @@ from docutray_watch.client import (
 from docutray_watch.config import Config, PipelineConfig, api_key_of, same_settings
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
 from docutray_watch.engine_errors import Failure, classify
-from docutray_watch.journal import Completion, DocumentRow, SqliteStore, StateStore, StepRow
+from docutray_watch.journal import (
+    Completion,
+    DocumentRow,
+    NewDocument,
+    SqliteStore,
+    StateStore,
+    StepRow,
+    kept_stamp,
+)
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import SinkType, call_first, call_observers, collect_sink_types
 from docutray_watch.polling import LatencyModel, PollSchedule, probe_schedule
@@ -94,6 +102,8 @@ T = TypeVar("T")
 _WAITER_PREFIXES = ("settle:", "twin:")
 PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
 REQUEST_RATE_KEY = "request_rate"  # journal meta row the daemon keeps for `status`
+INTAKE_BATCH = 64  # files an intake worker takes from the queue at once (hashed, journaled)
+INTAKE_BATCH_BYTES = 8 * 1024 * 1024  # ... of at most this many bytes to read, past the first
 
 
 class MissingApiKeyError(Exception):
@@ -265,7 +275,11 @@ class Engine:
         self._candidates: asyncio.Queue[tuple[str, intake.Candidate]] = asyncio.Queue()
         self._ready: asyncio.Queue[int] = asyncio.Queue()
         self._nominated: set[tuple[str, str]] = set()
+        # Per pipeline: the unfinished document of each path (work in hand), and for each file
+        # kept where it was found (`on_success: keep`) only `kept_stamp(size, mtime_ns)`: one
+        # int per file, however many months of kept files the folder holds.
         self._known: dict[str, dict[str, DocumentRow]] = {}
+        self._kept: dict[str, dict[str, int]] = {}
         self._ignored: dict[tuple[str, str], tuple[int, int]] = {}
         self._closed: dict[tuple[str, str], int] = {}
         # Files an inotify watcher saw written to and not closed yet: (pipeline, path) → since
@@ -323,7 +337,8 @@ class Engine:
         self._build_client(api_key)
         for pipeline in self.config.pipelines:
             self._pipelines[pipeline.name] = self._build_pipeline(pipeline)
-            self._known[pipeline.name] = await self.journal.latest_by_path(pipeline.name)
+            self._known[pipeline.name] = await self.journal.unfinished_by_path(pipeline.name)
+            self._kept[pipeline.name] = await self.journal.kept_stamps(pipeline.name)
         for runtime in self._pipelines.values():
             for runner in runtime.sinks.values():
                 await self._open_sink(runner)
@@ -357,10 +372,11 @@ class Engine:
             self.config.journal_path,
             older_than_days=older_than_days,
         )
-        for pipeline, path, doc_id in result.forgotten_kept:
-            known = self._known.get(pipeline, {})
-            if path in known and known[path].id == doc_id:
-                del known[path]  # the kept file is gone: a new file there is a new document
+        for pipeline, path, _doc_id in result.forgotten_kept:
+            # The kept file is gone: a new file there is a new document. (Checked again: one
+            # kept there since the prune read its rows stays remembered.)
+            if not _exists(Path(path)):
+                self._kept.get(pipeline, {}).pop(path, None)
         log.info(
             "journal_pruned",
             forgotten=result.forgotten,
@@ -573,7 +589,9 @@ class Engine:
                     r for r in current.sinks.values() if r not in runtime.sinks.values()
                 )
             self._pipelines[pipeline.name] = runtime
-            self._known.setdefault(pipeline.name, await self.journal.latest_by_path(pipeline.name))
+            if pipeline.name not in self._known:
+                self._known[pipeline.name] = await self.journal.unfinished_by_path(pipeline.name)
+                self._kept[pipeline.name] = await self.journal.kept_stamps(pipeline.name)
             changes.append(
                 f"{'changed' if current and not current.retired else 'added'} "
                 f"pipeline {pipeline.name}"
@@ -688,6 +706,15 @@ class Engine:
             queue = asyncio.Queue(maxsize=4)
             loop = asyncio.get_running_loop()
 
+            kept = self._kept.get(runtime.config.name, {})
+
+            def known(path: str, st: os.stat_result, kept: dict[str, int] = kept) -> bool:
+                # A file kept in place and unchanged since: left out in the walking thread, so a
+                # folder of 100,000 kept files costs a dict lookup each. (Read while the event
+                # loop may update it: a stamp leaves the dict only once its file is gone or
+                # changed, so a stale read never hides a new file.)
+                return kept.get(path) == kept_stamp(st.st_size, st.st_mtime_ns)
+
             def walk(
                 loop: asyncio.AbstractEventLoop = loop,
                 root: Path = runtime.root,
@@ -695,7 +722,7 @@ class Engine:
                 q: asyncio.Queue[Any] = queue,
             ) -> None:
                 batch: list[tuple[intake.Candidate, os.stat_result]] = []
-                for item in intake.scan_folder(root, recursive=recursive):
+                for item in intake.scan_folder(root, recursive=recursive, skip=known):
                     batch.append(item)
                     if len(batch) >= 256:
                         asyncio.run_coroutine_threadsafe(q.put(batch), loop).result()
@@ -737,7 +764,9 @@ class Engine:
         runtime = self._pipelines[pipeline]
         if runtime.retired:
             return False
-        path = Path(os.path.abspath(path))
+        absolute = os.path.abspath(path)
+        if not isinstance(path, Path) or str(path) != absolute:  # a scan's paths already are
+            path = Path(absolute)
         marker = runtime.config.watch.ready_marker
         if marker and path.name.endswith(marker) and len(path.name) > len(marker):
             # The marker arrived: its document is ready now.
@@ -768,11 +797,10 @@ class Engine:
                 st = path.lstat()
             except OSError:
                 return False
-        known = self._known[pipeline].get(str(path))
-        if known is not None and (
-            not known.finished or (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns)
-        ):
-            return False  # in progress, or this very file was already handled (kept in place)
+        if key[1] in self._known[pipeline]:
+            return False  # in progress
+        if self._kept[pipeline].get(key[1]) == kept_stamp(st.st_size, st.st_mtime_ns):
+            return False  # this very file was already handled (kept in place)
         kind = intake.rule_for_kind(st.st_mode)
         if kind is not None:
             self._note_ignored(pipeline, path, st, kind)
@@ -803,29 +831,53 @@ class Engine:
             log.info("file_ignored", pipeline=pipeline, doc=path.name, path=str(path), rule=rule)
 
     async def _intake_worker(self) -> None:
+        # Files waiting are taken a batch at a time: hashed in one worker-thread trip and
+        # journaled in one transaction (a backlog of 20,000 files would otherwise cost two
+        # thread trips and a commit each). A lone file is a batch of one: no waiting for more.
         while True:
-            pipeline, candidate = await self._candidates.get()
-            try:
-                await self._take(pipeline, candidate)
-            except Exception as exc:  # never let one file stop intake
-                log.exception(
-                    "intake_failed",
-                    pipeline=pipeline,
-                    path=str(candidate.path),
-                    error=describe(exc),
-                )
-                self._release_nomination(pipeline, candidate.path)
+            batch = [await self._candidates.get()]
+            while len(batch) < INTAKE_BATCH and not self._candidates.empty():
+                batch.append(self._candidates.get_nowait())
+            ready: list[tuple[str, intake.Candidate, os.stat_result]] = []
+            for pipeline, candidate in batch:
+                try:
+                    st = await self._ready_to_read(pipeline, candidate)
+                except Exception as exc:  # noqa: BLE001 - one file never stops intake
+                    self._intake_failed(pipeline, candidate, exc)
+                    continue
+                if st is not None:
+                    ready.append((pipeline, candidate, st))
+            for part in _by_volume(ready):
+                try:
+                    await self._take(part)
+                except Exception as exc:  # noqa: BLE001 - one batch never stops intake
+                    for pipeline, candidate, _st in part:
+                        self._intake_failed(pipeline, candidate, exc)
+
+    def _intake_failed(self, pipeline: str, candidate: intake.Candidate, exc: Exception) -> None:
+        log.error(
+            "intake_failed",
+            pipeline=pipeline,
+            path=str(candidate.path),
+            error=describe(exc),
+            exc_info=exc,
+        )
+        self._release_nomination(pipeline, candidate.path)  # a no-op once it was journaled
 
     def _release_nomination(self, pipeline: str, path: Path) -> None:
         if (pipeline, str(path)) in self._nominated:
             self._nominated.discard((pipeline, str(path)))
             self._work_done()
 
-    async def _take(self, pipeline: str, candidate: intake.Candidate) -> None:
+    async def _ready_to_read(
+        self, pipeline: str, candidate: intake.Candidate
+    ) -> os.stat_result | None:
+        """The file's lstat when it is complete and no rule or plugin leaves it alone; None
+        when it is not taken now (released, or waiting to settle)."""
         runtime = self._pipelines.get(pipeline)
         if runtime is None or not self._accepting:
             self._release_nomination(pipeline, candidate.path)
-            return
+            return None
         path = candidate.path
         key = (pipeline, str(path))
         try:
@@ -833,12 +885,12 @@ class Engine:
         except FileNotFoundError:
             self._writing.pop(key, None)
             self._release_nomination(pipeline, path)
-            return
+            return None
         watch = runtime.config.watch
         marker = watch.ready_marker
         if marker and not await asyncio.to_thread(os.path.lexists, f"{path}{marker}"):
             self._release_nomination(pipeline, path)  # the marker's arrival nominates it again
-            return
+            return None
         closed = self._closed.pop(key, None) == st.st_mtime_ns
         since = None if closed else self._writing.get(key)
         if since is not None and watch.max_open_wait == 0:
@@ -850,7 +902,7 @@ class Engine:
                 # the periodic look only notices a file deleted or renamed meanwhile.
                 wait = min(max(1.0, watch.settle), watch.max_open_wait - waited)
                 self._spawn(self._recheck(pipeline, candidate, wait), name=f"settle:{path.name}")
-                return
+                return None
             self._writing.pop(key, None)
             log.warning(
                 "document_open_too_long",
@@ -864,45 +916,66 @@ class Engine:
             # Still being written (or just touched): look again once it could have settled.
             wait = max(0.05, watch.settle - (time.time_ns() - st.st_mtime_ns) / 1e9)
             self._spawn(self._recheck(pipeline, candidate, wait), name=f"settle:{path.name}")
-            return
+            return None
         reason = call_first(self.pm, "ignore_document", pipeline=pipeline, path=path)
         if reason:
             self._note_ignored(pipeline, path, st, f"plugin: {reason}")
             self._release_nomination(pipeline, path)
-            return
-        # Hashed before it is journaled: the usual file then takes one commit (found and queued)
-        # instead of two. Until then the nomination holds its work unit; a crash meanwhile leaves
-        # nothing to resume, and the next scan finds the file again.
-        read = await self._read(path)
-        if isinstance(read, intake.FileFacts) and await self._plain(pipeline, read):
-            assert read.content_type is not None
-            doc, steps = await self.journal.add_queued(
+            return None
+        return st
+
+    async def _take(self, batch: list[tuple[str, intake.Candidate, os.stat_result]]) -> None:
+        """Hash a batch of complete files, then journal them.
+
+        Hashed before they are journaled: the usual file is found and queued in one commit,
+        shared with the rest of its batch. Until then its nomination holds its work unit; a crash
+        meanwhile leaves nothing to resume, and the next scan finds the file again. A file that
+        is rejected, a duplicate or unreadable is journaled on its own in two steps (it needs a
+        row to explain itself).
+        """
+        reads = await asyncio.to_thread(_read_all, [candidate.path for _, candidate, _ in batch])
+        plain: list[NewDocument] = []
+        for (pipeline, candidate, _st), read in zip(batch, reads, strict=True):
+            if isinstance(read, intake.FileFacts) and intake.rejection_for(read) is None:
+                assert read.content_type is not None
+                runtime = self._pipelines[pipeline]
+                plain.append(
+                    NewDocument(
+                        pipeline=pipeline,
+                        path=str(candidate.path),
+                        relative_path=candidate.relative_path,
+                        sha256=read.sha256,
+                        content_type=read.content_type,
+                        size=read.size,
+                        mtime_ns=read.mtime_ns,
+                        ctime_ns=read.ctime_ns,
+                        inode=read.inode,
+                        steps=runtime.config.steps,
+                        skip_if_done=runtime.config.duplicates == "skip",
+                    )
+                )
+        queued = iter(await self.journal.add_queued_batch(plain) if plain else [])
+        for (pipeline, candidate, st), read in zip(batch, reads, strict=True):
+            path = candidate.path
+            if isinstance(read, intake.FileFacts) and intake.rejection_for(read) is None:
+                done = next(queued)
+                if done is not None:
+                    # The document carries the work unit now.
+                    self._nominated.discard((pipeline, str(path)))
+                    await self._queued(done.document, done.steps)
+                    continue
+            doc = await self.journal.add_document(
                 pipeline,
                 str(path),
                 candidate.relative_path,
-                sha256=read.sha256,
-                content_type=read.content_type,
-                size=read.size,
-                mtime_ns=read.mtime_ns,
-                steps=runtime.config.steps,
-                ctime_ns=read.ctime_ns,
-                inode=read.inode,
+                st.st_size,
+                st.st_mtime_ns,
+                ctime_ns=st.st_ctime_ns,
+                inode=st.st_ino,
             )
+            self._remember(doc)
             self._nominated.discard((pipeline, str(path)))  # the document carries the work unit
-            await self._queued(doc, steps)
-            return
-        doc = await self.journal.add_document(
-            pipeline,
-            str(path),
-            candidate.relative_path,
-            st.st_size,
-            st.st_mtime_ns,
-            ctime_ns=st.st_ctime_ns,
-            inode=st.st_ino,
-        )
-        self._remember(doc)
-        self._nominated.discard((pipeline, str(path)))  # the document now carries the work unit
-        await self._classify(doc, read)
+            await self._classify(doc, read)
 
     async def _recheck(self, pipeline: str, candidate: intake.Candidate, wait: float) -> None:
         key = (pipeline, str(candidate.path))
@@ -924,24 +997,7 @@ class Engine:
 
     async def _read(self, path: Path) -> intake.FileFacts | _Unreadable:
         """Hash and sniff a file (in a thread); why not, when it cannot be read."""
-        try:
-            return await asyncio.to_thread(intake.inspect_file, path)
-        except FileNotFoundError:
-            return _Unreadable("the file disappeared before it could be read", forget=True)
-        except intake.FileChangedError:
-            # Still changing: forget this attempt, the next event or rescan brings it back.
-            return _Unreadable("the file changed while it was being read", forget=True)
-        except OSError as exc:
-            return _Unreadable(f"cannot read the file: {exc.strerror or describe(exc)}")
-
-    async def _plain(self, pipeline: str, facts: intake.FileFacts) -> bool:
-        """True for a file that will simply be queued: acceptable, and not a known duplicate."""
-        if intake.rejection_for(facts) is not None:
-            return False
-        if self._pipelines[pipeline].config.duplicates != "skip":
-            return True
-        original = await self.journal.find_done_by_sha(pipeline, facts.sha256, exclude=0)
-        return original is None
+        return await asyncio.to_thread(_read_one, path)
 
     async def _inspect(self, doc: DocumentRow) -> None:
         """Hash and check a journaled document again (resumed, or changed while queued)."""
@@ -1013,8 +1069,9 @@ class Engine:
         and hand it to dispatch."""
         self._remember(doc)
         self._queued_steps[doc.id] = steps
-        document = _document_of(doc)
-        call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
+        if self.pm.hook.document_discovered.get_hookimpls():  # the model only for a listener
+            document = _document_of(doc)
+            call_observers(self.pm, "document_discovered", pipeline=doc.pipeline, document=document)
         log.info(
             "document_discovered",
             pipeline=doc.pipeline,
@@ -1849,10 +1906,11 @@ class Engine:
             # Where the file is now (the failed folder), not the inbox it was found in.
             where = f"{doc.path} (deleted)" if action.action == "delete" else doc.archived_to
             self.summary.failures.append((doc.pipeline, where or doc.path, doc.error or ""))
+        self._known[doc.pipeline].pop(doc.path, None)
         if action.action != "keep":
-            self._known[doc.pipeline].pop(doc.path, None)
+            self._kept[doc.pipeline].pop(doc.path, None)
         else:
-            self._known[doc.pipeline][doc.path] = doc
+            self._kept[doc.pipeline][doc.path] = kept_stamp(doc.size, doc.mtime_ns)
         doc_log.info(
             "document_archived",
             outcome=outcome,
@@ -1954,6 +2012,7 @@ class Engine:
         doc, _superseded = await self.journal.supersede(doc.id, reason)
         self._docs[doc.id] = doc
         self._known[doc.pipeline].pop(doc.path, None)
+        self._kept[doc.pipeline].pop(doc.path, None)
         self.summary.outcomes["superseded"] += 1
         self.metrics.documents.labels(doc.pipeline, "superseded").inc()
         call_observers(
@@ -2060,6 +2119,41 @@ class Engine:
                 for d in await self.journal.deliveries_of(doc.id)
             ],
         }
+
+
+def _read_one(path: Path) -> intake.FileFacts | _Unreadable:
+    """Hash and sniff a file; why not, when it cannot be read."""
+    try:
+        return intake.inspect_file(path)
+    except FileNotFoundError:
+        return _Unreadable("the file disappeared before it could be read", forget=True)
+    except intake.FileChangedError:
+        # Still changing: forget this attempt, the next event or rescan brings it back.
+        return _Unreadable("the file changed while it was being read", forget=True)
+    except OSError as exc:
+        return _Unreadable(f"cannot read the file: {exc.strerror or describe(exc)}")
+
+
+def _read_all(paths: list[Path]) -> list[intake.FileFacts | _Unreadable]:
+    """`_read_one` for each file: a batch in one worker-thread trip."""
+    return [_read_one(path) for path in paths]
+
+
+def _by_volume(
+    ready: list[tuple[str, intake.Candidate, os.stat_result]],
+) -> Iterator[list[tuple[str, intake.Candidate, os.stat_result]]]:
+    """Split a batch so that no part has more than INTAKE_BATCH_BYTES to read (but at least
+    one file): large files are not all hashed before the first of them is queued."""
+    part: list[tuple[str, intake.Candidate, os.stat_result]] = []
+    volume = 0
+    for item in ready:
+        if part and volume + item[2].st_size > INTAKE_BATCH_BYTES:
+            yield part
+            part, volume = [], 0
+        part.append(item)
+        volume += item[2].st_size
+    if part:
+        yield part
 
 
 def _absolute(path: Path) -> str:

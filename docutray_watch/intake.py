@@ -22,10 +22,12 @@ A candidate file goes through, in order:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import os
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +79,16 @@ class FileChangedError(Exception):
     """The file changed while it was being read."""
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> tuple[tuple[str, Callable[[str], object]], ...]:
+    """Each pattern with its case-folded `fnmatchcase` matcher, compiled once."""
+    return tuple((p, re.compile(fnmatch.translate(p.lower())).match) for p in patterns)
+
+
 def _matches(name: str, patterns: list[str]) -> str | None:
     lowered = name.lower()
-    for pattern in patterns:
-        if fnmatch.fnmatchcase(lowered, pattern.lower()):
+    for pattern, match in _compiled(tuple(patterns)):
+        if match(lowered):
             return pattern
     return None
 
@@ -126,11 +134,17 @@ def rule_for_kind(mode: int) -> str | None:
     return "not a regular file"
 
 
-def scan_folder(root: Path, *, recursive: bool) -> Iterator[tuple[Candidate, os.stat_result]]:
+def scan_folder(
+    root: Path,
+    *,
+    recursive: bool,
+    skip: Callable[[str, os.stat_result], bool] | None = None,
+) -> Iterator[tuple[Candidate, os.stat_result]]:
     """Every entry below `root` (not following links) with its lstat, as it is found.
 
     Folders are walked depth-first without building a list first, so the first candidate arrives
-    at once even in a folder of 20,000 files. Unreadable sub-folders are skipped.
+    at once even in a folder of 20,000 files. Unreadable sub-folders are skipped. `skip(path,
+    lstat)` leaves out files known already (kept in place) before any object is made for them.
     """
     stack: list[tuple[Path, str]] = [(root, "")]
     while stack:
@@ -141,16 +155,17 @@ def scan_folder(root: Path, *, recursive: bool) -> Iterator[tuple[Candidate, os.
             continue
         with entries:
             for entry in entries:
-                relative = f"{prefix}{entry.name}"
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 if stat.S_ISDIR(st.st_mode):
                     if recursive:
-                        stack.append((Path(entry.path), relative + "/"))
+                        stack.append((Path(entry.path), f"{prefix}{entry.name}/"))
                     continue
-                yield Candidate(Path(entry.path), relative), st
+                if skip is not None and skip(entry.path, st):
+                    continue
+                yield Candidate(Path(entry.path), f"{prefix}{entry.name}"), st
 
 
 def is_settled(st: os.stat_result, now_ns: int, settle: float) -> bool:

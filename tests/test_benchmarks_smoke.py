@@ -237,3 +237,29 @@ def test_web_status_benchmark_runs(tmp_path: Path) -> None:
     assert figures["target_ms"] == 50.0
     assert figures["median_to_target"] == round(figures["median_ms"] / 50.0, 3)
     assert "x the target" in stdout
+
+
+def test_history_benchmark_builds_and_measures_at_smoke_size(tmp_path: Path) -> None:
+    """benchmarks/history.py at a tiny size: builds the journal and the kept folder, prints
+    every figure with its target, and the kept files are not submitted again."""
+    report = tmp_path / "history.json"
+    stdout = run_script(
+        "history.py",
+        "--docs",
+        "300",
+        "--kept",
+        "50",
+        "--rescan-interval",
+        "0.5",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--json",
+        str(report),
+        timeout=300,
+        cwd=RUN.parent,
+    )
+    assert "status --json" in stdout
+    assert "CPU of one rescan of the kept folder" in stdout
+    figures = json.loads(report.read_text())["figures"]
+    assert figures["submissions"] == 1
+    assert {"status_json_s", "first_submission_s", "idle_rss_mb", "rescan_cpu_s"} <= set(figures)

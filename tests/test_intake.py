@@ -187,6 +187,18 @@ class TestScanFolder:
         found = [(c.relative_path, c.path) for c, _ in scan_folder(tree, recursive=False)]
         assert found == [("a.pdf", tree / "a.pdf")]
 
+    def test_skip_leaves_out_known_files_but_not_folders(self, tree: Path) -> None:
+        """skip(path, lstat) is asked about files only; what it answers True for is left out."""
+        asked: list[str] = []
+
+        def skip(path: str, st: os.stat_result) -> bool:
+            asked.append(os.path.relpath(path, tree))
+            return path == str(tree / "sub" / "b.pdf") and stat.S_ISREG(st.st_mode)
+
+        found = {c.relative_path for c, _ in scan_folder(tree, recursive=True, skip=skip)}
+        assert found == {"a.pdf", "sub/deeper/c.pdf"}
+        assert sorted(asked) == ["a.pdf", "sub/b.pdf", "sub/deeper/c.pdf"]
+
     def test_stat_is_lstat(self, tree: Path) -> None:
         """Each candidate comes with its own lstat result."""
         for candidate, st in scan_folder(tree, recursive=True):

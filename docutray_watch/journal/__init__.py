@@ -16,8 +16,11 @@ from docutray_watch.journal.rows import (
     DocumentRow,
     JSONObject,
     LatencyRow,
+    NewDocument,
     PruneCandidate,
+    Queued,
     StepRow,
+    kept_stamp,
 )
 from docutray_watch.journal.sqlite import (
     SCHEMA_VERSION,
@@ -62,10 +65,13 @@ __all__ = [
     "JSONObject",
     "Journal",
     "LatencyRow",
+    "NewDocument",
     "NewerJournalError",
     "PruneCandidate",
+    "Queued",
     "SqliteStore",
     "StateStore",
     "StepRow",
     "StepState",
+    "kept_stamp",
 ]

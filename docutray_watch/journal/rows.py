@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,11 @@ __all__ = [
     "DocumentRow",
     "JSONObject",
     "LatencyRow",
+    "NewDocument",
     "PruneCandidate",
+    "Queued",
     "StepRow",
+    "kept_stamp",
 ]
 
 JSONObject = Mapping[str, object]
@@ -126,3 +129,33 @@ class PruneCandidate:
     pipeline: str
     path: str
     kept_latest: bool  # the newest row of a file kept where it was found
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A hashed, checked file for `add_queued_batch` (a backlog taken in: one commit for many)."""
+
+    pipeline: str
+    path: str
+    relative_path: str
+    sha256: str
+    content_type: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int | None
+    inode: int | None
+    steps: Sequence[str]
+    skip_if_done: bool  # `duplicates: skip`: not journaled when a delivered twin exists
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A document `add_queued_batch` journaled, with its pending step rows."""
+
+    document: DocumentRow
+    steps: list[StepRow]
+
+
+def kept_stamp(size: int | None, mtime_ns: int | None) -> int:
+    """(size, mtime_ns) as one exact int: one object per file kept in place instead of a row."""
+    return ((mtime_ns or 0) << 64) | (size or 0)

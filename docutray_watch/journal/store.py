@@ -20,6 +20,8 @@ from docutray_watch.journal.rows import (
     DocumentRow,
     JSONObject,
     LatencyRow,
+    NewDocument,
+    Queued,
     StepRow,
 )
 from docutray_watch.journal.states import DocumentState, StepState
@@ -263,6 +265,18 @@ class StateStore(Protocol):
 
     async def record_api_pause(self, reasons: str | None) -> None:
         """Why the daemon's API work is paused now (None: it is not), for `status`."""
+        ...
+
+    async def add_queued_batch(self, items: Sequence[NewDocument]) -> list[Queued | None]:
+        """Many hashed files journaled `queued` in one commit (None: a delivered twin exists)."""
+        ...
+
+    async def unfinished_by_path(self, pipeline: str) -> dict[str, DocumentRow]:
+        """The newest unfinished document for each path of a pipeline."""
+        ...
+
+    async def kept_stamps(self, pipeline: str) -> dict[str, int]:
+        """Each path kept where it was found, with `kept_stamp(size, mtime_ns)`."""
         ...
 
     async def requeue_count(self) -> int:

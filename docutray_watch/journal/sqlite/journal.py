@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from docutray_watch.journal.rows import DocumentRow, JSONObject, LatencyRow, StepRow
-from docutray_watch.journal.sqlite.reports import API_PAUSE_KEY, REQUEUED_KEY, Reports
+from docutray_watch.journal.sqlite.backlog import BacklogWrites
+from docutray_watch.journal.sqlite.reports import API_PAUSE_KEY, REQUEUED_KEY
 from docutray_watch.journal.sqlite.steps import INSERT_PENDING_STEP, StepWrites
 from docutray_watch.journal.states import (
     DeliveryState,
@@ -37,7 +38,7 @@ __all__ = ["Journal"]
 _D = DocumentState
 
 
-class Journal(StepWrites, Reports):
+class Journal(StepWrites, BacklogWrites):
     """Synchronous access to the journal; each public method is one transaction."""
 
     # -- documents ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from docutray_watch.journal.rows import DocumentRow, LatencyRow, PruneCandidate
+from docutray_watch.journal.rows import DocumentRow, LatencyRow, PruneCandidate, kept_stamp
 from docutray_watch.journal.sqlite import rows
 from docutray_watch.journal.sqlite.connection import Connection
 
@@ -137,6 +137,27 @@ class Reports(Connection):
         to pick up what `docutray-watch retry` requeued from another process)."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (REQUEUED_KEY,)).fetchone()
         return int(row[0]) if row is not None else 0
+
+    def unfinished_by_path(self, pipeline: str) -> dict[str, DocumentRow]:
+        """The newest unfinished document for each path of a pipeline (few: work in hand)."""
+        found = self.conn.execute(
+            "SELECT * FROM documents WHERE finished_at IS NULL AND pipeline = ? ORDER BY id",
+            (pipeline,),
+        )
+        return {r["path"]: rows.document(r) for r in found}
+
+    def kept_stamps(self, pipeline: str) -> dict[str, int]:
+        """Each path whose file was kept where it was found, with `kept_stamp(size, mtime_ns)`
+        of its newest kept document: all a folder scan needs to leave the file alone."""
+        stamps: dict[str, int] = {}
+        # In the index's order (path, then id): the newest row of a path comes last and stays.
+        for path, size, mtime_ns in self.conn.execute(
+            "SELECT path, size, mtime_ns FROM documents"
+            " WHERE pipeline = ? AND archived_to = path ORDER BY path, id",
+            (pipeline,),
+        ):
+            stamps[path] = kept_stamp(size, mtime_ns)
+        return stamps
 
     def get_meta(self, key: str) -> tuple[str, float] | None:
         """The value stored under `key` and when it was stored (epoch seconds), or None."""

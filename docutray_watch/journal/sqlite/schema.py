@@ -13,7 +13,8 @@ Versions:
    request rate and API pause the daemon records for `status`; `value` is untyped), documents'
    `ctime_ns` and `inode` (NULL for rows written before: the checks that use them fall back to
    size and mtime), `doc_counts` kept by triggers (counts for `status`, see `counts.py`, filled
-   once from the rows already there), and two partial indexes for `status`.
+   once from the rows already there), and partial indexes for `status` (failures, superseded
+   results) and for start-up (files kept in place).
 """
 
 from __future__ import annotations
@@ -126,8 +127,12 @@ def _to_v2(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX IF NOT EXISTS documents_failures ON documents (updated_at, id)
             WHERE state IN ('failed', 'rejected');
+        CREATE INDEX IF NOT EXISTS documents_failures_by_pipeline
+            ON documents (pipeline, updated_at, id) WHERE state IN ('failed', 'rejected');
         CREATE INDEX IF NOT EXISTS deliveries_superseded ON deliveries (document_id)
-            WHERE state = 'superseded'
+            WHERE state = 'superseded';
+        CREATE INDEX IF NOT EXISTS documents_kept ON documents (pipeline, path, id, size, mtime_ns)
+            WHERE archived_to = path
         """,
     )
     install_counts(conn)

@@ -14,6 +14,8 @@ from docutray_watch.journal.rows import (
     DocumentRow,
     JSONObject,
     LatencyRow,
+    NewDocument,
+    Queued,
     StepRow,
 )
 from docutray_watch.journal.sqlite.journal import Journal
@@ -301,6 +303,18 @@ class SqliteStore(GroupCommitWriter):
     async def record_api_pause(self, reasons: str | None) -> None:
         """Why the daemon's API work is paused now (None: it is not), for `status`."""
         await self.call(self.journal.record_api_pause, reasons)
+
+    async def add_queued_batch(self, items: Sequence[NewDocument]) -> list[Queued | None]:
+        """Many hashed files journaled `queued` in one commit (None: a delivered twin exists)."""
+        return await self.call(self.journal.add_queued_batch, items)
+
+    async def unfinished_by_path(self, pipeline: str) -> dict[str, DocumentRow]:
+        """The newest unfinished document for each path of a pipeline."""
+        return await self.call(self.journal.unfinished_by_path, pipeline)
+
+    async def kept_stamps(self, pipeline: str) -> dict[str, int]:
+        """Each path kept where it was found, with `kept_stamp(size, mtime_ns)`."""
+        return await self.call(self.journal.kept_stamps, pipeline)
 
     async def requeue_count(self) -> int:
         """How many documents `retry` has requeued over the journal's life."""
