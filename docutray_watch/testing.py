@@ -16,6 +16,15 @@ Building blocks for sink tests: `make_record()` / `make_document()` (plausible r
 hashes), `MemorySink` (a sink keeping records in memory, with simulated outages) and
 `MemorySinkPlugin` (register it with `pm.register(MemorySinkPlugin())`).
 
+Building blocks for engine tests, without an emulator: `MemoryStore` (a `StateStore` in memory:
+the real SQLite journal over ``:memory:``, called on the event loop, recording every call, with
+fault injection: ``store.fail_next("step_accepted", 2)``, ``store.hold("delivery_done")``) and
+`FakeApi` (a scripted API as an `httpx.MockTransport`: queues of answers for submissions and
+status reads, every request recorded). Pass them as ``Engine(config, plugin_manager=pm,
+store=store, transport=fake.transport, environ={"DOCUTRAY_API_KEY": ...})``; wait on
+``await store.wait_for("step_accepted")``, ``await fake.wait_for(...)`` or
+``engine.wait_idle()``, never on a sleep.
+
 `ManualClock` makes an emulator's timing deterministic:
 ``emulator_factory(clock=clock, latency=5)``, then ``clock.advance(5)`` completes the executions.
 
@@ -43,6 +52,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 import yaml
 
+from docutray_watch._fakeapi import Answer, FakeApi, Reply, SeenRequest
+from docutray_watch._memstore import MemoryStore, StoreCall
 from docutray_watch._testkit import (
     MemorySink,
     MemorySinkConfig,
@@ -62,14 +73,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMULATOR_FIXTURE_LATENCY",
+    "Answer",
     "EmulatorFactory",
+    "FakeApi",
     "HookCall",
     "HookRecorder",
     "ManualClock",
     "MemorySink",
     "MemorySinkConfig",
     "MemorySinkPlugin",
+    "MemoryStore",
     "ProcessResult",
+    "Reply",
+    "SeenRequest",
+    "StoreCall",
     "build_config",
     "config_data",
     "make_document",
