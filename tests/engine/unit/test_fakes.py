@@ -111,3 +111,21 @@ async def test_the_fake_api_answers_from_its_queues_then_by_default() -> None:
     assert [r.answer for r in fake.posts] == ["503", "ConnectError", "200"]
     assert [r.body_size for r in fake.posts] == [1, 0, 1]
     assert [r.key for r in fake.status_reads] == [accepted["execution_id"], "nope"]
+
+
+async def test_an_async_answer_holds_the_request_until_released() -> None:
+    """A callable answer may be `async`: the request waits inside it (e.g. for an event)."""
+    release = asyncio.Event()
+
+    async def held(_request: httpx.Request) -> Reply:
+        await release.wait()
+        return Reply(503)
+
+    fake = FakeApi().submit(held)
+    async with httpx.AsyncClient(transport=fake.transport, base_url="http://127.0.0.1:9") as c:
+        pending = asyncio.ensure_future(c.post("/api/steps-async/stp", content=b"x"))
+        await asyncio.sleep(0)  # one turn: the request is inside the handler, not answered
+        assert not pending.done()
+        release.set()
+        assert (await pending).status_code == 503
+    assert [r.answer for r in fake.posts] == ["503"]
