@@ -16,7 +16,8 @@ On top of the journal:
 - `fail_next(name, times, error)` makes the next calls of a method raise (by default
   ``sqlite3.OperationalError("disk I/O error")``, what a failing disk gives), and sets
   `write_error` as the real store does;
-- `hold(name)` makes calls of a method wait until the returned event is set.
+- `hold(name)` makes calls of a method wait until the returned event is set (a caller cancelled
+  meanwhile does not cancel the call, as with the real writer thread; `close` waits for it).
 
 Closing the store keeps its contents (as a file would): a new engine given the same store sees
 what the previous one wrote, which is how a restart is tested. `discard()` frees it.
@@ -69,6 +70,7 @@ class MemoryStore(SqliteStore):
         self._faults: dict[str, _Fault] = {}
         self._holds: dict[str, asyncio.Event] = {}
         self._pulse = asyncio.Event()
+        self._pending: set[asyncio.Future[Any]] = set()
         self._is_open = False
         self._opened_once = False
 
@@ -83,8 +85,11 @@ class MemoryStore(SqliteStore):
         self._is_open = True
 
     async def close(self) -> None:
-        """Stop taking calls; the contents stay for the next `open`."""
+        """Finish the calls under way (a held one: once released), then stop taking calls; the
+        contents stay for the next `open`."""
         self._record("close", (), {})
+        while self._pending:
+            await asyncio.wait(set(self._pending))
         self._is_open = False
 
     def discard(self) -> None:
@@ -95,8 +100,19 @@ class MemoryStore(SqliteStore):
     # -- the only way into the journal --------------------------------------------------------
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `fn` (a `Journal` method named like the store's) in its own transaction."""
+        """Run `fn` (a `Journal` method named like the store's) in its own transaction.
+
+        As with the writer thread, a call whose caller is cancelled still runs: a write that was
+        asked for (an execution id) is not lost because the task waiting on it stopped."""
         name = getattr(fn, "__name__", repr(fn))
+        work = asyncio.ensure_future(self._execute(name, lambda: fn(*args, **kwargs), args, kwargs))
+        self._pending.add(work)
+        work.add_done_callback(self._pending.discard)
+        return await asyncio.shield(work)
+
+    async def _execute(
+        self, name: str, run: Callable[[], T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
         await asyncio.sleep(0)  # a real store call suspends its caller: so does this one
         hold = self._holds.get(name)
         if hold is not None:
@@ -111,7 +127,7 @@ class MemoryStore(SqliteStore):
                 raise fault.error()
             conn = self.journal.conn
             before = conn.total_changes
-            result = fn(*args, **kwargs)
+            result = run()
             if conn.total_changes != before:
                 self._write_error = None  # a write went through, as in the writer thread
             return result

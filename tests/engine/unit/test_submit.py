@@ -5,7 +5,6 @@
 - a timeout after the upload, or a 500/502/504, is *uncertain*: resubmitted at most once, and
   the document is flagged `resubmitted`; a second uncertain outcome fails it without a third POST;
 - 503 proves nothing started: the step goes back to pending and is submitted again, unflagged;
-- a step found `submitting` at start (a crash mid-POST) counts as one uncertain submission.
 """
 
 from __future__ import annotations
@@ -14,10 +13,8 @@ import httpx
 import pytest
 
 from docutray_watch.client import _retry
-from docutray_watch.intake import inspect_file
-from docutray_watch.samples import make_pdf
 from docutray_watch.testing import Reply
-from tests.engine.unit.conftest import PIPELINE, STEP, Unit
+from tests.engine.unit.conftest import Unit
 
 
 @pytest.fixture(autouse=True)
@@ -120,36 +117,3 @@ async def test_a_503_is_not_accepted_the_step_goes_back_to_pending_unflagged(uni
     doc = await unit.document()
     assert doc.state == "archived"
     assert "resubmitted" not in doc.flags
-
-
-async def test_a_step_caught_submitting_by_a_crash_is_resubmitted_at_most_once(
-    unit: Unit,
-) -> None:
-    """A step journaled `submitting` when the engine starts is uncertain: one POST, flagged."""
-    # The previous run: hashed, journaled, intent to submit written, then a crash.
-    path = unit.inbox / "a.pdf"
-    path.write_bytes(make_pdf(["a.pdf"]))
-    facts = inspect_file(path)
-    await unit.store.open()
-    _doc, steps = await unit.store.add_queued(
-        PIPELINE,
-        str(path),
-        "a.pdf",
-        sha256=facts.sha256,
-        content_type=facts.content_type or "application/pdf",
-        size=facts.size,
-        mtime_ns=facts.mtime_ns,
-        ctime_ns=facts.ctime_ns,
-        inode=facts.inode,
-        steps=[STEP],
-    )
-    await unit.store.step_submitting(steps[0].id)
-    await unit.store.close()
-    await unit.start()
-    await unit.settled()
-    assert len(unit.fake.posts) == 1
-    doc = await unit.document()
-    assert doc.state == "archived"
-    assert "resubmitted" in doc.flags
-    (step,) = await unit.store.steps_of(doc.id)
-    assert step.uncertain == 1
