@@ -103,22 +103,21 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str]:
 # -- API ---------------------------------------------------------------------------------------
 
 
-async def _receive_document(request: web.Request, target: str) -> Document:
-    """The checks every document POST goes through, in order, up to the work itself."""
+async def _receive_document(request: web.Request, target: str, *, is_step: bool) -> Document:
+    """The checks every document POST goes through, in order, up to the work itself; `target`
+    is the step id (checked against `step_ids` when `is_step`) or the identify endpoint."""
     state = request.app[STATE_KEY]
     config = state.config
     arrived_at = state.now()
     state.count_post()
     _inject_early_faults(state, config)
     _authenticate(request, config)
-    if target.startswith("step ") and config.step_ids is not None:
-        step_id = target.removeprefix("step ")
-        if step_id not in config.step_ids:
-            raise ApiError(404, f"Step {step_id!r} not found")
+    if is_step and config.step_ids is not None and target not in config.step_ids:
+        raise ApiError(404, f"Step {target!r} not found")
     limiter_wait = state.take_token(arrived_at)
     # Read the document even when the answer will be 429: its hash identifies the request.
     document = await read_document(request, max_size=config.max_file_size)
-    identity = f"POST {target.removeprefix('step ')} {document.sha256}"
+    identity = f"POST {target} {document.sha256}"
     state.check_retry_after(identity, arrived_at)
     _enforce_rate_limits(state, config, identity, limiter_wait)
     return document
@@ -145,7 +144,7 @@ def _check_read(request: web.Request, identity: str) -> None:
 async def _submit(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     step_id = request.match_info["step_id"]
-    document = await _receive_document(request, f"step {step_id}")
+    document = await _receive_document(request, step_id, is_step=True)
     execution = state.create_execution(step_id, document)
     _maybe_drop_after_accept(state)
     return web.json_response(execution.accepted_body())
@@ -153,7 +152,7 @@ async def _submit(request: web.Request) -> web.Response:
 
 async def _identify_async(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    document = await _receive_document(request, "identify-async")
+    document = await _receive_document(request, "identify-async", is_step=False)
     identification = state.create_identification(document)
     _maybe_drop_after_accept(state)
     return web.json_response(identification.accepted_body(state.config.identify_id_field))
@@ -174,7 +173,7 @@ async def _identify(request: web.Request) -> web.Response:
     """The synchronous identification: waits out the latency, then answers the result (an
     identification that fails is a 422)."""
     state = request.app[STATE_KEY]
-    document = await _receive_document(request, "identify")
+    document = await _receive_document(request, "identify", is_step=False)
     identification = state.create_identification(document)
     if identification.latency > 0.0:
         await asyncio.sleep(identification.latency)

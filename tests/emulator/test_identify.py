@@ -222,3 +222,23 @@ class TestDocumentTypes:
     ) -> None:
         """A page below 1 or a non-numeric limit is 400."""
         assert connect(emulator).get("/api/document-types", params=query).status_code == 400
+
+
+class TestOfficialSdk:
+    @pytest.mark.parametrize("id_field", ["identification_id", "id"])
+    def test_official_sdk_reads_the_answers(
+        self, emulator_factory: EmulatorFactory, make_pdf: MakePdf, id_field: str
+    ) -> None:
+        """The official SDK's identify and document_types parse the emulator's answers."""
+        docutray = pytest.importorskip("docutray")
+        server = emulator_factory(latency=0.0, identify_id_field=id_field)
+        pdf = make_pdf(b"DOCUTRAY-EMULATOR:TYPE=contract\n")
+        with docutray.Client(api_key=server.api_key, base_url=server.base_url) as sdk:
+            result = sdk.identify.run(file=pdf, document_type_code_options=["contract", "invoice"])
+            assert result.document_type.code == "contract"
+            started = sdk.identify.run_async(file=pdf)
+            final = sdk.identify.get_status(started.identification_id)
+            assert final.is_success()
+            assert final.document_type.code == "contract"
+            page = sdk.document_types.list(limit=5)
+            assert [t.codeType for t in page.auto_paging_iter()][-1] == "contract"
