@@ -84,13 +84,13 @@ class PollableStatus(BaseModel):
         return value.upper() if isinstance(value, str) else value
 
     @property
-    def poll_id(self) -> str:
+    def _poll_id(self) -> str:
         """The job's id, whatever the subclass calls it."""
         return str(getattr(self, self._id_field))
 
-    def poll_name(self) -> str:
+    def _poll_name(self) -> str:
         """The job, as messages name it (``Step execution exec_1``)."""
-        return f"{self._job_name} {self.poll_id}"
+        return f"{self._job_name} {self._poll_id}"
 
     def is_success(self) -> bool:
         """True when the job finished with a result."""
@@ -147,7 +147,7 @@ class PollableStatus(BaseModel):
         resource: _StatusSource = self._require_resource()
 
         def fetch() -> Any:  # the resource answers a status of this class
-            fresh = resource.get_status(self.poll_id)
+            fresh = resource.get_status(self._poll_id)
             self._adopt(fresh)
             return fresh
 
@@ -171,7 +171,7 @@ class PollableStatus(BaseModel):
         resource: _StatusSource = self._require_resource()
 
         async def fetch() -> Self:
-            fresh: Self = await asyncio.to_thread(resource.get_status, self.poll_id)
+            fresh: Self = await asyncio.to_thread(resource.get_status, self._poll_id)
             self._adopt(fresh)
             return fresh
 
@@ -228,7 +228,7 @@ class _AsyncWaiting(PollableStatus):
         resource: _AsyncStatusSource = self._require_resource()
 
         async def fetch() -> Self:
-            fresh: Self = await resource.get_status(self.poll_id)
+            fresh: Self = await resource.get_status(self._poll_id)
             self._adopt(fresh)
             return fresh
 

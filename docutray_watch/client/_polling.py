@@ -78,7 +78,7 @@ def poll_intervals(
 
 
 class _Pollable(Protocol):
-    def poll_name(self) -> str: ...
+    def _poll_name(self) -> str: ...
 
     def is_complete(self) -> bool: ...
 
@@ -95,7 +95,7 @@ def _deadline(timeout_s: float | None) -> tuple[float, float]:
 
 def _timed_out(status: _Pollable, limit: float) -> APITimeoutError:
     return APITimeoutError(
-        f"{status.poll_name()} did not complete within {limit:g} seconds "
+        f"{status._poll_name()} did not complete within {limit:g} seconds "
         f"(last status: {getattr(status, 'status', '?')})"
     )
 
