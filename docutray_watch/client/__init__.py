@@ -1,4 +1,5 @@
-"""The DocuTray API client: a drop-in for the official ``docutray`` SDK's steps surface.
+"""The DocuTray API client: a drop-in for the official ``docutray`` SDK's steps, identify and
+document types surface.
 
 ``from docutray import Client`` becomes ``from docutray_watch.client import Client``; beyond the
 shared names this client streams uploads, never resends a POST the service may have accepted,
@@ -35,14 +36,32 @@ from docutray_watch.client._files import (
     FileInput,
     sniff_content_type,
 )
-from docutray_watch.client._models import AsyncStepExecutionStatus, StepExecutionStatus
+from docutray_watch.client._models import (
+    AsyncIdentificationStatus,
+    AsyncStepExecutionStatus,
+    DocumentType,
+    DocumentTypeMatch,
+    IdentificationResult,
+    IdentificationStatus,
+    Pagination,
+    StepExecutionStatus,
+)
+from docutray_watch.client._pagination import AsyncPage, Page
 from docutray_watch.client._response import RawResponse
 from docutray_watch.client._retry import RetryInfo
 from docutray_watch.client._retry_after import parse_retry_after, rate_limit_wait
 from docutray_watch.client._transport import AiohttpTransport
 from docutray_watch.client.resources import (
+    AsyncDocumentTypes,
+    AsyncDocumentTypesWithRawResponse,
+    AsyncIdentify,
+    AsyncIdentifyWithRawResponse,
     AsyncSteps,
     AsyncStepsWithRawResponse,
+    DocumentTypes,
+    DocumentTypesWithRawResponse,
+    Identify,
+    IdentifyWithRawResponse,
     Steps,
     StepsWithRawResponse,
 )
@@ -59,6 +78,12 @@ __all__ = [
     "APITimeoutError",
     "AiohttpTransport",
     "AsyncClient",
+    "AsyncDocumentTypes",
+    "AsyncDocumentTypesWithRawResponse",
+    "AsyncIdentificationStatus",
+    "AsyncIdentify",
+    "AsyncIdentifyWithRawResponse",
+    "AsyncPage",
     "AsyncStepExecutionStatus",
     "AsyncSteps",
     "AsyncStepsWithRawResponse",
@@ -67,11 +92,21 @@ __all__ = [
     "Client",
     "ConflictError",
     "DocuTrayError",
+    "DocumentType",
+    "DocumentTypeMatch",
+    "DocumentTypes",
+    "DocumentTypesWithRawResponse",
     "FileInput",
     "FileTooLargeError",
+    "IdentificationResult",
+    "IdentificationStatus",
+    "Identify",
+    "IdentifyWithRawResponse",
     "InternalServerError",
     "InvalidDocumentError",
     "NotFoundError",
+    "Page",
+    "Pagination",
     "PermissionDeniedError",
     "RateLimitError",
     "RawResponse",

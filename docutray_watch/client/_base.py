@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from docutray_watch._version import __version__
 from docutray_watch.client._exceptions import (
@@ -31,7 +31,7 @@ from docutray_watch.client._files import (
     prepare_base64,
     prepare_file,
 )
-from docutray_watch.client._models import StepExecutionStatus
+from docutray_watch.client._models import PollableStatus
 from docutray_watch.client._multipart import MultipartBody
 from docutray_watch.client._request import RequestSpec, UploadHints
 from docutray_watch.client._retry import RetryInfo, RetryPolicy
@@ -43,19 +43,27 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MAX_RETRY_WAIT",
     "DEFAULT_TIMEOUT",
+    "IDENTIFY_ASYNC_PATH",
+    "IDENTIFY_PATH",
     "USER_AGENT",
     "BaseClient",
     "ClientOptions",
     "RequestSpec",
     "UploadHints",
+    "build_document_request",
     "build_get_status_request",
     "build_http_request",
+    "build_identify_request",
+    "build_identify_status_request",
+    "build_list_document_types_request",
     "build_run_async_request",
     "connection_error",
+    "json_object",
     "mask_api_key",
     "parse_status",
     "raise_for_status",
     "redact_request",
+    "validate_body",
 ]
 
 DEFAULT_BASE_URL = "https://app.docutray.com"
@@ -200,17 +208,24 @@ def _path_segment(value: str, name: str) -> str:
     return quote(value, safe="")
 
 
-def build_run_async_request(
-    step_id: str,
+def build_document_request(
+    path: str,
     *,
-    file: FileInput | None = None,
-    url: str | None = None,
-    file_base64: str | None = None,
-    content_type: str | None = None,
-    document_metadata: Mapping[str, Any] | None = None,
-    filename: str | None = None,
+    file: FileInput | None,
+    url: str | None,
+    file_base64: str | None,
+    content_type: str | None,
+    filename: str | None,
+    form_fields: Mapping[str, str] | None = None,
+    json_fields: Mapping[str, Any] | None = None,
+    declare_upload_type: bool = False,
 ) -> RequestSpec:
-    """The POST that starts a step execution; all local checks happen here, before sending."""
+    """A POST that sends one document (steps, identify); all local checks happen here.
+
+    Exactly one of ``file``, ``url`` and ``file_base64``. ``form_fields`` go beside the file part
+    of a multipart body, ``json_fields`` into a JSON body. ``declare_upload_type`` adds the
+    resolved type as the ``image_content_type`` form field (the identify endpoints read it).
+    """
     given = [
         name
         for name, value in (("file", file), ("url", url), ("file_base64", file_base64))
@@ -220,11 +235,11 @@ def build_run_async_request(
         # The official SDK's wording (its tests match on it), then what was wrong.
         detail = f"only one, got {' and '.join(given)}" if given else "got none"
         raise ValueError(f"Must provide one of: file, url, or file_base64 ({detail})")
-    path = f"/api/steps-async/{_path_segment(step_id, 'step_id')}"
-    metadata = dict(document_metadata) if document_metadata is not None else None
     if file is not None:
         source = prepare_file(file, content_type=content_type, filename=filename)
-        fields = {} if metadata is None else {"document_metadata": json.dumps(metadata)}
+        fields = dict(form_fields or {})
+        if declare_upload_type:
+            fields = {"image_content_type": source.content_type, **fields}
         return RequestSpec(
             "POST",
             path,
@@ -243,10 +258,36 @@ def build_run_async_request(
         document = prepare_base64(file_base64, content_type=content_type)
         body = dict(document.fields)
         hints = UploadHints(document.content_type, document.size)
-    if metadata is not None:
-        json.dumps(metadata)  # fail here, not half-way through sending
-        body["document_metadata"] = metadata
+    if json_fields:
+        json.dumps(dict(json_fields))  # fail here, not half-way through sending
+        body.update(json_fields)
     return RequestSpec("POST", path, json=body, hints=hints)
+
+
+def build_run_async_request(
+    step_id: str,
+    *,
+    file: FileInput | None = None,
+    url: str | None = None,
+    file_base64: str | None = None,
+    content_type: str | None = None,
+    document_metadata: Mapping[str, Any] | None = None,
+    filename: str | None = None,
+) -> RequestSpec:
+    """The POST that starts a step execution."""
+    path = f"/api/steps-async/{_path_segment(step_id, 'step_id')}"
+    metadata = dict(document_metadata) if document_metadata is not None else None
+    form = {} if metadata is None else {"document_metadata": json.dumps(metadata)}
+    return build_document_request(
+        path,
+        file=file,
+        url=url,
+        file_base64=file_base64,
+        content_type=content_type,
+        filename=filename,
+        form_fields=form,
+        json_fields=None if metadata is None else {"document_metadata": metadata},
+    )
 
 
 def build_get_status_request(execution_id: str) -> RequestSpec:
@@ -254,6 +295,70 @@ def build_get_status_request(execution_id: str) -> RequestSpec:
     return RequestSpec(
         "GET", f"/api/steps-async/status/{_path_segment(execution_id, 'execution_id')}"
     )
+
+
+IDENTIFY_PATH = "/api/identify"
+IDENTIFY_ASYNC_PATH = "/api/identify-async"
+
+
+def _code_options(options: Sequence[str] | None) -> list[str] | None:
+    if options is None:
+        return None
+    if isinstance(options, str) or not all(isinstance(code, str) and code for code in options):
+        raise ValueError("document_type_code_options must be a list of non-empty strings")
+    # An empty list limits nothing; the official SDK leaves it out too.
+    return list(options) or None
+
+
+def build_identify_request(
+    path: str,
+    *,
+    file: FileInput | None = None,
+    url: str | None = None,
+    file_base64: str | None = None,
+    content_type: str | None = None,
+    document_type_code_options: Sequence[str] | None = None,
+    filename: str | None = None,
+) -> RequestSpec:
+    """The POST of an identification (``path`` is ``IDENTIFY_PATH`` or ``IDENTIFY_ASYNC_PATH``).
+
+    The candidates go as a JSON-encoded string in multipart, as a list in JSON.
+    """
+    options = _code_options(document_type_code_options)
+    form = None if options is None else {"document_type_code_options": json.dumps(options)}
+    return build_document_request(
+        path,
+        file=file,
+        url=url,
+        file_base64=file_base64,
+        content_type=content_type,
+        filename=filename,
+        form_fields=form,
+        json_fields=None if options is None else {"document_type_code_options": options},
+        declare_upload_type=True,
+    )
+
+
+def build_identify_status_request(identification_id: str) -> RequestSpec:
+    """The GET that reads an identification's status."""
+    segment = _path_segment(identification_id, "identification_id")
+    return RequestSpec("GET", f"{IDENTIFY_ASYNC_PATH}/status/{segment}")
+
+
+def build_list_document_types_request(
+    *, page: int | None = None, limit: int | None = None, search: str | None = None
+) -> RequestSpec:
+    """The GET of one page of the account's document types."""
+    params: dict[str, str | int] = {"page": 1 if page is None else page}
+    if params["page"] < 1:  # type: ignore[operator]
+        raise ValueError("page must be >= 1")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        params["limit"] = limit
+    if search is not None:
+        params["search"] = search
+    return RequestSpec("GET", "/api/document-types", params=params)
 
 
 def build_http_request(
@@ -275,6 +380,7 @@ def build_http_request(
         options.base_url + spec.path,
         headers=headers,
         json=spec.json,
+        params=spec.params,
         content=content,
         timeout=options.timeout,
     )
@@ -340,15 +446,13 @@ def connection_error(
     return error_class(message, request_sent=sent, should_retry=not isinstance(exc, _HOPELESS))
 
 
-S = TypeVar("S", bound=StepExecutionStatus)
+S = TypeVar("S", bound=PollableStatus)
+M = TypeVar("M", bound=BaseModel)
 
 
-def parse_status(
-    response: httpx.Response, model: type[S], *, resource: object, hints: UploadHints
-) -> S:
-    """The typed status in a successful response, bound to ``resource`` so it can ``wait()``."""
+def _json_body(response: httpx.Response) -> Any:
     try:
-        payload = response.json()
+        return response.json()
     except ValueError:
         raise APIError(
             "The service answered with a body that is not JSON",
@@ -357,8 +461,15 @@ def parse_status(
             body=response.text,
             headers=response.headers,
         ) from None
+
+
+def validate_body(response: httpx.Response, model: type[M], payload: Any = None) -> M:
+    """``model`` from a successful response's JSON body (or from ``payload``, taken from it);
+    an unreadable or unexpected body is an ``APIError``."""
+    if payload is None:
+        payload = _json_body(response)
     try:
-        status = model.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         raise APIError(
             f"The service answered with an unexpected body: {exc.error_count()} field error(s)",
@@ -367,5 +478,25 @@ def parse_status(
             body=payload,
             headers=response.headers,
         ) from exc
-    status._bind(resource, content_type=hints.content_type, size=hints.size)
-    return status
+
+
+def parse_status(
+    response: httpx.Response, model: type[S], *, resource: object, hints: UploadHints
+) -> S:
+    """The typed status in a successful response, bound to ``resource`` so it can ``wait()``."""
+    status = validate_body(response, model)
+    return status._bind(resource, content_type=hints.content_type, size=hints.size)
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """A successful response's JSON body, which must be an object."""
+    payload = _json_body(response)
+    if not isinstance(payload, dict):
+        raise APIError(
+            "The service answered with JSON that is not an object",
+            status_code=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+            body=payload,
+            headers=response.headers,
+        )
+    return payload

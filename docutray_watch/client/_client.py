@@ -18,7 +18,14 @@ from docutray_watch.client._base import (
 )
 from docutray_watch.client._multipart import AsyncBodyStream, SyncBodyStream
 from docutray_watch.client._retry import RetryInfo
-from docutray_watch.client.resources.steps import AsyncSteps, Steps
+from docutray_watch.client.resources import (
+    AsyncDocumentTypes,
+    AsyncIdentify,
+    AsyncSteps,
+    DocumentTypes,
+    Identify,
+    Steps,
+)
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -60,6 +67,11 @@ class Client(BaseClient):
         self._http = http_client if http_client is not None else httpx.Client(timeout=self.timeout)
         self.steps = Steps(self)
         """Step executions: ``run_async``, ``get_status``, ``with_raw_response``."""
+        self.identify = Identify(self)
+        """Document type identification: ``run``, ``run_async``, ``get_status``,
+        ``with_raw_response``."""
+        self.document_types = DocumentTypes(self)
+        """The account's document types: ``list``, ``with_raw_response``."""
 
     def close(self) -> None:
         """Close the connection pool, unless it was passed in as ``http_client``."""
@@ -131,6 +143,11 @@ class AsyncClient(BaseClient):
         )
         self.steps = AsyncSteps(self)
         """Step executions: ``run_async``, ``get_status``, ``with_raw_response``."""
+        self.identify = AsyncIdentify(self)
+        """Document type identification: ``run``, ``run_async``, ``get_status``,
+        ``with_raw_response``."""
+        self.document_types = AsyncDocumentTypes(self)
+        """The account's document types: ``list``, ``with_raw_response``."""
 
     async def close(self) -> None:
         """Close the connection pool, unless it was passed in as ``http_client``."""

@@ -1,4 +1,5 @@
-"""Poll an execution until it is terminal: the interval schedule and the sync/async loops.
+"""Poll a job (step execution, identification) until it is terminal: the interval schedule and
+the sync/async loops.
 
 The API reference suggests polling every 1-2 s for small documents and every 3-5 s for large
 ones and PDFs, so with no explicit interval the schedule starts at the low end for the kind of
@@ -77,8 +78,7 @@ def poll_intervals(
 
 
 class _Pollable(Protocol):
-    @property
-    def execution_id(self) -> str: ...
+    def _poll_name(self) -> str: ...
 
     def is_complete(self) -> bool: ...
 
@@ -95,7 +95,7 @@ def _deadline(timeout_s: float | None) -> tuple[float, float]:
 
 def _timed_out(status: _Pollable, limit: float) -> APITimeoutError:
     return APITimeoutError(
-        f"Step execution {status.execution_id} did not complete within {limit:g} seconds "
+        f"{status._poll_name()} did not complete within {limit:g} seconds "
         f"(last status: {getattr(status, 'status', '?')})"
     )
 

@@ -29,6 +29,7 @@ class RequestSpec:
     method: str
     path: str
     json: dict[str, Any] | None = None
+    params: dict[str, str | int] | None = None
     multipart: MultipartBody | None = None
     hints: UploadHints = field(default_factory=UploadHints)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ _METADATA_LIMIT = 1024 * 1024
 # A JSON body may hold base64 (4/3 of the document) plus the metadata and the field names.
 _JSON_OVERHEAD = 2 * _METADATA_LIMIT
 _INPUT_FIELDS = ("image_url", "image_base64")
+_CODE_OPTIONS = "document_type_code_options"
 _EXTENSION_TYPES = {
     ".pdf": "application/pdf",
     ".jpg": "image/jpeg",
@@ -47,6 +49,8 @@ class Document:
     original_filename: str | None
     metadata: dict[str, Any] | None
     markers: Markers
+    code_options: tuple[str, ...] | None = None
+    """Identification only: the candidate type codes (``document_type_code_options``)."""
 
 
 async def read_document(request: web.Request, *, max_size: int) -> Document:
@@ -75,6 +79,7 @@ def _exactly_one_input() -> ApiError:
 async def _read_multipart(request: web.Request, max_size: int) -> Document:
     image: tuple[str, int, str, Markers, str | None] | None = None
     metadata: dict[str, Any] | None = None
+    code_options: tuple[str, ...] | None = None
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -86,6 +91,8 @@ async def _read_multipart(request: web.Request, max_size: int) -> Document:
                 image = await _stream_image(part, max_size)
             elif part.name == "document_metadata":
                 metadata = _parse_metadata_string(await _read_small_part(part))
+            elif part.name == _CODE_OPTIONS:
+                code_options = _parse_code_options_string(await _read_small_part(part))
             else:
                 await part.release()
     except (ValueError, RuntimeError, AssertionError) as exc:
@@ -93,7 +100,7 @@ async def _read_multipart(request: web.Request, max_size: int) -> Document:
     if image is None:
         raise _exactly_one_input()
     sha256, size, content_type, markers, filename = image
-    return Document(sha256, size, content_type, filename, metadata, markers)
+    return Document(sha256, size, content_type, filename, metadata, markers, code_options)
 
 
 async def _stream_image(
@@ -134,6 +141,22 @@ def _parse_metadata_string(raw: bytes) -> dict[str, Any]:
     return _check_metadata(value)
 
 
+def _parse_code_options_string(raw: bytes) -> tuple[str, ...] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"{_CODE_OPTIONS} is not valid JSON: {exc}") from exc
+    return _check_code_options(value)
+
+
+def _check_code_options(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(code, str) for code in value):
+        raise ApiError(400, f"{_CODE_OPTIONS} must be a list of document type codes")
+    return tuple(value) or None
+
+
 def _check_metadata(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, "document_metadata must be a JSON object")
@@ -167,9 +190,12 @@ async def _read_json(request: web.Request, max_size: int) -> Document:
     declared_type = payload.get("image_content_type")
     if declared_type is not None and not isinstance(declared_type, str):
         raise ApiError(400, "image_content_type must be a string")
+    code_options = _check_code_options(payload.get(_CODE_OPTIONS))
     if given == ["image_url"]:
-        return _url_document(payload["image_url"], metadata)
-    return _base64_document(payload["image_base64"], metadata, max_size)
+        document = _url_document(payload["image_url"], metadata)
+    else:
+        document = _base64_document(payload["image_base64"], metadata, max_size)
+    return dataclasses.replace(document, code_options=code_options)
 
 
 def _url_document(url: object, metadata: dict[str, Any] | None) -> Document:

@@ -1,4 +1,5 @@
-"""One emulated step execution, whose status follows from the clock alone (no timers)."""
+"""One emulated step execution, whose status follows from the clock alone (no timers); the
+clock rule is shared with identifications."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ ENQUEUED_SHARE = 0.1
 
 EMULATOR_FIELD = {"version": 1}
 """An extra field in status answers, so clients are tested on keeping unknown fields."""
+
+
+def status_at(created_at: float, latency: float, outcome: Outcome, now: float) -> Status:
+    """The status of a job created at `created_at` that takes `latency`, at clock time `now`."""
+    elapsed = now - created_at
+    if elapsed >= latency:
+        return outcome
+    if elapsed < latency * ENQUEUED_SHARE:
+        return "ENQUEUED"
+    return "PROCESSING"
 
 
 @dataclass(slots=True)
@@ -42,12 +53,7 @@ class Execution:
 
     def status_at(self, now: float) -> Status:
         """The status the execution has at clock time `now`."""
-        elapsed = now - self.created_at
-        if elapsed >= self.latency:
-            return self.outcome
-        if elapsed < self.latency * ENQUEUED_SHARE:
-            return "ENQUEUED"
-        return "PROCESSING"
+        return status_at(self.created_at, self.latency, self.outcome, now)
 
     def record_read(self, now: float, now_wall: float) -> Status:
         """Count a status read at `now` and return the status it saw."""

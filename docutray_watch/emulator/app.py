@@ -1,4 +1,5 @@
-"""The aiohttp application that emulates the DocuTray steps API, plus its control endpoints.
+"""The aiohttp application that emulates the DocuTray API (steps, identify, document types), plus
+its control endpoints.
 
 An API request goes through, in order: drop (``drop_rate``), 5xx (``server_error_rate``, status
 drawn from ``server_error_statuses``), authentication, step lookup, reading the document (POST),
@@ -8,6 +9,7 @@ the Retry-After check, rate limits (limiter, then ``rate_limit_rate``), the work
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import time
@@ -18,7 +20,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from docutray_watch.emulator._documents import read_document
+from docutray_watch.emulator._catalogue import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+    document_types_page,
+)
+from docutray_watch.emulator._documents import Document, read_document
 from docutray_watch.emulator._errors import ApiError, DropConnection
 from docutray_watch.emulator._timestamps import iso_utc
 from docutray_watch.emulator.config import EmulatorConfig
@@ -47,6 +54,10 @@ def create_app(
         [
             web.post("/api/steps-async/{step_id}", _submit),
             web.get("/api/steps-async/status/{execution_id}", _status),
+            web.post("/api/identify-async", _identify_async),
+            web.get("/api/identify-async/status/{identification_id}", _identify_status),
+            web.post("/api/identify", _identify),
+            web.get("/api/document-types", _document_types),
             web.get("/_emulator/stats", _get_stats),
             web.get("/_emulator/config", _get_config),
             web.post("/_emulator/config", _post_config),
@@ -92,40 +103,115 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str]:
 # -- API ---------------------------------------------------------------------------------------
 
 
-async def _submit(request: web.Request) -> web.Response:
+async def _receive_document(request: web.Request, target: str, *, is_step: bool) -> Document:
+    """The checks every document POST goes through, in order, up to the work itself; `target`
+    is the step id (checked against `step_ids` when `is_step`) or the identify endpoint."""
     state = request.app[STATE_KEY]
     config = state.config
     arrived_at = state.now()
     state.count_post()
     _inject_early_faults(state, config)
     _authenticate(request, config)
-    step_id = request.match_info["step_id"]
-    if config.step_ids is not None and step_id not in config.step_ids:
-        raise ApiError(404, f"Step {step_id!r} not found")
+    if is_step and config.step_ids is not None and target not in config.step_ids:
+        raise ApiError(404, f"Step {target!r} not found")
     limiter_wait = state.take_token(arrived_at)
     # Read the document even when the answer will be 429: its hash identifies the request.
     document = await read_document(request, max_size=config.max_file_size)
-    identity = f"POST {step_id} {document.sha256}"
+    identity = f"POST {target} {document.sha256}"
     state.check_retry_after(identity, arrived_at)
     _enforce_rate_limits(state, config, identity, limiter_wait)
-    execution = state.create_execution(step_id, document)
-    if state.roll(config.drop_after_accept_rate):
+    return document
+
+
+def _maybe_drop_after_accept(state: EmulatorState) -> None:
+    if state.roll(state.config.drop_after_accept_rate):
         state.count_fault(FaultKind.DROP_AFTER_ACCEPT)
         raise DropConnection
-    return web.json_response(execution.accepted_body())
 
 
-async def _status(request: web.Request) -> web.Response:
+def _check_read(request: web.Request, identity: str) -> None:
+    """The checks every API GET goes through, in order, up to the work itself."""
     state = request.app[STATE_KEY]
     config = state.config
     arrived_at = state.now()
     state.count_status_get()
     _inject_early_faults(state, config)
     _authenticate(request, config)
-    execution_id = request.match_info["execution_id"]
-    identity = f"GET {execution_id}"
     state.check_retry_after(identity, arrived_at)
     _enforce_rate_limits(state, config, identity, state.take_token(arrived_at))
+
+
+async def _submit(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    step_id = request.match_info["step_id"]
+    document = await _receive_document(request, step_id, is_step=True)
+    execution = state.create_execution(step_id, document)
+    _maybe_drop_after_accept(state)
+    return web.json_response(execution.accepted_body())
+
+
+async def _identify_async(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    document = await _receive_document(request, "identify-async", is_step=False)
+    identification = state.create_identification(document)
+    _maybe_drop_after_accept(state)
+    return web.json_response(identification.accepted_body(state.config.identify_id_field))
+
+
+async def _identify_status(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    identification_id = request.match_info["identification_id"]
+    _check_read(request, f"GET {identification_id}")
+    found = state.read_identification(identification_id, state.now())
+    if found is None:
+        raise ApiError(404, f"Identification {identification_id!r} not found")
+    identification, status = found
+    return web.json_response(identification.status_body(status, state.config.identify_id_field))
+
+
+async def _identify(request: web.Request) -> web.Response:
+    """The synchronous identification: waits out the latency, then answers the result (an
+    identification that fails is a 422)."""
+    state = request.app[STATE_KEY]
+    document = await _receive_document(request, "identify", is_step=False)
+    identification = state.create_identification(document)
+    if identification.latency > 0.0:
+        await asyncio.sleep(identification.latency)
+    _maybe_drop_after_accept(state)
+    if identification.outcome == "ERROR":
+        raise ApiError(422, identification.error_message or "Identification failed")
+    return web.json_response(identification.result)
+
+
+async def _document_types(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    _check_read(request, f"GET document-types {request.query_string}")
+    page = _positive_int(request, "page", 1)
+    limit = min(_positive_int(request, "limit", DEFAULT_PAGE_LIMIT), MAX_PAGE_LIMIT)
+    return web.json_response(
+        document_types_page(
+            state.config, page=page, limit=limit, search=request.query.get("search")
+        )
+    )
+
+
+def _positive_int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if value < 1:
+        raise ApiError(400, f"{name} must be >= 1")
+    return value
+
+
+async def _status(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    execution_id = request.match_info["execution_id"]
+    _check_read(request, f"GET {execution_id}")
     found = state.read_status(execution_id, state.now())
     if found is None:
         raise ApiError(404, f"Execution {execution_id!r} not found")

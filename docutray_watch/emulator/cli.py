@@ -5,8 +5,10 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import Any, Literal
 
 import click
+from pydantic import ValidationError
 
 from docutray_watch.emulator._limits import MAX_FILE_SIZE
 from docutray_watch.emulator.config import DEFAULT_API_KEY, EmulatorConfig
@@ -128,6 +130,37 @@ _SECONDS = click.FloatRange(min=0.0)
     help="Largest accepted document, in bytes.",
 )
 @click.option("--seed", default=None, type=int, help="Seed of the fault dice.")
+@click.option(
+    "--document-type",
+    "document_types",
+    multiple=True,
+    metavar="CODE=NAME",
+    callback=lambda ctx, param, value: _pairs(param, value),
+    help="A document type of the account (repeatable); replaces the default catalogue.",
+)
+@click.option(
+    "--identify-type",
+    "identify_types",
+    multiple=True,
+    metavar="CONTENT_TYPE=CODE",
+    callback=lambda ctx, param, value: _pairs(param, value),
+    help="The type identification answers for a content type (repeatable); replaces the "
+    "default rules.",
+)
+@click.option(
+    "--identify-confidence",
+    default=0.9,
+    show_default=True,
+    type=_RATE,
+    help="Confidence of identified types, without a CONFIDENCE marker.",
+)
+@click.option(
+    "--identify-id-field",
+    default="identification_id",
+    show_default=True,
+    type=click.Choice(["identification_id", "id"]),
+    help="Name of the id in identification answers.",
+)
 def emulator_command(
     host: str,
     port: int,
@@ -148,27 +181,45 @@ def emulator_command(
     rate_limit_rps: float | None,
     max_file_size: int,
     seed: int | None,
+    document_types: list[tuple[str, str]],
+    identify_types: list[tuple[str, str]],
+    identify_confidence: float,
+    identify_id_field: Literal["identification_id", "id"],
 ) -> None:
-    """Serve a local emulator of the DocuTray steps API (for tests, demos and benchmarks)."""
-    config = EmulatorConfig(
-        api_key=api_key,
-        server_error_statuses=server_error_statuses or EmulatorConfig().server_error_statuses,
-        step_ids=frozenset(steps) if steps else None,
-        latency=latency,
-        latency_jitter=latency_jitter,
-        latency_per_mb=latency_per_mb,
-        error_rate=error_rate,
-        server_error_rate=server_error_rate,
-        rate_limit_rate=rate_limit_rate,
-        retry_after=retry_after,
-        hide_rate_limit=hide_rate_limit,
-        fractional_retry_after=fractional_retry_after,
-        drop_rate=drop_rate,
-        drop_after_accept_rate=drop_after_accept_rate,
-        rate_limit_rps=rate_limit_rps,
-        max_file_size=max_file_size,
-        seed=seed,
-    )
+    """Serve a local emulator of the DocuTray API (for tests, demos and benchmarks)."""
+    defaults = EmulatorConfig()
+    try:
+        config = _build_config(
+            api_key=api_key,
+            server_error_statuses=server_error_statuses or defaults.server_error_statuses,
+            step_ids=frozenset(steps) if steps else None,
+            latency=latency,
+            latency_jitter=latency_jitter,
+            latency_per_mb=latency_per_mb,
+            error_rate=error_rate,
+            server_error_rate=server_error_rate,
+            rate_limit_rate=rate_limit_rate,
+            retry_after=retry_after,
+            hide_rate_limit=hide_rate_limit,
+            fractional_retry_after=fractional_retry_after,
+            drop_rate=drop_rate,
+            drop_after_accept_rate=drop_after_accept_rate,
+            rate_limit_rps=rate_limit_rps,
+            max_file_size=max_file_size,
+            seed=seed,
+            document_types=(
+                [{"code": code, "name": name} for code, name in document_types]
+                if document_types
+                else defaults.document_types
+            ),
+            identify_by_content_type=(
+                dict(identify_types) if identify_types else defaults.identify_by_content_type
+            ),
+            identify_confidence=identify_confidence,
+            identify_id_field=identify_id_field,
+        )
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from exc
     server = EmulatorServer(config, host=host, port=port)
     try:
         server.start()
@@ -179,6 +230,22 @@ def emulator_command(
         _wait_for_signal()
     finally:
         server.stop()
+
+
+def _build_config(**fields: Any) -> EmulatorConfig:
+    # model_validate takes the options' plain lists and dicts (document types as mappings)
+    return EmulatorConfig.model_validate(fields)
+
+
+def _pairs(param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` options as pairs."""
+    pairs = []
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param=param)
+        pairs.append((key, rest))
+    return pairs
 
 
 def _wait_for_signal() -> None:

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from docutray_watch.emulator._limits import MAX_FILE_SIZE
 
 DEFAULT_API_KEY = "docutray-emulator-key"
 """API key the emulator accepts unless told otherwise."""
+
+
+class DocumentTypeSpec(BaseModel):
+    """One document type of the emulated account."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="The type's code.")
+    name: str = Field(min_length=1, description="The type's name.")
+    description: str | None = Field(default=None, description="What the type is for.")
+
+
+DEFAULT_DOCUMENT_TYPES = (
+    DocumentTypeSpec(code="invoice", name="Invoice", description="Supplier invoices"),
+    DocumentTypeSpec(code="receipt", name="Receipt", description="Till and card receipts"),
+    DocumentTypeSpec(code="bank_statement", name="Bank statement"),
+    DocumentTypeSpec(code="purchase_order", name="Purchase order"),
+    DocumentTypeSpec(code="id_card", name="Identity card"),
+    DocumentTypeSpec(code="contract", name="Contract"),
+)
+"""The account's document types unless configured otherwise."""
+
+DEFAULT_TYPES_BY_CONTENT_TYPE = {
+    "application/pdf": "invoice",
+    "image/jpeg": "receipt",
+    "image/png": "receipt",
+    "image/gif": "receipt",
+    "image/bmp": "receipt",
+    "image/webp": "id_card",
+}
+"""Which type identification answers for a content type, when no TYPE marker says."""
 
 
 class EmulatorConfig(BaseModel):
@@ -74,6 +105,26 @@ class EmulatorConfig(BaseModel):
     seed: int | None = Field(
         default=None, description="Seed of the fault dice, for repeatable runs."
     )
+    document_types: tuple[DocumentTypeSpec, ...] = Field(
+        default=DEFAULT_DOCUMENT_TYPES,
+        min_length=1,
+        description="The account's document types (GET /api/document-types, identification).",
+    )
+    identify_by_content_type: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_TYPES_BY_CONTENT_TYPE),
+        description="Type code identification answers per content type, without a TYPE marker "
+        "(a content type not listed gets the first document type).",
+    )
+    identify_confidence: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Confidence of the identified type, without a CONFIDENCE marker.",
+    )
+    identify_id_field: Literal["identification_id", "id"] = Field(
+        default="identification_id",
+        description="Name of the id in identification answers (the API uses both).",
+    )
 
     @field_validator("server_error_statuses")
     @classmethod
@@ -81,6 +132,17 @@ class EmulatorConfig(BaseModel):
         if not all(500 <= status <= 599 for status in statuses):
             raise ValueError("server_error_statuses must be 5xx statuses")
         return statuses
+
+    @model_validator(mode="after")
+    def _unique_type_codes(self) -> EmulatorConfig:
+        codes = [spec.code for spec in self.document_types]
+        if len(set(codes)) != len(codes):
+            raise ValueError("document_types codes must be unique")
+        return self
+
+    def document_type(self, code: str) -> DocumentTypeSpec | None:
+        """The configured type with ``code``, if any."""
+        return next((spec for spec in self.document_types if spec.code == code), None)
 
     def with_changes(self, **changes: Any) -> EmulatorConfig:
         """Return a validated copy with `changes` applied (unknown names raise ValidationError)."""

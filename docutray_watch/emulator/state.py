@@ -16,6 +16,7 @@ from typing import Any
 
 from docutray_watch.emulator._documents import Document
 from docutray_watch.emulator._executions import Execution, Outcome, Status
+from docutray_watch.emulator._identifications import Identification, classify
 from docutray_watch.emulator._ratelimit import TokenBucket
 from docutray_watch.emulator.config import EmulatorConfig
 from docutray_watch.emulator.stats import (
@@ -41,6 +42,7 @@ class EmulatorState:
         self._random = random.Random(self._config.seed)  # noqa: S311 - fault dice, not secrets
         self._bucket = self._new_bucket()
         self._executions: dict[str, Execution] = {}
+        self._identifications: dict[str, Identification] = {}
         self._aliases: dict[str, str] = {}
         self._posts = 0
         self._status_gets = 0
@@ -78,6 +80,7 @@ class EmulatorState:
         """Forget every execution and statistic (the configuration stays)."""
         with self._lock:
             self._executions.clear()
+            self._identifications.clear()
             self._aliases.clear()
             self._posts = 0
             self._status_gets = 0
@@ -118,6 +121,7 @@ class EmulatorState:
                 faults=dict(self._faults),
                 executions_created=len(self._executions),
                 executions_in_flight=in_flight,
+                identifications_created=len(self._identifications),
                 submissions={step: dict(docs) for step, docs in self._submissions.items()},
                 retry_after_violations=len(self._violations),
                 retry_after_violation_details=list(self._violations),
@@ -193,20 +197,23 @@ class EmulatorState:
 
     # -- executions ----------------------------------------------------------------------------
 
+    def _roll_outcome(
+        self, document: Document, config: EmulatorConfig
+    ) -> tuple[Outcome, str | None]:
+        # Called under the lock: the ERROR marker, else the error_rate dice.
+        if document.markers.force_error:
+            return "ERROR", "Emulated failure: the document carries the ERROR marker"
+        if config.error_rate > 0.0 and self._random.random() < config.error_rate:
+            self._faults[FaultKind.EXECUTION_ERROR.value] += 1
+            return "ERROR", "Emulated failure (error_rate)"
+        return "SUCCESS", None
+
     def create_execution(self, step_id: str, document: Document) -> Execution:
         """Start an execution of `step_id` on `document`."""
         config = self._config
         with self._lock:
             now = self._clock()
-            outcome: Outcome = "SUCCESS"
-            error_message = None
-            if document.markers.force_error:
-                outcome = "ERROR"
-                error_message = "Emulated failure: the document carries the ERROR marker"
-            elif config.error_rate > 0.0 and self._random.random() < config.error_rate:
-                outcome = "ERROR"
-                error_message = "Emulated failure (error_rate)"
-                self._faults[FaultKind.EXECUTION_ERROR.value] += 1
+            outcome, error_message = self._roll_outcome(document, config)
             execution = Execution(
                 execution_id=f"exec_{uuid.uuid4().hex}",
                 step_id=step_id,
@@ -220,6 +227,37 @@ class EmulatorState:
             self._executions[execution.execution_id] = execution
             self._submissions[step_id][document.sha256] += 1
             return execution
+
+    def create_identification(self, document: Document) -> Identification:
+        """Start an identification of `document` (its answer is decided now; 400 for unknown
+        candidate codes)."""
+        config = self._config
+        result = classify(document, config)
+        with self._lock:
+            outcome, error_message = self._roll_outcome(document, config)
+            identification = Identification(
+                identification_id=f"idn_{uuid.uuid4().hex}",
+                document=document,
+                created_at=self._clock(),
+                created_at_wall=time.time(),
+                latency=self._latency_for(document, config),
+                outcome=outcome,
+                result=result,
+                error_message=error_message,
+            )
+            self._identifications[identification.identification_id] = identification
+            return identification
+
+    def read_identification(
+        self, identification_id: str, now: float
+    ) -> tuple[Identification, Status] | None:
+        """Record a status read of `identification_id` at `now`; None if it is unknown."""
+        with self._lock:
+            identification = self._identifications.get(identification_id)
+            if identification is None:
+                return None
+            identification.status_reads += 1
+            return identification, identification.status_at(now)
 
     def _latency_for(self, document: Document, config: EmulatorConfig) -> float:
         if document.markers.latency is not None:

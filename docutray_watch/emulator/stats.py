@@ -77,6 +77,8 @@ class EmulatorStats(BaseModel):
     faults: dict[str, int]
     executions_created: int
     executions_in_flight: int
+    identifications_created: int = 0
+    """Asynchronous identifications started (POST /api/identify-async)."""
     submissions: dict[str, dict[str, int]]
     """Executions started per step id, then per document sha256."""
     retry_after_violations: int

@@ -17,6 +17,7 @@ import pytest
 from docutray_watch.client import (
     APIConnectionError,
     AsyncClient,
+    AsyncPage,
     AuthenticationError,
     Client,
     InternalServerError,
@@ -223,3 +224,48 @@ class TestFaults:
             await Harness.call(client.steps.run_async, "step_1", file=PDF)
         await Harness.call(client.close)
         assert emu.stats(include_executions=False).posts == 1
+
+
+class TestIdentifyRoundTrips:
+    @pytest.mark.parametrize("id_field", ["identification_id", "id"])
+    async def test_identify_async_and_wait(
+        self, harness: Harness, emu: EmulatorServer, id_field: str
+    ) -> None:
+        """``identify.run_async`` then ``wait()`` reach the emulator's marker-decided type,
+        whichever name the service gives the id."""
+        emu.configure(identify_id_field=id_field)
+        document = PDF + b"DOCUTRAY-EMULATOR:TYPE=receipt DOCUTRAY-EMULATOR:CONFIDENCE=0.7\n"
+        client = harness.client
+        started = await harness.call(
+            client.identify.run_async, file=document, document_type_code_options=["receipt"]
+        )
+        assert started.status == "ENQUEUED"
+        final = await harness.finish(started)
+        assert final.is_success()
+        assert final.identification_id == started.identification_id
+        assert (final.document_type.code, final.document_type.confidence) == ("receipt", 0.7)
+        assert final.alternatives == []
+
+    async def test_identify_sync_with_every_input(self, harness: Harness) -> None:
+        """``identify.run`` answers at once for a file, base64 and a URL."""
+        client = harness.client
+        by_file = await harness.call(client.identify.run, file=PNG)
+        by_base64 = await harness.call(
+            client.identify.run, file_base64=base64.b64encode(PDF).decode()
+        )
+        by_url = await harness.call(client.identify.run, url="https://example.com/scan.png")
+        assert by_file.document_type.code == "receipt"
+        assert by_base64.document_type.code == "invoice"
+        assert by_url.document_type.code == "receipt"
+
+    async def test_document_types_across_pages(self, harness: Harness) -> None:
+        """``document_types.list`` pages over the emulator's catalogue."""
+        page = await harness.call(harness.client.document_types.list, limit=4)
+        if isinstance(page, AsyncPage):
+            codes = [t.codeType async for t in page.auto_paging_iter_async()]
+        else:
+            codes = [t.codeType for t in page.auto_paging_iter()]
+        assert codes[:2] == ["invoice", "receipt"]
+        assert len(codes) == page.total == 6
+        found = await harness.call(harness.client.document_types.list, search="bank")
+        assert [t.name for t in found] == ["Bank statement"]

@@ -10,10 +10,20 @@ import pytest
 import docutray_watch.client as facade
 from docutray_watch.client import (
     AsyncClient,
+    AsyncDocumentTypes,
+    AsyncDocumentTypesWithRawResponse,
+    AsyncIdentificationStatus,
+    AsyncIdentify,
+    AsyncIdentifyWithRawResponse,
     AsyncStepExecutionStatus,
     AsyncSteps,
     AsyncStepsWithRawResponse,
     Client,
+    DocumentTypes,
+    DocumentTypesWithRawResponse,
+    IdentificationStatus,
+    Identify,
+    IdentifyWithRawResponse,
     StepExecutionStatus,
     Steps,
     StepsWithRawResponse,
@@ -63,6 +73,12 @@ class TestExports:
             "PermissionDeniedError",
             "RateLimitError",
             "UnprocessableEntityError",
+            "IdentificationStatus",
+            "IdentificationResult",
+            "DocumentTypeMatch",
+            "DocumentType",
+            "Page",
+            "AsyncPage",
         ],
     )
     def test_official_sdk_names(self, name: str) -> None:
@@ -78,11 +94,32 @@ class TestMirrors:
         assert _instance_public(sync) == _instance_public(asynchronous)
         sync.close()
 
-    def test_resources(self) -> None:
-        """Steps and AsyncSteps, and their raw-response views, mirror each other."""
-        assert _public(Steps) == _public(AsyncSteps)
-        assert _public(StepsWithRawResponse) == _public(AsyncStepsWithRawResponse)
-        assert _public(Steps) - {"with_raw_response"} == _public(StepsWithRawResponse)
+    @pytest.mark.parametrize(
+        ("sync", "asynchronous", "raw", "async_raw"),
+        [
+            (Steps, AsyncSteps, StepsWithRawResponse, AsyncStepsWithRawResponse),
+            (Identify, AsyncIdentify, IdentifyWithRawResponse, AsyncIdentifyWithRawResponse),
+            (
+                DocumentTypes,
+                AsyncDocumentTypes,
+                DocumentTypesWithRawResponse,
+                AsyncDocumentTypesWithRawResponse,
+            ),
+        ],
+    )
+    def test_resources(self, sync: type, asynchronous: type, raw: type, async_raw: type) -> None:
+        """Each sync resource and its async twin, and their raw-response views, mirror each
+        other."""
+        assert _public(sync) == _public(asynchronous)
+        assert _public(raw) == _public(async_raw)
+        assert _public(sync) - {"with_raw_response"} == _public(raw)
+
+    def test_identify_has_the_official_names(self) -> None:
+        """The identify resource has the official SDK's methods; its status its helpers."""
+        assert {"run", "run_async", "get_status", "with_raw_response"} <= _public(Identify)
+        assert {"identification_id", "is_complete", "is_success", "is_error", "wait"} <= (
+            _public(IdentificationStatus) | set(IdentificationStatus.model_fields)
+        )
 
     @pytest.mark.parametrize(
         ("sync", "asynchronous"),
@@ -92,6 +129,15 @@ class TestMirrors:
             (StepsWithRawResponse.run_async, AsyncStepsWithRawResponse.run_async),
             (StepsWithRawResponse.get_status, AsyncStepsWithRawResponse.get_status),
             (StepExecutionStatus.wait, AsyncStepExecutionStatus.wait),
+            (Identify.run, AsyncIdentify.run),
+            (Identify.run_async, AsyncIdentify.run_async),
+            (Identify.get_status, AsyncIdentify.get_status),
+            (IdentifyWithRawResponse.run, AsyncIdentifyWithRawResponse.run),
+            (IdentifyWithRawResponse.run_async, AsyncIdentifyWithRawResponse.run_async),
+            (IdentifyWithRawResponse.get_status, AsyncIdentifyWithRawResponse.get_status),
+            (IdentificationStatus.wait, AsyncIdentificationStatus.wait),
+            (DocumentTypes.list, AsyncDocumentTypes.list),
+            (DocumentTypesWithRawResponse.list, AsyncDocumentTypesWithRawResponse.list),
         ],
     )
     def test_same_parameters(self, sync: object, asynchronous: object) -> None:
@@ -107,4 +153,6 @@ class TestMirrors:
         client = Client(api_key="k")
         assert isinstance(client.steps, Steps)
         assert isinstance(client.steps.with_raw_response, StepsWithRawResponse)
+        assert isinstance(client.identify, Identify)
+        assert isinstance(client.document_types, DocumentTypes)
         client.close()

@@ -103,6 +103,10 @@ class TestEmulatorCommand:
             "--rate-limit-rps",
             "--max-file-size",
             "--seed",
+            "--document-type",
+            "--identify-type",
+            "--identify-confidence",
+            "--identify-id-field",
         ):
             assert option in result.output
 
@@ -110,3 +114,54 @@ class TestEmulatorCommand:
         """A rate outside 0..1 is a usage error."""
         result = CliRunner().invoke(emulator_command, ["--error-rate", "1.5"])
         assert result.exit_code == 2
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["--document-type", "memo"],
+            ["--identify-type", "application/pdf="],
+            ["--document-type", "a b=Spaced"],
+            ["--identify-id-field", "uuid"],
+        ],
+    )
+    def test_rejects_bad_identify_options(self, args: list[str]) -> None:
+        """A pair without ``=``, an invalid type code or an unknown id name is a usage error."""
+        result = CliRunner().invoke(emulator_command, args)
+        assert result.exit_code == 2
+
+    def test_identify_options_shape_the_answers(self) -> None:
+        """The catalogue, the rules, the confidence and the id name come from the options."""
+        options = [
+            *("--document-type", "memo=Memo", "--document-type", "letter=Letter"),
+            *("--identify-type", "application/pdf=letter", "--identify-confidence", "0.5"),
+            *("--identify-id-field", "id"),
+        ]
+        process = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, "--port", "0", "--latency", "0", *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            match = _URL.search(_read_line_matching(process, _URL))
+            assert match is not None
+            headers = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
+            with httpx.Client(base_url=match.group(1), headers=headers) as client:
+                types = client.get("/api/document-types").json()
+                started = client.post(
+                    "/api/identify-async", json={"image_url": "https://e/a.pdf"}
+                ).json()
+                status = client.get(f"/api/identify-async/status/{started['id']}").json()
+            assert [item["codeType"] for item in types["data"]] == ["memo", "letter"]
+            assert status["document_type"] == {
+                "code": "letter",
+                "name": "Letter",
+                "confidence": 0.5,
+            }
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)

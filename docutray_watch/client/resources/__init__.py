@@ -1,6 +1,18 @@
-"""API resources, one module each (only ``steps`` for now; convert, identify, document types and
-knowledge bases would sit beside it)."""
+"""API resources, one module each: steps, identify and document types (convert and knowledge
+bases would sit beside them)."""
 
+from docutray_watch.client.resources.document_types import (
+    AsyncDocumentTypes,
+    AsyncDocumentTypesWithRawResponse,
+    DocumentTypes,
+    DocumentTypesWithRawResponse,
+)
+from docutray_watch.client.resources.identify import (
+    AsyncIdentify,
+    AsyncIdentifyWithRawResponse,
+    Identify,
+    IdentifyWithRawResponse,
+)
 from docutray_watch.client.resources.steps import (
     AsyncSteps,
     AsyncStepsWithRawResponse,
@@ -8,4 +20,17 @@ from docutray_watch.client.resources.steps import (
     StepsWithRawResponse,
 )
 
-__all__ = ["AsyncSteps", "AsyncStepsWithRawResponse", "Steps", "StepsWithRawResponse"]
+__all__ = [
+    "AsyncDocumentTypes",
+    "AsyncDocumentTypesWithRawResponse",
+    "AsyncIdentify",
+    "AsyncIdentifyWithRawResponse",
+    "AsyncSteps",
+    "AsyncStepsWithRawResponse",
+    "DocumentTypes",
+    "DocumentTypesWithRawResponse",
+    "Identify",
+    "IdentifyWithRawResponse",
+    "Steps",
+    "StepsWithRawResponse",
+]

@@ -6,12 +6,9 @@ by ``_base`` and sent by the owning client.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from functools import cached_property, partial
-from typing import Any, Protocol
-
-import httpx
+from typing import Any
 
 from docutray_watch.client._base import (
     RequestSpec,
@@ -22,22 +19,15 @@ from docutray_watch.client._base import (
 from docutray_watch.client._files import FileInput
 from docutray_watch.client._models import AsyncStepExecutionStatus, StepExecutionStatus
 from docutray_watch.client._response import RawResponse
+from docutray_watch.client.resources._common import AsyncSender, Sender, build_off_loop
 
 __all__ = ["AsyncSteps", "AsyncStepsWithRawResponse", "Steps", "StepsWithRawResponse"]
-
-
-class _Sender(Protocol):
-    def _send(self, spec: RequestSpec) -> httpx.Response: ...
-
-
-class _AsyncSender(Protocol):
-    def _send(self, spec: RequestSpec) -> Awaitable[httpx.Response]: ...
 
 
 class Steps:
     """Step executions, for ``Client``."""
 
-    def __init__(self, client: _Sender) -> None:
+    def __init__(self, client: Sender) -> None:
         self._client = client
 
     def run_async(
@@ -120,18 +110,10 @@ class StepsWithRawResponse:
         return RawResponse(response, parse)
 
 
-def _build_and_preload(step_id: str, **kwargs: Any) -> RequestSpec:
-    """`build_run_async_request`, then read a small file for the first attempt in one go."""
-    spec = build_run_async_request(step_id, **kwargs)
-    if spec.multipart is not None:
-        spec.multipart.preload()
-    return spec
-
-
 class AsyncSteps:
     """Step executions, for ``AsyncClient``."""
 
-    def __init__(self, client: _AsyncSender) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._client = client
 
     async def run_async(
@@ -187,11 +169,9 @@ class AsyncStepsWithRawResponse:
         filename: str | None = None,
     ) -> RawResponse[AsyncStepExecutionStatus]:
         """``AsyncSteps.run_async`` returning the raw response."""
-        # stat, sniffing and base64 checks touch the disk or scan big strings: keep them off
-        # the event loop (a small document is read in the same trip, see `_build_and_preload`)
-        spec = await asyncio.to_thread(
+        spec = await build_off_loop(
             partial(
-                _build_and_preload,
+                build_run_async_request,
                 step_id,
                 file=file,
                 url=url,
