@@ -18,9 +18,12 @@ The engine reports every answer: `accepted(sent_at)` for any answer but 429, and
 `throttled(wait, sent_at)` for a 429. The rate is a window of `rate` requests per second with a
 burst of one second's worth:
 
-- *slow start*: it begins at `INITIAL_RATE` and every accepted answer adds one request to the
-  window (each answer frees two slots), so it doubles with every round of answers — a fraction of
-  a second on a fast API — without sending a first burst far beyond what the service accepts;
+- *slow start*: it begins at `INITIAL_RATE`, paced — slots one interval of the current rate
+  apart, no burst, and slots already handed out keep their times when it grows — and, while at
+  least half the rate was accepted over the last second, every accepted answer adds one request/s,
+  so a rate in use doubles in about a second. A backlog that reaches the limiter at once is
+  spread out instead of sent as a window at t=0, and the first 429 comes when the rate first
+  exceeds what the service accepts, not after a burst far beyond it;
 - *decrease*: a 429 sets the rate to `DECREASE` * the rate that drew it and empties the burst.
   That rate is the window while it is in use; in slow start (the window has outgrown what was
   tried) and while it is not in use (the daemon sent less), the accepted rate measured over the
@@ -92,7 +95,7 @@ class RateLimiter:
         cls, *, max_rate: float | None = None, clock: Callable[[], float] = time.monotonic
     ) -> RateLimiter:
         """A limiter that learns the service's rate from its 429 answers (slow start first)."""
-        limiter = cls(_capped(INITIAL_RATE, max_rate), clock=clock)
+        limiter = cls(_capped(INITIAL_RATE, max_rate), burst=1.0, clock=clock)
         limiter.adaptive, limiter.max_rate, limiter.slow_start = True, max_rate, True
         return limiter
 
@@ -129,7 +132,12 @@ class RateLimiter:
 
     def _resize(self, rate: float) -> None:
         """Adaptive change of the window that keeps the slots in use: a larger burst frees its
-        extra slots at once (as a larger TCP window does)."""
+        extra slots at once (as a larger TCP window does). In slow start the slots are paced
+        (no burst) and those already handed out keep their times: the new spacing applies to
+        the next ones, so growing never sends a burst."""
+        if self.slow_start:
+            self.set_rate(rate, burst=1.0)
+            return
         now = self._clock()
         in_use = self._in_use(now)
         self.set_rate(rate)
@@ -221,12 +229,19 @@ class RateLimiter:
                 # after it (answers of the burst arrive before much else is reserved).
                 self._next_free += self._interval - old_interval
             return
-        if self._in_use(now) < self.burst / 2:
+        if not self._window_in_use(now):
             return
         grown = self.rate + (1.0 if self.slow_start else self._step / self.rate)
         grown = _capped(grown, self.max_rate)
         if grown > self.rate:
             self._resize(grown)
+
+    def _window_in_use(self, now: float) -> bool:
+        """At least half the window is used: in slow start (paced, no burst to measure it by)
+        at least half the rate was accepted over the last second."""
+        if self.slow_start:
+            return self._decayed(now) >= self.rate * ESTIMATE_WINDOW / 2
+        return self._in_use(now) >= self.burst / 2
 
     def throttled(self, seconds: float, sent_at: float | None = None) -> None:
         """A 429: pause everyone for `seconds` (its Retry-After) and, in adaptive mode, set the
