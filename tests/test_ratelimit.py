@@ -241,22 +241,27 @@ class TestAdaptive:
         interval = 1 / ratelimit.INITIAL_RATE
         assert sent == pytest.approx([i * interval for i in range(60)], abs=1e-9)
 
-    def test_each_accepted_answer_adds_a_request_while_the_window_is_in_use(
+    def test_each_accepted_answer_grows_the_rate_while_the_bucket_is_empty(
         self, clock: FakeTime
     ) -> None:
-        """Slow start: once half a window was accepted over the last second, each answer adds
-        one request/s (a paced sender at the full rate has doubled it within two seconds)."""
+        """Slow start: while requests come as fast as the slots (its bucket empty), each
+        accepted answer adds SLOW_START_GAIN requests/s; a sender at the full rate has doubled
+        it within half a second, still paced."""
         limiter = in_slow_start(clock)
         start = clock.now
-        rates: list[tuple[float, float]] = []
-        while clock.now - start < 2.0:
+        rates: list[float] = []
+        sent: list[float] = []
+        while clock.now - start < 0.5:
             clock.now += limiter.reserve()  # sent when its slot comes
+            sent.append(clock.now)
             limiter.accepted(sent_at=clock.now)  # answered at once
-            rates.append((clock.now - start, limiter.rate))
-        assert all(rate == ratelimit.INITIAL_RATE for at, rate in rates if at < 0.5)
-        grown = [rate for _, rate in rates if rate > ratelimit.INITIAL_RATE]
-        assert all(b - a == 1.0 for a, b in itertools.pairwise(grown))
+            rates.append(limiter.rate)
+        assert all(b - a == ratelimit.SLOW_START_GAIN for a, b in itertools.pairwise(rates))
         assert limiter.rate >= 2 * ratelimit.INITIAL_RATE
+        # paced: each request one interval of the rate in force after the previous one
+        gaps = [b - a for a, b in itertools.pairwise(sent)]
+        before = [ratelimit.INITIAL_RATE, *rates[:-2]]  # the rate when each slot was taken
+        assert gaps == pytest.approx([1 / rate for rate in before])
         assert limiter.slow_start
 
     def test_growing_frees_no_slots_at_once(self, clock: FakeTime) -> None:
@@ -264,22 +269,13 @@ class TestAdaptive:
         keep their times, and nothing is free before the last one (no burst)."""
         limiter = in_slow_start(clock)
         reserved = [limiter.reserve() for _ in range(16)]
-        limiter._accepted, limiter._accepted_at = 16.0, clock.now  # a second's worth answered
         for _ in range(16):
             limiter.accepted(sent_at=clock.now)
-        assert limiter.rate == pytest.approx(32)
+        rate = ratelimit.INITIAL_RATE + 16 * ratelimit.SLOW_START_GAIN
+        assert limiter.rate == pytest.approx(rate)
         assert reserved[-1] == pytest.approx(15 / 16)
         following = [limiter.reserve() for _ in range(3)]
-        assert following == pytest.approx([1.0, 1.0 + 1 / 32, 1.0 + 2 / 32])
-
-    def test_the_first_429_ends_pacing(self, clock: FakeTime) -> None:
-        """Past slow start the window has its burst of one second's worth again."""
-        limiter = in_slow_start(clock)
-        assert limiter.burst == 1.0
-        limiter._accepted, limiter._accepted_at = 10.0, clock.now
-        limiter.throttled(0.0, sent_at=clock.now)
-        assert not limiter.slow_start
-        assert limiter.burst == pytest.approx(limiter.rate)
+        assert following == pytest.approx([1.0, 1.0 + 1 / rate, 1.0 + 2 / rate])
 
     def test_a_window_not_in_use_does_not_grow(self, clock: FakeTime) -> None:
         """Answers while the bucket is more than half full leave the rate alone (RFC 7661)."""
