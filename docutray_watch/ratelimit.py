@@ -91,7 +91,7 @@ class RateLimiter:
         self._accepted = 0.0  # accepted answers, decayed over ESTIMATE_WINDOW
         self._accepted_at = float("-inf")
         self._event_accepted: float | None = None  # see `accepted`, after slow start ended
-        self._busy = False  # the last slot was taken within an interval of being free
+        self._busy = False  # the last request found the bucket (nearly) empty
 
     @classmethod
     def adaptive_rate(
@@ -245,7 +245,7 @@ class RateLimiter:
 
     def _window_in_use(self, now: float) -> bool:
         """At least half the window is used: in slow start (paced, no burst to measure it by)
-        the last request came within an interval of its slot being free."""
+        the last request found the bucket (nearly) empty: requests come as fast as the slots."""
         if self.slow_start:
             return self._busy
         return self._in_use(now) >= self.burst / 2
