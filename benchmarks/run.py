@@ -390,6 +390,8 @@ def _run_tool(
         metrics.update({f"counted_{key}": value for key, value in counted.items()})
         metrics["stopped_after_duration"] = child.stopped_early
     metrics["command"] = argv
+    # The machine may be shared: the 1-minute load average as this run ended goes with its figures.
+    metrics["load_average_1m"] = round(os.getloadavg()[0], 2)
     if tool == "baseline" and scenario.mode != "scan":
         summary = child.stdout.read_text(errors="replace").strip().splitlines()
         if summary and summary[-1].startswith("{"):

@@ -18,9 +18,13 @@ The engine reports every answer: `accepted(sent_at)` for any answer but 429, and
 `throttled(wait, sent_at)` for a 429. The rate is a window of `rate` requests per second with a
 burst of one second's worth:
 
-- *slow start*: it begins at `INITIAL_RATE` and every accepted answer adds one request to the
-  window (each answer frees two slots), so it doubles with every round of answers — a fraction of
-  a second on a fast API — without sending a first burst far beyond what the service accepts;
+- *slow start*: it begins at `INITIAL_RATE` with an empty bucket, so its slots are paced (one
+  interval of the current rate apart) instead of a window going out at t=0; while requests come
+  as fast as the slots (the bucket stays empty), every accepted answer adds `SLOW_START_GAIN`
+  requests/s, and slots already handed out keep their times, so growing sends no burst either:
+  a backlog that reaches the limiter at once is spread out, and the first 429 comes when the
+  rate first exceeds what the service accepts, not after a burst far beyond it. Only idle time
+  fills the bucket (up to one second's worth);
 - *decrease*: a 429 sets the rate to `DECREASE` * the rate that drew it and empties the burst.
   That rate is the window while it is in use; in slow start (the window has outgrown what was
   tried) and while it is not in use (the daemon sent less), the accepted rate measured over the
@@ -52,6 +56,7 @@ INCREASE = 0.005  # additive increase per second, as a share of the rate before 
 MIN_STEP = 0.02  # requests/s gained per second at least, however low the rate
 MIN_RATE = 0.5  # requests/s: a decrease never goes below this
 ESTIMATE_WINDOW = 1.0  # seconds over which the accepted rate is measured
+SLOW_START_GAIN = 4.0  # requests/s added per accepted answer in slow start (paced: no burst)
 
 
 class RateLimiter:
@@ -86,6 +91,7 @@ class RateLimiter:
         self._accepted = 0.0  # accepted answers, decayed over ESTIMATE_WINDOW
         self._accepted_at = float("-inf")
         self._event_accepted: float | None = None  # see `accepted`, after slow start ended
+        self._busy = False  # the last request found the bucket (nearly) empty
 
     @classmethod
     def adaptive_rate(
@@ -129,7 +135,12 @@ class RateLimiter:
 
     def _resize(self, rate: float) -> None:
         """Adaptive change of the window that keeps the slots in use: a larger burst frees its
-        extra slots at once (as a larger TCP window does)."""
+        extra slots at once (as a larger TCP window does). In slow start the slots are paced
+        (no burst) and those already handed out keep their times: the new spacing applies to
+        the next ones, so growing never sends a burst."""
+        if self.slow_start:
+            self.set_rate(rate)
+            return
         now = self._clock()
         in_use = self._in_use(now)
         self.set_rate(rate)
@@ -140,6 +151,10 @@ class RateLimiter:
         """Take the next slot and return how long to wait for it (0 when it is free now)."""
         now = self._clock()
         earliest = self._earliest(now)
+        # The bucket is (nearly) empty: requests come at least as fast as the rate.
+        self._busy = earliest >= now - self._interval
+        if self.slow_start and self._next_free == float("-inf"):
+            earliest = now  # slow start begins with an empty bucket: its first slots are paced
         self._next_free = earliest + self._interval
         return max(0.0, earliest - now)
 
@@ -221,12 +236,19 @@ class RateLimiter:
                 # after it (answers of the burst arrive before much else is reserved).
                 self._next_free += self._interval - old_interval
             return
-        if self._in_use(now) < self.burst / 2:
+        if not self._window_in_use(now):
             return
-        grown = self.rate + (1.0 if self.slow_start else self._step / self.rate)
+        grown = self.rate + (SLOW_START_GAIN if self.slow_start else self._step / self.rate)
         grown = _capped(grown, self.max_rate)
         if grown > self.rate:
             self._resize(grown)
+
+    def _window_in_use(self, now: float) -> bool:
+        """At least half the window is used: in slow start (paced, no burst to measure it by)
+        the last request found the bucket (nearly) empty: requests come as fast as the slots."""
+        if self.slow_start:
+            return self._busy
+        return self._in_use(now) >= self.burst / 2
 
     def throttled(self, seconds: float, sent_at: float | None = None) -> None:
         """A 429: pause everyone for `seconds` (its Retry-After) and, in adaptive mode, set the

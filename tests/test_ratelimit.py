@@ -218,26 +218,64 @@ def after_a_decrease(clock: FakeTime, to: float) -> RateLimiter:
 class TestAdaptive:
     """`RateLimiter.adaptive_rate()`: slow start, then AIMD driven by 429 answers."""
 
-    def test_slow_start_begins_with_the_initial_window(self, clock: FakeTime) -> None:
-        """The first INITIAL_RATE requests go at once, the next one waits."""
+    def test_slow_start_paces_its_first_window(self, clock: FakeTime) -> None:
+        """Slow start sends no burst: the first slots are 1/INITIAL_RATE apart from the start."""
         limiter = in_slow_start(clock)
         delays = [limiter.reserve() for _ in range(17)]
-        assert delays[:16] == pytest.approx([0.0] * 16, abs=1e-9)
-        assert delays[16] > 0
+        interval = 1 / ratelimit.INITIAL_RATE
+        assert delays == pytest.approx([i * interval for i in range(17)], abs=1e-9)
         assert limiter.slow_start
 
-    def test_each_accepted_answer_adds_a_request_to_the_window_at_once(
+    async def test_a_backlog_of_submissions_is_paced_not_burst(self, clock: FakeTime) -> None:
+        """60 submissions arriving at once (a batched intake) go one slot of the current rate
+        apart, not INITIAL_RATE of them at t=0."""
+        limiter = in_slow_start(clock)
+        start = clock.now
+        sent: list[float] = []
+
+        async def submit() -> None:
+            await limiter.acquire(yield_to_others=True)
+            sent.append(clock.now - start)
+
+        await asyncio.gather(*(submit() for _ in range(60)))
+        interval = 1 / ratelimit.INITIAL_RATE
+        assert sent == pytest.approx([i * interval for i in range(60)], abs=1e-9)
+
+    def test_each_accepted_answer_grows_the_rate_while_the_bucket_is_empty(
         self, clock: FakeTime
     ) -> None:
-        """Slow start: 16 answers double the window to 32, and 16 more slots are free now."""
+        """Slow start: while requests come as fast as the slots (its bucket empty), each
+        accepted answer adds SLOW_START_GAIN requests/s; a sender at the full rate has doubled
+        it within half a second, still paced."""
         limiter = in_slow_start(clock)
-        for _ in range(16):
-            limiter.reserve()
+        start = clock.now
+        rates: list[float] = []
+        sent: list[float] = []
+        while clock.now - start < 0.5:
+            clock.now += limiter.reserve()  # sent when its slot comes
+            sent.append(clock.now)
+            limiter.accepted(sent_at=clock.now)  # answered at once
+            rates.append(limiter.rate)
+        assert all(b - a == ratelimit.SLOW_START_GAIN for a, b in itertools.pairwise(rates))
+        assert limiter.rate >= 2 * ratelimit.INITIAL_RATE
+        # paced: each request one interval of the rate in force after the previous one
+        gaps = [b - a for a, b in itertools.pairwise(sent)]
+        before = [ratelimit.INITIAL_RATE, *rates[:-2]]  # the rate when each slot was taken
+        assert gaps == pytest.approx([1 / rate for rate in before])
+        assert limiter.slow_start
+
+    def test_growing_frees_no_slots_at_once(self, clock: FakeTime) -> None:
+        """Answers that grow the window space the next slots closer; slots already handed out
+        keep their times, and nothing is free before the last one (no burst)."""
+        limiter = in_slow_start(clock)
+        reserved = [limiter.reserve() for _ in range(16)]
         for _ in range(16):
             limiter.accepted(sent_at=clock.now)
-        assert limiter.rate == pytest.approx(32)
-        assert [limiter.reserve() for _ in range(16)] == pytest.approx([0.0] * 16, abs=1e-9)
-        assert limiter.reserve() > 0
+        rate = ratelimit.INITIAL_RATE + 16 * ratelimit.SLOW_START_GAIN
+        assert limiter.rate == pytest.approx(rate)
+        assert reserved[-1] == pytest.approx(15 / 16)
+        following = [limiter.reserve() for _ in range(3)]
+        assert following == pytest.approx([1.0, 1.0 + 1 / rate, 1.0 + 2 / rate])
 
     def test_a_window_not_in_use_does_not_grow(self, clock: FakeTime) -> None:
         """Answers while the bucket is more than half full leave the rate alone (RFC 7661)."""

@@ -42,12 +42,11 @@ class TestUnannouncedRateLimit:
         pm: pluggy.PluginManager,
         emulator: EmulatorServer,
     ) -> None:
-        """Every document is processed, with at most a quarter of the documents' worth of 429s
+        """Every document is processed, with at most a tenth of the documents' worth of 429s
         (a fixed rate of twice the limit draws 76), and the learned rate is near the limit.
 
-        The 60 files reach the limiter at once (intake takes a backlog in batches): slow start's
-        second round overshoots the limit by up to a window, 7-12 429s here; when intake took
-        one file at a time, they trickled in and it drew at most 6."""
+        The 60 files reach the limiter at once (intake takes a backlog in batches); slow start
+        paces its slots at the current rate, so that backlog is no burst beyond the limit."""
         emulator.configure(
             rate_limit_rps=RATE, hide_rate_limit=True, fractional_retry_after=True, latency=0.2
         )
@@ -60,7 +59,7 @@ class TestUnannouncedRateLimit:
         assert engine.summary.outcomes["success"] == DOCUMENTS
         stats = emulator.stats()
         assert stats.retry_after_violations == 0
-        assert stats.responses_by_status.get(429, 0) <= DOCUMENTS // 4
+        assert stats.responses_by_status.get(429, 0) <= DOCUMENTS // 10
         assert engine.limiter.decreases >= 1
         assert 0.5 * RATE <= engine.limiter.rate <= 1.5 * RATE
         scraped = engine.metrics.render().decode()
