@@ -277,7 +277,7 @@ class Daemon:
 
     async def _refresh_gauges(self) -> None:
         self.metrics.journal_writable.set(0 if self.engine.journal.write_error else 1)
-        self.metrics.set_api_state(_api_state(self.engine))
+        self.metrics.set_api_state(self.engine.api_state())
         oldest = await self.engine.journal.oldest_pending()
         now = time.time()
         for name in self.engine.pipelines:
@@ -471,15 +471,6 @@ class Daemon:
             self.notifier.close()
             log.info("daemon_stopped", outcomes=dict(self.engine.summary.outcomes))
         return 0
-
-
-def _api_state(engine: Engine) -> str:
-    """The `docutray_watch_api_state` gauge's state: the gate's, or `paused` while the rate
-    limiter holds every request for a 429."""
-    state = engine.api_gate.state()
-    if state == "ok" and engine.limiter.paused_until > time.monotonic():
-        return "paused"
-    return state
 
 
 def run_daemon(

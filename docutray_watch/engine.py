@@ -72,6 +72,7 @@ from docutray_watch.config import Config, PipelineConfig, api_key_of, same_setti
 from docutray_watch.delivery import DeliveryGaveUp, SinkRunner, describe
 from docutray_watch.engine_errors import Failure, classify
 from docutray_watch.journal import (
+    REQUEST_RATE_KEY,
     Completion,
     DocumentRow,
     NewDocument,
@@ -101,7 +102,6 @@ T = TypeVar("T")
 # Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
 _WAITER_PREFIXES = ("settle:", "twin:")
 PRUNE_INTERVAL = 86_400.0  # journal retention runs at start and then daily
-REQUEST_RATE_KEY = "request_rate"  # journal meta row the daemon keeps for `status`
 INTAKE_BATCH = 64  # files an intake worker takes from the queue at once (hashed, journaled)
 INTAKE_BATCH_BYTES = 8 * 1024 * 1024  # ... of at most this many bytes to read, past the first
 
@@ -632,6 +632,14 @@ class Engine:
     def queue_depth(self) -> int:
         """Documents waiting for a free execution slot."""
         return self._ready.qsize()
+
+    def api_state(self) -> str:
+        """One word for dashboards: the API gate's (`key_refused`, `unreachable`, `paused`,
+        `ok`), or `paused` while the rate limiter holds every request for a 429."""
+        state = self.api_gate.state()
+        if state == "ok" and self.limiter.paused_until > time.monotonic():
+            return "paused"
+        return state
 
     def request_rate(self) -> dict[str, Any]:
         """The shared request rate now: what `status` shows."""

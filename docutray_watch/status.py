@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from docutray_watch.config import Config
-from docutray_watch.journal import Journal
+from docutray_watch.journal import REQUEST_RATE_KEY, Journal
 from docutray_watch.journal.sqlite.counts import (
     IN_FLIGHT_STATES,
     WAITING_STATES,
@@ -25,10 +25,6 @@ from docutray_watch.journal.sqlite.counts import (
 from docutray_watch.log import hide_signed_urls, mask_secrets
 
 __all__ = ["REQUEST_RATE_KEY", "iso_utc", "status_report"]
-
-# The journal meta row the daemon keeps its request rate in: `engine.REQUEST_RATE_KEY` (not
-# imported from there: that would load the HTTP client; a test checks they agree).
-REQUEST_RATE_KEY = "request_rate"
 
 
 def status_report(

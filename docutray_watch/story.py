@@ -7,11 +7,11 @@ Read-only, and safe while the daemon runs (the journal is SQLite in WAL mode).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from docutray_watch.config import Config
 from docutray_watch.journal import DeliveryRow, DocumentRow, Journal, StepRow
+from docutray_watch.status import iso_utc
 
 __all__ = ["document_stories", "render_story"]
 
@@ -28,9 +28,7 @@ def document_stories(config: Config, ref: str) -> list[dict[str, Any]]:
 
 
 def _when(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if value is None else iso_utc(value)
 
 
 def _receipt(text: str | None) -> Any:

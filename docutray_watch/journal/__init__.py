@@ -41,7 +41,7 @@ from docutray_watch.journal.states import (
     InvalidTransition,
     StepState,
 )
-from docutray_watch.journal.store import StateStore
+from docutray_watch.journal.store import REQUEST_RATE_KEY, StateStore
 
 AsyncJournal = SqliteStore
 """The name `SqliteStore` had before the journal became a package (kept for callers)."""
@@ -51,6 +51,7 @@ __all__ = [
     "DOCUMENT_STATES",
     "DOCUMENT_TRANSITIONS",
     "END_STATES",
+    "REQUEST_RATE_KEY",
     "SCHEMA_VERSION",
     "STEP_END_STATES",
     "STEP_TRANSITIONS",

@@ -26,7 +26,10 @@ from docutray_watch.journal.rows import (
 )
 from docutray_watch.journal.states import DocumentState, StepState
 
-__all__ = ["StateStore"]
+__all__ = ["REQUEST_RATE_KEY", "StateStore"]
+
+# The `set_meta` key under which the daemon keeps the request rate it uses, for `status`.
+REQUEST_RATE_KEY = "request_rate"
 
 
 @runtime_checkable

@@ -151,11 +151,8 @@ def api_state_of(engine: Engine, *, now: float | None = None) -> dict[str, Any]:
     moment = time.monotonic() if now is None else now
     gate = engine.api_gate
     paused_for = max(0.0, engine.limiter.paused_until - moment, gate.throttled_until - moment)
-    state = gate.state()
-    if state == "ok" and paused_for > 0:
-        state = "paused"
     return {
-        "state": state,
+        "state": engine.api_state(),
         "paused_for_s": round(paused_for, 1),
         "paused_total_s": round(engine.limiter.paused_total, 1),
         "in_flight": engine.in_flight,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 
-from docutray_watch.daemon import _api_state
 from docutray_watch.engine import Engine
 from docutray_watch.engine_errors import Failure
 from docutray_watch.metrics import Metrics
@@ -37,21 +36,21 @@ async def test_the_state_follows_the_api_gate_and_the_rate_limiter(tmp_path: Pat
     await engine.start()
     try:
         gate = engine.api_gate
-        assert api_state_of(engine)["state"] == _api_state(engine) == "ok"
+        assert api_state_of(engine)["state"] == engine.api_state() == "ok"
         gate.report(Failure.CREDENTIALS, pipeline="invoices", error="401", retry_after=None)
         state = api_state_of(engine)
-        assert state["state"] == _api_state(engine) == "key_refused"
+        assert state["state"] == engine.api_state() == "key_refused"
         assert state["reasons"] == ["paused: the DocuTray API refused the API key (401)"]
         gate.answered()
         gate.report(Failure.UNREACHABLE, pipeline="invoices", error="refused", retry_after=None)
-        assert api_state_of(engine)["state"] == _api_state(engine) == "unreachable"
+        assert api_state_of(engine)["state"] == engine.api_state() == "unreachable"
         gate.answered()
         assert api_state_of(engine)["state"] == "ok"
         http = engine._http
         assert http is not None
         await http.get("http://127.0.0.1:9/v1/x")  # a 429: the rate limiter pauses everyone
         state = api_state_of(engine)
-        assert state["state"] == _api_state(engine) == "paused"
+        assert state["state"] == engine.api_state() == "paused"
         assert 0 < state["paused_for_s"] <= 30
     finally:
         await engine.stop(grace=0)
