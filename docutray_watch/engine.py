@@ -523,6 +523,9 @@ class Engine:
         await self.api_gate.close()
         with contextlib.suppress(Exception):
             await self.journal.save_latencies(self.latency.export())
+        with contextlib.suppress(Exception):
+            # A stopped engine pauses nothing: `status` must not go on saying it does.
+            await self.journal.record_api_pause(None)
         for client, http in [*self._old_clients, (self._client, self._http)]:
             if client is not None:
                 await client.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -121,6 +122,10 @@ class TestProcess:
         assert 1 <= elapsed < 20
         assert folder(tmp_path / "inbox") == names
         assert folder(tmp_path / "failed") == []
+        # Once `process` has stopped, nothing is paused any more: `status` does not say it is.
+        status = CliRunner().invoke(cli, ["status", "-c", str(config), "--json"], env={})
+        assert status.exit_code == 0, status.output
+        assert json.loads(status.output)["api_paused"] is None
 
     def test_process_with_an_unreachable_api_raises_after_the_wait(
         self, tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager
