@@ -36,7 +36,7 @@ from _bench_proc import start_emulator
 from run import API_KEY, STEP_ID
 
 from docutray_watch.client import AiohttpTransport, AsyncClient
-from docutray_watch.engine import _NoCookies  # the engine's jar: measure what it sends with
+from docutray_watch.engine.http import NoCookies  # the engine's jar: measure what it sends with
 
 
 async def _raw(base: httpx.URL, execution: str, n: int) -> None:
@@ -69,7 +69,7 @@ async def _aiohttp(base: httpx.URL, execution: str, n: int) -> None:
 
 
 def _httpx_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=AiohttpTransport(), cookies=_NoCookies())
+    return httpx.AsyncClient(transport=AiohttpTransport(), cookies=NoCookies())
 
 
 async def _httpx(base: httpx.URL, execution: str, n: int) -> None:

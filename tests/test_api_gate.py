@@ -7,8 +7,8 @@ import time
 
 from structlog.testing import capture_logs
 
-from docutray_watch.api_gate import ApiGate
-from docutray_watch.engine_errors import Failure
+from docutray_watch.engine.errors import Failure
+from docutray_watch.engine.gate import ApiGate
 
 
 class Clock:

@@ -7,7 +7,7 @@ import pytest
 
 from docutray_watch.client import _exceptions as errors
 from docutray_watch.client._exceptions import error_class_for_status
-from docutray_watch.engine_errors import Failure, classify
+from docutray_watch.engine.errors import Failure, classify
 
 SUBMIT, POLL = "submit", "poll"
 

@@ -1,4 +1,4 @@
-"""Tests of `docutray_watch.ratelimit.RateLimiter` with a fake clock (no real waiting)."""
+"""Tests of `docutray_watch.engine.ratelimit.RateLimiter` with a fake clock (no real waiting)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from docutray_watch import ratelimit
-from docutray_watch.ratelimit import RateLimiter
+from docutray_watch.engine import ratelimit
+from docutray_watch.engine.ratelimit import RateLimiter
 
 
 class FakeTime:

@@ -161,6 +161,7 @@ class BaseClient:
         max_retries: int | None,
         max_retry_wait: float | None,
         on_retry: Callable[[RetryInfo], None] | None,
+        retry_filter: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self._options = resolve_options(
             api_key=api_key,
@@ -173,6 +174,7 @@ class BaseClient:
             max_retries=self._options.max_retries,
             max_retry_wait=self._options.max_retry_wait,
             on_retry=on_retry,
+            retry_filter=retry_filter,
         )
 
     @property

@@ -37,7 +37,8 @@ class Client(BaseClient):
     ``base_url`` to ``DOCUTRAY_BASE_URL`` then ``https://app.docutray.com``. ``timeout`` is
     seconds or an ``httpx.Timeout`` (default: connect 5, read 60, write 60, pool 10).
     ``max_retries`` (default 2) bounds retries; ``max_retry_wait`` (default 60 s) is the longest
-    ``Retry-After`` slept through. ``on_retry`` is called before each retry's wait.
+    ``Retry-After`` slept through. ``on_retry`` is called before each retry's wait;
+    ``retry_filter(error)`` answering False raises a retryable error at once instead.
     ``http_client`` is an ``httpx.Client`` to send with (its hooks and limits apply); the client
     does not close it. Use as a context manager, or call ``close()``.
     """
@@ -52,6 +53,7 @@ class Client(BaseClient):
         http_client: httpx.Client | None = None,
         max_retry_wait: float | None = None,
         on_retry: Callable[[RetryInfo], None] | None = None,
+        retry_filter: Callable[[BaseException], bool] | None = None,
     ) -> None:
         super().__init__(
             api_key=api_key,
@@ -60,6 +62,7 @@ class Client(BaseClient):
             max_retries=max_retries,
             max_retry_wait=max_retry_wait,
             on_retry=on_retry,
+            retry_filter=retry_filter,
         )
         if http_client is not None and not isinstance(http_client, httpx.Client):
             raise TypeError("http_client must be an httpx.Client (use AsyncClient for async)")
@@ -126,6 +129,7 @@ class AsyncClient(BaseClient):
         http_client: httpx.AsyncClient | None = None,
         max_retry_wait: float | None = None,
         on_retry: Callable[[RetryInfo], None] | None = None,
+        retry_filter: Callable[[BaseException], bool] | None = None,
     ) -> None:
         super().__init__(
             api_key=api_key,
@@ -134,6 +138,7 @@ class AsyncClient(BaseClient):
             max_retries=max_retries,
             max_retry_wait=max_retry_wait,
             on_retry=on_retry,
+            retry_filter=retry_filter,
         )
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError("http_client must be an httpx.AsyncClient (use Client for sync)")

@@ -121,14 +121,20 @@ class RetryPolicy:
         max_retries: int,
         max_retry_wait: float,
         on_retry: Callable[[RetryInfo], None] | None = None,
+        retry_filter: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
         self.on_retry = on_retry
+        # The caller's veto: an error it already deals with (the daemon pauses on an
+        # unreachable API) is raised at once instead of retried here first.
+        self.retry_filter = retry_filter
 
     def should_retry(self, exc: BaseException | None, spec: RequestSpec) -> bool:
         """Whether ``exc`` from sending ``spec`` justifies another attempt."""
         if not spec.replayable:
+            return False
+        if exc is not None and self.retry_filter is not None and not self.retry_filter(exc):
             return False
         idempotent = spec.method in _IDEMPOTENT_METHODS
         if isinstance(exc, APIError):

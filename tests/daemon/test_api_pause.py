@@ -16,7 +16,7 @@ import pytest
 from docutray_watch.config import parse_config
 from docutray_watch.daemon import STALL_SECONDS, Daemon
 from docutray_watch.emulator import EmulatorServer
-from docutray_watch.engine_errors import Failure
+from docutray_watch.engine.errors import Failure
 from docutray_watch.plugins import load_plugins
 from docutray_watch.samples import make_pdf
 from docutray_watch.sdnotify import Notifier
@@ -108,7 +108,7 @@ def test_a_deliberate_api_pause_counts_as_progress_for_the_watchdog(
     notifier = _Watchdog()
     daemon = Daemon(config, tmp_path / "config.yaml", notifier=notifier, plugins=load_plugins())
     engine = daemon.engine
-    engine._work_started()  # one document pending
+    engine.ctx.documents.nominate(("inbox", "/pending.pdf"))  # one document pending
 
     async def beat() -> bool:
         if paused:

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from docutray_watch.engine import _error_text, _NoCookies, _rate_limit_wait, _rate_slot
+from docutray_watch.engine.http import NoCookies, rate_limit_wait_of, rate_slot
+from docutray_watch.engine.steps import error_text
 
 
 @pytest.mark.parametrize(
@@ -25,7 +26,7 @@ from docutray_watch.engine import _error_text, _NoCookies, _rate_limit_wait, _ra
 )
 def test_error_text_is_the_message_or_json(error: Any, text: str) -> None:
     """A message is used as it is; objects without one and lists become JSON, never a repr."""
-    assert _error_text(error) == text
+    assert error_text(error) == text
 
 
 def _unread_429(headers: dict[str, str], body: bytes) -> httpx.Response:
@@ -47,7 +48,7 @@ def test_rate_limit_wait_reads_the_header_then_the_body(
 ) -> None:
     """A 429 pauses everyone for Retry-After, or the body's retryAfter when there is no header."""
     response = _unread_429(headers, body)
-    assert asyncio.run(_rate_limit_wait(response)) == wait
+    assert asyncio.run(rate_limit_wait_of(response)) == wait
     assert asyncio.run(response.aread()) == body  # still readable by the client afterwards
 
 
@@ -59,7 +60,7 @@ def test_the_engines_http_client_keeps_no_cookie_a_server_sets() -> None:
         return httpx.Response(200, headers={"Set-Cookie": "lb=node-7; Path=/"}, json={})
 
     seen: list[str | None] = []
-    with httpx.Client(transport=httpx.MockTransport(answer), cookies=_NoCookies()) as client:
+    with httpx.Client(transport=httpx.MockTransport(answer), cookies=NoCookies()) as client:
         client.get("http://api.test/a")
         client.get("http://api.test/b")
         assert list(client.cookies.jar) == []
@@ -79,5 +80,5 @@ def test_submissions_yield_the_rate_to_status_reads() -> None:
     limiter = _RecordingLimiter()
     for method in ("POST", "GET"):
         request = httpx.Request(method, "http://127.0.0.1/api/steps-async/x")
-        asyncio.run(_rate_slot(limiter, request))  # type: ignore[arg-type]
+        asyncio.run(rate_slot(limiter, request))  # type: ignore[arg-type]
     assert limiter.calls == [True, False]

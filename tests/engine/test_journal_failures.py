@@ -60,7 +60,7 @@ def test_an_execution_id_the_journal_refuses_is_kept_and_written_later(
 ) -> None:
     """The id of an accepted submission is retried into the journal, never resubmitted."""
     calls = failing(monkeypatch, "step_accepted", times=2)
-    monkeypatch.setattr("docutray_watch.engine.asyncio.sleep", _no_wait(asyncio.sleep))
+    monkeypatch.setattr("docutray_watch.engine.submit.asyncio.sleep", _no_wait(asyncio.sleep))
     config = make_config(pipeline_data(tmp_path))
     fill_inbox(tmp_path, 3)
     code, lines = run(config, pm)

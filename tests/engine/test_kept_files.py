@@ -55,7 +55,9 @@ def test_kept_files_are_remembered_as_stamps_not_rows(
         engine = Engine(config, plugin_manager=pm)
         await engine.start()
         try:
-            return dict(engine._known["invoices"]), dict(engine._kept["invoices"])
+            return dict(engine.ctx.documents.known["invoices"]), dict(
+                engine.ctx.documents.kept["invoices"]
+            )
         finally:
             await engine.stop(grace=0)
 

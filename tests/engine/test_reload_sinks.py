@@ -91,7 +91,7 @@ async def test_an_unchanged_reload_keeps_every_sink_and_logs_nothing_changed(
     try:
         before = {
             (name, sink_id): runner.sink
-            for name, runtime in engine._pipelines.items()
+            for name, runtime in engine.ctx.pipelines.items()
             for sink_id, runner in runtime.sinks.items()
         }
         again = make_config(*pipelines)
@@ -100,7 +100,7 @@ async def test_an_unchanged_reload_keeps_every_sink_and_logs_nothing_changed(
             changes = await engine.reload(again)
         after = {
             (name, sink_id): runner.sink
-            for name, runtime in engine._pipelines.items()
+            for name, runtime in engine.ctx.pipelines.items()
             for sink_id, runner in runtime.sinks.items()
         }
     finally:
@@ -123,11 +123,11 @@ async def test_a_changed_sink_is_closed_before_its_new_instance_opens(
     engine = Engine(make_config(_gate_pipeline(tmp_path, "old")), plugin_manager=pm)
     await engine.start(resume=False)
     try:
-        runtime = engine._pipelines["invoices"]
+        runtime = engine.ctx.pipelines["invoices"]
         runner, filesystem = runtime.sinks["gate"], runtime.sinks["filesystem"]
         old_sink = runner.sink
         changes = await engine.reload(make_config(_gate_pipeline(tmp_path, "new")))
-        new_runtime = engine._pipelines["invoices"]
+        new_runtime = engine.ctx.pipelines["invoices"]
         assert new_runtime.sinks["gate"] is runner
         assert runner.sink is not old_sink
         assert new_runtime.sinks["filesystem"] is filesystem

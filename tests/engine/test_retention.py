@@ -10,9 +10,9 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from docutray_watch import engine as engine_module
 from docutray_watch.config import Config
 from docutray_watch.engine import Engine
+from docutray_watch.engine import housekeeping as engine_module
 from docutray_watch.journal import Journal
 from tests.engine.conftest import ConfigFactory, pipeline_data
 from tests.test_retention import DAY, Clock, finished_document

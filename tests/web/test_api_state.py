@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from docutray_watch.engine import Engine
-from docutray_watch.engine_errors import Failure
+from docutray_watch.engine.errors import Failure
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import load_plugins
 from docutray_watch.testing import build_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from docutray_watch.api_gate import PROBE_EXECUTION_ID
+from docutray_watch.engine.gate import PROBE_EXECUTION_ID
 from docutray_watch.testing import Reply
 from tests.engine.unit.conftest import Unit
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from docutray_watch.intake import inspect_file
 from docutray_watch.samples import make_pdf
 from tests.engine.unit.conftest import PIPELINE, STEP, Unit
@@ -93,3 +95,29 @@ async def test_an_id_write_under_way_at_stop_is_kept_and_the_next_run_polls_it(
     assert len(unit.fake.posts) == 1
     assert [r.key for r in unit.fake.status_reads] == [execution_id]
     assert (await unit.document()).state == "archived"
+
+
+async def test_a_stop_between_connect_retries_leaves_the_step_unsent_not_uncertain(
+    unit: Unit,
+) -> None:
+    """Stopped while the client waits to retry a connection never made: the step goes back to
+    `pending` (nothing can have started), so the next run submits it as new — no uncertain
+    count, no `resubmitted` flag."""
+    unit.fake.submit(*[httpx.ConnectError("connection refused")] * 3)
+    engine = await unit.start(api={"max_retries": 3})
+    unit.drop()
+    await unit.fake.wait_for(lambda fake: len(fake.posts) == 1)
+    await engine.stop(grace=0)
+    await unit.store.open()
+    doc = await unit.document()
+    (step,) = await unit.store.steps_of(doc.id)
+    assert (step.state, step.uncertain) == ("pending", 0)
+    await unit.store.close()
+
+    unit.engine = None
+    await unit.start()
+    await unit.settled()
+    doc = await unit.document()
+    assert doc.state == "archived"
+    assert "resubmitted" not in doc.flags
+    assert (await unit.store.steps_of(doc.id))[0].uncertain == 0

@@ -1,6 +1,6 @@
 """The engine's shared pauses: when the API cannot be used, nobody uses it, and nothing fails.
 
-Four pauses, each set by `ApiGate.report` from what `engine_errors.classify` said:
+Four pauses, each set by `ApiGate.report` from what `engine.errors.classify` said:
 
 - **credentials** (401): every submission and status read waits. Logged as `api_key_rejected`
   at most once per minute, however many documents are waiting.
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from docutray_watch.engine_errors import Failure
+from docutray_watch.engine.errors import Failure
 
 __all__ = ["PROBE_EXECUTION_ID", "ApiGate", "Pause"]
 
