@@ -100,7 +100,7 @@ def _normalised_pipeline(model: PipelineConfig, data: dict[str, Any]) -> dict[st
 
 def _shareable_url(raw: str, *, shared: bool) -> str | None:
     """A database URL without its password; None for a local one (SQLite) or one unparsable."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
@@ -109,7 +109,11 @@ def _shareable_url(raw: str, *, shared: bool) -> str | None:
         return None
     if url.get_backend_name() == "sqlite" and not shared:
         return None
-    return url.set(password=None).render_as_string(hide_password=False)
+    # `URL.set(password=None)` would keep the password (None means "unchanged" there).
+    without = URL.create(
+        url.drivername, url.username, None, url.host, url.port, url.database, url.query
+    )
+    return without.render_as_string(hide_password=False)
 
 
 def _without_secrets(data: Any) -> Any:
