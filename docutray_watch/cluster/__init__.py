@@ -5,6 +5,8 @@ imported by a single-node daemon):
 
 - `app`: the procrastinate App factory over psycopg, queue names (`node.<name>`);
 - `schema`: `init_schema(url)` (`docutray-watch cluster init`) and `check_schema(url)`;
+- `membership`: `join_cluster(config)` at start (the checks in order, the heartbeat) and
+  `leave()` at a clean stop;
 - `nodes`: the node registry (register, heartbeat, deregister, list);
 - `fingerprint`: the configuration every node must share, stored in the database;
 - `reassign`: moving a dead node's local queue to another node;
