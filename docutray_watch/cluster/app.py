@@ -14,11 +14,9 @@ from docutray_watch.config import ClusterConfig
 if TYPE_CHECKING:
     import procrastinate
 
-__all__ = ["NODE_QUEUE_PREFIX", "SHARED_QUEUE", "create_app", "libpq_url", "node_queue"]
+__all__ = ["NODE_QUEUE_PREFIX", "create_app", "libpq_url", "node_queue"]
 
 NODE_QUEUE_PREFIX = "node."
-SHARED_QUEUE = "shared"
-"""The queue of jobs any node may run (polling, delivery to network sinks)."""
 
 _SQLALCHEMY_DRIVER = "postgresql+psycopg://"
 
