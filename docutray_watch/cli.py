@@ -103,6 +103,8 @@ class _LazyGroup(click.Group):
     lazy: dict[str, str] = {
         # The emulator's web server is only needed by `docutray-watch emulator`.
         "emulator": "docutray_watch.emulator.cli:emulator_command",
+        # Multi-node mode's commands need the `cluster` extra (procrastinate, psycopg).
+        "cluster": "docutray_watch.cluster.cli:cluster_group",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

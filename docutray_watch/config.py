@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -46,6 +47,7 @@ __all__ = [
     "EX_CONFIG",
     "ActionConfig",
     "ApiConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "ConfigIssue",
@@ -225,6 +227,11 @@ class WatchConfig(_Model):
             "Take x.pdf only once x.pdf<marker> exists (e.g. '.done'); the marker is removed "
             "with the document."
         ),
+    )
+    shared: bool = Field(
+        False,
+        description="Cluster mode: the folder is one share mounted at the same path on every "
+        "node, so any node may scan it and take its files; false: it is this node's own.",
     )
 
 
@@ -452,6 +459,61 @@ class JournalConfig(_Model):
     )
 
 
+class ClusterConfig(_Model):
+    """Multi-node mode: several daemons share the work through one PostgreSQL database."""
+
+    database: SecretStr = Field(
+        description="The cluster's PostgreSQL, postgresql+psycopg://user:${PGPASSWORD}@host/db; "
+        "every node uses the same database (`docutray-watch cluster init` prepares it). Never "
+        "logged with its password.",
+    )
+    node: str | None = Field(
+        None,
+        pattern=_NAME_PATTERN,
+        description="This node's name, unique among live nodes (its local queue is "
+        "node.<name>). Default: the host name; required when a pipeline watches a folder that "
+        "is not `shared: true`, as that folder's files are tied to this name.",
+    )
+    node_max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="Executions this node keeps in flight at most (default: api.max_in_flight, "
+        "which caps the whole cluster).",
+    )
+    heartbeat_interval: float = Field(
+        10.0, gt=0, le=3600, description="Seconds between two heartbeats of a node."
+    )
+    stalled_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="A node silent this long is dead: its name may be taken over and its "
+        "running jobs retried. More than twice heartbeat_interval.",
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr) -> SecretStr:
+        if not re.match(r"^postgresql(\+psycopg)?://", value.get_secret_value()):
+            raise ValueError("must be a postgresql+psycopg://user@host/database URL")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_spans_heartbeats(self) -> ClusterConfig:
+        if not self.stalled_timeout > 2 * self.heartbeat_interval:
+            raise _FieldError(
+                ("stalled_timeout",),
+                f"must be more than twice heartbeat_interval ({self.heartbeat_interval:g} s), "
+                "or one late heartbeat declares a live node dead",
+            )
+        return self
+
+    @property
+    def node_name(self) -> str:
+        """The node's name (set once the whole config is validated)."""
+        assert self.node is not None, "Config fills in the node name"
+        return self.node
+
+
 def _default_state_dir() -> Path:
     # Our units set $DOCUTRAY_WATCH_STATE_DIR; systemd sets $STATE_DIRECTORY for
     # StateDirectory=; otherwise follow the XDG convention.
@@ -486,6 +548,9 @@ class Config(_Model):
     )
     metrics: MetricsConfig | None = Field(None, description="Optional metrics/health listener.")
     web: WebConfig | None = Field(None, description="Optional status page (its own listener).")
+    cluster: ClusterConfig | None = Field(
+        None, description="Optional multi-node mode (docs/cluster-setup.md); absent: one node."
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
     shutdown_grace: float = Field(
         default_factory=_default_grace,
@@ -525,6 +590,29 @@ class Config(_Model):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _cluster_fits(self) -> Config:
+        cluster = self.cluster
+        if cluster is None:
+            return self
+        if cluster.node_max_in_flight is not None and (
+            cluster.node_max_in_flight > self.api.max_in_flight
+        ):
+            raise _FieldError(
+                ("cluster", "node_max_in_flight"),
+                f"must not exceed api.max_in_flight ({self.api.max_in_flight}), the cluster's cap",
+            )
+        if cluster.node is None:
+            local = [p.name for p in self.pipelines if not p.watch.shared]
+            if local:
+                raise _FieldError(
+                    ("cluster", "node"),
+                    f"required: pipeline {local[0]!r} watches a local folder (not shared: true), "
+                    "whose files belong to a named node",
+                )
+            cluster.node = _host_node_name()
+        return self
+
     def pipeline(self, name: str) -> PipelineConfig:
         """The pipeline called `name`."""
         for pipeline in self.pipelines:
@@ -536,6 +624,12 @@ class Config(_Model):
     def journal_path(self) -> Path:
         """The SQLite journal inside `state_dir`."""
         return Path(self.state_dir) / "journal.sqlite3"
+
+
+def _host_node_name() -> str:
+    # Host names are letters, digits, dots and dashes; keep what a queue name allows.
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].lstrip("-_.")
+    return name or "node"
 
 
 def _absolute(path: Path) -> Path:
@@ -831,6 +925,7 @@ def expand_env(
 # Values under these keys are never echoed in error messages (URLs may carry credentials).
 _SECRET_KEYS = {
     "api_key",
+    "database",
     "password",
     "secret_access_key",
     "aws_secret_access_key",

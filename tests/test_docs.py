@@ -12,6 +12,7 @@ from docutray_watch.cli import cli
 from docutray_watch.config import (
     ActionConfig,
     ApiConfig,
+    ClusterConfig,
     Config,
     LogConfig,
     MetricsConfig,
@@ -34,6 +35,7 @@ MODELS: list[type[BaseModel]] = [
     ActionConfig,
     MetricsConfig,
     WebConfig,
+    ClusterConfig,
     LogConfig,
     SinkConfig,
     SinkRetry,

@@ -17,6 +17,7 @@ from typing import Any
 from docutray_watch.emulator._documents import Document
 from docutray_watch.emulator._executions import Execution, Outcome, Status
 from docutray_watch.emulator._identifications import Identification, classify
+from docutray_watch.emulator._peaks import RunningPeak, WindowPeak
 from docutray_watch.emulator._ratelimit import TokenBucket
 from docutray_watch.emulator.config import EmulatorConfig
 from docutray_watch.emulator.stats import (
@@ -53,6 +54,8 @@ class EmulatorState:
         self._submissions: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._retry_not_before: dict[str, float] = {}
         self._violations: list[RetryAfterViolation] = []
+        self._running_peak = RunningPeak()
+        self._request_peak = WindowPeak(1.0)
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -91,6 +94,8 @@ class EmulatorState:
             self._submissions.clear()
             self._retry_not_before.clear()
             self._violations.clear()
+            self._running_peak = RunningPeak()
+            self._request_peak = WindowPeak(1.0)
             self._random.seed(self._config.seed)
             self._bucket = self._new_bucket()
 
@@ -121,6 +126,8 @@ class EmulatorState:
                 faults=dict(self._faults),
                 executions_created=len(self._executions),
                 executions_in_flight=in_flight,
+                peak_executions_running=self._running_peak.peak,
+                peak_requests_per_second=self._request_peak.peak,
                 identifications_created=len(self._identifications),
                 submissions={step: dict(docs) for step, docs in self._submissions.items()},
                 retry_after_violations=len(self._violations),
@@ -132,11 +139,13 @@ class EmulatorState:
         """Count a submission request."""
         with self._lock:
             self._posts += 1
+            self._request_peak.arrived(self._clock())
 
     def count_status_get(self) -> None:
         """Count a status request."""
         with self._lock:
             self._status_gets += 1
+            self._request_peak.arrived(self._clock())
 
     def count_client_disconnect(self) -> None:
         """Count a request the client abandoned before its answer."""
@@ -225,6 +234,7 @@ class EmulatorState:
                 error_message=error_message,
             )
             self._executions[execution.execution_id] = execution
+            self._running_peak.started(now, execution.completes_at)
             self._submissions[step_id][document.sha256] += 1
             return execution
 

@@ -77,6 +77,12 @@ class EmulatorStats(BaseModel):
     faults: dict[str, int]
     executions_created: int
     executions_in_flight: int
+    peak_executions_running: int = 0
+    """The most executions running (ENQUEUED or PROCESSING) at one instant since the start or
+    the last reset: what a client's cap on executions in flight must keep low."""
+    peak_requests_per_second: int = 0
+    """The most API requests (submissions and reads, answered or not) that arrived within any
+    one second (a sliding window) since the start or the last reset."""
     identifications_created: int = 0
     """Asynchronous identifications started (POST /api/identify-async)."""
     submissions: dict[str, dict[str, int]]

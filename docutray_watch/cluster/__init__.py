@@ -1,0 +1,17 @@
+"""Multi-node mode: several daemons share the work through PostgreSQL, on procrastinate.
+
+The control plane, one concern per module (each needs the `cluster` extra; nothing here is
+imported by a single-node daemon):
+
+- `app`: the procrastinate App factory over psycopg, queue names (`node.<name>`);
+- `schema`: `init_schema(url)` (`docutray-watch cluster init`) and `check_schema(url)`;
+- `membership`: `join_cluster(config)` at start (the checks in order, the heartbeat) and
+  `leave()` at a clean stop;
+- `nodes`: the node registry (register, heartbeat, deregister, list);
+- `fingerprint`: the configuration every node must share, stored in the database;
+- `reassign`: moving a dead node's local queue to another node;
+- `errors`: why a node cannot join (exit 78) or reach the database (exit 69);
+- `cli`: the `docutray-watch cluster` commands.
+
+The config block itself is `docutray_watch.config.ClusterConfig` (`cluster:`).
+"""
