@@ -127,10 +127,13 @@ class StoreBase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the store's database (its tables resolve to the store's schema),
-        committed when the block ends: for writes that must commit together with the cluster's
-        own (e.g. `claims.record_source` with a job's defer)."""
+        """A transaction on the store's database, committed when the block ends: for writes that
+        must commit together with the cluster's own (e.g. `claims.record_source` with a job's
+        defer). Unqualified names resolve to the store's schema first, then `public` (where
+        procrastinate's tables live by default), in Core queries and plain SQL alike."""
         async with self._engine().begin() as conn:
+            quoted = conn.dialect.identifier_preparer.quote_identifier(self.schema)
+            await conn.execute(sa.text(f"SET LOCAL search_path TO {quoted}, public"))
             yield conn
 
     # -- running a call ------------------------------------------------------------------------

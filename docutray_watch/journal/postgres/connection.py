@@ -93,7 +93,7 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], 
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_retryable),
         stop=stop_after_attempt(_ATTEMPTS),
-        wait=wait_exponential_jitter(initial=0.02, max=1.0),
+        wait=wait_exponential_jitter(multiplier=0.02, max=1.0),
         reraise=True,
     )
     try:

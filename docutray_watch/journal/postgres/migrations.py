@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from docutray_watch.journal.postgres.connection import async_url
+from docutray_watch.journal.sqlite.schema import NewerJournalError
 
 __all__ = [
     "MIGRATIONS",
@@ -40,8 +41,9 @@ SCHEMA_VERSION = 1
 _LOCK_CLASS = 0x44575701
 
 
-class NewerSchemaError(RuntimeError):
-    """The journal was written by a newer docutray-watch; this version does not touch it."""
+class NewerSchemaError(NewerJournalError):
+    """The journal was written by a newer docutray-watch; this version does not touch it (a
+    `NewerJournalError`, so the commands that exit 78 for a newer SQLite journal do here too)."""
 
 
 class SchemaNotReady(RuntimeError):

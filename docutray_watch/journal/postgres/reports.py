@@ -97,7 +97,7 @@ async def _count_by(tx: Tx, column: sa.Column[str]) -> dict[str, dict[str, int]]
         .order_by(doc_counts.c.pipeline, column)
     )
     result: dict[str, dict[str, int]] = {}
-    for pipeline, key, n in found.tuples():
+    for pipeline, key, n in found:
         result.setdefault(str(pipeline), {})[str(key)] = int(n)
     return result
 
@@ -119,7 +119,7 @@ async def oldest_pending(tx: Tx) -> dict[str, float]:
         .where(documents.c.finished_at.is_(None))
         .group_by(documents.c.pipeline)
     )
-    return {str(pipeline): float(t) for pipeline, t in found.tuples()}
+    return {str(pipeline): float(t) for pipeline, t in found}
 
 
 async def requeue_count(tx: Tx) -> int:
@@ -179,7 +179,7 @@ async def load_latencies(tx: Tx) -> list[LatencyRow]:
             step_latency.c.variance,
         )
     )
-    return [(str(a), int(b), int(c), float(d), float(e)) for a, b, c, d, e in found.tuples()]
+    return [(str(a), int(b), int(c), float(d), float(e)) for a, b, c, d, e in found]
 
 
 async def save_latencies(tx: Tx, latencies: Iterable[LatencyRow]) -> None:
