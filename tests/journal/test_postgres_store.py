@@ -340,3 +340,92 @@ class TestRetries:
         # pool_pre_ping replaces the dead connection: the call goes through.
         await queued(store, 2)
         assert store.write_error is None
+
+    async def test_a_refused_connection_is_the_write_error_until_a_write_goes_through(
+        self, store: PostgresStore
+    ) -> None:
+        """While the database refuses connections a call raises and write_error says why (for
+        /readyz); the first write after it accepts them again clears it."""
+        await queued(store, 1)
+        server, name = plain(store.url).rsplit("/", 1)
+        with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            try:
+                with pytest.raises(sa.exc.OperationalError):
+                    await queued(store, 2)
+                assert store.write_error is not None
+                assert "connections" in store.write_error
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await queued(store, 3)
+        assert store.write_error is None
+
+
+class TestConcurrency:
+    async def test_two_nodes_moving_documents_at_once_keep_counts_exact(self, pg_url: str) -> None:
+        """Two stores (two nodes' connection pools) run 20 documents each through their whole
+        life at the same time: every call succeeds (lock waits, not errors) and the counters
+        equal a count of the rows."""
+        nodes = [PostgresStore(pg_url, node=f"n{i}") for i in range(2)]
+        for node in nodes:
+            await node.open()
+
+        async def life(store: PostgresStore, n: int) -> None:
+            doc_id = await queued(store, n)
+            (step,) = await store.steps_of(doc_id)
+            await store.step_submitting(step.id)
+            await store.step_accepted(step.id, f"exe-{n}", "RUNNING")
+            await store.step_finished(step.id, state=StepState.SUCCESS, sinks=["fs"])
+            for delivery in await store.deliveries_of(doc_id):
+                await store.delivery_done(delivery.id, None)
+            await store.mark_delivered(doc_id)
+            await store.finish(doc_id, None)
+
+        try:
+            await asyncio.gather(*(life(nodes[n % 2], n) for n in range(40)))
+            async with nodes[0].transaction() as conn:
+                truth = await _group_by(conn)
+            assert truth == {"p": {"archived": 40}}
+            assert await nodes[1].counts() == truth
+        finally:
+            for node in nodes:
+                await node.close()
+
+    async def test_a_write_whose_caller_was_cancelled_still_commits(
+        self, store: PostgresStore
+    ) -> None:
+        """Cancelling the task that awaits a write does not undo it (as with SQLite's writer
+        thread): the execution id asked to be stored is stored."""
+        doc_id = await queued(store, 1)
+        (step,) = await store.steps_of(doc_id)
+        await store.step_submitting(step.id)
+        task = asyncio.ensure_future(store.step_accepted(step.id, "exe-1", "RUNNING"))
+        await asyncio.sleep(0)  # let the call start, then cancel its caller
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.close()  # waits for the call under way
+        await store.open()
+        assert (await store.step(step.id)).execution_id == "exe-1"
+
+    async def test_a_source_recorded_in_a_rolled_back_transaction_is_not_recorded(
+        self, store: PostgresStore
+    ) -> None:
+        """record_source in the cluster's own transaction commits or rolls back with it."""
+        from docutray_watch.journal.postgres import claims
+
+        facts = {"node": "n", "path": "/a", "size": 1, "mtime_ns": 1, "inode": 1, "pipeline": "p"}
+
+        async def record_then_fail() -> None:
+            async with store.transaction() as conn:
+                assert await claims.record_source(conn, **facts, document_id=None, now=1.0)
+                raise RuntimeError("defer failed")
+
+        with pytest.raises(RuntimeError, match="defer failed"):
+            await record_then_fail()
+        async with store.transaction() as conn:
+            assert await claims.record_source(conn, **facts, document_id=None, now=1.0)
