@@ -2,17 +2,19 @@
 
 Each test runs against the three stores (a SQLite file in the test's folder, the in-memory fake,
 a PostgreSQL database of the test's own). What only PostgreSQL has (migrations under an advisory
-lock, lease fencing, the unique content index, the counters) is tested in
+lock, lease fencing, the unique content index, the counters, concurrency) is tested in
 `test_postgres_store.py`.
 """
 
 from __future__ import annotations
 
 import inspect
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from docutray_watch._memstore import MemoryStore
 from docutray_watch.journal import (
@@ -20,12 +22,15 @@ from docutray_watch.journal import (
     DeliveryState,
     DocumentState,
     InvalidTransition,
+    Journal,
     NewDocument,
+    NewerJournalError,
     SqliteStore,
     StateStore,
     StepState,
 )
-from docutray_watch.journal.postgres import PostgresStore
+from docutray_watch.journal.postgres import PostgresStore, migrate
+from docutray_watch.journal.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from docutray_watch.journal.sqlite.reports import REQUEUED_KEY
 
 BACKENDS = ["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -541,3 +546,62 @@ class TestReads:
         await store.probe()
         await queued(store, 1)
         assert store.write_error is None
+
+
+async def reopened(store: StateStore) -> StateStore:
+    """The same journal opened again after `store` was closed (a restart)."""
+    await store.close()
+    again: StateStore
+    if isinstance(store, MemoryStore):
+        again = store  # its contents outlive `close`, as a file's do
+    elif isinstance(store, SqliteStore):
+        again = SqliteStore(store.journal.path)
+    else:
+        assert isinstance(store, PostgresStore)
+        again = PostgresStore(store.url, schema=store.schema)
+    await again.open()
+    return again
+
+
+class TestLifeCycle:
+    async def test_a_reopened_store_has_what_was_written(self, store: StateStore) -> None:
+        """Closing and opening again (migrations run again: nothing to do) keeps every row."""
+        doc_id = await queued(store, 1)
+        await store.save_latencies([("stp_a", 1, 1, 1.0, 0.0)])
+        before = await store.completion(doc_id)
+        again = await reopened(store)
+        try:
+            assert await again.completion(doc_id) == before
+            assert await again.load_latencies() == [("stp_a", 1, 1, 1.0, 0.0)]
+            assert await again.counts() == {"p": {"queued": 1}}
+        finally:
+            if again is not store:
+                await again.close()
+                await store.open()  # the fixture closes it
+
+    @pytest.mark.parametrize(
+        "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    )
+    async def test_a_journal_written_by_a_newer_release_is_refused(
+        self, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
+        """A journal whose schema version is above this code's: open raises NewerJournalError
+        (the commands exit 78) and the journal is left as it was."""
+        store: StateStore
+        if backend == "sqlite":
+            path = tmp_path / "journal.sqlite3"
+            with Journal(path):
+                pass
+            with sqlite3.connect(path) as conn:
+                conn.execute(f"PRAGMA user_version = {SQLITE_SCHEMA_VERSION + 1}")
+            store = SqliteStore(path)
+        else:
+            url = request.getfixturevalue("pg_url")
+            await migrate(url)
+            engine = sa.create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE docutray.schema_version SET version = version + 1"))
+            engine.dispose()
+            store = PostgresStore(url)
+        with pytest.raises(NewerJournalError, match="newer docutray-watch"):
+            await store.open()
