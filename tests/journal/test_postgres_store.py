@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from docutray_watch.journal import DocumentState, NewerJournalError, StepState
+from docutray_watch.journal import (
+    DocumentState,
+    InvalidTransition,
+    NewerJournalError,
+    SqliteStore,
+    StepState,
+)
 from docutray_watch.journal.postgres import (
     SCHEMA_VERSION,
     ContentClaimed,
@@ -27,6 +36,7 @@ from docutray_watch.journal.postgres import (
 )
 from docutray_watch.journal.postgres.connection import in_transaction, make_engine
 from docutray_watch.journal.postgres.tables import metadata
+from docutray_watch.journal.sqlite.counts import today_counts, utc_day
 
 pytestmark = pytest.mark.postgres
 
@@ -429,3 +439,101 @@ class TestConcurrency:
             await record_then_fail()
         async with store.transaction() as conn:
             assert await claims.record_source(conn, **facts, document_id=None, now=1.0)
+
+
+async def _operator_call(
+    store: SqliteStore | PostgresStore, name: str, *args: Any, **kw: Any
+) -> Any:
+    """A call outside the protocol: the PostgreSQL store's method, or the SQLite Journal's on
+    its writer thread."""
+    if isinstance(store, PostgresStore):
+        return await getattr(store, name)(*args, **kw)
+    if name == "today_counts":  # SQLite's is a function of the connection
+        return await store.call(today_counts, store.journal.conn, *args)
+    return await store.call(getattr(store.journal, name), *args, **kw)
+
+
+async def _operator_scenario(store: SqliteStore | PostgresStore) -> dict[str, Any]:
+    """Documents ending every way, then what `status`, `prune` and `retry` see and do."""
+
+    async def run(n: int, end: StepState) -> int:
+        doc_id = await queued(store, n)
+        (step,) = await store.steps_of(doc_id)
+        await store.step_submitting(step.id)
+        await store.step_accepted(step.id, f"exe-{n}", "RUNNING")
+        await store.step_finished(step.id, state=end, sinks=["fs"])
+        return doc_id
+
+    archived = await run(1, StepState.SUCCESS)
+    await store.delivery_done((await store.deliveries_of(archived))[0].id, None)
+    await store.mark_delivered(archived)
+    await store.finish(archived, "/in/1.pdf")  # kept where it was found
+    failed = await run(2, StepState.ERROR)
+    await store.mark_failed(failed, "ERROR result", stage="step")
+    await store.finish(failed, "/failed/2.pdf")
+    rejected = await store.add_document("p", "/in/big.pdf", "big.pdf", 1, 1)
+    await store.reject(rejected.id, "too large")
+    await store.finish(rejected.id, None)
+    changed = await run(4, StepState.SUCCESS)
+    await store.delivery_done((await store.deliveries_of(changed))[0].id, None)
+    await store.supersede(changed, "file changed")
+    await store.record_api_pause("credentials refused")
+    later = time.time() + 1000
+    seen: dict[str, Any] = {
+        "failures": [d.id for d in await _operator_call(store, "recent_failures", 10)],
+        "superseded": await _operator_call(store, "superseded_results"),
+        "outcomes": await _operator_call(store, "outcome_counts"),
+        "today": await _operator_call(store, "today_counts", utc_day()),
+        "pause": (await _operator_call(store, "api_pause"))[0],
+        "candidates": await _operator_call(store, "prune_candidates", later, limit=10),
+    }
+    with pytest.raises(InvalidTransition, match="--force"):
+        await _operator_call(store, "requeue", archived)
+    requeued = [await _operator_call(store, "requeue", i) for i in (failed, rejected.id)]
+    requeued.append(await _operator_call(store, "requeue", archived, force=True))
+    seen["requeued"] = [(d.state, d.attempts, d.finished) for d in requeued]
+    seen["failed_steps"] = await store.steps_of(failed)
+    seen["requeue_count"] = await store.requeue_count()
+    seen["forgotten"] = await _operator_call(store, "forget_documents", [changed, failed], later)
+    seen["left"] = [d.id for d in await store.unfinished_documents()]
+    return seen
+
+
+class TestOperatorCalls:
+    async def test_status_prune_and_retry_see_and_do_what_they_do_with_sqlite(
+        self, store: PostgresStore, tmp_path: Path
+    ) -> None:
+        """recent_failures, superseded_results, outcome/today counts, api_pause,
+        prune_candidates, forget_documents and requeue give the SQLite journal's answers for the
+        same history."""
+        sqlite_store = SqliteStore(tmp_path / "journal.sqlite3")
+        await sqlite_store.open()
+        try:
+            expected = await _operator_scenario(sqlite_store)
+        finally:
+            await sqlite_store.close()
+        found = await _operator_scenario(store)
+        assert found == expected
+        assert found["forgotten"] == 1  # the superseded one; the failed one was requeued
+        assert [c.kept_latest for c in found["candidates"]] == [True, False, False, False]
+
+    async def test_retry_force_runs_the_content_in_its_next_generation(
+        self, store: PostgresStore
+    ) -> None:
+        """Requeued with force, an archived document moves to the next generation of its
+        content, so it can claim it again while its old results stay what they were."""
+        doc_id = await queued(store, 1)
+        await store.mark_rediscovered(doc_id)
+        await store.mark_duplicate(doc_id, sha256=sha(1), content_type="x", of=doc_id)
+        await store.finish(doc_id, None)
+        other = await queued(store, 2)
+        await store.mark_rediscovered(other)
+        await store.reject(other, "gone")
+        await store.requeue(other)
+        row = await store.requeue(doc_id, force=True)
+        assert row.state == DocumentState.QUEUED
+        async with store.transaction() as conn:
+            generation = await conn.scalar(
+                sa.text("SELECT generation FROM documents WHERE id = :i"), {"i": doc_id}
+            )
+        assert generation == 1

@@ -19,7 +19,6 @@ from typing import Self, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from docutray_watch.journal.postgres import claims, reports
 from docutray_watch.journal.postgres.connection import in_transaction, make_engine
 from docutray_watch.journal.postgres.migrations import (
     SCHEMA_VERSION,
@@ -163,52 +162,3 @@ class StoreBase:
         if write:
             self._shared.write_error = None
         return result
-
-    # -- claims (multi-node; not in the protocol) ----------------------------------------------
-
-    async def take_lease(self, doc_id: int) -> int:
-        """Take a document: its lease, incremented (see `claims.take_lease`)."""
-        return await self._call(lambda tx: claims.take_lease(tx.conn, doc_id))
-
-    async def record_source(
-        self,
-        *,
-        pipeline: str,
-        path: str,
-        size: int,
-        mtime_ns: int,
-        inode: int | None,
-        document_id: int | None = None,
-    ) -> bool:
-        """Record a file's source identity on this store's node; False when known already."""
-        return await self._call(
-            lambda tx: claims.record_source(
-                tx.conn,
-                node=self.node,
-                path=path,
-                size=size,
-                mtime_ns=mtime_ns,
-                inode=inode,
-                pipeline=pipeline,
-                document_id=document_id,
-                now=tx.now,
-            )
-        )
-
-    async def next_generation(self, pipeline: str, sha256: str) -> int:
-        """One more than the highest generation of this content (0: never seen)."""
-        return await self._call(
-            lambda tx: claims.next_generation(tx.conn, pipeline, sha256), write=False
-        )
-
-    async def set_generation(self, doc_id: int, generation: int) -> None:
-        """Put a document in a generation of its content (before it is queued again)."""
-        await self._call(lambda tx: claims.set_generation(tx.conn, doc_id, generation))
-
-    async def outcome_counts(self) -> dict[str, dict[str, int]]:
-        """Documents per pipeline: finished ones by outcome, unfinished ones by state."""
-        return await self._call(reports.outcome_counts, write=False)
-
-    async def get_meta(self, key: str) -> tuple[str, float] | None:
-        """The value stored under `key` and when, or None."""
-        return await self._call(lambda tx: reports.get_meta(tx, key), write=False)

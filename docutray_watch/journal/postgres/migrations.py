@@ -149,6 +149,7 @@ _V1: Sequence[str] = (
     )
     """,
     "CREATE INDEX deliveries_by_document ON deliveries (document_id)",
+    "CREATE INDEX deliveries_superseded ON deliveries (document_id) WHERE state = 'superseded'",
     """
     CREATE TABLE step_latency (
         step_id     TEXT             NOT NULL,

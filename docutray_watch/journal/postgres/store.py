@@ -2,7 +2,8 @@
 
 Every protocol method is one transaction (retried on deadlock or serialization failure, see
 `connection.py`) with the same semantics as `SqliteStore`; the bodies live in `documents`,
-`steps`, `deliveries` and `reports`, the machinery (open, fenced views, leases…) in `base.py`.
+`steps`, `deliveries` and `reports`, the machinery (open, fenced views) in `base.py`, the calls
+outside the protocol (leases, sources, generations; `retry`, `prune`, `status`) in `extras.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from docutray_watch.journal.postgres import deliveries, documents, reports
 from docutray_watch.journal.postgres import steps as _steps
-from docutray_watch.journal.postgres.base import StoreBase
+from docutray_watch.journal.postgres.extras import ExtraCalls
 from docutray_watch.journal.rows import (
     Completion,
     DeliveryRow,
@@ -27,8 +28,9 @@ from docutray_watch.journal.states import DocumentState, StepState
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(StoreBase):
-    """The `StateStore` of a cluster (see `StoreBase` for the constructor and the extras)."""
+class PostgresStore(ExtraCalls):
+    """The `StateStore` of a cluster (`StoreBase` has the constructor, `ExtraCalls` the calls
+    outside the protocol)."""
 
     # -- documents ---------------------------------------------------------------------------
 
