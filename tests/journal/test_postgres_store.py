@@ -7,6 +7,7 @@ The behaviour it shares with SQLite is in `test_store_contract.py`.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -537,3 +538,12 @@ class TestOperatorCalls:
                 sa.text("SELECT generation FROM documents WHERE id = :i"), {"i": doc_id}
             )
         assert generation == 1
+
+
+def test_a_missing_driver_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without psycopg the store says which extra brings it (no database needed)."""
+    from docutray_watch.journal.postgres.connection import DriverMissing
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(DriverMissing, match=r"docutray-watch\[cluster\]"):
+        make_engine("postgresql://u@127.0.0.1/db", "docutray")

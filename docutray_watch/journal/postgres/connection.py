@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -26,6 +27,7 @@ __all__ = [
     "CONTENT_INDEX",
     "RETRIED_SQLSTATES",
     "ContentClaimed",
+    "DriverMissing",
     "LeaseLost",
     "async_url",
     "in_transaction",
@@ -66,13 +68,28 @@ def async_url(url: str) -> sa.URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
-def make_engine(url: str, schema: str) -> AsyncEngine:
-    """An async engine whose unqualified tables are `schema`'s."""
-    return create_async_engine(
-        async_url(url),
-        pool_pre_ping=True,
-        execution_options={"schema_translate_map": {None: schema}},
-    )
+class DriverMissing(RuntimeError):
+    """psycopg 3 is not installed: the `cluster` extra brings it."""
+
+
+def make_engine(url: str, schema: str | None = None, *, pooled: bool = True) -> AsyncEngine:
+    """An async engine (whose unqualified tables are `schema`'s); `pooled=False` for one-off
+    work such as a migration, which should leave no idle connection behind."""
+    options: dict[str, object] = {}
+    if schema is not None:
+        options["execution_options"] = {"schema_translate_map": {None: schema}}
+    if pooled:
+        options["pool_pre_ping"] = True
+    else:
+        options["poolclass"] = NullPool
+    try:
+        return create_async_engine(async_url(url), **options)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("psycopg"):
+            raise DriverMissing(
+                "the PostgreSQL journal needs psycopg 3: pip install 'docutray-watch[cluster]'"
+            ) from exc
+        raise
 
 
 def sqlstate(exc: BaseException) -> str | None:

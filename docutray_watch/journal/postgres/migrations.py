@@ -19,10 +19,9 @@ import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from docutray_watch.journal.postgres.connection import async_url
+from docutray_watch.journal.postgres.connection import make_engine
 from docutray_watch.journal.sqlite.schema import NewerJournalError
 
 __all__ = [
@@ -316,7 +315,7 @@ async def migrate(url: str, *, schema: str = "docutray") -> int:
     """Create or upgrade the journal's schema in the database at `url`; returns the version it
     had (0: none). Idempotent, and safe from several processes at once (see the module
     docstring). Raises `NewerSchemaError` for a schema newer than this code."""
-    engine = create_async_engine(async_url(url), poolclass=NullPool)
+    engine = make_engine(url, pooled=False)
     try:
         async with engine.begin() as conn:
             return await migrate_on(conn, schema)
