@@ -43,6 +43,13 @@ class _Shared:
     write_error: str | None = None
 
 
+def _retrieve(task: asyncio.Task[object]) -> None:
+    """Mark the outcome of a call seen: one whose caller was cancelled has nobody to raise to
+    (asyncio would log "exception never retrieved" for a failed write nobody awaits)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class StoreBase:
     """The `StateStore` of a cluster: the journal in schema `schema` of the database at `url`.
 
@@ -151,6 +158,7 @@ class StoreBase:
         task = asyncio.ensure_future(self._tracked(in_transaction(engine, run), write=write))
         self._shared.pending.add(task)
         task.add_done_callback(self._shared.pending.discard)
+        task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
     async def _tracked(self, call: Awaitable[T], *, write: bool) -> T:
