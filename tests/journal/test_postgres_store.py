@@ -209,7 +209,10 @@ class TestContentOnce:
     ) -> None:
         """A second document queued with content already claimed in its pipeline raises
         ContentClaimed and writes nothing; another pipeline, or the next generation, may."""
-        await queued(store, 1)
+        first = await queued(store, 1)
+        holder = await store.content_holder("p", sha(1))
+        assert holder is not None
+        assert holder.id == first
         with pytest.raises(ContentClaimed, match="already"):
             await store.add_queued(
                 "p", "/in/copy.pdf", "copy.pdf", sha256=sha(1), content_type="x", size=1,
@@ -240,6 +243,7 @@ class TestContentOnce:
         await store.reject(refused.id, "too large", sha256=sha(1), content_type="x")
         await store.mark_rediscovered(original)
         await store.reject(original, "changed")  # the claim is released when it leaves queued
+        assert await store.content_holder("p", sha(1)) is None
         fresh = await queued(store, 1)
         assert (await store.document(fresh)).state == DocumentState.QUEUED
 

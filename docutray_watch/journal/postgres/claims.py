@@ -19,9 +19,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from docutray_watch.journal.postgres.migrations import CLAIMING_STATES
 from docutray_watch.journal.postgres.tables import documents, source_identity
 
-__all__ = ["next_generation", "record_source", "set_generation", "take_lease"]
+__all__ = [
+    "content_holder",
+    "next_generation",
+    "record_source",
+    "set_generation",
+    "take_lease",
+]
 
 
 async def take_lease(conn: AsyncConnection, doc_id: int) -> int:
@@ -78,6 +85,23 @@ async def next_generation(conn: AsyncConnection, pipeline: str, sha256: str) -> 
         )
     )
     return 0 if highest is None else int(highest) + 1
+
+
+async def content_holder(conn: AsyncConnection, pipeline: str, sha256: str) -> int | None:
+    """The id of the document that claims this content in its newest generation (what a
+    `ContentClaimed` collided with), or None when no document claims it."""
+    found = await conn.scalar(
+        sa.select(documents.c.id)
+        .where(
+            documents.c.pipeline == pipeline,
+            documents.c.sha256 == sha256,
+            documents.c.state.in_(CLAIMING_STATES),
+            documents.c.outcome.is_distinct_from("duplicate"),
+        )
+        .order_by(documents.c.generation.desc())
+        .limit(1)
+    )
+    return None if found is None else int(found)
 
 
 async def set_generation(conn: AsyncConnection, doc_id: int, generation: int) -> None:

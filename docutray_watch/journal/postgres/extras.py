@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from docutray_watch.journal.postgres import claims, maintenance, reports
 from docutray_watch.journal.postgres.base import StoreBase
+from docutray_watch.journal.postgres.tx import Tx
 from docutray_watch.journal.rows import DocumentRow, PruneCandidate
 
 __all__ = ["ExtraCalls"]
@@ -52,6 +53,16 @@ class ExtraCalls(StoreBase):
         return await self._call(
             lambda tx: claims.next_generation(tx.conn, pipeline, sha256), write=False
         )
+
+    async def content_holder(self, pipeline: str, sha256: str) -> DocumentRow | None:
+        """The document claiming this content in its newest generation (after a
+        `ContentClaimed`: a duplicate of it, or a new generation?), or None."""
+
+        async def holder(tx: Tx) -> DocumentRow | None:
+            doc_id = await claims.content_holder(tx.conn, pipeline, sha256)
+            return None if doc_id is None else await tx.document(doc_id)
+
+        return await self._call(holder, write=False)
 
     async def set_generation(self, doc_id: int, generation: int) -> None:
         """Put a document in a generation of its content (before it is queued again)."""
