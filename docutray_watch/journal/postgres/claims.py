@@ -1,0 +1,113 @@
+"""What several nodes need beyond the protocol: leases, source identities, content generations.
+
+- **Lease** (fencing): taking a document increments `documents.lease` and returns the new value;
+  every write made under it (`PostgresStore.fenced(lease)`) carries `lease = :mine`, so a node
+  that lost the document (declared dead, then woke) writes nothing and gets `LeaseLost`.
+- **Source identity** ("once ever"): (node, path, size, mtime_ns, inode) of a file, inserted in
+  the transaction that defers its first job; the same file found again inserts nothing.
+- **Generation**: content is processed once per (pipeline, sha256, generation) (a partial unique
+  index, see `migrations.py`); `duplicates: reprocess` and `retry --force` move a document to the
+  next generation of its content before it is queued again.
+
+These take a connection, so the cluster code can run them in its own transaction (with the defer
+of a procrastinate job); `PostgresStore` also offers each as one call of its own.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from docutray_watch.journal.postgres.migrations import CLAIMING_STATES
+from docutray_watch.journal.postgres.tables import documents, source_identity
+
+__all__ = [
+    "content_holder",
+    "next_generation",
+    "record_source",
+    "set_generation",
+    "take_lease",
+]
+
+
+async def take_lease(conn: AsyncConnection, doc_id: int) -> int:
+    """Take a document: its lease, incremented (KeyError when unknown). Writes fenced by an
+    older lease fail from now on."""
+    lease = await conn.scalar(
+        sa.update(documents)
+        .where(documents.c.id == doc_id)
+        .values(lease=documents.c.lease + 1)
+        .returning(documents.c.lease)
+    )
+    if lease is None:
+        raise KeyError(f"document {doc_id} is not in the journal")
+    return int(lease)
+
+
+async def record_source(
+    conn: AsyncConnection,
+    *,
+    node: str | None,
+    path: str,
+    size: int,
+    mtime_ns: int,
+    inode: int | None,
+    pipeline: str,
+    document_id: int | None,
+    now: float,
+) -> bool:
+    """Record a file's source identity; False when it was recorded before (the file was taken
+    already: do nothing). `node` None: a shared folder; `inode` None: the source has none."""
+    inserted = await conn.scalar(
+        postgresql.insert(source_identity)
+        .values(
+            node=node or "",
+            path=path,
+            size=size,
+            mtime_ns=mtime_ns,
+            inode=inode or 0,
+            pipeline=pipeline,
+            document_id=document_id,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(sa.literal(True))
+    )
+    return bool(inserted)
+
+
+async def next_generation(conn: AsyncConnection, pipeline: str, sha256: str) -> int:
+    """One more than the highest generation of this content (0 when it was never seen)."""
+    highest = await conn.scalar(
+        sa.select(sa.func.max(documents.c.generation)).where(
+            documents.c.pipeline == pipeline, documents.c.sha256 == sha256
+        )
+    )
+    return 0 if highest is None else int(highest) + 1
+
+
+async def content_holder(conn: AsyncConnection, pipeline: str, sha256: str) -> int | None:
+    """The id of the document that claims this content in its newest generation (what a
+    `ContentClaimed` collided with), or None when no document claims it."""
+    found = await conn.scalar(
+        sa.select(documents.c.id)
+        .where(
+            documents.c.pipeline == pipeline,
+            documents.c.sha256 == sha256,
+            documents.c.state.in_(CLAIMING_STATES),
+            documents.c.outcome.is_distinct_from("duplicate"),
+        )
+        .order_by(documents.c.generation.desc())
+        .limit(1)
+    )
+    return None if found is None else int(found)
+
+
+async def set_generation(conn: AsyncConnection, doc_id: int, generation: int) -> None:
+    """Put a document in a generation of its content (before it is queued again)."""
+    found = await conn.execute(
+        sa.update(documents).where(documents.c.id == doc_id).values(generation=generation)
+    )
+    if found.rowcount == 0:
+        raise KeyError(f"document {doc_id} is not in the journal")

@@ -1,0 +1,127 @@
+"""Reaching PostgreSQL: the async engine, transactions retried on deadlock or serialization
+failure, and the errors the PostgreSQL journal adds to the protocol's.
+
+Every store call is one transaction at READ COMMITTED; the writes lock the document row they
+change (`SELECT … FOR UPDATE`) before checking its state, so two nodes never both move a document
+from the state they read. A transaction PostgreSQL aborts as a deadlock victim (SQLSTATE 40P01)
+or for a serialization failure (40001) changed nothing: it is run again from its start, a few
+times with jittered backoff, before the error reaches the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+__all__ = [
+    "CONTENT_INDEX",
+    "RETRIED_SQLSTATES",
+    "ContentClaimed",
+    "DriverMissing",
+    "LeaseLost",
+    "async_url",
+    "in_transaction",
+    "is_retryable",
+    "make_engine",
+    "sqlstate",
+]
+
+T = TypeVar("T")
+
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+_ATTEMPTS = 6
+
+CONTENT_INDEX = "documents_content_once"  # the unique (pipeline, sha256, generation) index
+
+
+class LeaseLost(RuntimeError):
+    """A fenced write found the document's lease moved on: another node took the document
+    (this one was declared dead, then woke). Nothing was written; stop working on it."""
+
+    def __init__(self, doc_id: int, lease: int) -> None:
+        super().__init__(f"document {doc_id}: lease {lease} is no longer held")
+        self.doc_id = doc_id
+        self.lease = lease
+
+
+class ContentClaimed(RuntimeError):
+    """Another document already claims this content in this generation (the unique index on
+    (pipeline, sha256, generation)): journal this one as its duplicate, or start a generation."""
+
+
+def async_url(url: str) -> sa.URL:
+    """`url` for the async psycopg 3 driver (a plain `postgresql://` URL is accepted)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+class DriverMissing(RuntimeError):
+    """psycopg 3 is not installed: the `cluster` extra brings it."""
+
+
+def make_engine(url: str, schema: str | None = None, *, pooled: bool = True) -> AsyncEngine:
+    """An async engine (whose unqualified tables are `schema`'s); `pooled=False` for one-off
+    work such as a migration, which should leave no idle connection behind."""
+    options: dict[str, object] = {}
+    if schema is not None:
+        options["execution_options"] = {"schema_translate_map": {None: schema}}
+    if pooled:
+        options["pool_pre_ping"] = True
+    else:
+        options["poolclass"] = NullPool
+    try:
+        return create_async_engine(async_url(url), **options)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("psycopg"):
+            raise DriverMissing(
+                "the PostgreSQL journal needs psycopg 3: pip install 'docutray-watch[cluster]'"
+            ) from exc
+        raise
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error (psycopg's, as wrapped by SQLAlchemy), or None."""
+    original = getattr(exc, "orig", None)
+    found = getattr(original, "sqlstate", None)
+    return found if isinstance(found, str) else None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the transaction can run again as it was."""
+    return isinstance(exc, sa.exc.DBAPIError) and sqlstate(exc) in RETRIED_SQLSTATES
+
+
+async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run `work` in a transaction of its own, committed when it returns, run again on a
+    deadlock or serialization failure."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_retryable),
+        stop=stop_after_attempt(_ATTEMPTS),
+        wait=wait_exponential_jitter(multiplier=0.02, max=1.0),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                async with engine.begin() as conn:
+                    return await work(conn)
+    except sa.exc.IntegrityError as exc:
+        diag = getattr(exc.orig, "diag", None)
+        if getattr(diag, "constraint_name", None) == CONTENT_INDEX:
+            detail = getattr(diag, "message_detail", None) or str(exc.orig)
+            raise ContentClaimed(f"content already claimed: {detail}") from exc
+        raise
+    raise AssertionError("unreachable: tenacity reraises the last error")
