@@ -22,7 +22,7 @@ import pluggy
 from docutray_watch.client import AsyncClient
 from docutray_watch.config import Config, PipelineConfig
 from docutray_watch.delivery import SinkRunner
-from docutray_watch.engine.limits import LocalLimits
+from docutray_watch.engine.limits import Limits
 from docutray_watch.journal import DocumentRow, StateStore
 from docutray_watch.metrics import Metrics
 from docutray_watch.polling import LatencyModel
@@ -151,7 +151,7 @@ class Context:
     pm: pluggy.PluginManager
     metrics: Metrics
     store: StateStore
-    limits: LocalLimits
+    limits: Limits
     latency: LatencyModel
     summary: RunSummary
     documents: Documents

@@ -83,13 +83,15 @@ class Engine:
         self._environ = environ if environ is not None else dict(os.environ)
         self._lock = StateLock(config.state_dir)
         self._tasks: set[asyncio.Task[object]] = set()
-        limits = LocalLimits.of(config, probe=self._probe_api, on_pause_change=self._pause_changed)
+        self._limits = LocalLimits.of(
+            config, probe=self._probe_api, on_pause_change=self._pause_changed
+        )
         self.ctx = Context(
             config=config,
             pm=plugin_manager,
             metrics=metrics or Metrics(),
             store=store if store is not None else SqliteStore(config.journal_path),
-            limits=limits,
+            limits=self._limits,
             latency=LatencyModel(),
             summary=RunSummary(),
             documents=Documents(),
@@ -137,17 +139,17 @@ class Engine:
 
     @property
     def limits(self) -> LocalLimits:
-        return self.ctx.limits
+        return self._limits
 
     @property
     def limiter(self) -> RateLimiter:
         """The shared request rate."""
-        return self.ctx.limits.rate
+        return self._limits.rate
 
     @property
     def api_gate(self) -> ApiGate:
         """The shared API pauses."""
-        return self.ctx.limits.pauses
+        return self._limits.pauses
 
     @property
     def last_progress(self) -> float:
@@ -166,7 +168,7 @@ class Engine:
     @property
     def in_flight(self) -> int:
         """Executions submitted (or being submitted) and not finished."""
-        return self.ctx.limits.slots.used
+        return self._limits.slots.used
 
     @property
     def outstanding(self) -> int:

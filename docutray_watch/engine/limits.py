@@ -83,7 +83,7 @@ class Pauses(Protocol):
         *,
         pipeline: str,
         error: str,
-        retry_after: float | None = None,
+        retry_after: float | None,
     ) -> None:
         """A failure that pauses work (see `engine.errors`)."""
         ...
@@ -100,9 +100,20 @@ class Pauses(Protocol):
 class Limits(Protocol):
     """The three limits together: what the engine's phases are given."""
 
-    slots: SlotPool
-    rate: RequestRate
-    pauses: Pauses
+    @property
+    def slots(self) -> SlotPool:
+        """Executions in flight."""
+        ...
+
+    @property
+    def rate(self) -> RequestRate:
+        """The shared request rate."""
+        ...
+
+    @property
+    def pauses(self) -> Pauses:
+        """The API pauses."""
+        ...
 
 
 class Slots:
