@@ -312,7 +312,6 @@ class SqlTableWriter:
         finally:
             if engine is not self._engine:
                 engine.dispose()
-        return None
 
     def _added_columns_note(self, conn: Connection) -> str | None:
         name, schema = self.table.name, self.table.schema
