@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from docutray_watch.journal.states import IDENTIFY_STEP
 from docutray_watch.sinks import BUILTIN_SINK_MODULES
 from docutray_watch.sinks.base import ConfigPath, Sink, SinkConfig
 from docutray_watch.templates import METADATA_FIELDS, TemplateError, check_template
@@ -269,8 +270,6 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 # --- routing by document type (issue 20) ---------------------------------------------------------
 
-IDENTIFY_STEP = "@identify"
-"""The reserved step id under which a document's identification is journaled (a step row)."""
 OTHERWISE = "otherwise"
 """The `routes` key for documents no other route takes."""
 

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from docutray_watch.config import IDENTIFY_STEP, OTHERWISE, PipelineConfig
+from docutray_watch.config import OTHERWISE, PipelineConfig
+from docutray_watch.journal.states import IDENTIFY_STEP
 from docutray_watch.records import Identification, TypeMatch
 
 __all__ = [
