@@ -18,7 +18,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from docutray_watch.config import Config
-    from docutray_watch.records import Document, ResultRecord
+    from docutray_watch.records import Document, Identification, ResultRecord
     from docutray_watch.sinks.base import Receipt, Sink
 
 __all__ = ["hookimpl", "hookspec"]
@@ -61,6 +61,14 @@ def ignore_document(pipeline: str, path: Path) -> str | None:
 @hookspec
 def document_discovered(pipeline: str, document: Document) -> None:
     """A complete file was hashed, checked and recorded in the journal as a document."""
+
+
+@hookspec
+def after_document_identified(
+    pipeline: str, document: Document, identification: Identification
+) -> None:
+    """A pipeline with `identify`: the service said which type the document is (journaled),
+    before its route's steps are submitted or no route takes it; fires once per document."""
 
 
 @hookspec

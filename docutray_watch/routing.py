@@ -32,7 +32,9 @@ __all__ = [
     "TypeMatch",
     "choose_route",
     "identification_from",
+    "release_problem",
     "routed_steps_pending",
+    "routing_summary",
 ]
 
 
@@ -127,3 +129,34 @@ def routed_steps_pending(step_ids: Sequence[str]) -> bool:
     """Whether a document whose step rows have these ids still waits for its route: it has
     its `@identify` row and no other (the routed steps are added once it is identified)."""
     return IDENTIFY_STEP in step_ids and all(step == IDENTIFY_STEP for step in step_ids)
+
+
+def release_problem(pipeline: PipelineConfig, identification: Identification | None) -> str | None:
+    """Why `retry` must leave an `unrouted` document of `pipeline` where it is, or None when it
+    can be released: the pipeline now has a route that runs steps for its type (or no longer
+    identifies at all, so its `steps` run)."""
+    if pipeline.identify is None:
+        return None
+    if identification is None:
+        return "its identification is not in the journal"
+    route = choose_route(pipeline, identification)
+    if route.action == "run":
+        return None
+    return f"still no route: {route.reason}"
+
+
+def routing_summary(pipeline: PipelineConfig) -> str:
+    """One line for `process --dry-run`: routing happens after the upload, and the routes.
+
+    `invoice → stp_a; receipt → stp_b, stp_c; otherwise → fail`."""
+    given = pipeline.routes or {}
+    routes = {code: given[code] for code in pipeline.route_codes}
+    routes[OTHERWISE] = given.get(OTHERWISE, "fail")  # last, whatever the file's order
+    shown = "; ".join(
+        f"{code} → {', '.join(target) if isinstance(target, list) else target}"
+        for code, target in routes.items()
+    )
+    return (
+        "each document is identified after upload (one submission), then runs its route's "
+        f"steps — so which route a file takes is not known here: {shown}"
+    )

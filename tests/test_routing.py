@@ -16,7 +16,9 @@ from docutray_watch.routing import (
     Route,
     choose_route,
     identification_from,
+    release_problem,
     routed_steps_pending,
+    routing_summary,
 )
 
 
@@ -308,3 +310,70 @@ class TestRoutedStepsPending:
         assert not routed_steps_pending([IDENTIFY_STEP, "stp_a"])
         assert not routed_steps_pending(["stp_a"])
         assert not routed_steps_pending([])
+
+
+class TestIdentifiedHook:
+    def test_a_plugin_receives_the_identification(self) -> None:
+        """after_document_identified is a hookspec a plugin implements with its three named
+        arguments (or a subset), called as the engine calls observers."""
+        from docutray_watch._testkit import make_document
+        from docutray_watch.hookspecs import hookimpl
+        from docutray_watch.plugins import call_observers, get_plugin_manager
+
+        seen: list[tuple[str, str, str]] = []
+
+        class Sorter:
+            @hookimpl
+            def after_document_identified(
+                self, pipeline: str, document: Any, identification: Identification
+            ) -> None:
+                seen.append((pipeline, document.name, identification.code))
+
+        class Partial:
+            @hookimpl
+            def after_document_identified(self, identification: Identification) -> None:
+                seen.append(("-", "-", identification.name))
+
+        pm = get_plugin_manager(load_entrypoints=False)
+        pm.register(Sorter())
+        pm.register(Partial())
+        call_observers(
+            pm,
+            "after_document_identified",
+            pipeline="mixed",
+            document=make_document("a.pdf"),
+            identification=ident("receipt", 0.8),
+        )
+        assert sorted(seen) == [("-", "-", "Receipt"), ("mixed", "a.pdf", "receipt")]
+
+
+class TestReleaseProblem:
+    def test_no_route_yet_says_why(self) -> None:
+        """An unrouted type still without a route is not released, with the route's reason."""
+        problem = release_problem(pipeline_of(routed()), ident("id_card", 0.9))
+        assert problem == (
+            "still no route: identified as `id_card` (0.90), no route for this type; "
+            "routes: invoice, receipt"
+        )
+
+    def test_a_new_route_releases_it(self) -> None:
+        """Once routes has its type, it can run."""
+        data = routed(routes={"invoice": ["a"], "id_card": ["b"]})
+        assert release_problem(pipeline_of(data), ident("id_card", 0.9)) is None
+
+    def test_a_pipeline_that_stopped_identifying_releases_it(self) -> None:
+        """Without identify its plain steps run for every document."""
+        data = routed(steps=["a"])
+        del data["pipelines"][0]["identify"], data["pipelines"][0]["routes"]
+        assert release_problem(pipeline_of(data), None) is None
+
+    def test_a_missing_identification_is_a_problem(self) -> None:
+        """Nothing to route on: it stays."""
+        assert release_problem(pipeline_of(routed()), None) is not None
+
+
+def test_routing_summary_lists_routes_with_otherwise_last() -> None:
+    """The dry-run line names every route and the default `otherwise: fail`."""
+    line = routing_summary(pipeline_of(routed()))
+    assert line.startswith("each document is identified after upload (one submission)")
+    assert line.endswith("invoice → stp_inv; receipt → stp_rec, stp_tot; otherwise → fail")
