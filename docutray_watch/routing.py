@@ -15,7 +15,7 @@ Everything here is pure: no I/O, no journal, no client.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -32,6 +32,7 @@ __all__ = [
     "TypeMatch",
     "choose_route",
     "identification_from",
+    "identification_of",
     "release_problem",
     "routed_steps_pending",
     "routing_summary",
@@ -74,6 +75,11 @@ def identification_from(answer: IdentificationAnswer) -> Identification:
             for m in answer.alternatives or ()
         ],
     )
+
+
+def identification_of(stored: Mapping[str, object] | None) -> Identification | None:
+    """The `Identification` a journal row holds (`DocumentRow.identification`), or None."""
+    return Identification.model_validate(stored) if stored is not None else None
 
 
 @dataclass(frozen=True)

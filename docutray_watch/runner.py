@@ -22,9 +22,8 @@ from docutray_watch.engine import Engine, MissingApiKeyError
 from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
-from docutray_watch.records import Identification
 from docutray_watch.route_checks import check_routes
-from docutray_watch.routing import release_problem, routing_summary
+from docutray_watch.routing import identification_of, release_problem, routing_summary
 from docutray_watch.status import status_report
 
 __all__ = [
@@ -120,7 +119,13 @@ async def process_once(
             f"{unfinished} document(s) could not be finished (see the log, e.g. a journal that "
             "cannot be written); the next run takes them up where they stopped"
         )
-    return 1 if summary.failed or unfinished != 0 else 0
+    unrouted = summary.outcomes["unrouted"]  # identified as a type no route takes: kept
+    if unrouted:
+        echo(
+            f"{unrouted} document(s) unrouted: no route for their type (`otherwise: keep`); "
+            "add a route, then `docutray-watch retry --failed`"
+        )
+    return 1 if summary.failed or unrouted or unfinished != 0 else 0
 
 
 async def _until_done_or_api_gone(
@@ -421,10 +426,7 @@ def _unrouted_problem(config: Config, doc: Any) -> str | None:
         pipeline = config.pipeline(doc.pipeline)
     except KeyError:
         return f"its pipeline {doc.pipeline!r} is not in the configuration"
-    identification = (
-        Identification.model_validate(doc.identification) if doc.identification else None
-    )
-    return release_problem(pipeline, identification)
+    return release_problem(pipeline, identification_of(doc.identification))
 
 
 def _requeue(journal: Journal, docs: Iterable[Any], *, force: bool, problems: list[str]) -> int:

@@ -16,6 +16,7 @@ from docutray_watch.routing import (
     Route,
     choose_route,
     identification_from,
+    identification_of,
     release_problem,
     routed_steps_pending,
     routing_summary,
@@ -298,6 +299,14 @@ class TestIdentificationFrom:
         """What the journal stores (JSON text) reads back equal."""
         value = identification_from(IdentificationResult.model_validate(self.ANSWER))
         assert Identification.model_validate_json(value.model_dump_json()) == value
+
+
+class TestIdentificationOf:
+    def test_a_journal_row_reads_back(self) -> None:
+        """DocumentRow.identification (JSON data) gives the Identification; None stays None."""
+        value = ident("receipt", 0.7)
+        assert identification_of(value.model_dump(mode="json")) == value
+        assert identification_of(None) is None
 
 
 class TestRoutedStepsPending:
