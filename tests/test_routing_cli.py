@@ -217,3 +217,17 @@ class TestDryRun:
             result.output
         )
         assert "invoice → stp_inv; receipt → stp_rec; otherwise → keep" in result.output
+
+
+class TestShow:
+    def test_show_tells_the_identified_type(self, tmp_path: Path) -> None:
+        """`show` gives a routed document's identification (text and --json)."""
+        config = write_config(tmp_path)
+        journal_identified(tmp_path, "a.pdf", ID_CARD, unrouted=True)
+        path = str(tmp_path / "inbox" / "a.pdf")
+        text = invoke("show", "-c", str(config), path)
+        assert text.exit_code == 0, text.output
+        assert "identified:  id_card (Identity card, confidence 0.93)" in text.output
+        assert "[route] identified as `id_card` (0.93), no route for this type" in text.output
+        (story,) = json.loads(invoke("show", "-c", str(config), "--json", path).output)["documents"]
+        assert story["identification"]["code"] == "id_card"
