@@ -11,7 +11,7 @@ from docutray_watch.config import Config, format_path
 if TYPE_CHECKING:
     from docutray_watch.client import AsyncClient
 
-__all__ = ["account_type_codes", "unknown_route_keys"]
+__all__ = ["account_type_codes", "check_routes", "unknown_route_keys"]
 
 _PAGE_LIMIT = 100  # the largest page the API honours: fewest requests
 

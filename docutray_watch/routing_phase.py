@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROUTE_STAGE",
+    "Outcome",
     "Routed",
     "identification_in_step",
     "identification_outcome",
