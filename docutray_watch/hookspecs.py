@@ -101,5 +101,6 @@ def on_document_error(
 def after_document_archived(
     pipeline: str, document: Document | None, path: Path, outcome: str, destination: Path | None
 ) -> None:
-    """The source file got its final action; `outcome` is success, duplicate, failed, rejected or
-    superseded (the file changed while it was processed: left alone, and taken again)."""
+    """The source file got its final action; `outcome` is success, duplicate, failed, rejected,
+    superseded (the file changed while it was processed: left alone, and taken again) or
+    unrouted (identified as a type no route takes, `otherwise: keep`: left where it is)."""
