@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from docutray_watch.records import Document, RecordKey, ResultRecord
+from docutray_watch.records import Document, Identification, RecordKey, ResultRecord
 from docutray_watch.sinks.base import Receipt, Sink, SinkConfig, SinkError
 
 __all__ = ["MemorySink", "MemorySinkConfig", "MemorySinkPlugin", "make_document", "make_record"]
@@ -46,6 +46,7 @@ def make_record(
     data: Any = None,
     error: Any = None,
     completed_at: datetime | None = None,
+    identification: Identification | None = None,
     **document_fields: Any,
 ) -> ResultRecord:
     """A plausible `ResultRecord`; keyword arguments of `make_document` shape its document."""
@@ -62,6 +63,7 @@ def make_record(
         execution_id=execution_id,
         status=status,
         data=data,
+        identification=identification,
         error=error,
         original_filename=document.name,
         request_timestamp="2026-01-15T10:30:00.000Z",

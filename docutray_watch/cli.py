@@ -318,6 +318,10 @@ def status(config_path: str | None, as_json: bool, failures: int) -> None:
                 f"  waiting {queue['waiting']}, in flight {queue['in_flight']}; "
                 f"today ({today['date']} UTC): done {today['done']}, failed {today['failed']}"
             )
+        types = report.get("identified_types", {}).get(name)
+        if types:
+            shown = ", ".join(f"{code} {n}" for code, n in sorted(types.items()))
+            click.echo(f"  identified: {shown}")
         superseded = report.get("superseded_results", {}).get(name)
         if superseded:
             click.echo(
@@ -355,6 +359,9 @@ def retry(
     config_path: str | None, include_failed: bool, force: bool, paths: tuple[str, ...]
 ) -> None:
     """Requeue failed (or, with --force, done) documents; the daemon or `process` runs them.
+
+    Documents left `unrouted` (identified as a type no route takes, `otherwise: keep`) are
+    requeued once the configuration has a route for their type; they are not identified again.
 
     A running daemon takes them up within a second or two; otherwise the next `process` or the
     daemon's next start does. A retried document keeps the results of its successful steps, so

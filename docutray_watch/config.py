@@ -34,7 +34,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from docutray_watch.journal.states import IDENTIFY_STEP
 from docutray_watch.sinks import BUILTIN_SINK_MODULES
 from docutray_watch.sinks.base import ConfigPath, Sink, SinkConfig
 from docutray_watch.templates import METADATA_FIELDS, TemplateError, check_template
@@ -45,12 +47,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BASE_URL",
     "EX_CONFIG",
+    "IDENTIFY_STEP",
+    "OTHERWISE",
     "ActionConfig",
     "ApiConfig",
     "ClusterConfig",
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "IdentifyConfig",
     "JournalConfig",
     "PipelineConfig",
     "PollConfig",
@@ -270,6 +275,72 @@ class ActionConfig(_Model):
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
+# --- routing by document type (issue 20) ---------------------------------------------------------
+
+OTHERWISE = "otherwise"
+"""The `routes` key for documents no other route takes."""
+
+StepId = Annotated[str, Field(min_length=1, max_length=200)]
+RouteTarget = list[StepId] | Literal["fail", "keep"]
+
+
+# Mark `steps` absent or empty in a pipeline that does not identify (only then is it required),
+# so the error is reported at `steps` itself, next to any other problem of the pipeline.
+class _StepsMarker(list[str]):
+    """An empty list recognised by identity (an error never echoes a list's value)."""
+
+
+_STEPS_MISSING = _StepsMarker()
+_STEPS_EMPTY = _StepsMarker()
+
+
+class IdentifyConfig(_Model):
+    """Identify each document's type first (one submission), then run the steps of its route."""
+
+    options: list[StepId] | None = Field(
+        None,
+        min_length=1,
+        description="Document type codes the service may answer (default: the route keys).",
+    )
+    min_confidence: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Below this confidence (0-1) a document counts as unidentified: "
+        "`routes.otherwise` applies.",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _unique_options(cls, options: list[str] | None) -> list[str] | None:
+        if options is not None and len(set(options)) != len(options):
+            raise ValueError("document type codes must be unique")
+        return options
+
+
+def _check_route(key: str, target: Any) -> None:
+    """Raise `_FieldError` at `key` unless `target` is a valid route for it."""
+    if key == OTHERWISE:
+        if target in ("fail", "keep"):
+            return
+        if not isinstance(target, list) or not target:
+            raise _FieldError(
+                (key,), "otherwise must be fail, keep or a non-empty list of step IDs"
+            )
+    elif not isinstance(target, list):
+        raise _FieldError(
+            (key,),
+            "a route is a list of step IDs (fail and keep are for `otherwise` only)",
+        )
+    elif not target:
+        raise _FieldError((key,), "a route needs at least one step ID")
+    if not all(isinstance(step, str) and step for step in target):
+        raise _FieldError((key,), "step IDs must be non-empty strings")
+    if len(set(target)) != len(target):
+        raise _FieldError((key,), "step IDs must be unique in a route")
+    if IDENTIFY_STEP in target:
+        raise _FieldError((key,), f"{IDENTIFY_STEP} is reserved for the identification")
+
 
 class PipelineConfig(_Model):
     """One inbox folder, the steps each document goes through, and where results go."""
@@ -290,8 +361,21 @@ class PipelineConfig(_Model):
         description="A file whose content was already processed: skip it (archive as duplicate) "
         "or submit it again.",
     )
-    steps: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        min_length=1, description="DocuTray step IDs; each runs on every document."
+    identify: IdentifyConfig | None = Field(
+        None,
+        description="Identify each document's type first, then run its route's steps "
+        "(`routes` replaces `steps`).",
+    )
+    steps: list[StepId] = Field(
+        default_factory=list,
+        description="DocuTray step IDs; each runs on every document (not with identify: "
+        "routes replaces it).",
+    )
+    routes: dict[str, RouteTarget] | None = Field(
+        None,
+        description="With identify: document type code -> the step IDs to run; `otherwise` "
+        "(fail, keep, or step IDs) for a type without a route or below min_confidence "
+        "(default: fail).",
     )
     document_metadata: dict[str, Any] = Field(
         default_factory=dict,
@@ -320,12 +404,89 @@ class PipelineConfig(_Model):
     )
     sinks: list[SinkConfig] = Field(min_length=1, description="Where results are delivered.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mark_missing_steps(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("identify") is None:
+            if "steps" not in data:
+                return {**data, "steps": _STEPS_MISSING}
+            if data["steps"] == []:
+                return {**data, "steps": _STEPS_EMPTY}
+        return data
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_required(cls, steps: Any) -> Any:
+        if steps is _STEPS_MISSING:
+            raise PydanticCustomError("missing", "Field required")
+        if steps is _STEPS_EMPTY:
+            raise PydanticCustomError(
+                "too_short", "List should have at least 1 item after validation, not 0"
+            )
+        return steps
+
     @field_validator("steps")
     @classmethod
     def _unique_steps(cls, steps: list[str]) -> list[str]:
         if len(set(steps)) != len(steps):
             raise ValueError("step IDs must be unique")
+        if IDENTIFY_STEP in steps:
+            raise ValueError(f"{IDENTIFY_STEP} is reserved for the identification")
         return steps
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _route_shapes(cls, routes: Any) -> Any:
+        if isinstance(routes, dict):
+            for key, target in routes.items():
+                _check_route(str(key), target)
+            if not [key for key in routes if key != OTHERWISE]:
+                raise ValueError("routes needs at least one document type code besides otherwise")
+        return routes
+
+    @model_validator(mode="after")
+    def _routing(self) -> PipelineConfig:
+        if self.identify is None:
+            if self.routes is not None:
+                raise _FieldError(
+                    ("routes",),
+                    "routes need identify (e.g. identify: {min_confidence: 0.6}): without it "
+                    "no document has a type to route on; or use steps",
+                )
+            return self
+        if "steps" in self.model_fields_set:
+            raise _FieldError(
+                ("steps",),
+                "routes replace steps when identify is set: put the step IDs under routes",
+            )
+        if self.routes is None:
+            raise _FieldError(
+                ("routes",),
+                "Field required: identify needs routes (the steps to run for each document type)",
+            )
+        codes = self.route_codes
+        if self.identify.options is None:
+            self.identify.options = list(codes)
+        else:
+            for code in codes:
+                if code not in self.identify.options:
+                    raise _FieldError(
+                        ("routes", code),
+                        f"{code!r} is not in identify.options, so no document is ever "
+                        "identified as it: add it there or remove this route",
+                    )
+        return self
+
+    @property
+    def route_codes(self) -> list[str]:
+        """The document type codes that have a route (`otherwise` left out), in file order."""
+        return [code for code in (self.routes or {}) if code != OTHERWISE]
+
+    @property
+    def initial_steps(self) -> list[str]:
+        """The step rows a document gets when it is queued: only `@identify` for a pipeline
+        that identifies (its route's steps are added once it is identified), else `steps`."""
+        return [IDENTIFY_STEP] if self.identify is not None else list(self.steps)
 
     @field_validator("document_metadata")
     @classmethod

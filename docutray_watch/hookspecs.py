@@ -18,7 +18,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from docutray_watch.config import Config
-    from docutray_watch.records import Document, ResultRecord
+    from docutray_watch.records import Document, Identification, ResultRecord
     from docutray_watch.sinks.base import Receipt, Sink
 
 __all__ = ["hookimpl", "hookspec"]
@@ -64,6 +64,14 @@ def document_discovered(pipeline: str, document: Document) -> None:
 
 
 @hookspec
+def after_document_identified(
+    pipeline: str, document: Document, identification: Identification
+) -> None:
+    """A pipeline with `identify`: the service said which type the document is (journaled),
+    before its route's steps are submitted or no route takes it; fires once per document."""
+
+
+@hookspec
 def before_document_submit(
     pipeline: str, document: Document, step_id: str, metadata: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -93,5 +101,6 @@ def on_document_error(
 def after_document_archived(
     pipeline: str, document: Document | None, path: Path, outcome: str, destination: Path | None
 ) -> None:
-    """The source file got its final action; `outcome` is success, duplicate, failed, rejected or
-    superseded (the file changed while it was processed: left alone, and taken again)."""
+    """The source file got its final action; `outcome` is success, duplicate, failed, rejected,
+    superseded (the file changed while it was processed: left alone, and taken again) or
+    unrouted (identified as a type no route takes, `otherwise: keep`: left where it is)."""

@@ -35,6 +35,12 @@ class Metrics:
             ["pipeline", "outcome"],
             registry=r,
         )
+        self.identified = Counter(
+            f"{_PREFIX}_documents_identified",
+            "Documents whose type was identified, by pipeline and document type code.",
+            ["pipeline", "document_type"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             f"{_PREFIX}_executions_in_flight", "Executions submitted and not finished.", registry=r
         )

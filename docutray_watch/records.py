@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SCHEMA_VERSION", "Document", "RecordKey", "ResultRecord"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Document",
+    "Identification",
+    "RecordKey",
+    "ResultRecord",
+    "TypeMatch",
+]
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -44,6 +51,25 @@ class Document(BaseModel):
         return head
 
 
+class TypeMatch(BaseModel):
+    """A document type the service considered, with how sure it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(description="The document type's code, e.g. `invoice`.")
+    name: str = Field(description="The document type's name.")
+    confidence: float = Field(description="How sure the service is, from 0 to 1.")
+
+
+class Identification(TypeMatch):
+    """What the service answered when asked which type a document is: the most likely type
+    (`code`, `name`, `confidence`) and the other candidates by decreasing confidence."""
+
+    alternatives: list[TypeMatch] = Field(
+        default_factory=list, description="Other candidates, by decreasing confidence."
+    )
+
+
 class ResultRecord(BaseModel):
     """The outcome of one step on one document: what every sink receives."""
 
@@ -62,6 +88,9 @@ class ResultRecord(BaseModel):
     response_timestamp: str | None = None
     submitted_at: datetime
     completed_at: datetime
+    # The document's identified type (pipelines with `identify`); null for the others. An
+    # optional addition: the record's schema_version stays 1.
+    identification: Identification | None = None
 
     @property
     def key(self) -> RecordKey:

@@ -22,6 +22,8 @@ from docutray_watch.engine import Engine, MissingApiKeyError
 from docutray_watch.inbox import CREATED_NOTE, ensure_inbox, inbox_check
 from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
+from docutray_watch.route_checks import check_routes
+from docutray_watch.routing import identification_of, release_problem, routing_summary
 from docutray_watch.status import status_report
 
 __all__ = [
@@ -117,7 +119,13 @@ async def process_once(
             f"{unfinished} document(s) could not be finished (see the log, e.g. a journal that "
             "cannot be written); the next run takes them up where they stopped"
         )
-    return 1 if summary.failed or unfinished != 0 else 0
+    unrouted = summary.outcomes["unrouted"]  # identified as a type no route takes: kept
+    if unrouted:
+        echo(
+            f"{unrouted} document(s) unrouted: no route for their type (`otherwise: keep`); "
+            "add a route, then `docutray-watch retry --failed`"
+        )
+    return 1 if summary.failed or unrouted or unfinished != 0 else 0
 
 
 async def _until_done_or_api_gone(
@@ -215,6 +223,8 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
         for pipeline in config.pipelines:
             root = Path(os.path.abspath(pipeline.watch.path))
             echo(f"pipeline {pipeline.name} ({root}):")
+            if pipeline.identify is not None:
+                echo(f"  routing: {routing_summary(pipeline)}")
             if not root.is_dir():
                 echo(f"  the folder {root} does not exist; {CREATED_NOTE}")
                 continue
@@ -335,9 +345,14 @@ async def validate_online(
             return EX_NOPERM
         except DocuTrayError as exc:
             echo(f"API {base_url}: FAILED: {describe(exc)}")
-            ok = False
+            return EX_CONFIG
         else:
             echo(f"API {base_url}: reachable")
+        try:
+            ok = await check_routes(client, config, echo) and ok
+        except DocuTrayError as exc:
+            echo(f"routes: FAILED: cannot list the account's document types: {describe(exc)}")
+            ok = False
     return 0 if ok else EX_CONFIG
 
 
@@ -355,19 +370,26 @@ def retry_documents(
     with Journal(config.journal_path) as journal:
         chosen: dict[int, Any] = {}
         if failed:
-            for doc in journal.documents_in("failed", "rejected"):
-                chosen[doc.id] = doc
+            for doc in journal.documents_in("failed", "rejected", "unrouted"):
+                # An unrouted document still without a route stays put (no problem: --failed
+                # takes what can run).
+                if doc.state != "unrouted" or _unrouted_problem(config, doc) is None:
+                    chosen[doc.id] = doc
         for raw in paths:
             wanted = os.path.abspath(raw)
             matches = [
                 d
-                for d in journal.documents_in("failed", "rejected", "archived")
+                for d in journal.documents_in("failed", "rejected", "archived", "unrouted")
                 if wanted in (d.path, d.archived_to)
             ]
             if not matches:
                 problems.append(f"{raw}: no finished document with this path in the journal")
                 continue
             latest = max(matches, key=lambda d: d.id)
+            problem = _unrouted_problem(config, latest) if latest.state == "unrouted" else None
+            if problem is not None:
+                problems.append(f"{raw}: {problem}")
+                continue
             chosen[latest.id] = latest
         requeued = _requeue(journal, chosen.values(), force=force, problems=problems)
     return requeued, problems
@@ -387,11 +409,24 @@ def retry_document_ids(config: Config, ids: Iterable[int]) -> tuple[int, list[st
             except KeyError:
                 problems.append(f"document {doc_id}: not in the journal")
                 continue
-            if doc.state not in ("failed", "rejected"):
+            if doc.state not in ("failed", "rejected", "unrouted"):
                 problems.append(f"document {doc_id}: not failed ({doc.state})")
+                continue
+            problem = _unrouted_problem(config, doc) if doc.state == "unrouted" else None
+            if problem is not None:
+                problems.append(f"document {doc_id}: {problem}")
                 continue
             chosen.append(doc)
         return _requeue(journal, chosen, force=False, problems=problems), problems
+
+
+def _unrouted_problem(config: Config, doc: Any) -> str | None:
+    """Why an `unrouted` document cannot be released yet (None: a route now takes its type)."""
+    try:
+        pipeline = config.pipeline(doc.pipeline)
+    except KeyError:
+        return f"its pipeline {doc.pipeline!r} is not in the configuration"
+    return release_problem(pipeline, identification_of(doc.identification))
 
 
 def _requeue(journal: Journal, docs: Iterable[Any], *, force: bool, problems: list[str]) -> int:

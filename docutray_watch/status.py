@@ -54,6 +54,7 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
     oldest: dict[str, float] = {}
     recent: list[Any] = []
     superseded: dict[str, int] = {}
+    by_type: dict[str, dict[str, int]] = {}
     latencies: list[tuple[str, int, int, float, float]] = []
     rate: tuple[str, float] | None = None
     pause: tuple[str, float] | None = None
@@ -67,6 +68,7 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
             oldest = journal.oldest_pending()
             recent = journal.recent_failures(limit) if limit > 0 else []
             superseded = journal.superseded_results()
+            by_type = journal.counts_by_type()
             latencies = journal.load_latencies()
             rate = journal.get_meta(REQUEST_RATE_KEY)
             pause = journal.api_pause()
@@ -91,12 +93,16 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
                 "date": utc_day(now),
                 "done": sum(today.get(name, {}).get(w, 0) for w in ("success", "duplicate")),
                 "failed": sum(today.get(name, {}).get(w, 0) for w in ("failed", "rejected")),
+                # Identified as a type no route takes (`otherwise: keep`): left for a person.
+                "unrouted": today.get(name, {}).get("unrouted", 0),
             }
             for name in names
         },
         "oldest_pending_age_s": {
             name: round(now - oldest[name], 1) if name in oldest else None for name in names
         },
+        # Pipelines with `identify`: documents per identified type code (whatever came next).
+        "identified_types": by_type,
         # Results delivered for a version of a file that changed before its final action.
         "superseded_results": superseded,
         # As the daemon last recorded it (every few seconds while it runs, when it changed).

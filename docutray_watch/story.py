@@ -61,6 +61,7 @@ def _story(doc: DocumentRow, steps: list[StepRow], deliveries: list[DeliveryRow]
         "error": doc.error,
         "error_stage": doc.error_stage,
         "error_detail": doc.error_detail,
+        "identification": doc.identification,
         "created_at": _when(doc.created_at),
         "updated_at": _when(doc.updated_at),
         "finished_at": _when(doc.finished_at),
@@ -111,6 +112,13 @@ def render_story(story: dict[str, Any]) -> list[str]:
     field(
         "state", story["state"] + (f" ({outcome})" if outcome and outcome != story["state"] else "")
     )
+    identification = story.get("identification")
+    if identification:
+        field(
+            "identified",
+            f"{identification['code']} ({identification['name']}, "
+            f"confidence {identification['confidence']:.2f})",
+        )
     field("runs", story["runs"] or None)
     field("flags", ", ".join(story["flags"]))
     field("seen", story["created_at"])

@@ -68,7 +68,7 @@ from docutray_watch.hookspecs import hookimpl
 if TYPE_CHECKING:
     from docutray_watch.daemon import Daemon
     from docutray_watch.plugins import Plugins
-    from docutray_watch.records import Document, ResultRecord
+    from docutray_watch.records import Document, Identification, ResultRecord
     from docutray_watch.sinks.base import Receipt
 
 __all__ = [
@@ -370,6 +370,18 @@ class HookRecorder:
     def document_discovered(self, pipeline: str, document: Document) -> None:
         """Record it."""
         self._record("document_discovered", pipeline=pipeline, document=document)
+
+    @hookimpl
+    def after_document_identified(
+        self, pipeline: str, document: Document, identification: Identification
+    ) -> None:
+        """Record it."""
+        self._record(
+            "after_document_identified",
+            pipeline=pipeline,
+            document=document,
+            identification=identification,
+        )
 
     @hookimpl
     def before_document_submit(

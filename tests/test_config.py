@@ -772,7 +772,10 @@ class TestExampleConfig:
         config = load_config(
             EXAMPLE, sink_types=config_sink_types(pm), environ={"DOCUTRAY_API_KEY": "k"}
         )
-        assert [p.name for p in config.pipelines] == ["invoices", "receipts"]
+        assert [p.name for p in config.pipelines] == ["invoices", "receipts", "mixed"]
+        mixed = config.pipeline("mixed")
+        assert mixed.identify is not None
+        assert mixed.route_codes == ["invoice", "receipt"]
 
     def test_example_documents_every_option(self, pm: pluggy.PluginManager) -> None:
         """Every field of every config model (and each sink type) appears in the example."""

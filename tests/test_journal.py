@@ -15,6 +15,7 @@ import pytest
 from docutray_watch.journal import (
     DOCUMENT_STATES,
     END_STATES,
+    SCHEMA_VERSION,
     TRANSITIONS,
     AsyncJournal,
     InvalidTransition,
@@ -125,7 +126,7 @@ class TestOpening:
             journal.conn.execute("DROP TABLE meta")
             journal.conn.execute("PRAGMA user_version=1")
         with Journal(path) as journal:
-            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             assert journal.document(doc_id).state == "queued"
             assert journal.requeue_count() == 0
             force_state(journal, doc_id, "failed")
@@ -147,7 +148,7 @@ class TestOpening:
             assert (old.ctime_ns, old.inode, old.state) == (None, None, "queued")
             new = journal.add_document("p", "/in/n.pdf", "n.pdf", 1, 2, ctime_ns=3, inode=4)
             assert (new.ctime_ns, new.inode) == (3, 4)
-            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
     def test_closed_journal_has_no_connection(self, tmp_path: Path) -> None:
         """Using a journal that is not open is a clear error."""

@@ -9,7 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from docutray_watch._testkit import make_document, make_record
-from docutray_watch.records import SCHEMA_VERSION, Document, ResultRecord
+from docutray_watch.records import (
+    SCHEMA_VERSION,
+    Document,
+    Identification,
+    ResultRecord,
+    TypeMatch,
+)
 
 # The keys of design §4, in the order sinks see them.
 RECORD_KEYS = [
@@ -26,6 +32,7 @@ RECORD_KEYS = [
     "response_timestamp",
     "submitted_at",
     "completed_at",
+    "identification",
 ]
 DOCUMENT_KEYS = ["name", "path", "relative_path", "sha256", "size", "content_type"]
 
@@ -77,6 +84,36 @@ class TestResultRecord:
         record = make_record(data={"total": 12.5, "lines": [{"sku": "A"}]})
         assert ResultRecord.model_validate_json(record.to_json(indent=2)) == record
         assert json.loads(record.to_json()) == record.to_dict()
+
+    def test_identification_is_null_unless_the_pipeline_identifies(self) -> None:
+        """A record of a pipeline without identify has identification null, version still 1."""
+        data = make_record().to_dict()
+        assert data["identification"] is None
+        assert data["schema_version"] == 1
+
+    def test_identification_travels_in_the_record(self) -> None:
+        """A routed document's record carries code, name, confidence and alternatives."""
+        identification = Identification(
+            code="invoice",
+            name="Invoice",
+            confidence=0.87,
+            alternatives=[TypeMatch(code="receipt", name="Receipt", confidence=0.1)],
+        )
+        record = make_record(identification=identification)
+        data = record.to_dict()
+        assert data["identification"] == {
+            "code": "invoice",
+            "name": "Invoice",
+            "confidence": 0.87,
+            "alternatives": [{"code": "receipt", "name": "Receipt", "confidence": 0.1}],
+        }
+        assert ResultRecord.model_validate_json(record.to_json()) == record
+
+    def test_a_record_without_the_key_still_reads(self) -> None:
+        """Records written before identification existed (no key at all) still validate."""
+        fields = make_record().to_dict()
+        del fields["identification"]
+        assert ResultRecord.model_validate(fields).identification is None
 
     def test_error_record(self) -> None:
         """An ERROR record carries the error and no data."""

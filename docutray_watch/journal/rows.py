@@ -60,6 +60,10 @@ class DocumentRow:
     finished_at: float | None
     ctime_ns: int | None = None
     inode: int | None = None
+    # Pipelines that identify: the type code the service answered and its whole answer
+    # (`docutray_watch.records.Identification` as JSON data); None before or without it.
+    identified_type: str | None = None
+    identification: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:

@@ -17,6 +17,13 @@ Documents::
 
     completed, delivered, duplicate, failed, rejected ─► superseded (the file changed meanwhile)
 
+    A pipeline that identifies first queues a document with one step row, `@identify`
+    (`IDENTIFY_STEP`); once it succeeded the document waits (queued, submitting or polling) for
+    its route, which adds the routed step rows, or ends it:
+
+    queued / submitting / polling ─► failed    (no route: `otherwise: fail`)
+                                  └► unrouted  (no route: `otherwise: keep`) ─► queued  (retry)
+
 Steps (one per document and step ID)::
 
     pending ─► submitting ─► polling ─► success | error | failed
@@ -43,6 +50,7 @@ __all__ = [
     "DOCUMENT_STATES",
     "DOCUMENT_TRANSITIONS",
     "END_STATES",
+    "IDENTIFY_STEP",
     "STEP_END_STATES",
     "STEP_TRANSITIONS",
     "TRANSITIONS",
@@ -54,6 +62,11 @@ __all__ = [
     "check_document",
     "check_step",
 ]
+
+
+IDENTIFY_STEP = "@identify"
+"""The reserved step id under which a document's identification is journaled (a step row: its
+id stored before anything else, polled after a crash, submitted once more at most)."""
 
 
 class InvalidTransition(RuntimeError):
@@ -74,6 +87,9 @@ class DocumentState(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     SUPERSEDED = "superseded"
+    # Identified as a type no route takes, with `otherwise: keep`: left for a person (the file
+    # stays where it was found) until `retry` releases it once a route exists for its type.
+    UNROUTED = "unrouted"
 
 
 class StepState(StrEnum):
@@ -103,11 +119,14 @@ _D = DocumentState
 _S = StepState
 _R = DeliveryState
 
+# Where an identified document no route takes goes (`otherwise: fail` or `keep`).
+_NO_ROUTE = frozenset({_D.FAILED, _D.UNROUTED})
+
 DOCUMENT_TRANSITIONS: Mapping[DocumentState, frozenset[DocumentState]] = {
     _D.DISCOVERED: frozenset({_D.QUEUED, _D.REJECTED, _D.DUPLICATE}),
-    _D.QUEUED: frozenset({_D.SUBMITTING, _D.REJECTED, _D.DISCOVERED}),
-    _D.SUBMITTING: frozenset({_D.POLLING, _D.COMPLETED, _D.QUEUED}),
-    _D.POLLING: frozenset({_D.COMPLETED}),
+    _D.QUEUED: frozenset({_D.SUBMITTING, _D.REJECTED, _D.DISCOVERED, *_NO_ROUTE}),
+    _D.SUBMITTING: frozenset({_D.POLLING, _D.COMPLETED, _D.QUEUED, *_NO_ROUTE}),
+    _D.POLLING: frozenset({_D.COMPLETED, *_NO_ROUTE}),
     _D.COMPLETED: frozenset({_D.DELIVERED, _D.FAILED, _D.SUPERSEDED}),
     _D.DELIVERED: frozenset({_D.ARCHIVED, _D.FAILED, _D.SUPERSEDED}),
     _D.DUPLICATE: frozenset({_D.ARCHIVED, _D.SUPERSEDED}),
@@ -117,6 +136,7 @@ DOCUMENT_TRANSITIONS: Mapping[DocumentState, frozenset[DocumentState]] = {
     # The file changed while it was processed: this version's results are not (or no longer)
     # what the file holds, and the file was taken again as a new document.
     _D.SUPERSEDED: frozenset(),
+    _D.UNROUTED: frozenset({_D.QUEUED, _D.SUPERSEDED}),
 }
 
 STEP_TRANSITIONS: Mapping[StepState, frozenset[StepState]] = {
@@ -141,7 +161,7 @@ DELIVERY_TRANSITIONS: Mapping[DeliveryState, frozenset[DeliveryState]] = {
 # Kept under their old names: `TRANSITIONS` is the document table.
 TRANSITIONS = DOCUMENT_TRANSITIONS
 DOCUMENT_STATES: tuple[DocumentState, ...] = tuple(DocumentState)
-END_STATES = frozenset({_D.ARCHIVED, _D.FAILED, _D.REJECTED, _D.SUPERSEDED})
+END_STATES = frozenset({_D.ARCHIVED, _D.FAILED, _D.REJECTED, _D.SUPERSEDED, _D.UNROUTED})
 STEP_END_STATES = frozenset({_S.SUCCESS, _S.ERROR, _S.FAILED})
 
 

@@ -160,6 +160,21 @@ class StateStore(Protocol):
         """The file's metadata changed but not its bytes: remember the new facts."""
         ...
 
+    # -- identification (pipelines that route by document type) ------------------------------
+
+    async def set_identification(
+        self, doc_id: int, identification_json: str, code: str
+    ) -> DocumentRow:
+        """Remember the identified type `code` and the whole answer (an `Identification` as
+        JSON text) once the document's `@identify` step succeeded."""
+        ...
+
+    async def mark_unrouted(
+        self, doc_id: int, reason: str, *, detail: JSONObject | None = None
+    ) -> DocumentRow:
+        """No route takes the identified document and `otherwise: keep`: it ends `unrouted`."""
+        ...
+
     # -- steps -------------------------------------------------------------------------------
 
     async def steps_of(self, doc_id: int) -> list[StepRow]:
@@ -292,6 +307,10 @@ class StateStore(Protocol):
 
     async def oldest_pending(self) -> dict[str, float]:
         """Creation time of the oldest unfinished document, per pipeline."""
+        ...
+
+    async def counts_by_type(self) -> dict[str, dict[str, int]]:
+        """Number of identified documents per pipeline and identified type code."""
         ...
 
     async def load_latencies(self) -> list[LatencyRow]:

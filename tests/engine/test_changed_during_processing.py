@@ -16,7 +16,7 @@ import pytest
 from docutray_watch import Document, ResultRecord, hookimpl
 from docutray_watch._testkit import MemorySink
 from docutray_watch.config import Config
-from docutray_watch.journal import Journal
+from docutray_watch.journal import SCHEMA_VERSION, Journal
 from docutray_watch.runner import process_once, status_report
 from docutray_watch.samples import make_pdf
 from tests.engine.conftest import ConfigFactory, pipeline_data
@@ -273,4 +273,4 @@ class TestOldJournal:
         assert doc["ctime_ns"] is None
         assert (tmp_path / "invoices" / "done" / "old.pdf").read_bytes() == OLD
         with sqlite3.connect(config.journal_path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

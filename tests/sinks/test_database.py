@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from docutray_watch._testkit import make_record
 from docutray_watch.config import ConfigError, load_config, parse_config
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
-from docutray_watch.records import ResultRecord
+from docutray_watch.records import Identification, ResultRecord, TypeMatch
 from docutray_watch.sinks.base import PermanentSinkError, SinkError
 from docutray_watch.sinks.database import (
     KEY_COLUMNS,
@@ -299,6 +299,112 @@ class TestDatabaseSinkTable:
         sa.Table(db.table, sa.MetaData(), sa.Column("pipeline", sa.String(64))).create(db.engine)
         with pytest.raises(SinkError, match="lacks the columns sha256, step_id"):
             make_sink(db.url, db.table, create_table=False).check()
+
+
+def _table_before_identification(db: Any) -> None:
+    """Create the table as releases before `identification` did (every column but it)."""
+    old = results_table(db.table)
+    sa.Table(
+        db.table,
+        sa.MetaData(),
+        *(
+            sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in old.columns
+            if c.name not in _sqltable.ADDED_COLUMNS
+        ),
+    ).create(db.engine)
+
+
+IDENTIFIED = Identification(
+    code="invoice",
+    name="Invoice",
+    confidence=0.87,
+    alternatives=[TypeMatch(code="receipt", name="Receipt", confidence=0.1)],
+)
+
+
+class TestDatabaseSinkIdentification:
+    """The nullable JSON `identification` column, and tables created before it existed."""
+
+    def test_identification_is_stored_as_json(self, db: Any, make_sink: MakeSink) -> None:
+        """A routed document's row holds its identification as a JSON object."""
+        make_sink(db.url, db.table).deliver(make_record(identification=IDENTIFIED))
+        (row,) = db.rows()
+        assert row["identification"] == IDENTIFIED.model_dump(mode="json")
+
+    def test_identification_is_null_without_identify(self, db: Any, make_sink: MakeSink) -> None:
+        """A pipeline that does not identify stores SQL NULL, not the JSON value null."""
+        make_sink(db.url, db.table).deliver(make_record())
+        table = sa.Table(db.table, sa.MetaData(), autoload_with=db.engine)
+        with db.engine.connect() as conn:
+            nulls = conn.execute(
+                sa.select(sa.func.count()).where(table.c.identification.is_(None))
+            ).scalar_one()
+        assert nulls == 1
+
+    def test_existing_table_gains_the_column(self, db: Any, make_sink: MakeSink) -> None:
+        """A table of an older release gets `identification` with ALTER TABLE at the first
+        delivery; its old rows keep NULL there."""
+        _table_before_identification(db)
+        old_row = _sqltable.record_row(make_record(step_id="stp_old"))
+        del old_row["identification"]
+        with db.engine.begin() as conn:
+            conn.execute(sa.Table(db.table, sa.MetaData(), autoload_with=conn).insert(), old_row)
+        sink = make_sink(db.url, db.table)
+        assert sink.check() == (
+            f"table {db.table} lacks the column(s) identification: added (ALTER TABLE) at the "
+            "first delivery"
+        )
+        with capture_logs() as logs:
+            sink.deliver(make_record(identification=IDENTIFIED))
+        assert {"event": "sink_column_added", "column": "identification"}.items() <= next(
+            e for e in logs if e["event"] == "sink_column_added"
+        ).items()
+        by_step = {row["step_id"]: row for row in db.rows()}
+        assert by_step["stp_old"]["identification"] is None
+        assert by_step["stp_test"]["identification"]["code"] == "invoice"
+        assert make_sink(db.url, db.table).check() is None
+
+    def test_existing_table_without_create_table_gains_it_too(
+        self, db: Any, make_sink: MakeSink
+    ) -> None:
+        """create_table: false still adds the nullable column (check() passes before)."""
+        _table_before_identification(db)
+        sink = make_sink(db.url, db.table, create_table=False)
+        assert sink.check() is not None  # a note, not an error
+        sink.deliver(make_record(identification=IDENTIFIED))
+        assert db.rows()[0]["identification"]["name"] == "Invoice"
+
+    @pytest.mark.postgres
+    def test_added_column_is_jsonb_on_postgres(self, postgres_db: Any, make_sink: MakeSink) -> None:
+        """On PostgreSQL the added column has the same type as a created one: jsonb."""
+        _table_before_identification(postgres_db)
+        make_sink(postgres_db.url, postgres_db.table).deliver(make_record())
+        query = sa.text(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_name = :table AND column_name = 'identification'"
+        )
+        with postgres_db.engine.connect() as conn:
+            assert conn.execute(query, {"table": postgres_db.table}).scalar_one() == "jsonb"
+
+    def test_refused_alter_still_delivers(
+        self, db: Any, make_sink: MakeSink, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A database that refuses ALTER TABLE (no privilege) gets rows without the column, and
+        a warning says why."""
+        _table_before_identification(db)
+        real_text = sa.text
+
+        def refuse_alter(statement: str) -> Any:
+            if statement.startswith("ALTER TABLE"):
+                return real_text("ALTER TABLE no_such_table_here ADD COLUMN x INTEGER")
+            return real_text(statement)
+
+        monkeypatch.setattr(_sqltable.sa, "text", refuse_alter)
+        with capture_logs() as logs:
+            make_sink(db.url, db.table).deliver(make_record(identification=IDENTIFIED))
+        assert any(e["event"] == "sink_column_not_added" for e in logs)
+        assert len(db.rows()) == 1
 
 
 class TestDatabaseSinkDeliver:

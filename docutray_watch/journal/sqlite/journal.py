@@ -194,6 +194,36 @@ class Journal(StepWrites, BacklogWrites):
                 (mtime_ns, ctime_ns, inode, doc_id),
             )
 
+    # -- identification (pipelines that route by document type) ------------------------------
+
+    def set_identification(self, doc_id: int, identification_json: str, code: str) -> DocumentRow:
+        """Remember the type the service identified (`code`) and its whole answer (JSON text of
+        a `docutray_watch.records.Identification`), once its `@identify` step succeeded."""
+        json.loads(identification_json)  # refuse what could not be read back
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE documents SET identified_type = ?, identification = ?, updated_at = ?"
+                " WHERE id = ?",
+                (code, identification_json, self._clock(), doc_id),
+            )
+            return self._document_row(conn, doc_id)
+
+    def mark_unrouted(
+        self, doc_id: int, reason: str, *, detail: JSONObject | None = None
+    ) -> DocumentRow:
+        """Identified as a type no route takes, with `otherwise: keep`: the document ends
+        `unrouted` (left for a person; `retry` releases it once a route exists)."""
+        with self._write() as conn:
+            return self._set_state(
+                conn,
+                doc_id,
+                _D.UNROUTED,
+                outcome="unrouted",
+                error=reason,
+                error_stage="route",
+                error_detail=json.dumps(detail) if detail else None,
+            )
+
     # -- ends --------------------------------------------------------------------------------
 
     def mark_delivered(self, doc_id: int) -> DocumentRow:
@@ -242,7 +272,14 @@ class Journal(StepWrites, BacklogWrites):
         """The final file action is done; a delivered or duplicate document becomes archived."""
         with self._write() as conn:
             state = self._state_of(conn, "documents", doc_id)
-            if state not in (_D.DELIVERED, _D.DUPLICATE, _D.FAILED, _D.REJECTED, _D.ARCHIVED):
+            if state not in (
+                _D.DELIVERED,
+                _D.DUPLICATE,
+                _D.FAILED,
+                _D.REJECTED,
+                _D.ARCHIVED,
+                _D.UNROUTED,
+            ):
                 raise InvalidTransition(f"document {doc_id}: cannot finish in state {state}")
             new_state = _D.ARCHIVED if state in (_D.DELIVERED, _D.DUPLICATE) else state
             return self._set_state(
@@ -308,18 +345,24 @@ class Journal(StepWrites, BacklogWrites):
     def requeue(self, doc_id: int, *, force: bool = False) -> DocumentRow:
         """Make a finished document run again.
 
-        A failed document keeps its successful steps and delivered results (nothing is paid for
-        twice); only failed or errored steps run again. `force` also re-runs a successfully
-        archived document from scratch.
+        A failed (or unrouted) document keeps its successful steps and delivered results
+        (nothing is paid for twice) — its identification too: it is routed again, not identified
+        again; only failed or errored steps run again. `force` also re-runs a successfully
+        archived document from scratch (identification included).
         """
         with self._write() as conn:
             doc = self._document_row(conn, doc_id)
             if doc.state == _D.ARCHIVED and not force:
                 raise InvalidTransition(f"document {doc_id} succeeded; use --force to run it again")
-            if doc.state not in (_D.ARCHIVED, _D.FAILED, _D.REJECTED):
+            if doc.state not in (_D.ARCHIVED, _D.FAILED, _D.REJECTED, _D.UNROUTED):
                 raise InvalidTransition(f"document {doc_id} is still in progress ({doc.state})")
             if doc.state in (_D.REJECTED, _D.ARCHIVED) or doc.sha256 is None:
                 conn.execute("DELETE FROM steps WHERE document_id = ?", (doc_id,))
+                conn.execute(
+                    "UPDATE documents SET identified_type = NULL, identification = NULL"
+                    " WHERE id = ?",
+                    (doc_id,),
+                )
             else:
                 conn.execute(
                     "DELETE FROM steps WHERE document_id = ? AND state IN ('error', 'failed')",

@@ -38,6 +38,18 @@ class Reports(Connection):
             result.setdefault(row["pipeline"], {})[row["word"]] = row["n"]
         return result
 
+    def counts_by_type(self) -> dict[str, dict[str, int]]:
+        """Documents per pipeline and identified type code (pipelines that identify; a
+        document counts once its identification succeeded, whatever happened next)."""
+        result: dict[str, dict[str, int]] = {}
+        for pipeline, code, n in self.conn.execute(
+            "SELECT pipeline, identified_type, COUNT(*) FROM documents"
+            " WHERE identified_type IS NOT NULL GROUP BY pipeline, identified_type"
+            " ORDER BY pipeline, identified_type"
+        ):
+            result.setdefault(pipeline, {})[code] = n
+        return result
+
     def superseded_results(self) -> dict[str, int]:
         """Delivered results later found to describe an older version of their file, per
         pipeline (see `supersede`)."""

@@ -46,6 +46,8 @@ def document(row: sqlite3.Row) -> DocumentRow:
         finished_at=row["finished_at"],
         ctime_ns=row["ctime_ns"],
         inode=row["inode"],
+        identified_type=row["identified_type"],
+        identification=json_or_none(row["identification"]),
     )
 
 

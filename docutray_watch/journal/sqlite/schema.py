@@ -15,6 +15,9 @@ Versions:
    size and mtime), `doc_counts` kept by triggers (counts for `status`, see `counts.py`, filled
    once from the rows already there), and partial indexes for `status` (failures, superseded
    results) and for start-up (files kept in place).
+3. documents' `identified_type` (the type code the service answered for a pipeline that
+   identifies) and `identification` (its whole answer, JSON text), both NULL for the others,
+   and an index to count documents per identified type for `status`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ __all__ = ["SCHEMA_VERSION", "NewerJournalError", "backup_path", "migrate"]
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class NewerJournalError(RuntimeError):
@@ -143,7 +146,18 @@ def _to_v2(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE documents ADD COLUMN {name} INTEGER")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2}
+def _to_v3(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
+    for name in ("identified_type", "identification"):
+        if name not in present:
+            conn.execute(f"ALTER TABLE documents ADD COLUMN {name} TEXT")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS documents_by_type ON documents (pipeline, identified_type)"
+        " WHERE identified_type IS NOT NULL"
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2, 3: _to_v3}
 """Migration n brings a journal from version n - 1 to n."""
 
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))

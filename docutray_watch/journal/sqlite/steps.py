@@ -15,6 +15,7 @@ from docutray_watch.journal.rows import Completion, DeliveryRow, JSONObject, Ste
 from docutray_watch.journal.sqlite import rows
 from docutray_watch.journal.sqlite.connection import Connection
 from docutray_watch.journal.states import (
+    IDENTIFY_STEP,
     STEP_END_STATES,
     DeliveryState,
     DocumentState,
@@ -160,11 +161,17 @@ class StepWrites(Connection):
         )
 
     def _advance_document(self, conn: sqlite3.Connection, doc_id: int) -> bool:
-        """Move the document along with its steps; True when it just became `completed`."""
-        states = [
-            r["state"]
-            for r in conn.execute("SELECT state FROM steps WHERE document_id = ?", (doc_id,))
-        ]
+        """Move the document along with its steps; True when it just became `completed`.
+
+        A document whose only step is a successful `@identify` is not complete: it waits for
+        its route (the engine adds the routed steps, or ends it as failed or unrouted).
+        """
+        found = conn.execute(
+            "SELECT step_id, state FROM steps WHERE document_id = ?", (doc_id,)
+        ).fetchall()
+        states = [r["state"] for r in found]
+        if [(r["step_id"], r["state"]) for r in found] == [(IDENTIFY_STEP, StepState.SUCCESS)]:
+            return False
         doc_state = self._state_of(conn, "documents", doc_id)
         if states and all(s in STEP_END_STATES for s in states):
             if doc_state == DocumentState.QUEUED:

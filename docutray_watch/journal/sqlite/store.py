@@ -185,6 +185,20 @@ class SqliteStore(GroupCommitWriter):
             self.journal.refresh_identity, doc_id, mtime_ns=mtime_ns, ctime_ns=ctime_ns, inode=inode
         )
 
+    # -- identification ----------------------------------------------------------------------
+
+    async def set_identification(
+        self, doc_id: int, identification_json: str, code: str
+    ) -> DocumentRow:
+        """Remember the identified type and the whole answer (JSON text)."""
+        return await self.call(self.journal.set_identification, doc_id, identification_json, code)
+
+    async def mark_unrouted(
+        self, doc_id: int, reason: str, *, detail: JSONObject | None = None
+    ) -> DocumentRow:
+        """No route takes the identified document (`otherwise: keep`): it ends `unrouted`."""
+        return await self.call(self.journal.mark_unrouted, doc_id, reason, detail=detail)
+
     # -- steps -------------------------------------------------------------------------------
 
     async def steps_of(self, doc_id: int) -> list[StepRow]:
@@ -323,6 +337,10 @@ class SqliteStore(GroupCommitWriter):
     async def counts(self) -> dict[str, dict[str, int]]:
         """Number of documents per pipeline and state."""
         return await self.call(self.journal.counts)
+
+    async def counts_by_type(self) -> dict[str, dict[str, int]]:
+        """Number of identified documents per pipeline and identified type code."""
+        return await self.call(self.journal.counts_by_type)
 
     async def oldest_pending(self) -> dict[str, float]:
         """Creation time of the oldest unfinished document, per pipeline."""

@@ -27,6 +27,7 @@ from docutray_watch.sinks.database._url import engine_url, safe_url
 from docutray_watch.sinks.database.config import DEFAULT_TABLE, KEY_COLUMNS, DatabaseConfig
 
 __all__ = [
+    "ADDED_COLUMNS",
     "SqlTableWriter",
     "record_row",
     "results_table",
@@ -41,6 +42,11 @@ def _json_type() -> sa.types.TypeEngine[Any]:
     # none_as_null: a missing `error` is SQL NULL, not the JSON value null.
     generic = sa.JSON(none_as_null=True)
     return generic.with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+# Columns added after the first release: a table created before lacks them and gets them with
+# ALTER TABLE at the sink's first delivery (they are nullable, so old rows stay valid).
+ADDED_COLUMNS = ("identification",)
 
 
 def results_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Table:
@@ -67,6 +73,8 @@ def results_table(name: str = DEFAULT_TABLE, schema: str | None = None) -> sa.Ta
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("schema_version", sa.Integer, nullable=False),
+        # The document's identified type (pipelines with `identify`); NULL for the others.
+        sa.Column("identification", _json_type()),
     )
 
 
@@ -109,6 +117,7 @@ def record_row(record: ResultRecord, *, delivered_at: datetime | None = None) ->
         "completed_at": _utc(record.completed_at),
         "delivered_at": _utc(delivered_at or datetime.now(UTC)),
         "schema_version": record.schema_version,
+        "identification": as_json["identification"],
     }
 
 
@@ -163,6 +172,8 @@ class SqlTableWriter:
         self._engine: Engine | None = None
         self._table_ready = False
         self._table_lock = threading.Lock()
+        # Added columns the table still lacks (ALTER TABLE refused): left out of each row.
+        self._absent: frozenset[str] = frozenset()
 
     @property
     def safe_url(self) -> str:
@@ -204,13 +215,59 @@ class SqlTableWriter:
         return self._engine
 
     def _ensure_table(self, engine: Engine) -> None:
-        """Create the table once per sink if configured to (later calls cost nothing)."""
-        if self._table_ready or not self.config.create_table:
+        """Once per sink: create the table if configured to, and add the columns of
+        `ADDED_COLUMNS` it lacks (later calls cost nothing)."""
+        if self._table_ready:
             return
         with self._table_lock:
-            if not self._table_ready:  # another thread may have created it meanwhile
-                self._create_table(engine)
+            if not self._table_ready:  # another thread may have done it meanwhile
+                if self.config.create_table:
+                    self._create_table(engine)
+                self._absent = self._add_missing_columns(engine)
                 self._table_ready = True
+
+    def _add_missing_columns(self, engine: Engine) -> frozenset[str]:
+        """ALTER TABLE ... ADD COLUMN for each added column an existing table lacks; returns
+        those it still lacks (the database refused: rows are then stored without them)."""
+        name, schema = self.table.name, self.table.schema
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(name, schema):
+                return frozenset()  # not created here (create_table: false): the insert says so
+            present = {column["name"] for column in inspector.get_columns(name, schema)}
+        absent = set()
+        for column_name in ADDED_COLUMNS:
+            if column_name in present:
+                continue
+            column = self.table.c[column_name]
+            preparer = engine.dialect.identifier_preparer
+            ddl = (
+                f"ALTER TABLE {preparer.format_table(self.table)} ADD COLUMN "
+                f"{preparer.quote(column_name)} {column.type.compile(dialect=engine.dialect)}"
+            )
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(ddl))
+            except sa_exc.SQLAlchemyError as exc:
+                with engine.connect() as conn:  # another process may have added it meanwhile
+                    columns = sa.inspect(conn).get_columns(name, schema)
+                if column_name not in {c["name"] for c in columns}:
+                    log.warning(
+                        "sink_column_not_added",
+                        sink=self.sink_id,
+                        table=self.qualified_table,
+                        column=column_name,
+                        error=self._reason(exc),
+                    )
+                    absent.add(column_name)
+                continue
+            log.info(
+                "sink_column_added",
+                sink=self.sink_id,
+                table=self.qualified_table,
+                column=column_name,
+            )
+        return frozenset(absent)
 
     def _create_table(self, engine: Engine) -> None:
         try:
@@ -247,6 +304,7 @@ class SqlTableWriter:
                 if not exists and self.config.create_table:
                     return f"table {self.qualified_table} will be created at the first delivery"
                 self._check_table(conn)
+                return self._added_columns_note(conn)
         except SinkError:
             raise
         except sa_exc.SQLAlchemyError as exc:
@@ -254,7 +312,17 @@ class SqlTableWriter:
         finally:
             if engine is not self._engine:
                 engine.dispose()
-        return None
+
+    def _added_columns_note(self, conn: Connection) -> str | None:
+        name, schema = self.table.name, self.table.schema
+        present = {column["name"] for column in sa.inspect(conn).get_columns(name, schema)}
+        lacking = [column for column in ADDED_COLUMNS if column not in present]
+        if not lacking:
+            return None
+        return (
+            f"table {self.qualified_table} lacks the column(s) {', '.join(lacking)}: "
+            "added (ALTER TABLE) at the first delivery"
+        )
 
     def _sqlite_file(self) -> Path | None:
         database = self._url.database
@@ -293,7 +361,11 @@ class SqlTableWriter:
         present = {
             column["name"] for column in inspector.get_columns(self.table.name, self.table.schema)
         }
-        missing = [column.name for column in self.table.columns if column.name not in present]
+        missing = [
+            column.name
+            for column in self.table.columns
+            if column.name not in present and column.name not in ADDED_COLUMNS
+        ]
         if missing:
             raise SinkError(f"{where} lacks the columns {', '.join(missing)}")
         name, schema = self.table.name, self.table.schema
@@ -314,6 +386,8 @@ class SqlTableWriter:
         upsert = _NATIVE_UPSERTS.get(engine.dialect.name, _update_or_insert)
         try:
             self._ensure_table(engine)
+            for column in self._absent:
+                row.pop(column, None)
             with engine.begin() as conn:
                 upsert(conn, self.table, row)
         except sa_exc.SQLAlchemyError as exc:
