@@ -11,6 +11,7 @@ import pluggy
 
 from docutray_watch.config import Config
 from docutray_watch.emulator import EmulatorServer
+from docutray_watch.journal import Journal
 from docutray_watch.runner import process_once
 from docutray_watch.samples import make_pdf
 from docutray_watch.testing import HookRecorder
@@ -107,3 +108,25 @@ def test_otherwise_keep_leaves_the_document_unrouted_and_takes_it_once(
     assert run(config, pm) == 0
     again = emulator.stats()
     assert (again.posts, again.status_gets) == (first.posts, first.status_gets)  # nothing asked
+
+
+def test_a_released_unrouted_document_is_routed_without_a_second_identification(
+    tmp_path: Path, make_config: ConfigFactory, pm: pluggy.PluginManager, emulator: EmulatorServer
+) -> None:
+    """Unrouted, then a route for its type is added and `retry` requeues it: the next run runs
+    the new route's step on the stored identification (no identify request) and archives it."""
+    keep = {**ROUTES, "otherwise": "keep"}
+    kept = make_config(routed_pipeline(tmp_path, routes=keep))
+    drop(tmp_path, "card.pdf", "id_card")
+    assert run(kept, pm) == 1
+    with Journal(kept.journal_path) as journal:
+        (doc,) = [d for d in journal.documents_in("unrouted")]
+        journal.requeue(doc.id)
+    before = emulator.stats()
+    routed = make_config(routed_pipeline(tmp_path, routes={**keep, "id_card": ["stp_id"]}))
+    assert run(routed, pm) == 0
+    after = emulator.stats()
+    assert after.identifications_created == before.identifications_created
+    assert after.executions_created == before.executions_created + 1
+    assert (tmp_path / "mixed" / "done" / "card.pdf").exists()
+    assert results_by_document(tmp_path) == {"card.pdf": {"stp_id"}}
