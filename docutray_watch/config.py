@@ -983,13 +983,19 @@ def _issue_from_pydantic(
     located = (error.get("ctx") or {}).get("error")
     if isinstance(located, _FieldError):
         loc = (*loc, *located.loc)
+    what = "source" if loc[-1:] == ("source",) else "sink"
     if error.get("type") == "union_tag_not_found":
-        message = "Field required: every sink needs a type"
+        message = f"Field required: every {what} needs a type"
         loc = (*loc, "type")
     elif error.get("type") == "union_tag_invalid":
         ctx = error.get("ctx") or {}
         tag = ctx.get("tag")
-        if isinstance(tag, str) and tag in sink_types.unavailable:
+        if what == "source":
+            message = (
+                f"unknown source type {tag!r} (known: {ctx.get('expected_tags')}); "
+                "is its plugin installed?"
+            )
+        elif isinstance(tag, str) and tag in sink_types.unavailable:
             message = sink_types.unavailable[tag]
         else:
             message = (

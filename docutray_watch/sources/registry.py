@@ -15,7 +15,7 @@ import pluggy
 
 from docutray_watch.sources.base import Source, SourceConfig
 
-__all__ = ["RejectedSourcePlugin", "SourceType", "collect_source_types"]
+__all__ = ["RejectedSourcePlugin", "SourceType", "build_source", "collect_source_types"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,10 @@ def collect_source_types(
         )
         rejected.append(RejectedSourcePlugin(impl.plugin, impl.plugin_name, error, names))
     return found, rejected
+
+
+def build_source(
+    pipeline: str, config: SourceConfig, source_types: dict[str, SourceType]
+) -> Source[Any]:
+    """The source object of one pipeline's `source` block (not started)."""
+    return source_types[config.type].source_class(config, pipeline=pipeline)

@@ -99,7 +99,7 @@ class TestValidateAndDryRun:
     async def test_check_names_a_missing_bucket(self, make_source: MakeSource) -> None:
         """A bucket that does not exist is a SourceError naming it."""
         source, _ = await make_source(bucket="no-such-bucket-here")
-        with pytest.raises(SourceError, match="bucket no-such-bucket-here"):
+        with pytest.raises(SourceError, match="bucket no-such-bucket-here: does not exist"):
             await source.check()
 
     async def test_dry_run_lists_taken_and_ignored_with_reasons(

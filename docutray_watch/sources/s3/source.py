@@ -413,6 +413,8 @@ class S3Source(Source[S3SourceConfig]):
         try:
             await self.calls.run(self.calls.s3.head_bucket, Bucket=cfg.bucket)
         except boto_errors() as exc:
+            if is_missing(exc):
+                raise SourceError(f"bucket {cfg.bucket}: does not exist") from exc
             raise translate(exc, f"bucket {cfg.bucket}") from exc
         lines = [f"bucket {cfg.bucket}: reachable"]
         try:
