@@ -75,6 +75,9 @@ class FolderSource(Source[FolderSourceConfig]):
         super().__init__(config, pipeline=pipeline)
         self.root = Path(os.path.abspath(config.path))
         self._kept: dict[str, str] = {}  # path -> version kept in place
+        # path -> version offered and taken up: a rescan does not offer it again while it is
+        # unchanged (events always go through: the engine's readiness logic needs them).
+        self._offered: dict[str, str] = {}
         self._watcher: FolderWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -89,6 +92,8 @@ class FolderSource(Source[FolderSourceConfig]):
         marker = self.config.ready_marker
         if marker and path.name.endswith(marker) and len(path.name) > len(marker):
             path, st = path.with_name(path.name[: -len(marker)]), None  # its document is ready
+        if path.name.endswith(archive.SIDECAR_SUFFIX):
+            return False  # our own error sidecar
         try:
             st = st or path.lstat()
             relative = path.relative_to(self.root).as_posix()
@@ -96,9 +101,15 @@ class FolderSource(Source[FolderSourceConfig]):
             return False
         if "/" in relative and not self.config.recursive:
             return False
-        if self._kept.get(str(path)) == version_of(st):
+        version = version_of(st)
+        if self._kept.get(str(path)) == version:
             return False
-        return self._nominate(self.document(path, st, hint))
+        if hint == "listed" and self._offered.get(str(path)) == version:
+            return False
+        taken = self._nominate(self.document(path, st, hint))
+        if taken:
+            self._offered[str(path)] = version
+        return taken
 
     async def start(self, nominate: Nominate) -> None:
         """Start the folder's watcher; its events are offered on the event loop."""
@@ -132,14 +143,22 @@ class FolderSource(Source[FolderSourceConfig]):
         return list(intake.scan_folder(self.root, recursive=self.config.recursive, skip=kept))
 
     async def discover(self) -> int:
-        """Walk the folder and offer every file (the engine knows which ones it has)."""
+        """Walk the folder and offer every file not offered before in this version."""
         count = 0
-        for candidate, st in await asyncio.to_thread(self._scan):
+        found = await asyncio.to_thread(self._scan)
+        present = {str(candidate.path) for candidate, _st in found}
+        for path in [p for p in self._offered if p not in present]:
+            del self._offered[path]
+        for candidate, st in found:
             if intake.rule_for_kind(st.st_mode) is None and self._offer(
                 candidate.path, st, "listed"
             ):
                 count += 1
         return count
+
+    def forget(self, identity: str) -> None:
+        """Offer it again at the next scan."""
+        self._offered.pop(identity, None)
 
     def remember_kept(self, identity: str, version: str) -> None:
         """This version was kept in place: not offered again while unchanged."""
