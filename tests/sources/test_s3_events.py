@@ -137,6 +137,21 @@ class TestEvents:
         await _drain(source)
         assert nominated.identities == [f"s3://{bucket}/a.pdf"]
 
+    async def test_versions_gone_from_the_bucket_are_forgotten(
+        self, s3: Any, bucket: str, queue_url: str, make_source: MakeSource
+    ) -> None:
+        """What the reader remembers stays bounded: a deleted object leaves it at the next
+        listing."""
+        source, nominated = await _events_source(make_source, queue_url)
+        s3.put_object(Bucket=bucket, Key="a.pdf", Body=pdf())
+        await source.discover()
+        assert nominated.docs[0].ack is not None
+        await nominated.docs[0].ack()
+        assert source.events.describe()["journaled"] == 1
+        await source.delete(nominated.docs[0])
+        await source.discover()
+        assert source.events.describe()["journaled"] == 0
+
     async def test_check_reads_the_queue(
         self, bucket: str, queue_url: str, make_source: MakeSource
     ) -> None:

@@ -150,6 +150,12 @@ class SqsEvents:
         for receipt in self._waiting.pop((key, etag), []):
             await self._delete(receipt)
 
+    def prune(self, listed: dict[str, tuple[str, int]]) -> None:
+        """Forget journaled versions no longer in the bucket (a long run stays bounded)."""
+        self._journaled = {
+            (key, etag) for key, etag in self._journaled if listed.get(key, ("",))[0] == etag
+        }
+
     async def _delete(self, receipt: str) -> None:
         calls = self.source.calls
         try:

@@ -35,6 +35,7 @@ from docutray_watch.sources.base import (
 from docutray_watch.sources.s3.client import (
     Calls,
     boto_errors,
+    error_code,
     is_changed,
     is_missing,
     redact_url,
@@ -152,6 +153,9 @@ class S3Source(Source[S3SourceConfig]):
         listed = await self.listing()
         for key in [k for k in self._offered if k not in listed]:
             del self._offered[key]  # gone: a new object under that key is new
+        self._kept = {(key, etag) for key, etag in self._kept if key in listed}
+        if self.events is not None:
+            self.events.prune(listed)
         count = 0
         for key, (etag, size) in listed.items():
             if self._offered.get(key) == (etag, size) or self.why_not(key, listed):
@@ -276,7 +280,13 @@ class S3Source(Source[S3SourceConfig]):
 
     async def _delete_object(self, bucket: str, key: str, etag: str) -> None:
         """DeleteObject, conditional on the ETag where the store supports it."""
-        await self.calls.run(self.calls.s3.delete_object, Bucket=bucket, Key=key, IfMatch=etag)
+        try:
+            await self.calls.run(self.calls.s3.delete_object, Bucket=bucket, Key=key, IfMatch=etag)
+        except boto_errors() as exc:
+            if error_code(exc) not in ("NotImplemented", "501"):
+                raise
+            # A store without conditional deletes: the HEAD with IfMatch just before is the check.
+            await self.calls.run(self.calls.s3.delete_object, Bucket=bucket, Key=key)
 
     async def _delete_version(self, doc: SourceDocument) -> None:
         """Delete the object if it is still `doc.version` (a HEAD just before, then IfMatch)."""
