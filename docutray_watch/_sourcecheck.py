@@ -91,12 +91,17 @@ async def check_source(source: Source[Any], *, put: Put, move_to: str) -> list[s
         await source.write_sidecar(doc, {"reason": "check_source"})
         await source.discover()
         assert not seen.take(), "the sidecar (or something else) was nominated as a document"
+        await source.remove_sidecar(doc)
+        assert await source.current_version(doc) == doc.version, (
+            "current_version() of an unchanged document is not its version"
+        )
         passed.append("sidecar")
 
         await _put(put, "check-2.pdf", _BODY + b"2")
         doc = await _nominated(source, seen, "check-2.pdf")
         await source.delete(doc)
         await _raises(DocumentGoneError, _read(source, doc), "open() after delete()")
+        assert await source.current_version(doc) is None, "current_version() after delete()"
         passed.append("delete")
 
         await _put(put, "check-3.pdf", _BODY + b"3")
@@ -112,6 +117,9 @@ async def check_source(source: Source[Any], *, put: Put, move_to: str) -> list[s
         await _put(put, "check-4.pdf", _BODY + b"4")
         doc = await _nominated(source, seen, "check-4.pdf")
         await _put(put, "check-4.pdf", _BODY + b"4, rewritten with more bytes")
+        assert await source.current_version(doc) not in (None, doc.version), (
+            "current_version() does not see the change"
+        )
         await _raises(VersionChangedError, _read(source, doc), "open() of a changed document")
         await _raises(VersionChangedError, source.delete(doc), "delete() of a changed document")
         passed.append("version")

@@ -206,8 +206,20 @@ class Source(ABC, Generic[ConfigT]):
         """Leave it where it is, and never nominate this version again."""
 
     @abstractmethod
-    async def write_sidecar(self, doc: SourceDocument, details: dict[str, Any]) -> str:
-        """Write the `<name>.error.json` details beside it; returns where."""
+    async def write_sidecar(
+        self, doc: SourceDocument, details: dict[str, Any], at: str | None = None
+    ) -> str:
+        """Write the `<name>.error.json` details beside it (or beside `at`, the destination of
+        its move); returns where."""
+
+    async def remove_sidecar(self, doc: SourceDocument) -> None:
+        """Remove a sidecar a previous failed attempt left beside it (it succeeded now)."""
+        return None
+
+    @abstractmethod
+    async def current_version(self, doc: SourceDocument) -> str | None:
+        """The document's version now (None when it is gone): the engine's cheap check that
+        results still describe it, before delivery and before the final action."""
 
     def remember_kept(self, identity: str, version: str) -> None:
         """The journal says this version was kept in place (at start): do not nominate it."""

@@ -242,6 +242,18 @@ class FolderSource(Source[FolderSourceConfig]):
         written = await asyncio.to_thread(archive.write_sidecar, target, details)
         return str(written)
 
+    async def remove_sidecar(self, doc: SourceDocument) -> None:
+        """Remove `<name>.error.json` left by a previous attempt."""
+        await asyncio.to_thread(archive.remove_file, archive.sidecar_path(Path(doc.identity)))
+
+    async def current_version(self, doc: SourceDocument) -> str | None:
+        """`size:mtime_ns:inode` from lstat now, or None when the file is gone."""
+        try:
+            st = await asyncio.to_thread(os.lstat, doc.identity)
+        except FileNotFoundError:
+            return None
+        return version_of(st)
+
     # -- validate and dry run -----------------------------------------------------------------
 
     async def check(self) -> list[str]:

@@ -40,8 +40,13 @@ class TraySource(Source[TrayConfig]):
     async def keep(self, doc: SourceDocument) -> None:
         return None
 
-    async def write_sidecar(self, doc: SourceDocument, details: dict[str, Any]) -> str:
+    async def write_sidecar(
+        self, doc: SourceDocument, details: dict[str, Any], at: str | None = None
+    ) -> str:
         return doc.identity
+
+    async def current_version(self, doc: SourceDocument) -> str | None:
+        return doc.version
 
 
 class TrayPlugin:

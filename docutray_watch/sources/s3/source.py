@@ -343,6 +343,19 @@ class S3Source(Source[S3SourceConfig]):
             raise translate(exc, f"cannot write the sidecar of {doc.identity}") from exc
         return f"s3://{bucket}/{sidecar}"
 
+    async def remove_sidecar(self, doc: SourceDocument) -> None:
+        """Delete `<key>.error.json` if a previous attempt wrote one."""
+        key = self.key_of(doc.identity) + SIDECAR_SUFFIX
+        try:
+            await self.calls.run(self.calls.s3.delete_object, Bucket=self.config.bucket, Key=key)
+        except boto_errors() as exc:
+            raise translate(exc, f"cannot delete the sidecar of {doc.identity}") from exc
+
+    async def current_version(self, doc: SourceDocument) -> str | None:
+        """The object's ETag now (a HEAD), or None when it is gone."""
+        answer = await self.head(self.key_of(doc.identity))
+        return None if answer is None else str(answer["ETag"])
+
     @staticmethod
     def _split(identity: str) -> tuple[str, str]:
         bucket, _, key = identity.removeprefix("s3://").partition("/")
