@@ -126,3 +126,30 @@ class TestValidateAndDryRun:
             "d.pdf.error.json": ("ignored", "error sidecar written by docutray-watch"),
         }
         assert nominated.docs == []  # a dry run nominates nothing
+
+
+class TestClientSettings:
+    async def test_client_options_reach_botocore(
+        self, bucket: str, make_source: MakeSource
+    ) -> None:
+        """checksums, addressing style, timeouts and the pool size configure the client."""
+        source, _ = await make_source(
+            checksums="when_required", addressing_style="path", read_timeout=7, max_threads=3
+        )
+        config = source.calls.s3.meta.config
+        assert config.request_checksum_calculation == "when_required"
+        assert config.response_checksum_validation == "when_required"
+        assert config.s3 == {"addressing_style": "path"}
+        assert (config.read_timeout, config.max_pool_connections) == (7, 3)
+        assert source.calls._pool._max_workers == 3
+
+    async def test_errors_never_show_credentials(
+        self, make_source: MakeSource, aws_env: dict[str, str]
+    ) -> None:
+        """A failing request's message names the bucket, not the keys of the boto3 chain."""
+        source, _ = await make_source(bucket="no-such-bucket-here")
+        with pytest.raises(SourceError) as caught:
+            await source.discover()
+        assert "no-such-bucket-here" in str(caught.value)
+        assert aws_env["AWS_SECRET_ACCESS_KEY"] not in str(caught.value)
+        assert aws_env["AWS_ACCESS_KEY_ID"] not in str(caught.value)
