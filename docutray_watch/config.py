@@ -43,8 +43,6 @@ from docutray_watch.templates import METADATA_FIELDS, TemplateError, check_templ
 if TYPE_CHECKING:
     import httpx
 
-    from docutray_watch.sources.folder import FolderSourceConfig
-
 __all__ = [
     "DEFAULT_BASE_URL",
     "EX_CONFIG",
@@ -53,6 +51,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "FolderSourceConfig",
     "JournalConfig",
     "PipelineConfig",
     "PollConfig",
@@ -232,6 +231,27 @@ class WatchConfig(_Model):
     )
 
 
+class FolderSourceConfig(WatchConfig, SourceConfig):
+    """Options of the `folder` source (`source: {type: folder, …}`): exactly those of `watch`.
+
+    Defined here, not with `docutray_watch.sources.folder.FolderSource`, so the config never
+    imports the source classes (the plugins register those)."""
+
+    @property
+    def moves_to_folders(self) -> bool:
+        """`to:` is a local folder."""
+        return True
+
+    def as_watch(self) -> WatchConfig:
+        """The same options as a `watch:` block (what the engine reads)."""
+        return WatchConfig.model_construct(**self.model_dump(exclude={"type"}))
+
+    @classmethod
+    def from_watch(cls, watch: WatchConfig) -> FolderSourceConfig:
+        """A `watch:` block as a folder source's options (paths already resolved)."""
+        return cls.model_construct(type="folder", **watch.model_dump())
+
+
 class PollConfig(_Model):
     """How often to ask for a submitted document's status."""
 
@@ -400,8 +420,8 @@ class PipelineConfig(_Model):
             )
         if watch is not None and self.source is not None:
             raise _FieldError(("source",), "set source or watch, not both")
-        if self.source is not None and self.source.moves_to_folders:
-            self.watch = cast("FolderSourceConfig", self.source).as_watch()
+        if isinstance(self.source, FolderSourceConfig):
+            self.watch = self.source.as_watch()
         return self
 
     @model_validator(mode="after")
@@ -434,8 +454,6 @@ class PipelineConfig(_Model):
         """This pipeline's source options, whichever way they were spelt."""
         if self.source is not None:
             return self.source
-        from docutray_watch.sources.folder import FolderSourceConfig
-
         return FolderSourceConfig.from_watch(self.watch)
 
     @model_validator(mode="after")

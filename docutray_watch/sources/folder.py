@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from docutray_watch import archive, intake
-from docutray_watch.config import WatchConfig
+from docutray_watch.config import FolderSourceConfig
 from docutray_watch.hookspecs import hookimpl
 from docutray_watch.inbox import inbox_check
 from docutray_watch.sources.base import (
@@ -28,7 +28,6 @@ from docutray_watch.sources.base import (
     NameRule,
     Nominate,
     Source,
-    SourceConfig,
     SourceDocument,
     SourceError,
     VersionChangedError,
@@ -38,25 +37,6 @@ from docutray_watch.watcher import FolderWatcher
 __all__ = ["FolderSource", "FolderSourceConfig", "version_of"]
 
 _CHUNK = 1024 * 1024
-
-
-class FolderSourceConfig(WatchConfig, SourceConfig):
-    """Options of the folder source: exactly those of `watch:`."""
-
-    @property
-    def moves_to_folders(self) -> bool:
-        """`to:` is a local folder."""
-        return True
-
-    def as_watch(self) -> WatchConfig:
-        """The same options as a `watch:` block (what the engine reads today)."""
-        values = self.model_dump(exclude={"type"})
-        return WatchConfig.model_construct(**values)
-
-    @classmethod
-    def from_watch(cls, watch: WatchConfig) -> FolderSourceConfig:
-        """A `watch:` block as a folder source's options (paths already resolved)."""
-        return cls.model_construct(type="folder", **watch.model_dump())
 
 
 def version_of(st: os.stat_result) -> str:

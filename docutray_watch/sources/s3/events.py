@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 import structlog
 
-from docutray_watch.sources.base import SourceError
-from docutray_watch.sources.s3.client import boto_errors, translate
-from docutray_watch.sources.s3.config import S3EventsConfig
-
-if TYPE_CHECKING:
-    from docutray_watch.sources.s3.source import S3Source
+from docutray_watch.sources.base import SourceDocument, SourceError
+from docutray_watch.sources.s3.client import Calls, boto_errors, translate
+from docutray_watch.sources.s3.config import S3EventsConfig, S3SourceConfig
 
 __all__ = ["SqsEvents", "keys_of_message"]
 
@@ -62,10 +59,30 @@ def keys_of_message(body: str, bucket: str) -> list[str] | None:
     return keys
 
 
+class Looker(Protocol):
+    """What the reader needs of the s3 source (`S3Source`)."""
+
+    pipeline: str
+    config: S3SourceConfig
+    calls: Calls
+
+    def why_not(self, key: str, listed: dict[str, tuple[str, int]] | set[str]) -> str | None:
+        """Why an object is not a document to take."""
+
+    async def head(self, key: str) -> dict[str, Any] | None:
+        """HEAD one object."""
+
+    def offered(self, key: str, etag: str) -> bool:
+        """Whether this version was offered already."""
+
+    async def look_at(self, key: str, hint: str = "event") -> SourceDocument | None:
+        """Offer one key now."""
+
+
 class SqsEvents:
     """Reads the queue while the source runs; deletes messages once they are dealt with."""
 
-    def __init__(self, source: S3Source, config: S3EventsConfig) -> None:
+    def __init__(self, source: Looker, config: S3EventsConfig) -> None:
         self.source = source
         self.config = config
         # (key, ETag) offered and not journaled yet -> receipt handles waiting for it.
