@@ -113,6 +113,13 @@ def test_a_watch_pipeline_has_a_folder_source_config(tmp_path: Path) -> None:
             "pipelines[0].source.type: unknown source type 'ftp' (known: 'folder', 's3')",
         ),
         ({"source": {"bucket": "b-1"}}, "pipelines[0].source.type: Field required"),
+        (
+            {
+                "source": {"type": "folder", "path": "/srv/in"},
+                "on_success": {"action": "move", "to": "/srv/in"},
+            },
+            "pipelines[0].on_success.to: on_success.to (/srv/in) must be outside the watched",
+        ),
     ],
     ids=[
         "both",
@@ -125,6 +132,7 @@ def test_a_watch_pipeline_has_a_folder_source_config(tmp_path: Path) -> None:
         "bad-queue",
         "unknown-type",
         "no-type",
+        "folder-source-to-inside",
     ],
 )
 def test_errors_name_the_yaml_path(tmp_path: Path, pipeline: dict[str, Any], expected: str) -> None:
