@@ -283,7 +283,11 @@ def get_plugin_manager(
 
 def config_sink_types(pm: pluggy.PluginManager) -> SinkTypes:
     """The sink types of a plugin manager in the form `load_config(sink_types=…)` takes."""
-    return SinkTypes({name: st.config_model for name, st in collect_sink_types(pm).items()})
+    source_types, _rejected = collect_source_types(pm)
+    return SinkTypes(
+        {name: st.config_model for name, st in collect_sink_types(pm).items()},
+        sources={name: st.config_model for name, st in source_types.items()},
+    )
 
 
 def _collect_isolating(

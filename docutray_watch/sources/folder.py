@@ -16,9 +16,9 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from docutray_watch import archive, intake
+from docutray_watch import archive
 from docutray_watch.config import FolderSourceConfig
 from docutray_watch.hookspecs import hookimpl
 from docutray_watch.inbox import inbox_check
@@ -32,9 +32,15 @@ from docutray_watch.sources.base import (
     SourceError,
     VersionChangedError,
 )
-from docutray_watch.watcher import FolderWatcher
+
+if TYPE_CHECKING:
+    from docutray_watch.intake import Candidate
+    from docutray_watch.watcher import FolderWatcher
 
 __all__ = ["FolderSource", "FolderSourceConfig", "version_of"]
+
+# `intake` and `watcher` are imported where they are used: loading the plugins (which every
+# command does, `status` too) must not pull in the HTTP client or watchdog.
 
 _CHUNK = 1024 * 1024
 
@@ -93,6 +99,8 @@ class FolderSource(Source[FolderSourceConfig]):
 
     async def start(self, nominate: Nominate) -> None:
         """Start the folder's watcher; its events are offered on the event loop."""
+        from docutray_watch.watcher import FolderWatcher
+
         await super().start(nominate)
         self._loop = asyncio.get_running_loop()
         self._watcher = FolderWatcher(
@@ -116,7 +124,9 @@ class FolderSource(Source[FolderSourceConfig]):
         """`inotify`, `polling` or `stopped`."""
         return self._watcher.mode if self._watcher is not None else "stopped"
 
-    def _scan(self) -> list[tuple[intake.Candidate, os.stat_result]]:
+    def _scan(self) -> list[tuple[Candidate, os.stat_result]]:
+        from docutray_watch import intake
+
         def kept(path: str, st: os.stat_result) -> bool:
             return self._kept.get(path) == version_of(st)
 
@@ -124,6 +134,8 @@ class FolderSource(Source[FolderSourceConfig]):
 
     async def discover(self) -> int:
         """Walk the folder and offer every file not offered before in this version."""
+        from docutray_watch import intake
+
         count = 0
         found = await asyncio.to_thread(self._scan)
         present = {str(candidate.path) for candidate, _st in found}
@@ -177,6 +189,8 @@ class FolderSource(Source[FolderSourceConfig]):
         return str(destination)
 
     def _move(self, doc: SourceDocument, destination: Path) -> Path:
+        from docutray_watch import intake
+
         source = Path(doc.identity)
         sha256 = None
         if os.path.lexists(source):
@@ -245,6 +259,8 @@ class FolderSource(Source[FolderSourceConfig]):
 
     async def dry_run_listing(self, rule: NameRule | None = None) -> list[DryRunEntry]:
         """Each entry of the folder: taken, or ignored and why."""
+        from docutray_watch import intake
+
         entries: list[DryRunEntry] = []
         marker = self.config.ready_marker
         found = sorted(await asyncio.to_thread(self._scan), key=_by_path)
@@ -263,7 +279,7 @@ class FolderSource(Source[FolderSourceConfig]):
         return entries
 
 
-def _by_path(item: tuple[intake.Candidate, os.stat_result]) -> str:
+def _by_path(item: tuple[Candidate, os.stat_result]) -> str:
     return str(item[0].path)
 
 

@@ -103,3 +103,18 @@ def test_a_broken_registration_leaves_the_plugin_out() -> None:
     assert broken.name == "clash"
     assert "not a Source class" in broken.error
     assert not plugins.pm.has_plugin("clash")
+
+
+def test_loading_the_builtin_sources_stays_light() -> None:
+    """Every command loads the plugins (`status` too): the sources pull in neither the HTTP
+    stack, watchdog nor boto3 until they are used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from docutray_watch.plugins import load_plugins;"
+        " load_plugins(load_entrypoints=False);"
+        " print(sorted(m for m in ('httpx', 'aiohttp', 'watchdog', 'boto3') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
