@@ -165,6 +165,20 @@ class TestFinalActions:
         assert await source.discover() == 0  # its own sidecar is never a document
 
 
+class TestSidecarKey:
+    def test_a_key_too_long_for_the_suffix_gets_a_tagged_sidecar(self) -> None:
+        """Within S3's 1,024 bytes, unique per key, still ending in .error.json."""
+        from docutray_watch.sources.s3.source import sidecar_key
+
+        assert sidecar_key("in/a.pdf") == "in/a.pdf.error.json"
+        long_a, long_b = "é" * 510 + "a.pdf", "é" * 510 + "b.pdf"
+        sidecars = {sidecar_key(long_a), sidecar_key(long_b)}
+        assert len(sidecars) == 2
+        for sidecar in sidecars:
+            assert len(sidecar.encode()) <= 1024
+            assert sidecar.endswith(".error.json")
+
+
 class TestPresignedUrl:
     async def test_presigned_url_reads_the_object(
         self, s3: Any, bucket: str, make_source: MakeSource

@@ -15,6 +15,7 @@ if the source is still there, and only deletes once the copy is verified by a HE
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 from collections.abc import AsyncIterator
@@ -44,14 +45,25 @@ from docutray_watch.sources.s3.client import (
 from docutray_watch.sources.s3.config import S3SourceConfig, parse_s3_uri
 from docutray_watch.sources.s3.events import SqsEvents
 
-__all__ = ["CHUNK_SIZE", "SOURCE_ETAG_KEY", "S3Source"]
+__all__ = ["CHUNK_SIZE", "SOURCE_ETAG_KEY", "S3Source", "sidecar_key"]
 
 log = structlog.get_logger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 SIDECAR_SUFFIX = ".error.json"
+MAX_KEY_BYTES = 1024
 SOURCE_ETAG_KEY = "docutray-source-etag"
 """Metadata of a moved copy: the ETag of the object it was copied from."""
+
+
+def sidecar_key(key: str) -> str:
+    """`<key>.error.json`; a key too long for S3's 1,024 bytes with the suffix is cut and
+    tagged with a hash of the whole key, so every document keeps a sidecar of its own."""
+    if len((key + SIDECAR_SUFFIX).encode()) <= MAX_KEY_BYTES:
+        return key + SIDECAR_SUFFIX
+    tag = "~" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    head = key.encode()[: MAX_KEY_BYTES - len(tag) - len(SIDECAR_SUFFIX)]
+    return head.decode("utf-8", errors="ignore") + tag + SIDECAR_SUFFIX
 
 
 class S3Source(Source[S3SourceConfig]):
@@ -329,7 +341,7 @@ class S3Source(Source[S3SourceConfig]):
     ) -> str:
         """Put `<key>.error.json` beside the object (or beside `at`, where it was moved)."""
         bucket, key = self._split(at) if at else (self.config.bucket, self.key_of(doc.identity))
-        sidecar = key + SIDECAR_SUFFIX
+        sidecar = sidecar_key(key)
         payload = json.dumps(details, indent=2, ensure_ascii=False, default=str) + "\n"
         try:
             await self.calls.run(
@@ -345,7 +357,7 @@ class S3Source(Source[S3SourceConfig]):
 
     async def remove_sidecar(self, doc: SourceDocument) -> None:
         """Delete `<key>.error.json` if a previous attempt wrote one."""
-        key = self.key_of(doc.identity) + SIDECAR_SUFFIX
+        key = sidecar_key(self.key_of(doc.identity))
         try:
             await self.calls.run(self.calls.s3.delete_object, Bucket=self.config.bucket, Key=key)
         except boto_errors() as exc:
