@@ -494,6 +494,7 @@ def describe_plugins(
                 "error": broken.error,
                 "hooks": [],
                 "sink_types": [],
+                "source_types": [],
             }
         )
     return sorted(entries, key=lambda e: (not e["builtin"], e["broken"], e["name"]))
