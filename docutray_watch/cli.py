@@ -460,7 +460,7 @@ def show(config_path: str | None, as_json: bool, ref: str) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list the built-in plugins.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(show_all: bool, as_json: bool) -> None:
-    """Installed plugins with their versions, hooks and sink types.
+    """Installed plugins with their versions, hooks, sink and source types.
 
     Exits 1 when a plugin failed to load (it is listed as broken, with the reason).
     """
@@ -485,6 +485,8 @@ def plugins(show_all: bool, as_json: bool) -> None:
         click.echo(f"  hooks: {', '.join(entry['hooks'])}")
         for sink in entry["sink_types"]:
             click.echo(f"  sink type {sink['type']}: {sink['description']}")
+        for source in entry.get("source_types", []):
+            click.echo(f"  source type {source['type']}: {source['description']}")
     sys.exit(EX_BROKEN_PLUGIN if broken else 0)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, Union, cast
 
 import yaml
 from pydantic import (
@@ -39,6 +39,8 @@ from pydantic_core import PydanticCustomError
 from docutray_watch.journal.states import IDENTIFY_STEP
 from docutray_watch.sinks import BUILTIN_SINK_MODULES
 from docutray_watch.sinks.base import ConfigPath, Sink, SinkConfig
+from docutray_watch.sources import BUILTIN_SOURCE_MODULES
+from docutray_watch.sources.base import Source, SourceConfig
 from docutray_watch.templates import METADATA_FIELDS, TemplateError, check_template
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "FolderSourceConfig",
     "IdentifyConfig",
     "JournalConfig",
     "PipelineConfig",
@@ -240,6 +243,27 @@ class WatchConfig(_Model):
     )
 
 
+class FolderSourceConfig(WatchConfig, SourceConfig):
+    """Options of the `folder` source (`source: {type: folder, …}`): exactly those of `watch`.
+
+    Defined here, not with `docutray_watch.sources.folder.FolderSource`, so the config never
+    imports the source classes (the plugins register those)."""
+
+    @property
+    def moves_to_folders(self) -> bool:
+        """`to:` is a local folder."""
+        return True
+
+    def as_watch(self) -> WatchConfig:
+        """The same options as a `watch:` block (what the engine reads)."""
+        return WatchConfig.model_construct(**self.model_dump(exclude={"type"}))
+
+    @classmethod
+    def from_watch(cls, watch: WatchConfig) -> FolderSourceConfig:
+        """A `watch:` block as a folder source's options (paths already resolved)."""
+        return cls.model_construct(type="folder", **watch.model_dump())
+
+
 class PollConfig(_Model):
     """How often to ask for a submitted document's status."""
 
@@ -262,18 +286,42 @@ class ActionConfig(_Model):
     action: Literal["move", "delete", "keep"] = Field(
         description="move it to `to`, delete it, or keep it where it is."
     )
-    to: ConfigPath | None = Field(None, description="Destination folder (for move).")
+    to: ConfigPath | None = Field(
+        None,
+        description="Destination folder (for move), or for a source that is not a folder its "
+        "own form of destination, e.g. s3://bucket/prefix/.",
+    )
+    # A `to:` of the form scheme://… (validated by the pipeline's source type, not as a path).
+    _target: str | None = PrivateAttr(None)
 
-    @model_validator(mode="after")
-    def _destination(self) -> ActionConfig:
-        if self.action == "move" and self.to is None:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _destination(cls, data: Any, handler: Callable[[Any], ActionConfig]) -> ActionConfig:
+        target = data.get("to") if isinstance(data, dict) else None
+        if isinstance(target, str) and _URI.match(target):
+            data = {**data, "to": None}
+        else:
+            target = None
+        action = handler(data)
+        action._target = target
+        has_to = action.to is not None or target is not None
+        if action.action == "move" and not has_to:
             raise _FieldError(("to",), "action 'move' needs a 'to' folder")
-        if self.action != "move" and self.to is not None:
-            raise _FieldError(("to",), f"action {self.action!r} takes no 'to' folder")
-        return self
+        if action.action != "move" and has_to:
+            raise _FieldError(("to",), f"action {action.action!r} takes no 'to' folder")
+        return action
+
+    @property
+    def target(self) -> str | None:
+        """Where a move goes, as the source understands it: the folder as a string, or the
+        URI (`s3://bucket/prefix/`) checked by the source type."""
+        if self._target is not None:
+            return self._target
+        return str(self.to) if self.to is not None else None
 
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 # --- routing by document type (issue 20) ---------------------------------------------------------
 
@@ -346,7 +394,19 @@ class PipelineConfig(_Model):
     """One inbox folder, the steps each document goes through, and where results go."""
 
     name: str = Field(pattern=_NAME_PATTERN, description="Unique pipeline name.")
-    watch: WatchConfig = Field(description="The inbox folder and readiness rules.")
+    if TYPE_CHECKING:
+        # Typed as always there while the engine only reads folders; it is None for a pipeline
+        # whose `source` is not a folder (the engine must use `source_config()` for those).
+        watch: WatchConfig
+    else:
+        watch: WatchConfig | None = Field(
+            None, description="The inbox folder and readiness rules (or use `source`)."
+        )
+    source: SourceConfig | None = Field(
+        None,
+        description="Where documents come from, by type: {type: s3, bucket: …} or "
+        "{type: folder, path: …} (the same as `watch`). Set `source` or `watch`.",
+    )
     include: list[str] = Field(
         default_factory=lambda: list(DEFAULT_INCLUDE),
         min_length=1,
@@ -520,13 +580,61 @@ class PipelineConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _one_source(self) -> PipelineConfig:
+        watch = self.folder_watch
+        if watch is None and self.source is None:
+            raise _FieldError(
+                ("watch",), "Field required: a folder to watch, or a `source` (e.g. type: s3)"
+            )
+        if watch is not None and self.source is not None:
+            raise _FieldError(("source",), "set source or watch, not both")
+        if isinstance(self.source, FolderSourceConfig):
+            self.watch = self.source.as_watch()
+        return self
+
+    @model_validator(mode="after")
+    def _destinations(self) -> PipelineConfig:
+        source = self.source
+        for label, action in (("on_success", self.on_success), ("on_failure", self.on_failure)):
+            uri = action._target
+            if source is None or source.moves_to_folders:
+                if uri is not None:
+                    raise _FieldError((label, "to"), "a folder source moves files to a folder")
+                continue
+            if action.to is not None:
+                raise _FieldError(
+                    (label, "to"),
+                    f"a {source.type} source cannot move documents to a local folder",
+                )
+            if uri is not None:
+                try:
+                    action._target = source.check_destination(uri)
+                except ValueError as exc:
+                    raise _FieldError((label, "to"), str(exc)) from None
+        return self
+
+    @property
+    def folder_watch(self) -> WatchConfig | None:
+        """The folder this pipeline watches; None when its source is not a folder."""
+        return cast("WatchConfig | None", self.watch)
+
+    def source_config(self) -> SourceConfig:
+        """This pipeline's source options, whichever way they were spelt."""
+        if self.source is not None:
+            return self.source
+        return FolderSourceConfig.from_watch(self.watch)
+
+    @model_validator(mode="after")
     def _folders_apart(self) -> PipelineConfig:
-        inbox = _absolute(self.watch.path)
+        watch = self.folder_watch
+        if watch is None:
+            return self
+        inbox = _absolute(watch.path)
         for label, action in (("on_success", self.on_success), ("on_failure", self.on_failure)):
             if action.to is None:
                 continue
             target = _absolute(action.to)
-            if target == inbox or (self.watch.recursive and inbox in target.parents):
+            if target == inbox or (watch.recursive and inbox in target.parents):
                 raise _FieldError(
                     (label, "to"),
                     f"{label}.to ({target}) must be outside the watched folder, "
@@ -742,7 +850,10 @@ class Config(_Model):
             first[pipeline.name] = index
         state = _absolute(self.state_dir)
         for pipeline in self.pipelines:
-            inbox = _absolute(pipeline.watch.path)
+            watch = pipeline.folder_watch
+            if watch is None:
+                continue
+            inbox = _absolute(watch.path)
             if state == inbox or inbox in state.parents:
                 raise _FieldError(
                     ("state_dir",),
@@ -821,37 +932,55 @@ class UnavailableSinkConfig(SinkConfig):
 
 # --- assembling the model from the installed sink types -----------------------------------------
 
+_TypedModel = TypeVar("_TypedModel", bound=BaseModel)
 
-def _sink_type_models(sink_models: Mapping[str, type[SinkConfig]]) -> list[type[SinkConfig]]:
-    models: list[type[SinkConfig]] = []
+
+def _sink_type_models(
+    sink_models: Mapping[str, type[_TypedModel]], what: str = "sink"
+) -> list[type[_TypedModel]]:
+    models: list[type[_TypedModel]] = []
     for name, model in sorted(sink_models.items()):
-        # Each sink model gets `type: Literal[name]` so the sinks list is a tagged union.
+        # Each model gets `type: Literal[name]` so the sinks list (or source) is a tagged union.
         tag: Any = Literal[name]
         tagged = create_model(
             f"{model.__name__}_{name}",
             __base__=model,
             __doc__=model.__doc__,
-            type=(tag, Field(description="The sink type.")),
+            type=(tag, Field(description=f"The {what} type.")),
         )
-        models.append(cast("type[SinkConfig]", tagged))
+        models.append(cast("type[_TypedModel]", tagged))
     return models
 
 
-def build_config_model(sink_models: Mapping[str, type[SinkConfig]]) -> type[Config]:
-    """The `Config` model whose `pipelines[].sinks[]` accept exactly the given sink types."""
+def _tagged_union(tagged: Sequence[type[BaseModel]]) -> Any:
+    if len(tagged) == 1:
+        return tagged[0]
+    return Annotated[Union[tuple(tagged)], Field(discriminator="type")]  # noqa: UP007
+
+
+def build_config_model(
+    sink_models: Mapping[str, type[SinkConfig]],
+    source_models: Mapping[str, type[SourceConfig]] | None = None,
+) -> type[Config]:
+    """The `Config` model whose `pipelines[].sinks[]` accept exactly the given sink types, and
+    `pipelines[].source` the given source types (default: the built-in ones)."""
     tagged = _sink_type_models(sink_models)
     if not tagged:
         raise ValueError("no sink types are registered")
-    sink_item: Any
-    if len(tagged) == 1:
-        sink_item = tagged[0]
-    else:
-        sink_item = Annotated[Union[tuple(tagged)], Field(discriminator="type")]  # noqa: UP007
+    sources = _sink_type_models(
+        builtin_source_models() if source_models is None else source_models, "source"
+    )
+    sink_item: Any = _tagged_union(tagged)
+    source_item: Any = _tagged_union(sources)
     pipeline_model = create_model(
         "PipelineConfig",
         __base__=PipelineConfig,
         __doc__=PipelineConfig.__doc__,
         sinks=(list[sink_item], Field(min_length=1, description="Where results are delivered.")),
+        source=(
+            source_item | None,
+            Field(None, description=PipelineConfig.model_fields["source"].description),
+        ),
     )
     return create_model(
         "Config",
@@ -877,12 +1006,14 @@ class SinkTypes:
     models: Mapping[str, type[SinkConfig]]
     unavailable: Mapping[str, str] = field(default_factory=dict)
     load_failures: Sequence[str] = ()
+    sources: Mapping[str, type[SourceConfig]] | None = None
+    """Each source type's config model (None: the built-in sources only)."""
 
     @cached_property
     def config_model(self) -> type[Config]:
         """The `Config` model for these types, built once: configs loaded with the same
         `SinkTypes` share their model classes."""
-        return build_config_model(self.models)
+        return build_config_model(self.models, self.sources)
 
     @cached_property
     def lenient_model(self) -> type[Config]:
@@ -897,7 +1028,7 @@ class SinkTypes:
             )
             stand_in.unavailable_reason = reason
             stand_ins[name] = stand_in
-        return build_config_model({**self.models, **stand_ins})
+        return build_config_model({**self.models, **stand_ins}, self.sources)
 
 
 @cache
@@ -915,6 +1046,23 @@ def builtin_sink_types() -> SinkTypes:
         )
         hook(register=register)
     return SinkTypes(models)
+
+
+@cache
+def builtin_source_models() -> dict[str, type[SourceConfig]]:
+    """The config models of the built-in sources (folder, s3)."""
+    models: dict[str, type[SourceConfig]] = {}
+
+    def register(source_class: type[Source[Any]]) -> None:
+        models[source_class.type] = source_class.config_model
+
+    for module_name in BUILTIN_SOURCE_MODULES:
+        hook = cast(
+            "Callable[..., None]",
+            importlib.import_module(module_name).register_source_types,
+        )
+        hook(register=register)
+    return models
 
 
 def config_json_schema(sink_types: SinkTypes | None = None) -> dict[str, Any]:
@@ -1109,13 +1257,19 @@ def _issue_from_pydantic(
     located = (error.get("ctx") or {}).get("error")
     if isinstance(located, _FieldError):
         loc = (*loc, *located.loc)
+    what = "source" if loc[-1:] == ("source",) else "sink"
     if error.get("type") == "union_tag_not_found":
-        message = "Field required: every sink needs a type"
+        message = f"Field required: every {what} needs a type"
         loc = (*loc, "type")
     elif error.get("type") == "union_tag_invalid":
         ctx = error.get("ctx") or {}
         tag = ctx.get("tag")
-        if isinstance(tag, str) and tag in sink_types.unavailable:
+        if what == "source":
+            message = (
+                f"unknown source type {tag!r} (known: {ctx.get('expected_tags')}); "
+                "is its plugin installed?"
+            )
+        elif isinstance(tag, str) and tag in sink_types.unavailable:
             message = sink_types.unavailable[tag]
         else:
             message = (

@@ -4,8 +4,9 @@ Implement them with `docutray_watch.hookimpl`; all arguments are keyword argumen
 may accept any subset of them. The order in which the document hooks fire is documented on
 `docutray_watch.engine.Engine`. Observer hooks run on the daemon's event loop: keep them quick, and
 know that an exception in one is logged and ignored (it never stops a document or another plugin).
-Sinks are not hooks: a plugin registers sink *classes* and the engine drives each configured sink
-itself (see `docutray_watch.sinks.base.Sink`).
+Sinks and sources are not hooks: a plugin registers sink and source *classes* and the engine
+drives each configured one itself (see `docutray_watch.sinks.base.Sink` and
+`docutray_watch.sources.base.Source`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from docutray_watch.config import Config
     from docutray_watch.records import Document, Identification, ResultRecord
     from docutray_watch.sinks.base import Receipt, Sink
+    from docutray_watch.sources.base import Source
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -35,6 +37,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 @hookspec
 def register_sink_types(register: Callable[[type[Sink[Any]]], None]) -> None:
     """Register sink classes by calling `register(SinkClass)` once for each."""
+
+
+@hookspec
+def register_source_types(register: Callable[[type[Source[Any]]], None]) -> None:
+    """Register source classes (where documents come from) by calling `register(SourceClass)`
+    once for each; see `docutray_watch.sources.base.Source`."""
 
 
 # --- daemon lifecycle ---------------------------------------------------------------------------

@@ -104,7 +104,10 @@ def rule_for_name(pipeline: PipelineConfig, relative_path: str) -> str | None:
         return "the file name is not valid UTF-8 (rename the file)"
     if name.endswith(SIDECAR_SUFFIX):
         return "error sidecar written by docutray-watch"
-    marker = pipeline.watch.ready_marker
+    watch = pipeline.folder_watch
+    marker = (
+        watch.ready_marker if watch is not None else getattr(pipeline.source, "ready_marker", None)
+    )
     if marker and name.endswith(marker):
         return f"ready marker ({marker})"
     for folder in folders:

@@ -37,6 +37,8 @@ from docutray_watch.config import SinkTypes
 from docutray_watch.hookspecs import PROJECT_NAME
 from docutray_watch.sinks import BUILTIN_SINK_MODULES
 from docutray_watch.sinks.base import Sink, SinkConfig
+from docutray_watch.sources import BUILTIN_SOURCE_MODULES
+from docutray_watch.sources.registry import SourceType, collect_source_types
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -55,7 +57,7 @@ log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 
-DEFAULT_PLUGINS: tuple[str, ...] = BUILTIN_SINK_MODULES
+DEFAULT_PLUGINS: tuple[str, ...] = BUILTIN_SINK_MODULES + BUILTIN_SOURCE_MODULES
 
 DISABLE_ENV = "DOCUTRAY_WATCH_DISABLE_PLUGINS"
 TRACE_ENV = "DOCUTRAY_WATCH_TRACE_PLUGINS"
@@ -119,6 +121,7 @@ class Plugins:
     sink_types: dict[str, SinkType]
     broken: list[BrokenPlugin] = field(default_factory=list)
     distributions: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (dist, ver)
+    source_types: dict[str, SourceType] = field(default_factory=dict)
 
     @cached_property
     def config_sink_types(self) -> SinkTypes:
@@ -138,6 +141,7 @@ class Plugins:
             {name: st.config_model for name, st in self.sink_types.items()},
             unavailable=unavailable,
             load_failures=load_failures,
+            sources={name: st.config_model for name, st in self.source_types.items()},
         )
 
 
@@ -257,10 +261,17 @@ def load_plugins(
             if dist is not None and pm.has_plugin(ep.name):
                 distributions[ep.name] = dist
     sink_types = _collect_isolating(pm, broken, distributions)
+    source_types, rejected = collect_source_types(pm)
+    for plugin in rejected:
+        pm.unregister(plugin.plugin)
+        distribution, version = distributions.pop(plugin.name, (None, None))
+        broken.append(BrokenPlugin(plugin.name, plugin.error, distribution, version))
+        for name in [n for n, st in sink_types.items() if st.plugin == plugin.name]:
+            del sink_types[name]  # a plugin is left out whole
     if os.environ.get(TRACE_ENV, "").lower() not in ("", "0", "false", "no"):
         pm.trace.root.setwriter(lambda message: sys.stderr.write(message))
         pm.enable_tracing()
-    return Plugins(pm, sink_types, broken, distributions)
+    return Plugins(pm, sink_types, broken, distributions, source_types)
 
 
 def get_plugin_manager(
@@ -272,7 +283,11 @@ def get_plugin_manager(
 
 def config_sink_types(pm: pluggy.PluginManager) -> SinkTypes:
     """The sink types of a plugin manager in the form `load_config(sink_types=…)` takes."""
-    return SinkTypes({name: st.config_model for name, st in collect_sink_types(pm).items()})
+    source_types, _rejected = collect_source_types(pm)
+    return SinkTypes(
+        {name: st.config_model for name, st in collect_sink_types(pm).items()},
+        sources={name: st.config_model for name, st in source_types.items()},
+    )
 
 
 def _collect_isolating(
@@ -461,6 +476,11 @@ def describe_plugins(
                     for st in plugins.sink_types.values()
                     if st.plugin == name
                 ],
+                "source_types": [
+                    {"type": st.name, "description": st.description}
+                    for st in plugins.source_types.values()
+                    if st.plugin == name
+                ],
             }
         )
     for broken in plugins.broken:
@@ -474,6 +494,7 @@ def describe_plugins(
                 "error": broken.error,
                 "hooks": [],
                 "sink_types": [],
+                "source_types": [],
             }
         )
     return sorted(entries, key=lambda e: (not e["builtin"], e["broken"], e["name"]))

@@ -24,6 +24,8 @@ from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 from docutray_watch.route_checks import check_routes
 from docutray_watch.routing import identification_of, release_problem, routing_summary
+from docutray_watch.sources.base import SourceError
+from docutray_watch.sources.registry import build_source, collect_source_types
 from docutray_watch.status import status_report
 
 __all__ = [
@@ -168,6 +170,8 @@ class WatchFolderError(Exception):
 async def _create_missing_inboxes(config: Config, echo: Echo) -> None:
     """Create missing watched folders, naming each: a mistyped path must not pass in silence."""
     for index, pipeline in enumerate(config.pipelines):
+        if pipeline.folder_watch is None:
+            continue  # its source is not a folder
         root = Path(pipeline.watch.path)
         try:
             created = await asyncio.to_thread(ensure_inbox, root)
@@ -221,6 +225,9 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
     journal = Journal(config.journal_path).open() if config.journal_path.exists() else None
     try:
         for pipeline in config.pipelines:
+            if pipeline.folder_watch is None:
+                asyncio.run(_dry_run_source(pipeline, echo))
+                continue
             root = Path(os.path.abspath(pipeline.watch.path))
             echo(f"pipeline {pipeline.name} ({root}):")
             if pipeline.identify is not None:
@@ -251,7 +258,30 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
 
 def _failure_action(pipeline: Any) -> str:
     action = pipeline.on_failure
-    return f"move to {action.to}" if action.action == "move" else str(action.action)
+    return f"move to {action.target}" if action.action == "move" else str(action.action)
+
+
+async def _dry_run_source(pipeline: Any, echo: Echo) -> None:
+    """The dry run of a pipeline whose source is not a folder: what the source lists."""
+    source_config = pipeline.source_config()
+    source = build_source(
+        pipeline.name, source_config, collect_source_types(get_plugin_manager())[0]
+    )
+    echo(f"pipeline {pipeline.name} ({getattr(source_config, 'root', source_config.type)}):")
+    try:
+        entries = await source.dry_run_listing(
+            lambda relative: intake.rule_for_name(pipeline, relative)
+        )
+    except Exception as exc:  # noqa: BLE001 - reported, then the next pipeline
+        echo(f"  cannot list it: {describe(exc)}")
+        return
+    finally:
+        await source.stop()
+    for entry in entries:
+        verb = "take" if entry.decision == "taken" else "ignore"
+        echo(f"  {verb:<7} {entry.identity}" + ("" if verb == "take" else f": {entry.why}"))
+    taken = sum(1 for entry in entries if entry.decision == "taken")
+    echo(f"  → would take {taken}, ignore {len(entries) - taken}")
 
 
 def _dry_run_verdict(
@@ -305,12 +335,15 @@ async def validate_online(
 ) -> int:
     """Run every sink's health check and check that the API answers and accepts the key."""
     ok = True
+    pm = plugin_manager or get_plugin_manager()
     for pipeline in config.pipelines:
+        if pipeline.folder_watch is None:
+            ok = await _check_source(pipeline, pm, echo) and ok
+            continue
         problem, note = await asyncio.to_thread(inbox_check, Path(pipeline.watch.path))
         if problem or note:
             echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem or note}")
         ok = ok and problem is None
-    pm = plugin_manager or get_plugin_manager()
     sink_types = collect_sink_types(pm)
     for pipeline in config.pipelines:
         for sink_config in pipeline.sinks:
@@ -354,6 +387,22 @@ async def validate_online(
             echo(f"routes: FAILED: cannot list the account's document types: {describe(exc)}")
             ok = False
     return 0 if ok else EX_CONFIG
+
+
+async def _check_source(pipeline: Any, pm: pluggy.PluginManager, echo: Echo) -> bool:
+    """`validate` of a source that is not a folder: one line per thing it checked."""
+    source = build_source(pipeline.name, pipeline.source_config(), collect_source_types(pm)[0])
+    try:
+        lines = await source.check()
+    except Exception as exc:  # noqa: BLE001 - reported, then the rest
+        said = str(exc) if isinstance(exc, SourceError) else describe(exc)
+        echo(f"[{pipeline.name}] source: FAILED: {said}")
+        return False
+    finally:
+        await source.stop()
+    for line in lines:
+        echo(f"[{pipeline.name}] source: {line}")
+    return True
 
 
 # -- status / retry ------------------------------------------------------------------------------

@@ -37,6 +37,10 @@ Building blocks for pipeline tests:
 - `running_daemon()` runs the real daemon (`docutray-watch run`) in the test's event loop;
 - `HookRecorder`, a plugin recording every hook call in order (register it with
   ``load_plugins(extra=[("recorder", recorder)])``).
+
+For source plugins: ``await check_source(source, put=..., move_to=...)`` drives a source through
+nominate / open / keep / sidecar / delete / move (twice, as after a crash) / changed-version round
+trips and fails naming the first promise it breaks (see docs/sources.md).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ import yaml
 
 from docutray_watch._fakeapi import Answer, FakeApi, Reply, SeenRequest
 from docutray_watch._memstore import MemoryStore, StoreCall
+from docutray_watch._sourcecheck import check_source
 from docutray_watch._testkit import (
     MemorySink,
     MemorySinkConfig,
@@ -88,6 +93,7 @@ __all__ = [
     "SeenRequest",
     "StoreCall",
     "build_config",
+    "check_source",
     "config_data",
     "make_document",
     "make_record",

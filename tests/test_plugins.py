@@ -330,6 +330,7 @@ class TestDescribePlugins:
             "broken": False,
             "hooks": ["register_sink_types", "startup"],
             "sink_types": [{"type": "echo", "description": "Echo records (tests)."}],
+            "source_types": [],
         }
         assert describe_plugins(include_builtin=True, pm=pm)[-1]["name"] == "full-plugin"
 

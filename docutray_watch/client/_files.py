@@ -74,9 +74,6 @@ _CONTENT_TYPE_ALIASES = {
 _BASE64_BODY = re.compile(r"[A-Za-z0-9+/\s]*=?\s*=?\s*")
 _WHITESPACE = (" ", "\t", "\r", "\n")
 
-FileInput = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
-"""A document for ``file=``: a path (``str`` or ``os.PathLike``), bytes, or a binary file."""
-
 
 def sniff_content_type(head: bytes) -> str | None:
     """The supported content type the leading bytes belong to, or None.
@@ -192,6 +189,11 @@ class UploadSource(ABC):
     @abstractmethod
     async def open_async(self) -> AsyncOpenedUpload:
         """Start streaming from the document's beginning, without blocking the event loop."""
+
+
+FileInput = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | UploadSource
+"""A document for ``file=``: a path (``str`` or ``os.PathLike``), bytes, a binary file, or an
+``UploadSource`` of the caller's own (a source's document streamed from object storage)."""
 
 
 class _PathSource(UploadSource):
@@ -339,6 +341,8 @@ def prepare_file(
     Reads at most ``SNIFF_LENGTH`` bytes; raises ``InvalidDocumentError`` subclasses for
     documents the service would refuse, ``TypeError`` for inputs that are not documents.
     """
+    if isinstance(file, UploadSource):
+        return file  # checked by whoever made it (the daemon's intake, for a source)
     if isinstance(file, bytes | bytearray | memoryview):
         view = memoryview(file).cast("B")
         document = filename or "<bytes>"

@@ -1,7 +1,9 @@
 """Read the submitted document from a request: multipart streamed, or JSON (URL or base64).
 
 Multipart uploads are never held in memory: they are hashed, counted, sniffed and scanned for
-markers chunk by chunk.
+markers chunk by chunk. A URL input is fetched, streamed the same way, only when its host is a
+loopback address (a test's own server: moto's presigned URLs); any other URL is described from
+the URL alone — the emulator never reaches out to the network.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 
 from docutray_watch.emulator._errors import ApiError
@@ -191,11 +195,63 @@ async def _read_json(request: web.Request, max_size: int) -> Document:
     if declared_type is not None and not isinstance(declared_type, str):
         raise ApiError(400, "image_content_type must be a string")
     code_options = _check_code_options(payload.get(_CODE_OPTIONS))
-    if given == ["image_url"]:
+    if given == ["image_url"] and is_loopback_url(payload["image_url"]):
+        document = await _fetched_document(payload["image_url"], metadata, max_size)
+    elif given == ["image_url"]:
         document = _url_document(payload["image_url"], metadata)
     else:
         document = _base64_document(payload["image_base64"], metadata, max_size)
     return dataclasses.replace(document, code_options=code_options)
+
+
+def is_loopback_url(url: object) -> bool:
+    """True for an http(s) URL whose host is localhost or a loopback address."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+async def _fetched_document(url: str, metadata: dict[str, Any] | None, max_size: int) -> Document:
+    """GET a loopback URL and read the body as an upload would be read (never whole)."""
+    hasher = hashlib.sha256()
+    scanner = MarkerScanner()
+    head = b""
+    size = 0
+    timeout = aiohttp.ClientTimeout(total=300)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as answer:
+            if answer.status != 200:
+                raise ApiError(400, f"image_url could not be fetched: HTTP {answer.status}")
+            async for chunk in answer.content.iter_chunked(_CHUNK_SIZE):
+                size += len(chunk)
+                if size > max_size:
+                    raise _too_large(max_size)
+                hasher.update(chunk)
+                scanner.feed(chunk)
+                if len(head) < SNIFF_HEAD_SIZE:
+                    head += chunk[: SNIFF_HEAD_SIZE - len(head)]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ApiError(400, f"image_url could not be fetched: {type(exc).__name__}") from exc
+    content_type = sniff_content_type(head)
+    if content_type is None:
+        raise _unsupported_type()
+    name = PurePosixPath(urlsplit(url).path).name
+    return Document(
+        sha256=hasher.hexdigest(),
+        size=size,
+        content_type=content_type,
+        original_filename=name or None,
+        metadata=metadata,
+        markers=scanner.finish(),
+    )
 
 
 def _url_document(url: object, metadata: dict[str, Any] | None) -> Document:
