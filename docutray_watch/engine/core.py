@@ -23,7 +23,7 @@ import pluggy
 import structlog
 
 from docutray_watch import retention
-from docutray_watch.client import AsyncClient, DocuTrayError, NotFoundError
+from docutray_watch.client import AsyncClient, DocuTrayError, NotFoundError, RateLimitError
 from docutray_watch.config import Config, PipelineConfig, api_key_of
 from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, Documents, RunSummary
@@ -381,9 +381,14 @@ class Engine:
         self.ctx.client, self._http = client, http
 
     def _client_may_retry(self, exc: BaseException) -> bool:
-        """The client retries a connection never made, unless the API is already known to be
-        unreachable: then the request waits at the gate at once (its probe tells when the API
-        is back), instead of each one retrying on its own first."""
+        """What the engine's client may retry on its own. Not a 429: the shared rate already
+        learned from it (the response hook) and `engine.errors.classify` pauses every request
+        at the gate for its Retry-After, so the client retrying that one request as well would
+        be a third layer. Not a connection never made while the API is already known to be
+        unreachable: the request waits at the gate at once (its probe tells when the API is
+        back) instead of retrying on its own first. Everything else keeps the client's rules."""
+        if isinstance(exc, RateLimitError):
+            return False
         if self.api_gate.unreachable is None or not isinstance(exc, DocuTrayError):
             return True
         return classify(exc, stage="poll") is not Failure.UNREACHABLE

@@ -56,3 +56,18 @@ async def test_a_429_pauses_every_request_for_its_retry_after(unit: Unit) -> Non
     assert unit.store.calls_of("mark_failed") == []
     for name in ("a.pdf", "b.pdf"):
         assert (await unit.document(name)).state == "archived"
+
+
+async def test_a_429_is_handled_once_by_the_gate_not_retried_by_the_client(unit: Unit) -> None:
+    """With client retries allowed, a 429 still reaches the engine at once: the client does not
+    retry it on its own (no `http_429` retry counted); the gate pauses and the engine submits
+    again, once."""
+    unit.fake.submit(Reply(429, {"error": "slow down"}, {"Retry-After": "0.2"}))
+    engine = await unit.start(api={"max_retries": 3})
+    unit.drop("a.pdf")
+    await unit.settled()
+    assert len(unit.fake.posts) == 2
+    retried = engine.metrics.api_retries.labels("POST", "http_429")._value.get()
+    assert retried == 0
+    assert len(unit.store.calls_of("step_not_accepted")) == 1
+    assert (await unit.document()).state == "archived"
