@@ -1,13 +1,16 @@
 """`docutray-watch cluster …`: prepare the cluster database, list the nodes, move a dead node's
-queue.
+queue, import a single-node journal.
 
-Exit codes: 0 done; 1 `--reassign` refused (OLD is alive, NEW unknown); 69 (EX_UNAVAILABLE) the
-cluster database cannot be reached; 78 (EX_CONFIG) the config has no `cluster` block, the database
-is not initialised or newer than this version, or this node's config differs from the cluster's.
+Exit codes: 0 done; 1 `--reassign` refused (OLD is alive, NEW unknown), or `import` found no
+journal; 75 (EX_TEMPFAIL) `import` while a single-node daemon runs on the journal; 69
+(EX_UNAVAILABLE) the cluster database cannot be reached; 78 (EX_CONFIG) the config has no
+`cluster` block, the database is not initialised or newer than this version, or this node's
+config differs from the cluster's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterator
@@ -23,10 +26,11 @@ from docutray_watch.config import EX_CONFIG, ClusterConfig, Config
 if TYPE_CHECKING:
     from docutray_watch.cluster.nodes import NodeInfo
 
-__all__ = ["cluster_group"]
+__all__ = ["cluster_errors", "cluster_group", "node_age"]
 
 EX_UNAVAILABLE = 69
 EX_REFUSED = 1
+EX_TEMPFAIL = 75  # `import` while the single-node daemon runs on the journal
 _EXTRA_HINT = "multi-node mode needs `pip install 'docutray-watch[cluster]'`"
 
 
@@ -36,10 +40,11 @@ def _fail(message: str, code: int) -> None:
 
 
 @contextmanager
-def _cluster_errors(config_path: str | None) -> Iterator[None]:
+def cluster_errors(config_path: str | None) -> Iterator[None]:
     """Turn the cluster's errors into one line on stderr and the documented exit code."""
     try:
         from docutray_watch.cluster.errors import ClusterConfigError, ClusterUnreachableError
+        from docutray_watch.journal.postgres import SchemaNotReady
     except ImportError:  # psycopg missing: the `cluster` extra is not installed
         _fail(f"config error: cluster: {_EXTRA_HINT}", EX_CONFIG)
     try:
@@ -47,6 +52,8 @@ def _cluster_errors(config_path: str | None) -> Iterator[None]:
     except ClusterConfigError as exc:
         where = f"{config_path}: {exc.key}" if exc.key else str(config_path)
         _fail(f"config error: {where}: {exc}", EX_CONFIG)
+    except SchemaNotReady as exc:  # the journal's tables, older than this version or missing
+        _fail(f"config error: {config_path}: cluster.database: {exc}", EX_CONFIG)
     except ClusterUnreachableError as exc:
         _fail(str(exc), EX_UNAVAILABLE)
     except ModuleNotFoundError as exc:
@@ -87,7 +94,7 @@ def init_command(config_path: str | None, adopt_config: bool) -> None:
     none yet: nodes whose configuration differs then refuse to start and name the keys.
     """
     config, cluster, url = _cluster_config(config_path)
-    with _cluster_errors(config_path):
+    with cluster_errors(config_path):
         from docutray_watch.cluster.fingerprint import check_config
         from docutray_watch.cluster.schema import init_schema
 
@@ -121,7 +128,7 @@ def nodes_command(config_path: str | None, as_json: bool, reassign: tuple[str, s
     refuses a live OLD and an unknown NEW (exit 1).
     """
     _config, cluster, url = _cluster_config(config_path)
-    with _cluster_errors(config_path):
+    with cluster_errors(config_path):
         from docutray_watch.cluster.nodes import list_nodes
         from docutray_watch.cluster.schema import check_schema
 
@@ -137,13 +144,73 @@ def nodes_command(config_path: str | None, as_json: bool, reassign: tuple[str, s
         click.echo("No node has joined the cluster yet.")
         return
     rows = [
-        (node.name, node.state, _age(node.heartbeat_age), node.host, str(node.pid), node.version)
+        (
+            node.name,
+            node.state,
+            node_age(node.heartbeat_age),
+            node.host,
+            str(node.pid),
+            node.version,
+        )
         for node in nodes
     ]
     header = ("NODE", "STATE", "LAST HEARTBEAT", "HOST", "PID", "VERSION")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+@cluster_group.command("import")
+@_config_option
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The SQLite journal to import (default: the config's state_dir journal).",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be imported; change nothing.")
+def import_command(config_path: str | None, journal_path: str | None, dry_run: bool) -> None:
+    """Move a single-node journal's documents into the cluster's journal.
+
+    Unfinished documents keep their execution ids (the nodes poll them, never POST them again),
+    finished ones keep deduplicating, deliveries keep their states. Documents of local folders
+    belong to this config's cluster.node. Safe to run again: documents imported before are
+    left as they are. Stop the single-node daemon first (the import refuses while it runs).
+    """
+    from pathlib import Path
+
+    config, _cluster, url = _cluster_config(config_path)
+    with cluster_errors(config_path):
+        from docutray_watch.cluster.importer import import_journal
+        from docutray_watch.cluster.schema import check_schema
+        from docutray_watch.statelock import AlreadyRunningError
+
+        check_schema(url)
+        try:
+            report = asyncio.run(
+                import_journal(
+                    config, Path(journal_path) if journal_path else None, dry_run=dry_run
+                )
+            )
+        except FileNotFoundError as exc:
+            _fail(f"nothing to import: {exc}", EX_REFUSED)
+            return
+        except AlreadyRunningError as exc:
+            _fail(f"not imported: {exc}; stop the single-node daemon first", EX_TEMPFAIL)
+            return
+    click.echo(f"cluster {safe_target(url)}: importing into the cluster's journal")
+    for line in report.lines():
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: nothing was changed")
+
+
+def safe_target(url: str) -> str:
+    """The cluster database, as the commands name it (never with its password)."""
+    from docutray_watch.cluster._db import safe_url
+
+    return safe_url(url)
 
 
 def _reassign(url: str, cluster: ClusterConfig, old: str, new: str, *, as_json: bool) -> None:
@@ -174,7 +241,8 @@ def _reassign(url: str, cluster: ClusterConfig, old: str, new: str, *, as_json: 
         )
 
 
-def _age(seconds: float) -> str:
+def node_age(seconds: float) -> str:
+    """`3 s ago`, `6 min ago`, `2 h ago`, `4 days ago`."""
     if seconds < 120:
         return f"{seconds:.0f} s ago"
     if seconds < 7200:
