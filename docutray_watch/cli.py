@@ -328,7 +328,7 @@ def _print_status(report: dict[str, Any], *, oldest: bool = False) -> None:
             )
         age = report["oldest_pending_age_s"].get(name)
         if oldest and age is not None:
-            from docutray_watch.cluster.cli import node_age
+            from docutray_watch.cluster.exits import node_age
 
             click.echo(f"  oldest unfinished document: found {node_age(age)}")
         types = report.get("identified_types", {}).get(name)
@@ -353,7 +353,7 @@ def _cluster_status(
     config_path: str | None, config: Config, *, as_json: bool, failures: int
 ) -> None:
     """`status` of a cluster: its nodes, then every node's documents, from PostgreSQL."""
-    from docutray_watch.cluster.cli import cluster_errors, node_age
+    from docutray_watch.cluster.exits import cluster_errors, node_age
 
     with cluster_errors(config_path):
         from docutray_watch.cluster.operations import cluster_status_report
@@ -441,7 +441,7 @@ def _cluster_retry(
     config_path: str | None, config: Config, *, paths: tuple[str, ...], failed: bool, force: bool
 ) -> None:
     """`retry` on the cluster's journal: every node sees the requeue."""
-    from docutray_watch.cluster.cli import cluster_errors
+    from docutray_watch.cluster.exits import cluster_errors
 
     with cluster_errors(config_path):
         from docutray_watch.cluster.operations import retry_in_cluster
@@ -504,7 +504,7 @@ def prune(config_path: str | None, days: float | None, dry_run: bool) -> None:
 
 def _cluster_prune(config_path: str | None, config: Config, *, days: float, dry_run: bool) -> None:
     """`prune` of the cluster's journal (every node's documents)."""
-    from docutray_watch.cluster.cli import cluster_errors
+    from docutray_watch.cluster.exits import cluster_errors
 
     with cluster_errors(config_path):
         from docutray_watch.cluster.operations import prune_cluster

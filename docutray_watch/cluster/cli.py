@@ -12,60 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from docutray_watch.cli import _config_option, _load
+from docutray_watch.cluster.exits import (
+    EX_REFUSED,
+    EX_TEMPFAIL,
+    cluster_errors,
+    fail,
+    node_age,
+)
 from docutray_watch.config import EX_CONFIG, ClusterConfig, Config
 
 if TYPE_CHECKING:
     from docutray_watch.cluster.nodes import NodeInfo
 
-__all__ = ["cluster_errors", "cluster_group", "node_age"]
-
-EX_UNAVAILABLE = 69
-EX_REFUSED = 1
-EX_TEMPFAIL = 75  # `import` while the single-node daemon runs on the journal
-_EXTRA_HINT = "multi-node mode needs `pip install 'docutray-watch[cluster]'`"
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"docutray-watch: {message}", err=True)
-    sys.exit(code)
-
-
-@contextmanager
-def cluster_errors(config_path: str | None) -> Iterator[None]:
-    """Turn the cluster's errors into one line on stderr and the documented exit code."""
-    try:
-        from docutray_watch.cluster.errors import ClusterConfigError, ClusterUnreachableError
-        from docutray_watch.journal.postgres import SchemaNotReady
-    except ImportError:  # psycopg missing: the `cluster` extra is not installed
-        _fail(f"config error: cluster: {_EXTRA_HINT}", EX_CONFIG)
-    try:
-        yield
-    except ClusterConfigError as exc:
-        where = f"{config_path}: {exc.key}" if exc.key else str(config_path)
-        _fail(f"config error: {where}: {exc}", EX_CONFIG)
-    except SchemaNotReady as exc:  # the journal's tables, older than this version or missing
-        _fail(f"config error: {config_path}: cluster.database: {exc}", EX_CONFIG)
-    except ClusterUnreachableError as exc:
-        _fail(str(exc), EX_UNAVAILABLE)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("procrastinate", "psycopg", "psycopg_pool"):
-            _fail(f"config error: cluster: {_EXTRA_HINT}", EX_CONFIG)
-        raise
+__all__ = ["cluster_group"]
 
 
 def _cluster_config(config_path: str | None) -> tuple[Config, ClusterConfig, str]:
     config = _load(config_path, need_secrets=False)
     if config.cluster is None:
-        _fail(
+        fail(
             f"config error: {config_path}: cluster: the configuration has no cluster block "
             "(see docs/cluster-setup.md)",
             EX_CONFIG,
@@ -194,11 +165,9 @@ def import_command(config_path: str | None, journal_path: str | None, dry_run: b
                 )
             )
         except FileNotFoundError as exc:
-            _fail(f"nothing to import: {exc}", EX_REFUSED)
-            return
+            fail(f"nothing to import: {exc}", EX_REFUSED)
         except AlreadyRunningError as exc:
-            _fail(f"not imported: {exc}; stop the single-node daemon first", EX_TEMPFAIL)
-            return
+            fail(f"not imported: {exc}; stop the single-node daemon first", EX_TEMPFAIL)
     click.echo(f"cluster {safe_target(url)}: importing into the cluster's journal")
     for line in report.lines():
         click.echo(line)
@@ -219,8 +188,7 @@ def _reassign(url: str, cluster: ClusterConfig, old: str, new: str, *, as_json: 
     try:
         result = reassign_queue(url, old, new, stalled_timeout=cluster.stalled_timeout)
     except ReassignRefusedError as exc:
-        _fail(f"not reassigned: {exc}", EX_REFUSED)
-        return
+        fail(f"not reassigned: {exc}", EX_REFUSED)
     if as_json:
         click.echo(
             json.dumps(
@@ -239,17 +207,6 @@ def _reassign(url: str, cluster: ClusterConfig, old: str, new: str, *, as_json: 
             "stalled-job recovery puts them back in its queue: run this command again after "
             f"{cluster.stalled_timeout:g} s"
         )
-
-
-def node_age(seconds: float) -> str:
-    """`3 s ago`, `6 min ago`, `2 h ago`, `4 days ago`."""
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
 
 
 def _node_json(node: NodeInfo) -> dict[str, Any]:
