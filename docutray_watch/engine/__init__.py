@@ -24,6 +24,8 @@ Hooks fire in this order for a document (`startup` before the first, `shutdown` 
                                (discovery: `_ready_to_read`)
     document_discovered        the file is complete, hashed, checked and journaled `queued`
                                (discovery: `announce_queued`), or journaled `duplicate`
+    after_document_identified  a pipeline with `identify`: the service said which type it is
+                               (run: `_route`), before its route's steps or its failure
     before_document_submit     for each step, just before its submission (may add metadata)
                                (submit: `_metadata`)
     after_document_result      for each step, once its SUCCESS/ERROR result is journaled

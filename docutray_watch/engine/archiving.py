@@ -92,6 +92,7 @@ async def failure_details(ctx: Context, doc: DocumentRow) -> dict[str, object]:
         # A delivery failure counts its sink's attempts; others the document's runs.
         "attempts": detail.get("attempts", doc.attempts),
         "flags": sorted(doc.flags),
+        "identification": doc.identification,
         "time": now().isoformat().replace("+00:00", "Z"),
         "steps": [
             {

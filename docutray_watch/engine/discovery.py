@@ -334,7 +334,7 @@ class Discovery:
                         mtime_ns=facts.mtime_ns,
                         ctime_ns=facts.ctime_ns,
                         inode=facts.inode,
-                        steps=config.steps,
+                        steps=config.initial_steps,
                         skip_if_done=config.duplicates == "skip",
                     )
                 )
@@ -418,7 +418,7 @@ class Discovery:
             content_type=facts.content_type,
             size=facts.size,
             mtime_ns=facts.mtime_ns,
-            steps=config.steps,
+            steps=config.initial_steps,
             ctime_ns=facts.ctime_ns,
             inode=facts.inode,
         )

@@ -38,6 +38,8 @@ async def finalize(
     runtime = ctx.pipelines.get(doc.pipeline)
     if runtime is None:
         return None
+    if doc.state == DocumentState.UNROUTED:
+        return await _leave_unrouted(ctx, doc, log)
     config = runtime.config
     document = document_of(doc) if doc.sha256 else None
     delivered_now = doc.state == DocumentState.COMPLETED  # all delivered, not journaled yet
@@ -120,6 +122,31 @@ async def finalize(
         path=Path(doc.path),
         outcome=outcome,
         destination=destination,
+    )
+    return doc
+
+
+async def _leave_unrouted(ctx: Context, doc: DocumentRow, log: FilteringBoundLogger) -> DocumentRow:
+    """No route takes the identified document (`otherwise: keep`): the file stays where it was
+    found, for a person, remembered as kept so no scan takes it again until `retry` releases
+    it. Not a failure: no `on_document_error`."""
+    if doc.finished_at is None:
+        doc = await ctx.store.finish(doc.id, doc.path)
+    outcome = str(DocumentState.UNROUTED)
+    ctx.summary.outcomes[outcome] += 1
+    ctx.metrics.documents.labels(doc.pipeline, outcome).inc()
+    documents = ctx.documents
+    documents.known[doc.pipeline].pop(doc.path, None)
+    documents.kept[doc.pipeline][doc.path] = kept_stamp(doc.size, doc.mtime_ns)
+    log.info("document_unrouted", reason=doc.error, identified_type=doc.identified_type)
+    call_observers(
+        ctx.pm,
+        "after_document_archived",
+        pipeline=doc.pipeline,
+        document=document_of(doc) if doc.sha256 else None,
+        path=Path(doc.path),
+        outcome=outcome,
+        destination=None,
     )
     return doc
 

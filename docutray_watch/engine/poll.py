@@ -15,14 +15,27 @@ from datetime import datetime
 
 from structlog.typing import FilteringBoundLogger
 
-from docutray_watch.client import DocuTrayError, NotFoundError, StepExecutionStatus
+from docutray_watch.client import (
+    DocuTrayError,
+    IdentificationStatus,
+    NotFoundError,
+    StepExecutionStatus,
+)
 from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context
 from docutray_watch.engine.errors import Failure, classify
-from docutray_watch.engine.steps import TERMINAL, Deadline, HeldSlot, step_ended, step_failed
+from docutray_watch.engine.steps import (
+    TERMINAL,
+    Deadline,
+    HeldSlot,
+    identification_ended,
+    step_ended,
+    step_failed,
+)
 from docutray_watch.engine.submit import await_api, report_pause
-from docutray_watch.journal import DocumentRow, StepRow
+from docutray_watch.journal import IDENTIFY_STEP, DocumentRow, StepRow
 from docutray_watch.polling import PollSchedule, probe_schedule
+from docutray_watch.routing_phase import read_identification
 
 __all__ = ["PollState", "Polled", "poll", "poll_once"]
 
@@ -128,7 +141,11 @@ async def poll_once(
     asked_at = time.time()
     try:
         ctx.metrics.status_requests.inc()
-        status = await ctx.api().steps.get_status(step.execution_id)
+        status: StepExecutionStatus | IdentificationStatus
+        if step.step_id == IDENTIFY_STEP:
+            status = await read_identification(ctx.api(), step.execution_id)
+        else:
+            status = await ctx.api().steps.get_status(step.execution_id)
     except DocuTrayError as exc:
         failure = classify(exc, stage="poll")
         if failure is Failure.REJECTED:
@@ -167,6 +184,8 @@ async def poll_once(
         # The execution is over at the service: its slot can take the next document while the
         # result is journaled (a crash before that re-reads the status).
         slot.release()
+        if isinstance(status, IdentificationStatus):
+            return Polled(await identification_ended(ctx, step, status, log), None)
         return Polled(await step_ended(ctx, doc, step, status, log), None)
     state.last_pending_at = asked_at
     if status.status != step.status:
@@ -195,7 +214,7 @@ def _learn(
     ctx: Context,
     step_id: str,
     size: int,
-    status: StepExecutionStatus,
+    status: StepExecutionStatus | IdentificationStatus,
     state: PollState,
     seen_at: float,
 ) -> None:

@@ -22,7 +22,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from docutray_watch.delivery import describe
-from docutray_watch.engine.context import Context
+from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.deliver import deliver_all
 from docutray_watch.engine.discovery import Discovery
 from docutray_watch.engine.finalize import changed_during_processing, finalize, version_check
@@ -30,6 +30,9 @@ from docutray_watch.engine.poll import poll
 from docutray_watch.engine.steps import Deadline, HeldSlot, step_failed
 from docutray_watch.engine.submit import source_changed, submit
 from docutray_watch.journal import DocumentRow, DocumentState, StepRow, StepState
+from docutray_watch.plugins import call_observers
+from docutray_watch.routing import routed_steps_pending
+from docutray_watch.routing_phase import Routed, route_identified
 
 __all__ = ["Dispatcher", "DocumentRun"]
 
@@ -68,9 +71,10 @@ class DocumentRun:
             self.ctx.documents.forget(self.doc)
 
     async def _run(self) -> None:
-        ctx, doc = self.ctx, self.doc
-        if doc.state in _STEPPING and not await self._run_steps():
+        ctx = self.ctx
+        if self.doc.state in _STEPPING and not await self._run_steps():
             return  # a step could not be journaled as ended: resumed at the next start
+        doc = self.doc
         if doc.state in _STEPPING or doc.state == DocumentState.COMPLETED:
             view = await ctx.store.completion(doc.id)
             doc = self._now(view.document)
@@ -90,18 +94,51 @@ class DocumentRun:
         return doc
 
     async def _run_steps(self) -> bool:
-        """Every unfinished step, side by side; True once all of them ended."""
+        """Every unfinished step, side by side; True once all of them ended (or, for a pipeline
+        that identifies first, once the route after `@identify` ended the document)."""
         ctx, doc = self.ctx, self.doc
         steps = self.steps
         if steps is None:
             steps = [s for s in await ctx.store.steps_of(doc.id) if not s.finished]
         slots, self.slots = self.slots, []
         pool = ctx.limits.slots
-        held = slots + [HeldSlot(pool, held=False) for _ in steps[len(slots) :]]
-        await asyncio.gather(
-            *(self._step(step, slot) for step, slot in zip(steps, held, strict=True))
+        while True:
+            held = slots + [HeldSlot(pool, held=False) for _ in steps[len(slots) :]]
+            steps_and_slots = zip(steps, held, strict=True)
+            await asyncio.gather(*(self._step(step, slot) for step, slot in steps_and_slots))
+            rows = await ctx.store.steps_of(doc.id)
+            identified = _identified_awaiting_route(rows)
+            if identified is None:
+                return all(s.finished for s in rows)
+            routed = await self._route(identified)
+            if routed.route.action != "run":
+                return True  # failed or unrouted: straight to its end
+            steps, slots = [s for s in routed.steps if not s.finished], []
+
+    async def _route(self, identified: StepRow) -> Routed:
+        """The document was identified: journal it, announce it, and journal its route."""
+        ctx = self.ctx
+        config = ctx.pipelines[self.doc.pipeline].config
+        routed = await route_identified(ctx.store, config, self.doc, identified)
+        self._now(routed.document)
+        found = routed.identification
+        if routed.newly_identified:
+            ctx.metrics.identified.labels(self.doc.pipeline, found.code).inc()
+            call_observers(
+                ctx.pm,
+                "after_document_identified",
+                pipeline=self.doc.pipeline,
+                document=document_of(self.doc),
+                identification=found,
+            )
+        self.log.info(
+            "document_identified",
+            document_type=found.code,
+            confidence=found.confidence,
+            route=routed.route.route,
+            then=routed.route.action,
         )
-        return all(s.finished for s in await ctx.store.steps_of(doc.id))
+        return routed
 
     async def _step(self, step: StepRow, slot: HeldSlot) -> None:
         """One step: its slot, its submission, its polling, until its execution ended."""
@@ -121,6 +158,14 @@ class DocumentRun:
         finally:
             slot.release()
             ctx.documents.progress()
+
+
+def _identified_awaiting_route(rows: list[StepRow]) -> StepRow | None:
+    """The successful `@identify` row of a document whose routed steps are not added yet."""
+    if not routed_steps_pending([s.step_id for s in rows]):
+        return None
+    (identify,) = rows
+    return identify if identify.state == StepState.SUCCESS else None
 
 
 class Dispatcher:
@@ -184,7 +229,7 @@ class Dispatcher:
         ctx = self.ctx
         ctx.metrics.queue_depth.labels(doc.pipeline).dec()
         doc = ctx.documents.active.get(doc.id, doc)
-        configured = ctx.pipelines[doc.pipeline].config.steps
+        configured = ctx.pipelines[doc.pipeline].config.initial_steps
         if steps is None or [s.step_id for s in steps] != list(configured):
             # Resumed, requeued, or the pipeline's steps changed (a reload) since it was queued.
             steps = await ctx.store.ensure_steps(doc.id, configured)
@@ -194,7 +239,7 @@ class Dispatcher:
             return
         slot = HeldSlot(ctx.limits.slots, held=False)
         await slot.acquire()
-        if all(s.state == StepState.PENDING and s.attempts == 0 for s in unfinished):
+        if all(s.state == StepState.PENDING and s.attempts == 0 for s in steps):
             # Nothing submitted yet: a file replaced or deleted while queued (checked once a
             # slot is free, as the wait for one can be long) is simply taken again from
             # scratch (or dropped), never failed. One lstat, inline: cheaper than a thread trip.

@@ -8,18 +8,21 @@ from datetime import UTC, datetime
 
 from structlog.typing import FilteringBoundLogger
 
-from docutray_watch.client import StepExecutionStatus
+from docutray_watch.client import IdentificationStatus, StepExecutionStatus
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.limits import SlotPool
 from docutray_watch.journal import DocumentRow, StepRow
 from docutray_watch.plugins import call_observers
 from docutray_watch.records import ResultRecord
+from docutray_watch.routing import identification_of
+from docutray_watch.routing_phase import identification_outcome
 
 __all__ = [
     "TERMINAL",
     "Deadline",
     "HeldSlot",
     "error_text",
+    "identification_ended",
     "json_text",
     "record_of",
     "step_ended",
@@ -81,6 +84,7 @@ def record_of(doc: DocumentRow, step: StepRow) -> ResultRecord | None:
         response_timestamp=result.get("response_timestamp"),
         submitted_at=datetime.fromtimestamp(step.submitted_at or 0, UTC),
         completed_at=datetime.fromtimestamp(step.completed_at or 0, UTC),
+        identification=identification_of(doc.identification),
     )
 
 
@@ -128,6 +132,28 @@ async def step_ended(
             document=record.document,
             record=record,
         )
+    return step
+
+
+async def identification_ended(
+    ctx: Context, step: StepRow, status: IdentificationStatus, log: FilteringBoundLogger
+) -> StepRow:
+    """Journal a SUCCESS or ERROR identification (its whole answer: a restart routes without
+    asking again). Nothing is delivered: the routed steps' results are."""
+    outcome = identification_outcome(status)
+    step, _completed = await ctx.store.step_finished(
+        step.id,
+        state=outcome.state,
+        status=status.status,
+        result=outcome.result,
+        error=outcome.error,
+    )
+    log.info(
+        "identification_completed",
+        identification_id=step.execution_id,
+        status=status.status,
+        document_type=status.document_type.code if status.document_type else None,
+    )
     return step
 
 

@@ -32,9 +32,10 @@ from docutray_watch.engine.context import Context, document_of, now
 from docutray_watch.engine.errors import Failure, classify
 from docutray_watch.engine.http import SUBMISSION_WIRE, SubmissionWire
 from docutray_watch.engine.steps import Deadline, HeldSlot, step_failed
-from docutray_watch.journal import DocumentRow, StepRow, StepState
+from docutray_watch.journal import IDENTIFY_STEP, DocumentRow, StepRow, StepState
 from docutray_watch.plugins import call_observers
 from docutray_watch.records import Document
+from docutray_watch.routing_phase import submit_identification
 from docutray_watch.templates import metadata_context, render
 
 __all__ = ["await_api", "report_pause", "source_changed", "submit", "write_until_done"]
@@ -76,17 +77,10 @@ async def submit(
         if changed:
             return await step_failed(ctx, step, changed, log, stage="submit")
         step = await ctx.store.step_submitting(step.id)
-        metadata = _metadata(ctx, config, document_of(doc), step.step_id)
         wire = SubmissionWire()
         SUBMISSION_WIRE.set(wire)
         try:
-            status = await ctx.api().steps.run_async(
-                step.step_id,
-                file=Path(doc.path),
-                content_type=doc.content_type,
-                document_metadata=metadata or None,
-                filename=doc.name,
-            )
+            execution_id, status = await _send(ctx, config, doc, step)
         except asyncio.CancelledError:
             if not wire.maybe_sent:
                 # Stopped before the POST went out (waiting for its turn in the rate, or
@@ -134,9 +128,9 @@ async def submit(
             # The service is running it now: losing its id would mean paying twice, so a
             # journal that cannot be written (disk full) is waited for, not given up on.
             step = await write_until_done(
-                partial(ctx.store.step_accepted, step.id, status.execution_id, status.status),
+                partial(ctx.store.step_accepted, step.id, execution_id, status),
                 log=log,
-                what=f"execution id {status.execution_id}",
+                what=f"execution id {execution_id}",
             )
             ctx.limits.pauses.answered(doc.pipeline)
             ctx.metrics.submissions.labels(doc.pipeline).inc()
@@ -144,7 +138,7 @@ async def submit(
                 "document_submitted",
                 doc_sha256=doc.sha256,
                 step_id=step.step_id,
-                execution_id=status.execution_id,
+                execution_id=execution_id,
             )
             return step
         # Not accepted: wait and try again, until the step's deadline.
@@ -158,6 +152,26 @@ async def submit(
             )
         await asyncio.sleep(backoff)
         backoff = min(SUBMIT_BACKOFF_MAX, backoff * 2)
+
+
+async def _send(
+    ctx: Context, config: PipelineConfig, doc: DocumentRow, step: StepRow
+) -> tuple[str, str]:
+    """The submission itself (streamed from the file); the id to poll and its first status.
+    A pipeline that identifies first sends its `@identify` row to the identify endpoint (no
+    metadata: `before_document_submit` is for the steps)."""
+    if step.step_id == IDENTIFY_STEP:
+        identification = await submit_identification(ctx.api(), config, doc)
+        return identification.identification_id, identification.status
+    metadata = _metadata(ctx, config, document_of(doc), step.step_id)
+    status = await ctx.api().steps.run_async(
+        step.step_id,
+        file=Path(doc.path),
+        content_type=doc.content_type,
+        document_metadata=metadata or None,
+        filename=doc.name,
+    )
+    return status.execution_id, status.status
 
 
 async def await_api(ctx: Context, pipeline: str, *, slot: HeldSlot | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Fixtures for the journal's tests: a fresh PostgreSQL database per test.
+"""Fixtures for the journal's tests: a fresh PostgreSQL database per test, and an open store of
+each kind for the `StateStore` contract.
 
 The database is created on the server at 127.0.0.1:5432 (user postgres) and dropped afterwards.
 When the server is unreachable the PostgreSQL tests skip, except under `CI=true` where they fail,
@@ -9,9 +10,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+
+from docutray_watch._memstore import MemoryStore
+from docutray_watch.journal import SqliteStore, StateStore
+from docutray_watch.journal.postgres import PostgresStore
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
@@ -45,3 +51,23 @@ def pg_url_fixture(pg_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(f"{pg_server}/test", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+BACKENDS = ["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(name="store", params=BACKENDS)
+async def store_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StateStore]:
+    """An open, empty store of each kind; closed afterwards (a module may define its own)."""
+    store: StateStore
+    if request.param == "sqlite":
+        store = SqliteStore(tmp_path / "journal.sqlite3")
+    elif request.param == "memory":
+        store = MemoryStore()
+    else:
+        store = PostgresStore(request.getfixturevalue("pg_url"))
+    await store.open()
+    yield store
+    await store.close()

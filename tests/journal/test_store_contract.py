@@ -1,16 +1,16 @@
 """The `StateStore` contract: the same behaviour from SqliteStore, MemoryStore and PostgresStore.
 
 Each test runs against the three stores (a SQLite file in the test's folder, the in-memory fake,
-a PostgreSQL database of the test's own). What only PostgreSQL has (migrations under an advisory
-lock, lease fencing, the unique content index, the counters, concurrency) is tested in
-`test_postgres_store.py`.
+a PostgreSQL database of the test's own: the `store` fixture of `conftest.py`). The behaviour of
+pipelines that route by document type is in `test_store_contract_routing.py`. What only
+PostgreSQL has (migrations under an advisory lock, lease fencing, the unique content index, the
+counters, concurrency) is tested in `test_postgres_store.py`.
 """
 
 from __future__ import annotations
 
 import inspect
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,25 +32,6 @@ from docutray_watch.journal import (
 from docutray_watch.journal.postgres import PostgresStore, migrate
 from docutray_watch.journal.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from docutray_watch.journal.sqlite.reports import REQUEUED_KEY
-
-BACKENDS = ["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(name="store", params=BACKENDS)
-async def store_fixture(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StateStore]:
-    """An open, empty store of each kind; closed afterwards."""
-    store: StateStore
-    if request.param == "sqlite":
-        store = SqliteStore(tmp_path / "journal.sqlite3")
-    elif request.param == "memory":
-        store = MemoryStore()
-    else:
-        store = PostgresStore(request.getfixturevalue("pg_url"))
-    await store.open()
-    yield store
-    await store.close()
 
 
 def sha(n: int) -> str:

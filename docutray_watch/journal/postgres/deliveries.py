@@ -30,6 +30,7 @@ __all__ = [
     "finish",
     "mark_delivered",
     "mark_failed",
+    "mark_unrouted",
     "supersede",
 ]
 
@@ -95,6 +96,21 @@ async def mark_failed(
     )
 
 
+async def mark_unrouted(
+    tx: Tx, doc_id: int, reason: str, *, detail: JSONObject | None
+) -> DocumentRow:
+    """Identified as a type no route takes, with `otherwise: keep`: the document ends
+    `unrouted` (left for a person; `retry` releases it once a route exists)."""
+    return await tx.set_state(
+        doc_id,
+        _D.UNROUTED,
+        outcome="unrouted",
+        error=reason,
+        error_stage="route",
+        error_detail=dict(detail) if detail else None,
+    )
+
+
 async def archive_intent(tx: Tx, doc_id: int, destination: str | None) -> None:
     """Journal where the file is about to go, before moving it (an unknown document: nothing)."""
     try:
@@ -115,7 +131,7 @@ async def deliver_and_finish(tx: Tx, doc_id: int, archived_to: str | None) -> Do
 async def finish(tx: Tx, doc_id: int, archived_to: str | None) -> DocumentRow:
     """The final file action is done; a delivered or duplicate document becomes archived."""
     state = await tx.lock_document(doc_id)
-    if state not in (_D.DELIVERED, _D.DUPLICATE, _D.FAILED, _D.REJECTED, _D.ARCHIVED):
+    if state not in (_D.DELIVERED, _D.DUPLICATE, _D.FAILED, _D.REJECTED, _D.ARCHIVED, _D.UNROUTED):
         raise InvalidTransition(f"document {doc_id}: cannot finish in state {state}")
     new_state = _D.ARCHIVED if state in (_D.DELIVERED, _D.DUPLICATE) else state
     return await tx.set_state(

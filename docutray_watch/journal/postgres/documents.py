@@ -7,6 +7,7 @@ statement where the SQL allows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -29,6 +30,7 @@ __all__ = [
     "mark_rediscovered",
     "refresh_identity",
     "reject",
+    "set_identification",
 ]
 
 _D = DocumentState
@@ -277,3 +279,15 @@ async def refresh_identity(
     except KeyError:
         return
     await tx.update_document(doc_id, mtime_ns=mtime_ns, ctime_ns=ctime_ns, inode=inode)
+
+
+async def set_identification(
+    tx: Tx, doc_id: int, identification_json: str, code: str
+) -> DocumentRow:
+    """Remember the type the service identified (`code`) and its whole answer (JSON text of a
+    `docutray_watch.records.Identification`), once its `@identify` step succeeded."""
+    answer = json.loads(identification_json)  # refuse what could not be read back
+    await tx.lock_document(doc_id)
+    return await tx.update_document(
+        doc_id, identified_type=code, identification=answer, updated_at=tx.now
+    )

@@ -33,17 +33,21 @@ _D = DocumentState
 
 
 async def requeue(tx: Tx, doc_id: int, *, force: bool) -> DocumentRow:
-    """Make a finished document run again (see `Journal.requeue`): a failed one keeps its
-    successful steps and delivered results; `force` re-runs an archived one from scratch, in the
-    next generation of its content (the unique index lets the new run claim it)."""
+    """Make a finished document run again (see `Journal.requeue`): a failed (or unrouted) one
+    keeps its successful steps and delivered results, and its identification (it is routed
+    again, not identified again); `force` re-runs an archived one from scratch, identification
+    included, in the next generation of its content (the unique index lets the new run claim
+    it)."""
     doc = await tx.document(doc_id)
     await tx.lock_document(doc_id)
     if doc.state == _D.ARCHIVED and not force:
         raise InvalidTransition(f"document {doc_id} succeeded; use --force to run it again")
-    if doc.state not in (_D.ARCHIVED, _D.FAILED, _D.REJECTED):
+    if doc.state not in (_D.ARCHIVED, _D.FAILED, _D.REJECTED, _D.UNROUTED):
         raise InvalidTransition(f"document {doc_id} is still in progress ({doc.state})")
+    columns: dict[str, object] = {}
     if doc.state in (_D.REJECTED, _D.ARCHIVED) or doc.sha256 is None:
         await tx.conn.execute(sa.delete(steps).where(steps.c.document_id == doc_id))
+        columns.update(identified_type=None, identification=None)
     else:
         await tx.conn.execute(
             sa.delete(steps).where(
@@ -59,7 +63,6 @@ async def requeue(tx: Tx, doc_id: int, *, force: bool) -> DocumentRow:
     new_state = _D.QUEUED
     if doc.state == _D.REJECTED or (doc.sha256 is None and doc.state != _D.ARCHIVED):
         new_state = _D.DISCOVERED
-    columns: dict[str, object] = {}
     if doc.state == _D.ARCHIVED and doc.sha256 is not None:
         columns["generation"] = await next_generation(tx.conn, doc.pipeline, doc.sha256)
     # In the same transaction: a daemon that sees the new count also sees the document.

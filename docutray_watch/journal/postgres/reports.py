@@ -19,6 +19,7 @@ from docutray_watch.journal.sqlite.reports import API_PAUSE_KEY, REQUEUED_KEY
 
 __all__ = [
     "counts",
+    "counts_by_type",
     "documents_in",
     "get_meta",
     "kept_stamps",
@@ -110,6 +111,22 @@ async def counts(tx: Tx) -> dict[str, dict[str, int]]:
 async def outcome_counts(tx: Tx) -> dict[str, dict[str, int]]:
     """Documents per pipeline: finished ones by outcome, unfinished ones by state."""
     return await _count_by(tx, doc_counts.c.word)
+
+
+async def counts_by_type(tx: Tx) -> dict[str, dict[str, int]]:
+    """Documents per pipeline and identified type code (pipelines that identify; a document
+    counts once its identification succeeded, whatever happened next). Reads the partial index
+    `documents_by_type`, which holds identified documents only."""
+    found = await tx.conn.execute(
+        sa.select(documents.c.pipeline, documents.c.identified_type, sa.func.count())
+        .where(documents.c.identified_type.is_not(None))
+        .group_by(documents.c.pipeline, documents.c.identified_type)
+        .order_by(documents.c.pipeline, documents.c.identified_type)
+    )
+    result: dict[str, dict[str, int]] = {}
+    for pipeline, code, n in found:
+        result.setdefault(str(pipeline), {})[str(code)] = int(n)
+    return result
 
 
 async def oldest_pending(tx: Tx) -> dict[str, float]:

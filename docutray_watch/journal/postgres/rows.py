@@ -36,6 +36,8 @@ def document(row: RowMapping) -> DocumentRow:
         finished_at=row["finished_at"],
         ctime_ns=row["ctime_ns"],
         inode=row["inode"],
+        identified_type=row["identified_type"],
+        identification=row["identification"],
     )
 
 

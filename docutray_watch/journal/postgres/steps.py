@@ -17,6 +17,7 @@ from docutray_watch.journal.postgres.tables import deliveries, documents, steps
 from docutray_watch.journal.postgres.tx import Tx
 from docutray_watch.journal.rows import JSONObject, StepRow
 from docutray_watch.journal.states import (
+    IDENTIFY_STEP,
     STEP_END_STATES,
     DocumentState,
     InvalidTransition,
@@ -159,8 +160,18 @@ async def ensure_steps(tx: Tx, doc_id: int, step_ids: Sequence[str]) -> list[Ste
 
 
 async def advance_document(tx: Tx, doc_id: int) -> bool:
-    """Move the document along with its steps; True when it just became `completed`."""
-    found = await tx.conn.execute(sa.select(steps.c.state).where(steps.c.document_id == doc_id))
+    """Move the document along with its steps; True when it just became `completed`.
+
+    A document whose only step is a successful `@identify` is not complete: it waits for its
+    route (the engine adds the routed steps, or ends it as failed or unrouted).
+    """
+    found = (
+        await tx.conn.execute(
+            sa.select(steps.c.step_id, steps.c.state).where(steps.c.document_id == doc_id)
+        )
+    ).all()
+    if [(r.step_id, r.state) for r in found] == [(IDENTIFY_STEP, StepState.SUCCESS)]:
+        return False
     states = [str(r.state) for r in found]
     doc_state = await tx.lock_document(doc_id)
     if states and all(s in STEP_END_STATES for s in states):

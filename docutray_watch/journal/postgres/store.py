@@ -189,6 +189,24 @@ class PostgresStore(ExtraCalls):
             )
         )
 
+    # -- identification (pipelines that route by document type) ------------------------------
+
+    async def set_identification(
+        self, doc_id: int, identification_json: str, code: str
+    ) -> DocumentRow:
+        """Remember the identified type and the whole answer (JSON text)."""
+        return await self._call(
+            lambda tx: documents.set_identification(tx, doc_id, identification_json, code)
+        )
+
+    async def mark_unrouted(
+        self, doc_id: int, reason: str, *, detail: JSONObject | None = None
+    ) -> DocumentRow:
+        """No route takes the identified document (`otherwise: keep`): it ends `unrouted`."""
+        return await self._call(
+            lambda tx: deliveries.mark_unrouted(tx, doc_id, reason, detail=detail)
+        )
+
     # -- steps -------------------------------------------------------------------------------
 
     async def steps_of(self, doc_id: int) -> list[StepRow]:
@@ -335,6 +353,10 @@ class PostgresStore(ExtraCalls):
     async def counts(self) -> dict[str, dict[str, int]]:
         """Number of documents per pipeline and state (from the counters, not a scan)."""
         return await self._call(reports.counts, write=False)
+
+    async def counts_by_type(self) -> dict[str, dict[str, int]]:
+        """Number of identified documents per pipeline and identified type code."""
+        return await self._call(reports.counts_by_type, write=False)
 
     async def oldest_pending(self) -> dict[str, float]:
         """Creation time of the oldest unfinished document, per pipeline."""

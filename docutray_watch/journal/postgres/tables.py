@@ -65,6 +65,9 @@ documents = sa.Table(
     sa.Column("node", sa.Text),
     sa.Column("lease", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
+    # Pipelines that identify (schema 2): the type code answered and the whole answer.
+    sa.Column("identified_type", sa.Text),
+    sa.Column("identification", _JSON),
 )
 
 steps = sa.Table(

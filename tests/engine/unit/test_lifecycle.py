@@ -31,6 +31,7 @@ def test_the_package_docstring_lists_every_document_hook() -> None:
     assert HOOK_ORDER == [
         "ignore_document",
         "document_discovered",
+        "after_document_identified",
         "before_document_submit",
         "after_document_result",
         "after_document_delivered",
