@@ -88,8 +88,6 @@ class ImportReport:
     uncertain_steps: int = 0
     """Steps caught mid-submission (`submitting`): the cluster handles them as a restarted
     single node would (the uncertain-submission rule)."""
-    unrouted: int = 0
-    """Documents left `unrouted`: their identification is not carried over (see the docs)."""
     node: str | None = None
 
     @property
@@ -117,11 +115,6 @@ class ImportReport:
             lines.append(
                 f"{self.uncertain_steps} step(s) were being submitted when the journal was last "
                 "written: they follow the uncertain-submission rule (resubmitted once at most)"
-            )
-        if self.unrouted:
-            lines.append(
-                f"note: {self.unrouted} unrouted document(s): the cluster journal does not keep "
-                "identifications yet; they stay unrouted"
             )
         if self.node:
             lines.append(f"documents of local folders belong to node {self.node}")
@@ -249,7 +242,6 @@ async def _import(
     for doc in todo:
         await _copy_steps(conn, source, doc, id_map[doc.id], report)
         report.imported[doc.state.value] += 1
-        report.unrouted += doc.state == DocumentState.UNROUTED
     await _record_sources(conn, config, todo, id_map, now)
     await _record_origins(conn, report, todo, id_map, now)
     if source.latencies:
@@ -312,6 +304,8 @@ def _document_values(config: Config, doc: DocumentRow, generation: int) -> dict[
         "finished_at": doc.finished_at,
         "node": _node_of(config, doc.pipeline),
         "generation": generation,
+        "identified_type": doc.identified_type,
+        "identification": doc.identification,
     }
 
 

@@ -33,6 +33,7 @@ from docutray_watch.journal.postgres.tables import documents
 from docutray_watch.journal.postgres.tx import Tx
 from docutray_watch.journal.sqlite.counts import utc_day
 from docutray_watch.retention import SECONDS_PER_DAY, PruneResult
+from docutray_watch.routing import identification_of, release_problem
 from docutray_watch.status import StatusFacts, iso_utc, status_document
 
 # Short stat calls of a one-shot command (no event loop to keep responsive).
@@ -95,6 +96,7 @@ async def _status_facts(config: Config, limit: int) -> tuple[StatusFacts, dict[s
             oldest=await store.oldest_pending(),
             recent=await store.recent_failures(limit) if limit > 0 else [],
             superseded=await store.superseded_results(),
+            by_type=await store.counts_by_type(),
             latencies=await store.load_latencies(),
             rate=await store.get_meta(REQUEST_RATE_KEY),
             pause=await store.api_pause(),
@@ -157,13 +159,15 @@ class ClusterRetry:
 @dataclass(frozen=True)
 class _Candidate:
     id: int
+    pipeline: str
     path: str
     archived_to: str | None
     state: str
     node: str | None
+    identification: dict[str, Any] | None
 
 
-_FINISHED_STATES = ("failed", "rejected", "archived")
+_FINISHED_STATES = ("failed", "rejected", "archived", "unrouted")
 
 
 def retry_in_cluster(
@@ -183,14 +187,20 @@ async def _retry(
     try:
         chosen: dict[int, _Candidate] = {}
         if failed:
-            for candidate in await _candidates(store, states=("failed", "rejected")):
-                chosen[candidate.id] = candidate
+            for candidate in await _candidates(store, states=("failed", "rejected", "unrouted")):
+                # An unrouted document still without a route stays (as in single-node mode).
+                if _unrouted_problem(config, candidate) is None:
+                    chosen[candidate.id] = candidate
         for raw, wanted in paths:
             matches = await _candidates(store, states=_FINISHED_STATES, path=wanted)
             if not matches:
                 result.problems.append(f"{raw}: no finished document with this path in the cluster")
                 continue
             latest = max(matches, key=lambda c: c.id)
+            problem = _unrouted_problem(config, latest)
+            if problem is not None:
+                result.problems.append(f"{raw}: {problem}")
+                continue
             chosen[latest.id] = latest
         for candidate in chosen.values():
             await _requeue_one(store, candidate, this_node, force=force, result=result)
@@ -204,16 +214,32 @@ async def _candidates(
 ) -> list[_Candidate]:
     query = sa.select(
         documents.c.id,
+        documents.c.pipeline,
         documents.c.path,
         documents.c.archived_to,
         documents.c.state,
         documents.c.node,
+        documents.c.identification,
     ).where(documents.c.state.in_(list(states)))
     if path is not None:
         query = query.where(sa.or_(documents.c.path == path, documents.c.archived_to == path))
     async with store.transaction() as conn:
         found = await conn.execute(query.order_by(documents.c.id))
-        return [_Candidate(r.id, r.path, r.archived_to, r.state, r.node) for r in found]
+        return [
+            _Candidate(r.id, r.pipeline, r.path, r.archived_to, r.state, r.node, r.identification)
+            for r in found
+        ]
+
+
+def _unrouted_problem(config: Config, doc: _Candidate) -> str | None:
+    """Why an `unrouted` document cannot be released yet (None: it can, or it is not one)."""
+    if doc.state != "unrouted":
+        return None
+    try:
+        pipeline = config.pipeline(doc.pipeline)
+    except KeyError:
+        return f"its pipeline {doc.pipeline!r} is not in the configuration"
+    return release_problem(pipeline, identification_of(doc.identification))
 
 
 async def _requeue_one(

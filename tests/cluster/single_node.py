@@ -4,6 +4,7 @@ calls (as the single-node daemon writes it), for the import and the cluster-mode
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,8 @@ def build_journal(journal_path: Path, inbox: Path) -> Built:
         journal.supersede(superseded, "the file changed")
         ids["superseded"] = superseded
         unrouted = queue("unrouted")
-        journal.mark_unrouted(unrouted, "no route for type X")
+        identified = {"code": "receipt", "name": "Receipt", "confidence": 0.9, "alternatives": []}
+        journal.set_identification(unrouted, json.dumps(identified), "receipt")
+        journal.mark_unrouted(unrouted, "no route for type receipt")
         ids["unrouted"] = unrouted
     return Built(ids=ids, inbox=inbox)

@@ -49,11 +49,11 @@ def by_path(url: str) -> dict[str, dict[str, Any]]:
     """The cluster's documents by file name, with their steps and deliveries."""
     docs = pg(
         url,
-        "SELECT id, relative_path, state, outcome, node, generation, duplicate_of"
-        " FROM docutray.documents",
+        "SELECT id, relative_path, state, outcome, node, generation, duplicate_of,"
+        " identified_type FROM docutray.documents",
     )
     found: dict[str, dict[str, Any]] = {}
-    for doc_id, name, state, outcome, node, generation, duplicate_of in docs:
+    for doc_id, name, state, outcome, node, generation, duplicate_of, code in docs:
         steps = pg(
             url,
             "SELECT step_id, state, execution_id FROM docutray.steps WHERE document_id = %s",
@@ -72,6 +72,7 @@ def by_path(url: str) -> dict[str, dict[str, Any]]:
             "node": node,
             "generation": generation,
             "duplicate_of": duplicate_of,
+            "identified_type": code,
             "steps": steps,
             "deliveries": deliveries,
         }
@@ -99,6 +100,7 @@ def test_import_keeps_every_document_as_it_was(
         ("files", "delivered", "receipt-1"),
     ]
     assert docs["duplicate"]["duplicate_of"] == docs["archived"]["id"]
+    assert docs["unrouted"]["identified_type"] == "receipt"
     # The same content claimed twice on one machine: two generations, no unique-index clash.
     assert {docs["archived"]["generation"], docs["reprocessed"]["generation"]} == {0, 1}
 
