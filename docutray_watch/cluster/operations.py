@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from docutray_watch.cluster._db import connect, safe_url
+from docutray_watch.cluster.errors import ClusterUnreachableError
 from docutray_watch.cluster.nodes import NodeInfo, list_nodes
 from docutray_watch.config import Config
 from docutray_watch.journal import REQUEST_RATE_KEY, InvalidTransition
@@ -55,10 +56,17 @@ def _cluster(config: Config) -> tuple[str, str]:
 
 
 async def open_cluster_store(config: Config) -> PostgresStore:
-    """The cluster's journal, open (never migrated here: `SchemaNotReady` until `cluster init`)."""
+    """The cluster's journal, open (never migrated here: `SchemaNotReady` until `cluster init`;
+    `ClusterUnreachableError` when the database cannot be reached)."""
     url, node = _cluster(config)
     store = PostgresStore(url, node=node, migrate=False)
-    await store.open()
+    try:
+        await store.open()
+    except (sa.exc.OperationalError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ClusterUnreachableError(
+            f"cannot reach the cluster database {safe_url(url)}: {reason}"
+        ) from None
     return store
 
 

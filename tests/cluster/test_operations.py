@@ -179,13 +179,21 @@ def test_prune_keeps_a_kept_file_of_another_node(
     ) == [(1,)]
 
 
-def test_status_of_an_unreachable_cluster_exits_69(write_config: WriteConfig) -> None:
-    """The cluster database down: `status` says so and exits 69, never reads a local file."""
+@pytest.mark.parametrize(
+    "command",
+    [("status",), ("retry", "--failed"), ("prune", "--older-than", "1")],
+    ids=["status", "retry", "prune"],
+)
+def test_an_unreachable_cluster_exits_69(
+    write_config: WriteConfig, command: tuple[str, ...]
+) -> None:
+    """The cluster database down: the command says so and exits 69 (never falls back to a
+    local file), without the password."""
     config = write_config("postgresql+psycopg://postgres:pw-hidden@127.0.0.1:9/nothing")
-    result = invoke("status", "-c", config)
-    assert result.exit_code == 69
+    result = invoke(command[0], "-c", config, *command[1:])
+    assert result.exit_code == 69, result.output + result.stderr
     assert "cannot reach the cluster database" in result.stderr
-    assert "pw-hidden" not in result.stderr
+    assert "pw-hidden" not in result.stderr + result.output
 
 
 def test_node_info_metric_names_the_node() -> None:
