@@ -37,7 +37,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from docutray_watch.config import Config
 from docutray_watch.journal import Journal
 from docutray_watch.journal.postgres import PostgresStore
-from docutray_watch.journal.postgres.claims import next_generation
 from docutray_watch.journal.postgres.migrations import CLAIMING_STATES
 from docutray_watch.journal.postgres.tables import (
     deliveries,
@@ -239,9 +238,9 @@ async def _import(
         for doc, new_id in zip(batch, inserted.scalars(), strict=True):
             id_map[doc.id] = int(new_id)
     await _link_duplicates(conn, todo, id_map)
-    for doc in todo:
-        await _copy_steps(conn, source, doc, id_map[doc.id], report)
-        report.imported[doc.state.value] += 1
+    for start in range(0, len(todo), _BATCH):
+        await _copy_steps(conn, source, todo[start : start + _BATCH], id_map, report)
+    report.imported.update(doc.state.value for doc in todo)
     await _record_sources(conn, config, todo, id_map, now)
     await _record_origins(conn, report, todo, id_map, now)
     if source.latencies:
@@ -259,23 +258,37 @@ async def _generations(conn: AsyncConnection, docs: Sequence[DocumentRow]) -> di
     run the same content more than once (`retry --force`, `duplicates: reprocess`), and the
     cluster processes content once per generation, so each claim gets a generation of its own
     after those the cluster already holds."""
+    claiming = [
+        doc
+        for doc in docs
+        if doc.sha256 is not None
+        and doc.state.value in CLAIMING_STATES
+        and doc.outcome != "duplicate"
+    ]
+    following = await _next_generations(conn, {doc.sha256 for doc in claiming if doc.sha256})
     result: dict[int, int] = {}
-    following: dict[tuple[str, str], int] = {}
-    for doc in docs:
-        claims = (
-            doc.sha256 is not None
-            and doc.state.value in CLAIMING_STATES
-            and doc.outcome != "duplicate"
-        )
-        if not claims:
-            continue
+    for doc in claiming:
         assert doc.sha256 is not None
         key = (doc.pipeline, doc.sha256)
-        if key not in following:
-            following[key] = await next_generation(conn, *key)
-        result[doc.id] = following[key]
-        following[key] += 1
+        result[doc.id] = following.get(key, 0)
+        following[key] = result[doc.id] + 1
     return result
+
+
+async def _next_generations(conn: AsyncConnection, shas: set[str]) -> dict[tuple[str, str], int]:
+    """(pipeline, sha256) → the next generation of that content in the cluster (absent: 0), as
+    `claims.next_generation` says, in one query per batch of contents."""
+    found: dict[tuple[str, str], int] = {}
+    wanted = sorted(shas)
+    for start in range(0, len(wanted), 5000):
+        rows = await conn.execute(
+            sa.select(documents.c.pipeline, documents.c.sha256, sa.func.max(documents.c.generation))
+            .where(documents.c.sha256.in_(wanted[start : start + 5000]))
+            .group_by(documents.c.pipeline, documents.c.sha256)
+        )
+        for pipeline, sha256, highest in rows:
+            found[(str(pipeline), str(sha256))] = int(highest) + 1
+    return found
 
 
 def _document_values(config: Config, doc: DocumentRow, generation: int) -> dict[str, Any]:
@@ -327,16 +340,22 @@ async def _link_duplicates(
 
 
 async def _copy_steps(
-    conn: AsyncConnection, source: _Source, doc: DocumentRow, new_id: int, report: ImportReport
+    conn: AsyncConnection,
+    source: _Source,
+    docs: Sequence[DocumentRow],
+    id_map: dict[int, int],
+    report: ImportReport,
 ) -> None:
-    step_rows = source.steps[doc.id]
+    """The steps and deliveries of `docs`, in two statements (steps first: deliveries name
+    their step row by its new id)."""
+    step_rows = [s for doc in docs for s in source.steps[doc.id]]
     if not step_rows:
         return
     made = await conn.execute(
         sa.insert(steps).returning(steps.c.id, sort_by_parameter_order=True),
         [
             {
-                "document_id": new_id,
+                "document_id": id_map[s.document_id],
                 "step_id": s.step_id,
                 "state": s.state.value,
                 "execution_id": s.execution_id,
@@ -354,19 +373,21 @@ async def _copy_steps(
         ],
     )
     step_map = {s.id: int(i) for s, i in zip(step_rows, made.scalars(), strict=True)}
-    if not doc.finished:
-        report.polling_executions += sum(
-            1 for s in step_rows if s.state.value == "polling" and s.execution_id
-        )
-        report.uncertain_steps += sum(1 for s in step_rows if s.state.value == "submitting")
-    rows = source.deliveries[doc.id]
+    for doc in docs:
+        if not doc.finished:
+            doc_steps = source.steps[doc.id]
+            report.polling_executions += sum(
+                1 for s in doc_steps if s.state.value == "polling" and s.execution_id
+            )
+            report.uncertain_steps += sum(1 for s in doc_steps if s.state.value == "submitting")
+    rows = [r for doc in docs for r in source.deliveries[doc.id]]
     if rows:
         await conn.execute(
             sa.insert(deliveries),
             [
                 {
                     "step_row": step_map[r.step_row],
-                    "document_id": new_id,
+                    "document_id": id_map[r.document_id],
                     "sink": r.sink,
                     "state": r.state.value,
                     "attempts": r.attempts,

@@ -210,3 +210,15 @@ def test_uninitialised_cluster_exits_78(
     result = invoke("-c", write_config(cluster_url))
     assert result.exit_code == 78
     assert "cluster init" in result.stderr
+
+
+def test_documents_of_a_shared_folder_belong_to_no_node(
+    initialised_url: str, write_config: WriteConfig, single_node: Built
+) -> None:
+    """A pipeline watching a `shared: true` folder: its documents are any node's (node NULL),
+    and their source identities are the shared ones (node '')."""
+    config = write_config(initialised_url, pipelines__0__watch__shared=True)
+    result = invoke("-c", config)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert pg(initialised_url, "SELECT DISTINCT node FROM docutray.documents") == [(None,)]
+    assert pg(initialised_url, "SELECT DISTINCT node FROM docutray.source_identity") == [("",)]
