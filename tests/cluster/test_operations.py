@@ -136,6 +136,32 @@ def test_retry_of_another_nodes_file_is_not_checked_here(
     assert requeued(initialised_url) == 1
 
 
+def test_retry_force_runs_a_moved_document_again_in_a_new_generation(
+    cluster: tuple[Path, Built], initialised_url: str, tmp_path: Path
+) -> None:
+    """retry --force of a document whose file went to done/: requeued from there, in the next
+    generation of its content (the cluster's once-per-generation index lets it run again)."""
+    config, _built = cluster
+    done = tmp_path / "done" / "archived.pdf"
+    done.parent.mkdir()
+    done.write_bytes(b"%PDF moved")
+    pg(
+        initialised_url,
+        "UPDATE docutray.documents SET archived_to = %s WHERE relative_path = 'archived.pdf'",
+        str(done),
+    )
+    result = invoke("retry", "-c", config, "--force", done)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "1 document(s) requeued in the cluster's journal" in result.output
+    row = pg(
+        initialised_url,
+        "SELECT state, path, generation FROM docutray.documents"
+        " WHERE relative_path = 'archived.pdf'",
+    )
+    # The archived document and the reprocessed one held generations 0 and 1.
+    assert row == [("queued", str(done), 2)]
+
+
 def test_retry_of_a_path_unknown_to_the_cluster_exits_1(cluster: tuple[Path, Built]) -> None:
     """A path no finished document of the cluster has is reported."""
     config, built = cluster
