@@ -296,13 +296,21 @@ def validate(ctx: click.Context, config_path: str | None, offline: bool) -> None
 @click.option("--failures", default=10, show_default=True, help="How many recent failures to show.")
 def status(config_path: str | None, as_json: bool, failures: int) -> None:
     """Documents per pipeline and outcome, and the most recent failures with their reasons."""
+    config = _load(config_path, need_secrets=False)
+    if config.cluster is not None:
+        _cluster_status(config_path, config, as_json=as_json, failures=failures)
+        return
     from docutray_watch.status import status_report
 
-    config = _load(config_path, need_secrets=False)
     report = status_report(config, failures=failures)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any], *, oldest: bool = False) -> None:
+    """The text of `status` (`oldest`: also each pipeline's oldest unfinished document)."""
     if report["api_paused"]:
         paused = report["api_paused"]
         click.echo(f"API work paused since {paused['since']}: {paused['reasons']}")
@@ -318,6 +326,11 @@ def status(config_path: str | None, as_json: bool, failures: int) -> None:
                 f"  waiting {queue['waiting']}, in flight {queue['in_flight']}; "
                 f"today ({today['date']} UTC): done {today['done']}, failed {today['failed']}"
             )
+        age = report["oldest_pending_age_s"].get(name)
+        if oldest and age is not None:
+            from docutray_watch.cluster.exits import node_age
+
+            click.echo(f"  oldest unfinished document: found {node_age(age)}")
         types = report.get("identified_types", {}).get(name)
         if types:
             shown = ", ".join(f"{code} {n}" for code, n in sorted(types.items()))
@@ -334,6 +347,40 @@ def status(config_path: str | None, as_json: bool, failures: int) -> None:
         click.echo("\nRecent failures:")
         for item in report["failures"]:
             click.echo(f"  [{item['pipeline']}] {item['path']}: {item['stage']}: {item['reason']}")
+
+
+def _cluster_status(
+    config_path: str | None, config: Config, *, as_json: bool, failures: int
+) -> None:
+    """`status` of a cluster: its nodes, then every node's documents, from PostgreSQL."""
+    from docutray_watch.cluster.exits import cluster_errors, node_age
+
+    with cluster_errors(config_path):
+        from docutray_watch.cluster.operations import cluster_status_report
+
+        report = cluster_status_report(config, failures=failures)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    cluster = report["cluster"]
+    click.echo(
+        f"Cluster {cluster['database']} (this node: {cluster['this_node']}): the whole "
+        "cluster's documents, from its PostgreSQL journal"
+    )
+    if not cluster["nodes"]:
+        click.echo("No node has joined the cluster yet.")
+    for node in cluster["nodes"]:
+        click.echo(
+            f"  node {node['name']}: {node['state']}, last heartbeat "
+            f"{node_age(node['heartbeat_age_s'])}, {node['unfinished_documents']} unfinished "
+            "document(s) of its own folders"
+        )
+    if cluster["shared_unfinished"]:
+        click.echo(f"  shared folders: {cluster['shared_unfinished']} unfinished document(s)")
+    rate = cluster["rate"]
+    if rate and rate["paused_until"]:
+        click.echo(f"  every node's API requests paused until {rate['paused_until']} (a 429)")
+    _print_status(report, oldest=True)
 
 
 def _rate_line(rate: dict[str, Any]) -> str:
@@ -373,6 +420,9 @@ def retry(
     if not include_failed and not paths:
         raise click.UsageError("name documents to retry (PATH…) or pass --failed")
     config = _load(config_path, need_secrets=False)
+    if config.cluster is not None:
+        _cluster_retry(config_path, config, paths=paths, failed=include_failed, force=force)
+        return
     requeued, problems = retry_documents(config, paths=paths, failed=include_failed, force=force)
     for problem in problems:
         click.echo(f"docutray-watch: {problem}", err=True)
@@ -383,6 +433,33 @@ def retry(
         else ""
     )
     click.echo(f"{requeued} document(s) requeued{when}")
+    if problems:
+        sys.exit(1)
+
+
+def _cluster_retry(
+    config_path: str | None, config: Config, *, paths: tuple[str, ...], failed: bool, force: bool
+) -> None:
+    """`retry` on the cluster's journal: every node sees the requeue."""
+    from docutray_watch.cluster.exits import cluster_errors
+
+    with cluster_errors(config_path):
+        from docutray_watch.cluster.operations import retry_in_cluster
+
+        result = retry_in_cluster(config, paths=paths, failed=failed, force=force)
+    problems = result.problems
+    for problem in problems:
+        click.echo(f"docutray-watch: {problem}", err=True)
+    assert config.cluster is not None
+    click.echo(
+        f"{result.requeued} document(s) requeued in the cluster's journal"
+        + (": the running nodes take them up within a couple of seconds" if result.requeued else "")
+    )
+    if result.elsewhere:
+        click.echo(
+            f"{result.elsewhere} of them are files of another node's own folder (not checked "
+            "from here): that node takes them up, or rejects one whose file is gone"
+        )
     if problems:
         sys.exit(1)
 
@@ -410,6 +487,9 @@ def prune(config_path: str | None, days: float | None, dry_run: bool) -> None:
     days = days if days is not None else config.journal.retention_days
     if days is None:
         raise click.UsageError("pass --older-than DAYS or set journal.retention_days")
+    if config.cluster is not None:
+        _cluster_prune(config_path, config, days=days, dry_run=dry_run)
+        return
     if not config.journal_path.exists():
         click.echo(f"No journal at {config.journal_path} yet: nothing to prune.")
         return
@@ -419,6 +499,23 @@ def prune(config_path: str | None, days: float | None, dry_run: bool) -> None:
     click.echo(
         f"{verb} {result.forgotten} document(s) that finished before {before}; "
         f"{result.kept_in_place} kept file(s) still in their folder are remembered"
+    )
+
+
+def _cluster_prune(config_path: str | None, config: Config, *, days: float, dry_run: bool) -> None:
+    """`prune` of the cluster's journal (every node's documents)."""
+    from docutray_watch.cluster.exits import cluster_errors
+
+    with cluster_errors(config_path):
+        from docutray_watch.cluster.operations import prune_cluster
+
+        result = prune_cluster(config, older_than_days=days, dry_run=dry_run)
+    before = datetime.fromtimestamp(result.finished_before, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    verb = "would forget" if dry_run else "forgot"
+    click.echo(
+        f"cluster journal: {verb} {result.forgotten} document(s) that finished before {before}; "
+        f"{result.kept_in_place} kept file(s) still in their folder (or on another node's "
+        "own folder) are remembered"
     )
 
 

@@ -25,7 +25,9 @@ API_STATES = ("ok", "paused", "key_refused", "unreachable")
 class Metrics:
     """Every metric the engine and the daemon update."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, node: str | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         _ProcessCollector(registry=r)
@@ -119,6 +121,21 @@ class Metrics:
             registry=r,
         )
         self.set_api_state("ok")
+        # Cluster mode: which node this is, as one series (join on it in queries) rather than a
+        # `node` label on every metric; Prometheus's `instance` label already tells scrapes apart.
+        self.node_info = Gauge(
+            f"{_PREFIX}_node_info",
+            "1, labelled with this daemon's cluster node name (cluster mode only).",
+            ["node"],
+            registry=r,
+        )
+        if node is not None:
+            self.set_node(node)
+
+    def set_node(self, name: str) -> None:
+        """Cluster mode: publish `docutray_watch_node_info{node=name} 1` (the only series)."""
+        self.node_info.clear()
+        self.node_info.labels(name).set(1)
 
     def set_api_state(self, state: str) -> None:
         """Mark `state` (one of `API_STATES`) as the current one."""

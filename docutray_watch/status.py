@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from docutray_watch.config import Config
 from docutray_watch.journal import REQUEST_RATE_KEY, Journal
+from docutray_watch.journal.rows import DocumentRow, LatencyRow
 from docutray_watch.journal.sqlite.counts import (
     IN_FLIGHT_STATES,
     WAITING_STATES,
@@ -24,7 +26,7 @@ from docutray_watch.journal.sqlite.counts import (
 )
 from docutray_watch.log import hide_signed_urls, mask_secrets
 
-__all__ = ["REQUEST_RATE_KEY", "iso_utc", "status_report"]
+__all__ = ["REQUEST_RATE_KEY", "StatusFacts", "iso_utc", "status_document", "status_report"]
 
 
 def status_report(
@@ -49,34 +51,53 @@ def status_report(
 
 
 def _status_document(config: Config, journal: Journal | None, limit: int) -> dict[str, Any]:
-    counts: dict[str, dict[str, int]] = {}
-    today: dict[str, dict[str, int]] = {}
-    oldest: dict[str, float] = {}
-    recent: list[Any] = []
-    superseded: dict[str, int] = {}
-    by_type: dict[str, dict[str, int]] = {}
-    latencies: list[tuple[str, int, int, float, float]] = []
-    rate: tuple[str, float] | None = None
-    pause: tuple[str, float] | None = None
+    facts = StatusFacts()
     now = time.time()
     if journal is not None:
         conn = journal.conn
         conn.execute("BEGIN")  # one snapshot: counts and failures agree with each other
         try:
-            counts = pipeline_counts(conn)
-            today = today_counts(conn, utc_day(now))
-            oldest = journal.oldest_pending()
-            recent = journal.recent_failures(limit) if limit > 0 else []
-            superseded = journal.superseded_results()
-            by_type = journal.counts_by_type()
-            latencies = journal.load_latencies()
-            rate = journal.get_meta(REQUEST_RATE_KEY)
-            pause = journal.api_pause()
+            facts = StatusFacts(
+                counts=pipeline_counts(conn),
+                today=today_counts(conn, utc_day(now)),
+                oldest=journal.oldest_pending(),
+                recent=journal.recent_failures(limit) if limit > 0 else [],
+                superseded=journal.superseded_results(),
+                by_type=journal.counts_by_type(),
+                latencies=journal.load_latencies(),
+                rate=journal.get_meta(REQUEST_RATE_KEY),
+                pause=journal.api_pause(),
+            )
         finally:
             conn.execute("COMMIT")
+    return status_document(config, facts, journal=str(config.journal_path), now=now)
+
+
+@dataclass
+class StatusFacts:
+    """What a journal (SQLite, or the cluster's PostgreSQL) says for `status`."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Documents per pipeline and word (finished ones by outcome, others by state)."""
+    today: dict[str, dict[str, int]] = field(default_factory=dict)
+    oldest: dict[str, float] = field(default_factory=dict)
+    recent: list[DocumentRow] = field(default_factory=list)
+    superseded: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    latencies: list[LatencyRow] = field(default_factory=list)
+    rate: tuple[str, float] | None = None
+    pause: tuple[str, float] | None = None
+
+
+def status_document(
+    config: Config, facts: StatusFacts, *, journal: str, now: float
+) -> dict[str, Any]:
+    """The `status --json` document built from `facts` (`journal` says where they come from)."""
+    counts, today, oldest = facts.counts, facts.today, facts.oldest
+    rate, pause, recent = facts.rate, facts.pause, facts.recent
     names = list(dict.fromkeys([*(p.name for p in config.pipelines), *counts]))
     return {
-        "journal": str(config.journal_path),
+        "journal": journal,
         "generated_at": iso_utc(now),
         "pipelines": counts,
         # Every pipeline is listed below, so a script can read a key without checking it is there.
@@ -102,9 +123,9 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
             name: round(now - oldest[name], 1) if name in oldest else None for name in names
         },
         # Pipelines with `identify`: documents per identified type code (whatever came next).
-        "identified_types": by_type,
+        "identified_types": facts.by_type,
         # Results delivered for a version of a file that changed before its final action.
-        "superseded_results": superseded,
+        "superseded_results": facts.superseded,
         # As the daemon last recorded it (every few seconds while it runs, when it changed).
         "request_rate": None
         if rate is None
@@ -138,7 +159,7 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
                 "mean_s": round(mean, 3),
                 "stdev_s": round(max(variance, 0.0) ** 0.5, 3),
             }
-            for step_id, size_class, count, mean, variance in sorted(latencies)
+            for step_id, size_class, count, mean, variance in sorted(facts.latencies)
         ],
     }
 

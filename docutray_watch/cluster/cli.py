@@ -1,23 +1,30 @@
 """`docutray-watch cluster …`: prepare the cluster database, list the nodes, move a dead node's
-queue.
+queue, import a single-node journal.
 
-Exit codes: 0 done; 1 `--reassign` refused (OLD is alive, NEW unknown); 69 (EX_UNAVAILABLE) the
-cluster database cannot be reached; 78 (EX_CONFIG) the config has no `cluster` block, the database
-is not initialised or newer than this version, or this node's config differs from the cluster's.
+Exit codes: 0 done; 1 `--reassign` refused (OLD is alive, NEW unknown), or `import` found no
+journal; 75 (EX_TEMPFAIL) `import` while a single-node daemon runs on the journal; 69
+(EX_UNAVAILABLE) the cluster database cannot be reached; 78 (EX_CONFIG) the config has no
+`cluster` block, the database is not initialised or newer than this version, or this node's
+config differs from the cluster's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from docutray_watch.cli import _config_option, _load
+from docutray_watch.cluster.exits import (
+    EX_REFUSED,
+    EX_TEMPFAIL,
+    cluster_errors,
+    fail,
+    node_age,
+)
 from docutray_watch.config import EX_CONFIG, ClusterConfig, Config
 
 if TYPE_CHECKING:
@@ -25,40 +32,11 @@ if TYPE_CHECKING:
 
 __all__ = ["cluster_group"]
 
-EX_UNAVAILABLE = 69
-EX_REFUSED = 1
-_EXTRA_HINT = "multi-node mode needs `pip install 'docutray-watch[cluster]'`"
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"docutray-watch: {message}", err=True)
-    sys.exit(code)
-
-
-@contextmanager
-def _cluster_errors(config_path: str | None) -> Iterator[None]:
-    """Turn the cluster's errors into one line on stderr and the documented exit code."""
-    try:
-        from docutray_watch.cluster.errors import ClusterConfigError, ClusterUnreachableError
-    except ImportError:  # psycopg missing: the `cluster` extra is not installed
-        _fail(f"config error: cluster: {_EXTRA_HINT}", EX_CONFIG)
-    try:
-        yield
-    except ClusterConfigError as exc:
-        where = f"{config_path}: {exc.key}" if exc.key else str(config_path)
-        _fail(f"config error: {where}: {exc}", EX_CONFIG)
-    except ClusterUnreachableError as exc:
-        _fail(str(exc), EX_UNAVAILABLE)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("procrastinate", "psycopg", "psycopg_pool"):
-            _fail(f"config error: cluster: {_EXTRA_HINT}", EX_CONFIG)
-        raise
-
 
 def _cluster_config(config_path: str | None) -> tuple[Config, ClusterConfig, str]:
     config = _load(config_path, need_secrets=False)
     if config.cluster is None:
-        _fail(
+        fail(
             f"config error: {config_path}: cluster: the configuration has no cluster block "
             "(see docs/cluster-setup.md)",
             EX_CONFIG,
@@ -87,7 +65,7 @@ def init_command(config_path: str | None, adopt_config: bool) -> None:
     none yet: nodes whose configuration differs then refuse to start and name the keys.
     """
     config, cluster, url = _cluster_config(config_path)
-    with _cluster_errors(config_path):
+    with cluster_errors(config_path):
         from docutray_watch.cluster.fingerprint import check_config
         from docutray_watch.cluster.schema import init_schema
 
@@ -121,7 +99,7 @@ def nodes_command(config_path: str | None, as_json: bool, reassign: tuple[str, s
     refuses a live OLD and an unknown NEW (exit 1).
     """
     _config, cluster, url = _cluster_config(config_path)
-    with _cluster_errors(config_path):
+    with cluster_errors(config_path):
         from docutray_watch.cluster.nodes import list_nodes
         from docutray_watch.cluster.schema import check_schema
 
@@ -137,7 +115,14 @@ def nodes_command(config_path: str | None, as_json: bool, reassign: tuple[str, s
         click.echo("No node has joined the cluster yet.")
         return
     rows = [
-        (node.name, node.state, _age(node.heartbeat_age), node.host, str(node.pid), node.version)
+        (
+            node.name,
+            node.state,
+            node_age(node.heartbeat_age),
+            node.host,
+            str(node.pid),
+            node.version,
+        )
         for node in nodes
     ]
     header = ("NODE", "STATE", "LAST HEARTBEAT", "HOST", "PID", "VERSION")
@@ -146,14 +131,64 @@ def nodes_command(config_path: str | None, as_json: bool, reassign: tuple[str, s
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
+@cluster_group.command("import")
+@_config_option
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The SQLite journal to import (default: the config's state_dir journal).",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be imported; change nothing.")
+def import_command(config_path: str | None, journal_path: str | None, dry_run: bool) -> None:
+    """Move a single-node journal's documents into the cluster's journal.
+
+    Unfinished documents keep their execution ids (the nodes poll them, never POST them again),
+    finished ones keep deduplicating, deliveries keep their states. Documents of local folders
+    belong to this config's cluster.node. Safe to run again: documents imported before are
+    left as they are. Stop the single-node daemon first (the import refuses while it runs).
+    """
+    from pathlib import Path
+
+    config, _cluster, url = _cluster_config(config_path)
+    with cluster_errors(config_path):
+        from docutray_watch.cluster.importer import import_journal
+        from docutray_watch.cluster.schema import check_schema
+        from docutray_watch.statelock import AlreadyRunningError
+
+        check_schema(url)
+        try:
+            report = asyncio.run(
+                import_journal(
+                    config, Path(journal_path) if journal_path else None, dry_run=dry_run
+                )
+            )
+        except FileNotFoundError as exc:
+            fail(f"nothing to import: {exc}", EX_REFUSED)
+        except AlreadyRunningError as exc:
+            fail(f"not imported: {exc}; stop the single-node daemon first", EX_TEMPFAIL)
+    click.echo(f"cluster {safe_target(url)}: importing into the cluster's journal")
+    for line in report.lines():
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: nothing was changed")
+
+
+def safe_target(url: str) -> str:
+    """The cluster database, as the commands name it (never with its password)."""
+    from docutray_watch.cluster._db import safe_url
+
+    return safe_url(url)
+
+
 def _reassign(url: str, cluster: ClusterConfig, old: str, new: str, *, as_json: bool) -> None:
     from docutray_watch.cluster.reassign import ReassignRefusedError, reassign_queue
 
     try:
         result = reassign_queue(url, old, new, stalled_timeout=cluster.stalled_timeout)
     except ReassignRefusedError as exc:
-        _fail(f"not reassigned: {exc}", EX_REFUSED)
-        return
+        fail(f"not reassigned: {exc}", EX_REFUSED)
     if as_json:
         click.echo(
             json.dumps(
@@ -172,16 +207,6 @@ def _reassign(url: str, cluster: ClusterConfig, old: str, new: str, *, as_json: 
             "stalled-job recovery puts them back in its queue: run this command again after "
             f"{cluster.stalled_timeout:g} s"
         )
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
 
 
 def _node_json(node: NodeInfo) -> dict[str, Any]:
