@@ -182,6 +182,8 @@ class TestCrashLoop:
         flagged = journal_rows(
             journal, "SELECT COUNT(*) FROM documents WHERE flags LIKE '%resubmitted%'"
         )
+        # Submissions a kill left with an unknown outcome (each may be made once more).
+        interrupted = journal_rows(journal, "SELECT COUNT(*) FROM steps WHERE uncertain > 0")[0][0]
         report(
             "crash-loop" if on_success == "move" else "crash-loop-keep",
             documents=count,
@@ -198,12 +200,15 @@ class TestCrashLoop:
             submissions=stats.executions_created,
             extra_submissions=extra,
             flagged_resubmitted=flagged[0][0],
+            submissions_interrupted=interrupted,
             integrity_checks_ok=f"{integrity.count('ok')}/{len(integrity)}",
             temp_files_left=len(leftovers),
             seconds=elapsed_since(started),
         )
         for name in failed - expected_errors:
             print(f"  failed without an ERROR result: {name}: {reasons[name]}")
-        assert extra <= kills
+        # The guarantee is per submission, not per kill: a submission a kill interrupted is made
+        # at most once more (several may be in flight at one kill on a loaded machine).
+        assert extra <= interrupted
         assert sum(duplicates.values()) == 0
         assert leftovers == []

@@ -23,6 +23,7 @@ from tests.reliability.conftest import (
     elapsed_since,
     integrity_of,
     journal_rows,
+    wait_for,
 )
 from tests.reliability.journal_writer import STAGES
 
@@ -35,6 +36,8 @@ SEED = 4242
 def acknowledged(acks: Path) -> dict[int, int]:
     """The furthest stage acknowledged per document (a torn last line is ignored)."""
     furthest: dict[int, int] = defaultdict(int)
+    if not acks.exists():
+        return {}  # the writer has not acknowledged anything yet
     for line in acks.read_text().splitlines():
         parts = line.split()
         if len(parts) == 2 and all(p.isdigit() for p in parts):
@@ -61,7 +64,11 @@ class TestJournalKilledWhileWriting:
                 env=env,
                 cwd=tmp_path,
             )
-            time.sleep(rng.uniform(0.4, 1.2))
+            # Kill while it writes: wait for its first acknowledged commit (its start-up takes a
+            # while on a loaded machine; a kill before the journal exists checks nothing).
+            before = len(acknowledged(acks))
+            wait_for(lambda n=before: len(acknowledged(acks)) > n, timeout=60, interval=0.05)
+            time.sleep(rng.uniform(0.2, 1.0))
             assert child.poll() is None, "the writer stopped by itself"
             child.kill()
             child.wait(30)
