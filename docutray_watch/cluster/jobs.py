@@ -1,0 +1,587 @@
+"""The cluster's procrastinate jobs: each calls ONE phase of the engine, then defers the next.
+
+    scan (periodic) ─► intake ─► submit ─► poll (defers itself) ─► deliver ─► finalize
+
+- Each document job takes the document's lease first and runs its phase on a `fenced` store: a
+  node that lost the document (declared dead, then woke) writes nothing (`LeaseLost`) and stops.
+- Where a job runs: a job that touches the file (intake, submit, deliver, finalize) goes to the
+  queue of the node holding it (`node.<name>`), or to the shared queue when its folder is
+  `shared: true`; polling runs anywhere (shared queue).
+- No job waits inside the job: a submit that finds the cap full, no rate token, the API paused or
+  its node's heartbeat unhealthy defers itself again (`schedule_in`) and returns. Poll, deliver
+  and finalize jobs have a higher priority than submit, so a full cap can always drain.
+- A file's source identity is journaled in the same transaction that defers its first job
+  (procrastinate's `configure(connection=...)`): the same file found again does nothing.
+- Periodic tasks (one node per period): the scan of shared folders, stalled-job recovery (only by
+  a node connected for at least the stalled timeout, only for jobs whose worker has been silent
+  for the stalled timeout plus the API write timeout), raising the shared request rate, and the
+  clean-up of old finished jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
+from procrastinate import exceptions as procrastinate_errors
+
+from docutray_watch import intake
+from docutray_watch.cluster.app import node_queue
+from docutray_watch.cluster.limits import ClusterRate, ClusterSlots
+from docutray_watch.engine.context import Context
+from docutray_watch.engine.deliver import deliver_all
+from docutray_watch.engine.finalize import changed_during_processing, finalize, version_check
+from docutray_watch.engine.poll import PollState, poll_once
+from docutray_watch.engine.ratelimit import RateLimiter
+from docutray_watch.engine.reading import read
+from docutray_watch.engine.steps import HeldSlot, step_failed
+from docutray_watch.engine.submit import interrupted, submit_once
+from docutray_watch.journal import DocumentRow, DocumentState, StateStore, StepRow, StepState
+from docutray_watch.journal.postgres import LeaseLost, PostgresStore, claims
+from docutray_watch.polling import PollSchedule
+
+if TYPE_CHECKING:
+    import procrastinate
+
+    from docutray_watch.engine.discovery import Discovery
+
+__all__ = [
+    "PRIORITY_DRAIN",
+    "PRIORITY_SUBMIT",
+    "SHARED_QUEUE",
+    "ClusterHandoff",
+    "ClusterJobs",
+    "NodeServices",
+]
+
+log = structlog.get_logger("docutray_watch.cluster")
+
+SHARED_QUEUE = "shared"
+PRIORITY_DRAIN = 10  # poll, deliver, finalize, intake: fetched before any submit
+PRIORITY_SUBMIT = 0
+RETRY_S = 1.0  # a submit that found no slot, no token or an unhealthy node looks again after this
+OLD_JOBS_HOURS = 24  # failed and cancelled jobs kept this long for an operator to read
+
+_STEPPING = (DocumentState.QUEUED, DocumentState.SUBMITTING, DocumentState.POLLING)
+_FINAL_ACTION = (
+    DocumentState.DELIVERED,
+    DocumentState.FAILED,
+    DocumentState.REJECTED,
+    DocumentState.DUPLICATE,
+)
+
+
+@dataclass
+class NodeServices:
+    """What the jobs of one node use (built by `runtime.ClusterNode`)."""
+
+    ctx: Context  # the engine's context: its store is the `PostgresStore`
+    store: PostgresStore
+    slots: ClusterSlots
+    rate: ClusterRate
+    node: str
+    discovery: Discovery
+    local_rate: RateLimiter  # the API client's own limiter: how a 429 on this node is noticed
+    healthy: Callable[[], bool] = lambda: True
+    connected_for: Callable[[], float] = lambda: float("inf")
+    stalled_timeout: float = 30.0
+    write_timeout: float = 60.0
+    scan_period: int = 2
+    spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = asyncio.ensure_future
+
+
+class ClusterJobs:
+    """The tasks of a cluster node, registered on its procrastinate App."""
+
+    def __init__(self, app: procrastinate.App, services: NodeServices) -> None:
+        self.app = app
+        self.svc = services
+        self._register()
+
+    # -- where a job goes ------------------------------------------------------------------------
+
+    def holder_of(self, pipeline: str) -> str | None:
+        """The node that holds the files of a pipeline this node found: None when its folder
+        is shared (any node reaches them), else this node."""
+        runtime = self.svc.ctx.pipelines.get(pipeline)
+        return None if runtime is not None and runtime.config.watch.shared else self.svc.node
+
+    @staticmethod
+    def file_queue(holder: str | None) -> str:
+        """The queue of a job that touches a file `holder` holds (None: a shared folder)."""
+        return SHARED_QUEUE if holder is None else node_queue(holder)
+
+    async def _defer(
+        self,
+        task: Any,
+        *,
+        queue: str,
+        priority: int,
+        key: str,
+        schedule_in: float = 0.0,
+        connection: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        options: dict[str, Any] = {"queue": queue, "priority": priority, "queueing_lock": key}
+        if schedule_in > 0:
+            options["schedule_in"] = {"seconds": schedule_in}
+        if connection is not None:
+            options["connection"] = connection
+        with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
+            # The same job waits already: one is enough.
+            await task.configure(**options).defer_async(**kwargs)
+
+    async def defer_submit(
+        self, doc: DocumentRow, step: StepRow, holder: str | None, **kwargs: Any
+    ) -> None:
+        await self._defer(
+            self.submit,
+            queue=self.file_queue(holder),
+            priority=PRIORITY_SUBMIT,
+            key=f"submit:{step.id}",
+            doc_id=doc.id,
+            step_row=step.id,
+            holder=holder,
+            **kwargs,
+        )
+
+    async def defer_poll(
+        self, doc: DocumentRow, step: StepRow, holder: str | None, wait: float
+    ) -> None:
+        await self._defer(
+            self.poll,
+            queue=SHARED_QUEUE,
+            priority=PRIORITY_DRAIN,
+            key=f"poll:{step.id}",
+            schedule_in=wait,
+            doc_id=doc.id,
+            step_row=step.id,
+            holder=holder,
+        )
+
+    async def defer_after_steps(self, doc_id: int, holder: str | None) -> None:
+        """Once every step ended: deliver (completed) or go to the final action (failed)."""
+        doc = await self.svc.store.document(doc_id)
+        if doc.state == DocumentState.COMPLETED:
+            await self._defer(
+                self.deliver,
+                queue=self.file_queue(holder),
+                priority=PRIORITY_DRAIN,
+                key=f"deliver:{doc.id}",
+                doc_id=doc.id,
+                holder=holder,
+            )
+        elif doc.state in _FINAL_ACTION:
+            await self.defer_finalize(doc, holder)
+
+    async def defer_finalize(
+        self,
+        doc: DocumentRow,
+        holder: str | None,
+        *,
+        connection: Any = None,
+        schedule_in: float = 0.0,
+    ) -> None:
+        await self._defer(
+            self.finalize,
+            queue=self.file_queue(holder),
+            priority=PRIORITY_DRAIN,
+            key=f"finalize:{doc.id}",
+            connection=connection,
+            schedule_in=schedule_in,
+            doc_id=doc.id,
+            holder=holder,
+        )
+
+    # -- the tasks ---------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        task = app.task
+        self.intake = task(name="dtw.intake", pass_context=False)(self._intake)
+        self.submit = task(name="dtw.submit")(self._submit)
+        self.poll = task(name="dtw.poll")(self._poll)
+        self.deliver = task(name="dtw.deliver")(self._deliver)
+        self.finalize = task(name="dtw.finalize")(self._finalize)
+        period = max(1, self.svc.scan_period)
+        every = f"*/{period} * * * * *"
+        self.scan = app.periodic(cron=every, periodic_id="scan")(
+            task(name="dtw.scan_shared", queue=SHARED_QUEUE, priority=PRIORITY_DRAIN)(
+                self._scan_shared
+            )
+        )
+        self.recover = app.periodic(cron=every, periodic_id="recover")(
+            task(name="dtw.recover_stalled", queue=SHARED_QUEUE, priority=PRIORITY_DRAIN)(
+                self._recover_stalled
+            )
+        )
+        self.raise_rate = app.periodic(cron="*/5 * * * * *", periodic_id="rate")(
+            task(name="dtw.raise_rate", queue=SHARED_QUEUE, priority=PRIORITY_DRAIN)(
+                self._raise_rate
+            )
+        )
+
+    async def _leased(self, doc_id: int) -> tuple[Context, DocumentRow]:
+        """Take the document (its lease) and the context whose store writes under it."""
+        store = self.svc.store
+        lease = await store.take_lease(doc_id)
+        # cast: PostgresStore lacks the routing calls of StateStore until they land on main.
+        ctx = dataclasses.replace(self.svc.ctx, store=cast(StateStore, store.fenced(lease)))
+        return ctx, await store.document(doc_id)
+
+    async def _intake(self, pipeline: str, path: str, relative_path: str) -> None:
+        """Hash a file found in a shared folder and journal it (queued, rejected or duplicate);
+        the handoff defers what comes next."""
+        svc = self.svc
+        if pipeline not in svc.ctx.pipelines:
+            log.warning("intake_pipeline_missing", pipeline=pipeline, path=path)
+            return
+        known = (await svc.store.unfinished_by_path(pipeline)).get(path)
+        if known is not None and known.state != DocumentState.DISCOVERED:
+            return  # journaled by an earlier run of this job
+        if known is None:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return  # gone before it was taken: nothing to journal
+            known = await svc.store.add_document(
+                pipeline,
+                path,
+                relative_path,
+                st.st_size,
+                st.st_mtime_ns,
+                ctime_ns=st.st_ctime_ns,
+                inode=st.st_ino,
+            )
+        svc.ctx.documents.remember(known)
+        await svc.discovery.classify(known, await read(Path(path)))
+        await self._handoff().flush()
+
+    def _handoff(self) -> ClusterHandoff:
+        handoff = self.svc.discovery.handoff
+        assert isinstance(handoff, ClusterHandoff)
+        return handoff
+
+    async def _submit(
+        self,
+        doc_id: int,
+        step_row: int,
+        holder: str | None,
+        attempts_seen: int | None = None,
+        backoff: float = 1.0,
+    ) -> None:
+        """One submission attempt of one step, when a slot, a token and the API allow it."""
+        svc = self.svc
+        doc = await svc.store.document(doc_id)
+        step = await svc.store.step(step_row)
+        if step.state == StepState.POLLING:
+            await self.defer_poll(doc, step, holder, 0.0)
+            return
+        if step.finished:
+            await svc.slots.give_back(step_row)
+            await self.defer_after_steps(doc_id, holder)
+            return
+        wait = await self._submit_wait(doc, step_row)
+        if wait > 0:
+            await self.defer_submit(
+                doc, step, holder, schedule_in=wait, attempts_seen=attempts_seen, backoff=backoff
+            )
+            return
+        try:
+            ctx, doc = await self._leased(doc_id)
+            logger = log.bind(pipeline=doc.pipeline, doc=doc.name, node=svc.node)
+            if step.state == StepState.SUBMITTING and step.attempts != attempts_seen:
+                step = await interrupted(ctx, step)  # a run of this job stopped mid-submission
+            attempt = await submit_once(ctx, doc, step, log=logger, backoff=backoff)
+        except LeaseLost:
+            log.warning("lease_lost", doc_id=doc_id, job="submit", node=svc.node)
+            return
+        finally:
+            await self._note_throttle()
+        step = attempt.step
+        if attempt.retry_in is None:
+            if step.state == StepState.POLLING:
+                await self.defer_poll(doc, step, holder, _first_wait(ctx, doc))
+                return
+            await svc.slots.give_back(step_row)
+            await self.defer_after_steps(doc_id, holder)
+            return
+        if step.state != StepState.SUBMITTING:
+            await svc.slots.give_back(step_row)  # never reached the service: no slot meanwhile
+        config = ctx.pipelines[doc.pipeline].config
+        first_try = step.first_try_at or time.time()
+        if (
+            attempt.retry_in > 0
+            and time.time() + attempt.retry_in > first_try + config.poll.timeout
+        ):
+            reason = f"could not submit within {config.poll.timeout:g} s (last error: {step.error})"
+            await step_failed(ctx, step, reason, logger, stage="submit")
+            await svc.slots.give_back(step_row)
+            await self.defer_after_steps(doc_id, holder)
+            return
+        await self.defer_submit(
+            doc,
+            step,
+            holder,
+            schedule_in=attempt.retry_in,
+            attempts_seen=step.attempts,
+            backoff=min(60.0, backoff * 2) if attempt.retry_in > 0 else backoff,
+        )
+
+    async def _submit_wait(self, doc: DocumentRow, step_row: int) -> float:
+        """0.0 when this step may submit now (holding a slot and a token), else how long to
+        wait before asking again."""
+        svc = self.svc
+        if not svc.healthy():
+            return RETRY_S  # no POST from a node that may have been declared dead
+        if svc.ctx.limits.pauses.blocked(doc.pipeline) is not None:
+            return RETRY_S
+        paused = await svc.rate.paused_for()
+        if paused > 0:
+            return paused
+        if not await svc.slots.try_take(step_row):
+            return RETRY_S
+        wait = await svc.rate.try_acquire()
+        if wait > 0:
+            await svc.slots.give_back(step_row)
+            return wait
+        return 0.0
+
+    async def _poll(
+        self, doc_id: int, step_row: int, holder: str | None, interval: float | None = None
+    ) -> None:
+        """One status read; defers itself for the next one, or what follows the step."""
+        svc = self.svc
+        doc = await svc.store.document(doc_id)
+        step = await svc.store.step(step_row)
+        if step.finished:
+            await svc.slots.give_back(step_row)
+            await self.defer_after_steps(doc_id, holder)
+            return
+        if svc.ctx.limits.pauses.blocked(doc.pipeline) is not None:
+            await self.defer_poll(doc, step, holder, RETRY_S)
+            return
+        wait = await svc.rate.try_acquire()
+        if wait > 0:
+            await self.defer_poll(doc, step, holder, wait)
+            return
+        config = svc.ctx.pipelines[doc.pipeline].config.poll
+        submitted = step.submitted_at or time.time()
+        state = PollState(
+            schedule=PollSchedule(interval or config.initial, config.max),
+            submitted_wall=submitted,
+            last_pending_at=submitted,
+        )
+        slot = HeldSlot(svc.slots.for_step(step_row), held=True)
+        try:
+            ctx, doc = await self._leased(doc_id)
+            logger = log.bind(pipeline=doc.pipeline, doc=doc.name, node=svc.node)
+            polled = await poll_once(ctx, doc, step, state, slot=slot, log=logger)
+        except LeaseLost:
+            log.warning("lease_lost", doc_id=doc_id, job="poll", node=svc.node)
+            return
+        finally:
+            await self._note_throttle()
+        if polled.next_in is not None:
+            deadline = (polled.step.first_try_at or submitted) + ctx.pipelines[
+                doc.pipeline
+            ].config.poll.timeout
+            if time.time() > deadline:
+                await step_failed(
+                    ctx,
+                    polled.step,
+                    f"timed out after {config.timeout:g} s waiting for the result "
+                    f"(last status {polled.step.status or 'unknown'})",
+                    logger,
+                    stage="poll",
+                )
+            else:
+                await self.defer_poll(doc, polled.step, holder, polled.next_in)
+                return
+        await svc.slots.give_back(step_row)
+        await self.defer_after_steps(doc_id, holder)
+
+    async def _deliver(self, doc_id: int, holder: str | None) -> None:
+        """Deliver a completed document's results to every sink, then its final action."""
+        try:
+            ctx, doc = await self._leased(doc_id)
+            if doc.state != DocumentState.COMPLETED:
+                if doc.state in _FINAL_ACTION:
+                    await self.defer_finalize(doc, holder)
+                return
+            logger = log.bind(pipeline=doc.pipeline, doc=doc.name, node=self.svc.node)
+            view = await ctx.store.completion(doc.id)
+            doc, changed = await version_check(ctx, doc)
+            if changed is not None:
+                await changed_during_processing(ctx, doc, changed, logger, when="before delivery")
+                return
+            doc = await deliver_all(ctx, doc, view, logger)
+        except LeaseLost:
+            log.warning("lease_lost", doc_id=doc_id, job="deliver", node=self.svc.node)
+            return
+        await self.defer_finalize(doc, holder)
+
+    async def _finalize(self, doc_id: int, holder: str | None) -> None:
+        """Move, delete or keep the file, and journal the document's end."""
+        svc = self.svc
+        if not svc.healthy():
+            doc = await svc.store.document(doc_id)
+            await self.defer_finalize(doc, holder, schedule_in=RETRY_S)
+            return
+        try:
+            ctx, doc = await self._leased(doc_id)
+            if doc.finished:
+                return
+            logger = log.bind(pipeline=doc.pipeline, doc=doc.name, node=svc.node)
+            await finalize(ctx, doc, logger)
+        except LeaseLost:
+            log.warning("lease_lost", doc_id=doc_id, job="finalize", node=svc.node)
+
+    async def _note_throttle(self) -> None:
+        """A 429 this node's client saw pauses and slows every node."""
+        paused = self.svc.local_rate.paused_until - time.monotonic()
+        if paused > 0:
+            await self.svc.rate.lower(paused)
+
+    # -- periodic --------------------------------------------------------------------------------
+
+    async def _scan_shared(self, timestamp: int) -> None:
+        """List the shared folders; journal each new complete file's source identity and defer
+        its intake, in one transaction."""
+        svc = self.svc
+        for name, runtime in svc.ctx.pipelines.items():
+            config = runtime.config
+            if runtime.retired or not config.watch.shared:
+                continue
+            found = await asyncio.to_thread(_settled_files, runtime.root, config)
+            if not found:
+                continue
+            async with svc.store.transaction() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                for path, relative, st in found:
+                    fresh = await claims.record_source(
+                        conn,
+                        node=None,
+                        path=path,
+                        size=st.st_size,
+                        mtime_ns=st.st_mtime_ns,
+                        inode=st.st_ino,
+                        pipeline=name,
+                        document_id=None,
+                        now=time.time(),
+                    )
+                    if fresh:
+                        await self._defer(
+                            self.intake,
+                            queue=SHARED_QUEUE,
+                            priority=PRIORITY_DRAIN,
+                            key=f"intake:{name}:{path}",
+                            connection=raw,
+                            pipeline=name,
+                            path=path,
+                            relative_path=relative,
+                        )
+
+    async def _recover_stalled(self, timestamp: int) -> None:
+        """Retry the jobs of workers silent for longer than the stalled timeout plus the API
+        write timeout (a POST may still be on its way), and tidy finished jobs and slots."""
+        svc = self.svc
+        if svc.connected_for() < svc.stalled_timeout:
+            return  # after an outage every node looks stale at once: wait to know better
+        manager = self.app.job_manager
+        stalled = await manager.get_stalled_jobs(
+            seconds_since_heartbeat=svc.stalled_timeout + svc.write_timeout
+        )
+        for job in stalled:
+            log.warning("job_stalled_retried", job_id=job.id, task=job.task_name, node=svc.node)
+            await manager.retry_job(job)
+        await svc.slots.tidy()
+        await manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS, include_failed=True)
+
+    async def _raise_rate(self, timestamp: int) -> None:
+        await self.svc.rate.raise_rate(quiet_seconds=5.0)
+
+
+class ClusterHandoff:
+    """Discovery's handoff in a cluster: a journaled document's next job is deferred (with its
+    file's source identity, in one transaction) instead of run here."""
+
+    def __init__(self, jobs: Callable[[], ClusterJobs]) -> None:
+        self._jobs = jobs
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def queued(self, doc: DocumentRow, steps: list[StepRow] | None) -> None:
+        self._track(self._first_jobs(doc, steps))
+
+    def to_the_end(self, doc: DocumentRow) -> None:
+        self._track(self._first_jobs(doc, None))
+
+    async def flush(self) -> None:
+        """Wait until every deferral asked for so far is committed (an intake job's end)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _first_jobs(self, doc: DocumentRow, steps: list[StepRow] | None) -> None:
+        jobs = self._jobs()
+        store = jobs.svc.store
+        holder = jobs.holder_of(doc.pipeline)
+        try:
+            async with store.transaction() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                await claims.record_source(
+                    conn,
+                    node=holder,
+                    path=doc.path,
+                    size=doc.size or 0,
+                    mtime_ns=doc.mtime_ns or 0,
+                    inode=doc.inode,
+                    pipeline=doc.pipeline,
+                    document_id=doc.id,
+                    now=time.time(),
+                )
+                if steps is None:
+                    await jobs.defer_finalize(doc, holder, connection=raw)
+                    return
+                for step in steps:
+                    await jobs.defer_submit(doc, step, holder, connection=raw)
+        except Exception as exc:  # noqa: BLE001 - the document stays queued in the journal
+            log.error("cluster_defer_failed", doc=doc.name, error=f"{type(exc).__name__}: {exc}")
+
+
+def _first_wait(ctx: Context, doc: DocumentRow) -> float:
+    """How long after the submission the first status read is worth making."""
+    return ctx.pipelines[doc.pipeline].config.poll.initial
+
+
+def _settled_files(root: Path, config: Any) -> list[tuple[str, str, os.stat_result]]:
+    """The complete files of a shared folder: (path, relative path, lstat)."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    now_ns = time.time_ns()
+    pattern = "**/*" if config.watch.recursive else "*"
+    for path in root.glob(pattern):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if intake.rule_for_kind(st.st_mode) is not None:
+            continue
+        relative = path.relative_to(root).as_posix()
+        if intake.rule_for_name(config, relative) is not None:
+            continue
+        if not intake.is_settled(st, now_ns, config.watch.settle):
+            continue
+        found.append((str(path), relative, st))
+    return found

@@ -1,0 +1,120 @@
+"""Cluster nodes in one process against the emulator: the jobs carry every document to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docutray_watch.cluster.runtime import ClusterNode
+from docutray_watch.config import Config, parse_config
+from docutray_watch.emulator import EmulatorServer
+from docutray_watch.journal.postgres import PostgresStore
+from docutray_watch.plugins import load_plugins
+from docutray_watch.testing import EmulatorFactory
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+DOCUMENTS = 16
+
+
+def node_config(root: Path, url: str, emulator: EmulatorServer, node: str, **api: Any) -> Config:
+    """A node of a cluster watching one shared inbox (the same for every node)."""
+    data = {
+        "state_dir": str(root / f"state-{node}"),
+        "shutdown_grace": 5,
+        "api": {
+            "base_url": emulator.base_url,
+            "api_key": emulator.api_key,
+            "requests_per_second": 1000,
+            "max_retries": 2,
+            "max_in_flight": 4,
+            **api,
+        },
+        "cluster": {
+            "database": url,
+            "node": node,
+            "heartbeat_interval": 1,
+            "stalled_timeout": 3,
+        },
+        "pipelines": [
+            {
+                "name": "invoices",
+                "watch": {"path": str(root / "inbox"), "settle": 0, "shared": True},
+                "steps": ["stp_test"],
+                "poll": {"initial": 0.2, "max": 0.5, "timeout": 60},
+                "on_success": {"action": "move", "to": str(root / "done")},
+                "on_failure": {"action": "move", "to": str(root / "failed")},
+                "sinks": [{"type": "filesystem", "path": str(root / "out")}],
+            }
+        ],
+    }
+    return parse_config(
+        data, config_dir=root, sink_types=load_plugins().config_sink_types, environ={}
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[ClusterNode]:
+    """A node serving until the block ends (then stopped as SIGTERM would)."""
+    node = ClusterNode(config, plugin_manager=load_plugins().pm)
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run(stop))
+    ready = asyncio.ensure_future(node.ready.wait())
+    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raise what stopped it
+    ready.cancel()
+    try:
+        yield node
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Wait for a state another process or task brings about (looked at every 0.2 s)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.2)
+
+
+def _write_inbox(root: Path, count: int) -> None:
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (inbox / f"doc-{i:03}.pdf").write_bytes(b"%PDF-1.4\n" + f"document {i}\n".encode() * 20)
+
+
+async def test_two_nodes_share_one_inbox(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """Two nodes on one shared inbox: every document ends delivered once, its result in the sink
+    exactly once, each content submitted once, and never more than max_in_flight executions
+    running at the service at one time."""
+    emulator = emulator_factory(latency=0.5)
+    _write_inbox(tmp_path, DOCUMENTS)
+    configs = [node_config(tmp_path, initialised_url, emulator, n) for n in ("n1", "n2")]
+    async with running(configs[0]), running(configs[1]):
+        done = tmp_path / "done"
+        await wait_until(
+            lambda: done.exists() and len(list(done.iterdir())) == DOCUMENTS, timeout=90
+        )
+    stats = emulator.stats()
+    assert stats.resubmissions == 0
+    assert sum(len(per_doc) for per_doc in stats.submissions.values()) == DOCUMENTS
+    assert stats.peak_executions_running <= 4
+    results = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(results) == DOCUMENTS
+    store = PostgresStore(initialised_url, migrate=False)
+    await store.open()
+    try:
+        assert await store.unfinished_documents() == []
+        counts = await store.outcome_counts()
+    finally:
+        await store.close()
+    assert counts["invoices"].get("success") == DOCUMENTS
