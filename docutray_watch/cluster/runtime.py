@@ -117,7 +117,7 @@ class ClusterNode:
                         healthy=membership.healthy,
                         connected_for=membership.heartbeat.connected_for,
                         stalled_timeout=self.cluster.stalled_timeout,
-                        write_timeout=self.config.api.timeout,
+                        write_timeout=self.config.api.timeout.write,
                         scan_period=max(1, round(self.cluster.heartbeat_interval)),
                     )
                     jobs = self.jobs = ClusterJobs(app, services)
