@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
+from procrastinate import RetryStrategy
 from procrastinate import exceptions as procrastinate_errors
 
 from docutray_watch import intake
@@ -206,11 +207,14 @@ class ClusterJobs:
     def _register(self) -> None:
         app = self.app
         task = app.task
-        self.intake = task(name="dtw.intake", pass_context=False)(self._intake)
-        self.submit = task(name="dtw.submit")(self._submit)
-        self.poll = task(name="dtw.poll")(self._poll)
-        self.deliver = task(name="dtw.deliver")(self._deliver)
-        self.finalize = task(name="dtw.finalize")(self._finalize)
+        # A document job that fails (the database away mid-job, a bug) is run again with
+        # growing waits: 2, 4, 8 … 4096 s, over two hours in all, before it is left `failed`.
+        retry = RetryStrategy(max_attempts=12, exponential_wait=2)
+        self.intake = task(name="dtw.intake", retry=retry)(self._intake)
+        self.submit = task(name="dtw.submit", retry=retry)(self._submit)
+        self.poll = task(name="dtw.poll", retry=retry)(self._poll)
+        self.deliver = task(name="dtw.deliver", retry=retry)(self._deliver)
+        self.finalize = task(name="dtw.finalize", retry=retry)(self._finalize)
         period = max(1, self.svc.scan_period)
         every = f"*/{period} * * * * *"
         self.scan = app.periodic(cron=every, periodic_id="scan")(
@@ -501,8 +505,11 @@ class ClusterJobs:
             seconds_since_heartbeat=svc.stalled_timeout + svc.write_timeout
         )
         for job in stalled:
+            try:
+                await manager.retry_job(job)
+            except procrastinate_errors.ConnectorException:
+                continue  # another node retried it first (it is no longer `doing`)
             log.warning("job_stalled_retried", job_id=job.id, task=job.task_name, node=svc.node)
-            await manager.retry_job(job)
         await svc.slots.tidy()
         await manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS, include_failed=True)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from typing import Any, cast
 
 import httpx
@@ -36,7 +37,7 @@ from docutray_watch.journal import StateStore
 from docutray_watch.journal.postgres import PostgresStore
 from docutray_watch.metrics import Metrics
 
-__all__ = ["ClusterNode"]
+__all__ = ["ClusterNode", "run_cluster_daemon"]
 
 log = structlog.get_logger("docutray_watch.cluster")
 
@@ -185,3 +186,43 @@ class ClusterNode:
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:
     assert jobs is not None, "jobs are registered before the worker runs"
     return jobs
+
+
+EX_CONFIG = 78
+
+
+def run_cluster_daemon(config: Config, *, plugin_manager: pluggy.PluginManager) -> int:
+    """`docutray-watch run` with a `cluster:` block: the process exit code."""
+    return asyncio.run(_serve_until_signal(config, plugin_manager))
+
+
+async def _serve_until_signal(config: Config, pm: pluggy.PluginManager) -> int:
+    from docutray_watch.cluster.errors import ClusterConfigError
+    from docutray_watch.health import HealthServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    node = ClusterNode(config, plugin_manager=pm)
+
+    async def readiness() -> list[str]:
+        return [node.waiting_for] if node.waiting_for else []
+
+    health = None
+    if config.metrics is not None:
+        # /readyz says why while the node waits for PostgreSQL (or is still joining).
+        health = HealthServer(
+            node.metrics, readiness, host=config.metrics.host, port=config.metrics.port
+        )
+        await health.start()
+    try:
+        await node.run(stop)
+    except ClusterConfigError as exc:
+        key = f"{exc.key}: " if exc.key else ""
+        log.error("config_invalid", problems=[f"{key}{exc}"])
+        return EX_CONFIG
+    finally:
+        if health is not None:
+            await health.stop()
+    return 0
