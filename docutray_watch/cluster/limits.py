@@ -91,6 +91,11 @@ class ClusterSlots:
             "   JOIN {steps} st ON st.id = s.step_row"
             "   WHERE s.node = %s AND st.state IN ('pending', 'submitting', 'polling'))"
         ).format(steps=steps)
+        self._held_sql = sql.SQL(
+            "SELECT 1 FROM docutray_cluster.slots WHERE step_row = %s"
+            " UNION ALL SELECT 1 FROM {steps}"
+            " WHERE id = %s AND state IN ('submitting', 'polling')"
+        ).format(steps=steps)
         self.last_count = (0, 0)
 
     async def in_flight(self) -> tuple[int, int]:
@@ -110,13 +115,9 @@ class ClusterSlots:
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, SLOTS_LOCK)
                 )
-                held = await (
-                    await conn.execute(
-                        "SELECT 1 FROM docutray_cluster.slots WHERE step_row = %s", (step_row,)
-                    )
-                ).fetchone()
+                held = await (await conn.execute(self._held_sql, (step_row, step_row))).fetchone()
                 if held is not None:
-                    return True
+                    return True  # its row, or its execution counts already (a run after a crash)
                 row = await (await conn.execute(self._count_sql, (self.node,))).fetchone()
                 assert row is not None
                 self.last_count = (int(row[0]), int(row[1]))
