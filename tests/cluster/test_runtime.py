@@ -118,3 +118,51 @@ async def test_two_nodes_share_one_inbox(
     finally:
         await store.close()
     assert counts["invoices"].get("success") == DOCUMENTS
+
+
+def local_config(root: Path, url: str, emulator: EmulatorServer, node: str) -> Config:
+    """A node watching a folder of its own and writing results to a sink on its own disk."""
+    config = node_config(root, url, emulator, node)
+    home = root / node
+    data = config.model_dump(mode="json", exclude_none=True)
+    data["cluster"]["database"] = url
+    data["api"]["api_key"] = emulator.api_key
+    data["pipelines"][0]["watch"] = {"path": str(home / "inbox"), "settle": 0}
+    data["pipelines"][0]["on_success"] = {"action": "move", "to": str(home / "done")}
+    data["pipelines"][0]["on_failure"] = {"action": "move", "to": str(home / "failed")}
+    data["pipelines"][0]["sinks"] = [{"type": "filesystem", "path": str(home / "out")}]
+    return parse_config(
+        data, config_dir=root, sink_types=load_plugins().config_sink_types, environ={}
+    )
+
+
+async def test_local_inboxes_stay_on_their_node(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """Two nodes each with a local inbox and a filesystem sink on its own disk: every file's
+    result is written, and its file moved, by the node that holds it."""
+    emulator = emulator_factory(latency=0.3)
+    per_node = DOCUMENTS // 2
+    for node in ("n1", "n2"):
+        inbox = tmp_path / node / "inbox"
+        inbox.mkdir(parents=True)
+        for i in range(per_node):
+            (inbox / f"{node}-{i:03}.pdf").write_bytes(
+                b"%PDF-1.4\n" + f"{node} document {i}\n".encode() * 20
+            )
+    configs = [local_config(tmp_path, initialised_url, emulator, n) for n in ("n1", "n2")]
+
+    def all_done() -> bool:
+        return all(
+            (tmp_path / n / "done").exists()
+            and len(list((tmp_path / n / "done").iterdir())) == per_node
+            for n in ("n1", "n2")
+        )
+
+    async with running(configs[0]), running(configs[1]):
+        await wait_until(all_done, timeout=90)
+    for node in ("n1", "n2"):
+        results = [p.name for p in (tmp_path / node / "out").rglob("*") if p.is_file()]
+        assert len(results) == per_node
+        assert all(name.startswith(node) for name in results)
+    assert emulator.stats().resubmissions == 0
