@@ -46,7 +46,7 @@ from docutray_watch.engine.reading import read
 from docutray_watch.engine.steps import HeldSlot, step_failed
 from docutray_watch.engine.submit import interrupted, submit_once
 from docutray_watch.journal import DocumentRow, DocumentState, StateStore, StepRow, StepState
-from docutray_watch.journal.postgres import LeaseLost, PostgresStore, claims
+from docutray_watch.journal.postgres import ContentClaimed, LeaseLost, PostgresStore, claims
 from docutray_watch.polling import PollSchedule
 
 if TYPE_CHECKING:
@@ -266,7 +266,24 @@ class ClusterJobs:
                 inode=st.st_ino,
             )
         svc.ctx.documents.remember(known)
-        await svc.discovery.classify(known, await read(Path(path)))
+        facts = await read(Path(path))
+        try:
+            await svc.discovery.classify(known, facts)
+        except ContentClaimed:
+            # The same content is being processed from another file (maybe on another node):
+            # this one is its duplicate, archived by whoever holds it, as in single-node mode.
+            assert isinstance(facts, intake.FileFacts)
+            holder = await svc.store.content_holder(pipeline, facts.sha256)
+            if holder is None:
+                raise  # let go meanwhile: the job's retry takes the file again
+            doc = await svc.store.mark_duplicate(
+                known.id,
+                sha256=facts.sha256,
+                content_type=facts.content_type or "application/octet-stream",
+                of=holder.id,
+            )
+            log.info("document_duplicate", pipeline=pipeline, doc=doc.name, of=holder.path)
+            self._handoff().to_the_end(doc)
         await self._handoff().flush()
 
     def _handoff(self) -> ClusterHandoff:

@@ -212,3 +212,17 @@ async def test_recovery_waits_until_the_node_knows_better(node: Node, monkeypatc
     node.connected = 10.0
     await node.jobs._recover_stalled(0)
     assert asked == [3.0 + 1.0]  # stalled timeout plus the API write timeout
+
+
+async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> None:
+    """A second file whose content another document is processing is journaled as its
+    duplicate and goes straight to its final action."""
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for name in ("x.pdf", "y.pdf"):
+        (inbox / name).write_bytes(b"%PDF-1.4\nsame content")
+    await node.jobs._intake("invoices", str(inbox / "x.pdf"), "x.pdf")
+    await node.jobs._intake("invoices", str(inbox / "y.pdf"), "y.pdf")
+    states = {doc.name: doc.state for doc in await node.store.unfinished_documents()}
+    assert states == {"x.pdf": "queued", "y.pdf": "duplicate"}
+    assert [job[0] for job in node.deferred()] == ["dtw.submit", "dtw.finalize"]
