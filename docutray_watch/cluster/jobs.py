@@ -132,6 +132,12 @@ class ClusterJobs:
         **kwargs: Any,
     ) -> None:
         options: dict[str, Any] = {"queue": queue, "priority": priority, "queueing_lock": key}
+        doc_id = kwargs.get("doc_id")
+        if doc_id is not None:
+            # One job of a document runs at a time (procrastinate's `lock`): the steps of one
+            # document, polled by two nodes at once, would otherwise take its lease from each
+            # other. Only a node declared dead loses a lease it still uses.
+            options["lock"] = f"doc:{doc_id}"
         if schedule_in > 0:
             options["schedule_in"] = {"seconds": schedule_in}
         if connection is not None:

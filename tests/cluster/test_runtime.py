@@ -22,7 +22,15 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 DOCUMENTS = 16
 
 
-def node_config(root: Path, url: str, emulator: EmulatorServer, node: str, **api: Any) -> Config:
+def node_config(
+    root: Path,
+    url: str,
+    emulator: EmulatorServer,
+    node: str,
+    *,
+    steps: tuple[str, ...] = ("stp_test",),
+    **api: Any,
+) -> Config:
     """A node of a cluster watching one shared inbox (the same for every node)."""
     data = {
         "state_dir": str(root / f"state-{node}"),
@@ -45,7 +53,7 @@ def node_config(root: Path, url: str, emulator: EmulatorServer, node: str, **api
             {
                 "name": "invoices",
                 "watch": {"path": str(root / "inbox"), "settle": 0, "shared": True},
-                "steps": ["stp_test"],
+                "steps": list(steps),
                 "poll": {"initial": 0.2, "max": 0.5, "timeout": 60},
                 "on_success": {"action": "move", "to": str(root / "done")},
                 "on_failure": {"action": "move", "to": str(root / "failed")},
@@ -166,3 +174,27 @@ async def test_local_inboxes_stay_on_their_node(
         assert len(results) == per_node
         assert all(name.startswith(node) for name in results)
     assert emulator.stats().resubmissions == 0
+
+
+async def test_the_steps_of_a_document_share_it_between_nodes(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """A pipeline of two steps on two nodes: both steps of every document end and are
+    delivered, whichever nodes poll them (the document's jobs take its lease in turn)."""
+    emulator = emulator_factory(latency=0.3)
+    count = 8
+    _write_inbox(tmp_path, count)
+    steps = ("stp_a", "stp_b")
+    configs = [
+        node_config(tmp_path, initialised_url, emulator, n, steps=steps) for n in ("n1", "n2")
+    ]
+    async with running(configs[0]), running(configs[1]):
+        done = tmp_path / "done"
+        await wait_until(lambda: done.exists() and len(list(done.iterdir())) == count, 90)
+    stats = emulator.stats()
+    assert {step: len(per_doc) for step, per_doc in stats.submissions.items()} == dict.fromkeys(
+        steps, count
+    )
+    assert stats.resubmissions == 0
+    results = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(results) == count * len(steps)
