@@ -198,3 +198,23 @@ async def test_the_steps_of_a_document_share_it_between_nodes(
     assert stats.resubmissions == 0
     results = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(results) == count * len(steps)
+
+
+async def test_a_numeric_rate_caps_the_cluster_total(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """With requests_per_second: 3, two nodes together stay near 3 requests a second (one
+    bucket of 3 tokens for the cluster: at most 3 + 3 in any one second), not 3 each."""
+    emulator = emulator_factory(latency=0.3)
+    count = 12
+    _write_inbox(tmp_path, count)
+    configs = [
+        node_config(tmp_path, initialised_url, emulator, n, requests_per_second=3, max_in_flight=8)
+        for n in ("n1", "n2")
+    ]
+    async with running(configs[0]), running(configs[1]):
+        done = tmp_path / "done"
+        await wait_until(lambda: done.exists() and len(list(done.iterdir())) == count, 90)
+    stats = emulator.stats()
+    assert stats.posts + stats.status_gets >= 2 * count
+    assert stats.peak_requests_per_second <= 6
