@@ -134,6 +134,34 @@ class ClusterNode:
     async def _serve(
         self, app: Any, engine: Engine, lost: asyncio.Event, stop: asyncio.Event, node: str
     ) -> None:
+        scanning = asyncio.create_task(self._scan_local(engine), name="cluster-local-scan")
+        self.waiting_for = None
+        self.ready.set()
+        log.info("cluster_node_serving", node=node, queues=[node_queue(node), SHARED_QUEUE])
+        backoff = 1.0
+        try:
+            while not (stop.is_set() or lost.is_set()):
+                if await self._work_until(app, node, stop, lost):
+                    break
+                # The worker ended on its own: the database went away (a restart, a terminated
+                # connection). Nothing is failed: wait, then work again.
+                self.waiting_for = "the job worker lost the cluster database; reconnecting"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(30.0, backoff * 2)
+                self.waiting_for = None
+        finally:
+            scanning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scanning
+        if lost.is_set():
+            log.error("cluster_node_name_lost", node=node, note="stopped taking jobs")
+
+    async def _work_until(
+        self, app: Any, node: str, stop: asyncio.Event, lost: asyncio.Event
+    ) -> bool:
+        """Run procrastinate's worker until `stop` or `lost` (True) or until it ends on its
+        own (False)."""
         worker = asyncio.create_task(
             app.run_worker_async(
                 queues=[node_queue(node), SHARED_QUEUE],
@@ -146,25 +174,21 @@ class ClusterNode:
             ),
             name="cluster-worker",
         )
-        scanning = asyncio.create_task(self._scan_local(engine), name="cluster-local-scan")
-        self.waiting_for = None
-        self.ready.set()
-        log.info("cluster_node_serving", node=node, queues=[node_queue(node), SHARED_QUEUE])
-        ended = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait()), worker]
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
         try:
-            await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([worker, *waiters], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in ended[:2]:
+            for waiter in waiters:
                 waiter.cancel()
-            scanning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await scanning
             if not worker.done():
                 worker.cancel()  # procrastinate's worker: stop fetching, let running jobs end
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        if lost.is_set():
-            log.error("cluster_node_name_lost", node=node, note="stopped taking jobs")
+                await asyncio.gather(worker, return_exceptions=True)
+        if stop.is_set() or lost.is_set():
+            return True
+        error = worker.exception() if not worker.cancelled() else None
+        log.error("cluster_worker_ended", node=node, error=f"{type(error).__name__}: {error}")
+        return False
 
     async def _scan_local(self, engine: Engine) -> None:
         """Scan this node's own folders now and every `watch.rescan_interval`."""

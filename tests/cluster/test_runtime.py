@@ -218,3 +218,37 @@ async def test_a_numeric_rate_caps_the_cluster_total(
     stats = emulator.stats()
     assert stats.posts + stats.status_gets >= 2 * count
     assert stats.peak_requests_per_second <= 6
+
+
+def _terminate_backends(url: str) -> int:
+    """End every other connection to the test database (as a PostgreSQL restart would)."""
+    import psycopg
+
+    from docutray_watch.cluster.app import libpq_url
+
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_terminated_connections_lose_nothing(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """Every connection of both nodes terminated once mid-run: the nodes reconnect, every
+    document still ends once, and at most one extra POST per terminated submission."""
+    emulator = emulator_factory(latency=0.5)
+    _write_inbox(tmp_path, DOCUMENTS)
+    configs = [node_config(tmp_path, initialised_url, emulator, n) for n in ("n1", "n2")]
+    done = tmp_path / "done"
+    async with running(configs[0]), running(configs[1]):
+        await wait_until(lambda: done.exists() and len(list(done.iterdir())) >= 4, 60)
+        terminated = await asyncio.to_thread(_terminate_backends, initialised_url)
+        await wait_until(lambda: len(list(done.iterdir())) == DOCUMENTS, 100)
+    assert terminated > 0
+    stats = emulator.stats()
+    results = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(results) == DOCUMENTS
+    assert stats.resubmissions <= terminated
