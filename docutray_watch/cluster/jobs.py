@@ -161,7 +161,13 @@ class ClusterJobs:
         )
 
     async def defer_poll(
-        self, doc: DocumentRow, step: StepRow, holder: str | None, wait: float
+        self,
+        doc: DocumentRow,
+        step: StepRow,
+        holder: str | None,
+        wait: float,
+        *,
+        interval: float | None = None,
     ) -> None:
         await self._defer(
             self.poll,
@@ -172,6 +178,7 @@ class ClusterJobs:
             doc_id=doc.id,
             step_row=step.id,
             holder=holder,
+            interval=interval,
         )
 
     async def defer_after_steps(self, doc_id: int, holder: str | None) -> None:
@@ -431,7 +438,9 @@ class ClusterJobs:
                     stage="poll",
                 )
             else:
-                await self.defer_poll(doc, polled.step, holder, polled.next_in)
+                # The schedule goes on growing in the next job (it keeps nothing in memory).
+                grown = min(config.max, polled.next_in * state.schedule.growth)
+                await self.defer_poll(doc, polled.step, holder, polled.next_in, interval=grown)
                 return
         await svc.slots.give_back(step_row)
         await self.defer_after_steps(doc_id, holder)
