@@ -36,6 +36,7 @@ from docutray_watch.engine.limits import fixed_rate
 from docutray_watch.journal import StateStore
 from docutray_watch.journal.postgres import PostgresStore
 from docutray_watch.metrics import Metrics
+from docutray_watch.sdnotify import Notifier
 
 __all__ = ["ClusterNode", "run_cluster_daemon"]
 
@@ -233,6 +234,8 @@ async def _serve_until_signal(config: Config, pm: pluggy.PluginManager) -> int:
     async def readiness() -> list[str]:
         return [node.waiting_for] if node.waiting_for else []
 
+    notifier = Notifier.from_env()
+    systemd = asyncio.create_task(_tell_systemd(node, notifier, stop), name="cluster-sdnotify")
     health = None
     if config.metrics is not None:
         # /readyz says why while the node waits for PostgreSQL (or is still joining).
@@ -247,6 +250,24 @@ async def _serve_until_signal(config: Config, pm: pluggy.PluginManager) -> int:
         log.error("config_invalid", problems=[f"{key}{exc}"])
         return EX_CONFIG
     finally:
+        notifier.stopping()
+        systemd.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await systemd
+        notifier.close()
         if health is not None:
             await health.stop()
     return 0
+
+
+async def _tell_systemd(node: ClusterNode, notifier: Notifier, stop: asyncio.Event) -> None:
+    """READY=1 once the node serves its queues, then WATCHDOG=1 from the main loop (the jobs
+    run in this loop: a loop that is stuck stops the pings)."""
+    await node.ready.wait()
+    notifier.ready()
+    notifier.status(f"serving the cluster's jobs as node {node.cluster.node_name}")
+    interval = notifier.watchdog_interval()
+    while interval and not stop.is_set():
+        notifier.watchdog()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -186,3 +186,17 @@ def _silent_for(url: str, node: str) -> float:
             (node,),
         ).fetchone()
     return float(row[0]) if row else float("inf")
+
+
+def test_run_refuses_an_uninitialised_database(
+    tmp_path: Path, cluster_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """`run` with a cluster block on a database `cluster init` never prepared exits 78 and says
+    what to run."""
+    config = write_node_config(tmp_path, cluster_url, emulator_factory(), "n1")
+    (tmp_path / "inbox").mkdir()
+    result = subprocess.run(
+        [str(EXECUTABLE), "run", "-c", str(config)], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 78
+    assert b"cluster init" in result.stdout + result.stderr

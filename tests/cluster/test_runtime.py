@@ -126,6 +126,15 @@ async def test_two_nodes_share_one_inbox(
     finally:
         await store.close()
     assert counts["invoices"].get("success") == DOCUMENTS
+    import psycopg
+
+    from docutray_watch.cluster.app import libpq_url
+
+    with psycopg.connect(libpq_url(initialised_url)) as conn:
+        kept = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+        ).fetchone()
+    assert kept == (0,)  # finished jobs are deleted: one job per status read grows nothing
 
 
 def local_config(root: Path, url: str, emulator: EmulatorServer, node: str) -> Config:
