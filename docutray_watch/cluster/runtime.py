@@ -76,7 +76,17 @@ class ClusterNode:
         """Serve until `stop` is set (or the node's name is taken over); raises
         `ClusterConfigError` (exit 78) when the node must not join."""
         self.waiting_for = "joining the cluster"
-        membership = await join_cluster(self.config, on_waiting=self._waiting)
+        joining = asyncio.ensure_future(join_cluster(self.config, on_waiting=self._waiting))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not joining.done():
+            # Stopped while waiting for PostgreSQL: nothing was started.
+            joining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await joining
+            return
+        membership = joining.result()
         node = membership.node
         url = self.cluster.database.get_secret_value()
         store = PostgresStore(url, node=node, migrate=False)

@@ -261,3 +261,20 @@ async def test_terminated_connections_lose_nothing(
     results = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(results) == DOCUMENTS
     assert stats.resubmissions <= terminated
+
+
+async def test_a_node_waiting_for_postgresql_says_why_and_stops(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """With the database unreachable the node waits (not ready, and says why: /readyz's
+    reason) and a stop ends the wait at once."""
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+    config = node_config(tmp_path, unreachable, emulator_factory(), "n1")
+    node = ClusterNode(config, plugin_manager=load_plugins().pm)
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run(stop))
+    await wait_until(lambda: "waiting for the cluster database" in (node.waiting_for or ""), 30)
+    assert "cannot reach the cluster database" in (node.waiting_for or "")
+    assert not node.ready.is_set()
+    stop.set()
+    await asyncio.wait_for(task, 10)
