@@ -12,21 +12,20 @@
   and finalize jobs have a higher priority than submit, so a full cap can always drain.
 - A file's source identity is journaled in the same transaction that defers its first job
   (procrastinate's `configure(connection=...)`): the same file found again does nothing.
-- Periodic tasks (one node per period): the scan of shared folders, stalled-job recovery (only by
-  a node connected for at least the stalled timeout, only for jobs whose worker has been silent
-  for the stalled timeout plus the API write timeout), raising the shared request rate, and the
-  clean-up of old finished jobs.
+- Periodic tasks (one node per period, bodies in `periodic.py`): the scan of shared folders,
+  stalled-job recovery (only by a node connected for at least the stalled timeout, only for jobs
+  whose worker has been silent for the stalled timeout plus the API write timeout), raising the
+  shared request rate, and the clean-up of old finished jobs. Discovery's handoff, deferring a
+  document's first job, is in `handoff.py`; the queue names, priorities and `NodeServices` in
+  `services.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,24 +34,30 @@ from procrastinate import RetryStrategy
 from procrastinate import exceptions as procrastinate_errors
 
 from docutray_watch import intake
+from docutray_watch.cluster import periodic
 from docutray_watch.cluster.app import node_queue
-from docutray_watch.cluster.limits import ClusterRate, ClusterSlots
+from docutray_watch.cluster.handoff import ClusterHandoff
+from docutray_watch.cluster.services import (
+    PRIORITY_DRAIN,
+    PRIORITY_SUBMIT,
+    RETRY_S,
+    SHARED_QUEUE,
+    NodeServices,
+)
 from docutray_watch.engine.context import Context
 from docutray_watch.engine.deliver import deliver_all
 from docutray_watch.engine.finalize import changed_during_processing, finalize, version_check
 from docutray_watch.engine.poll import PollState, poll_once
-from docutray_watch.engine.ratelimit import RateLimiter
 from docutray_watch.engine.reading import read
 from docutray_watch.engine.steps import HeldSlot, step_failed
 from docutray_watch.engine.submit import interrupted, submit_once
 from docutray_watch.journal import DocumentRow, DocumentState, StateStore, StepRow, StepState
-from docutray_watch.journal.postgres import ContentClaimed, LeaseLost, PostgresStore, claims
+from docutray_watch.journal.postgres import ContentClaimed, LeaseLost
 from docutray_watch.polling import PollSchedule
 
 if TYPE_CHECKING:
     import procrastinate
 
-    from docutray_watch.engine.discovery import Discovery
 
 __all__ = [
     "PRIORITY_DRAIN",
@@ -65,38 +70,12 @@ __all__ = [
 
 log = structlog.get_logger("docutray_watch.cluster")
 
-SHARED_QUEUE = "shared"
-PRIORITY_DRAIN = 10  # poll, deliver, finalize, intake: fetched before any submit
-PRIORITY_SUBMIT = 0
-RETRY_S = 1.0  # a submit that found no slot, no token or an unhealthy node looks again after this
-OLD_JOBS_HOURS = 24  # failed and cancelled jobs kept this long for an operator to read
-
-_STEPPING = (DocumentState.QUEUED, DocumentState.SUBMITTING, DocumentState.POLLING)
 _FINAL_ACTION = (
     DocumentState.DELIVERED,
     DocumentState.FAILED,
     DocumentState.REJECTED,
     DocumentState.DUPLICATE,
 )
-
-
-@dataclass
-class NodeServices:
-    """What the jobs of one node use (built by `runtime.ClusterNode`)."""
-
-    ctx: Context  # the engine's context: its store is the `PostgresStore`
-    store: PostgresStore
-    slots: ClusterSlots
-    rate: ClusterRate
-    node: str
-    discovery: Discovery
-    local_rate: RateLimiter  # the API client's own limiter: how a 429 on this node is noticed
-    healthy: Callable[[], bool] = lambda: True
-    connected_for: Callable[[], float] = lambda: float("inf")
-    stalled_timeout: float = 30.0
-    write_timeout: float = 60.0
-    scan_period: int = 2
-    spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = asyncio.ensure_future
 
 
 class ClusterJobs:
@@ -120,7 +99,7 @@ class ClusterJobs:
         """The queue of a job that touches a file `holder` holds (None: a shared folder)."""
         return SHARED_QUEUE if holder is None else node_queue(holder)
 
-    async def _defer(
+    async def defer_job(
         self,
         task: Any,
         *,
@@ -131,6 +110,8 @@ class ClusterJobs:
         connection: Any = None,
         **kwargs: Any,
     ) -> None:
+        """Defer `task(**kwargs)`: at most one waiting per `key` (a second is not added); in the
+        transaction of `connection` (a raw psycopg connection) when given."""
         options: dict[str, Any] = {"queue": queue, "priority": priority, "queueing_lock": key}
         doc_id = kwargs.get("doc_id")
         if doc_id is not None:
@@ -149,7 +130,7 @@ class ClusterJobs:
     async def defer_submit(
         self, doc: DocumentRow, step: StepRow, holder: str | None, **kwargs: Any
     ) -> None:
-        await self._defer(
+        await self.defer_job(
             self.submit,
             queue=self.file_queue(holder),
             priority=PRIORITY_SUBMIT,
@@ -169,7 +150,7 @@ class ClusterJobs:
         *,
         interval: float | None = None,
     ) -> None:
-        await self._defer(
+        await self.defer_job(
             self.poll,
             queue=SHARED_QUEUE,
             priority=PRIORITY_DRAIN,
@@ -185,7 +166,7 @@ class ClusterJobs:
         """Once every step ended: deliver (completed) or go to the final action (failed)."""
         doc = await self.svc.store.document(doc_id)
         if doc.state == DocumentState.COMPLETED:
-            await self._defer(
+            await self.defer_job(
                 self.deliver,
                 queue=self.file_queue(holder),
                 priority=PRIORITY_DRAIN,
@@ -204,7 +185,7 @@ class ClusterJobs:
         connection: Any = None,
         schedule_in: float = 0.0,
     ) -> None:
-        await self._defer(
+        await self.defer_job(
             self.finalize,
             queue=self.file_queue(holder),
             priority=PRIORITY_DRAIN,
@@ -490,137 +471,15 @@ class ClusterJobs:
     # -- periodic --------------------------------------------------------------------------------
 
     async def _scan_shared(self, timestamp: int) -> None:
-        """List the shared folders; journal each new complete file's source identity and defer
-        its intake, in one transaction."""
-        svc = self.svc
-        for name, runtime in svc.ctx.pipelines.items():
-            config = runtime.config
-            if runtime.retired or not config.watch.shared:
-                continue
-            found = await asyncio.to_thread(_settled_files, runtime.root, config)
-            if not found:
-                continue
-            async with svc.store.transaction() as conn:
-                raw = (await conn.get_raw_connection()).driver_connection
-                for path, relative, st in found:
-                    fresh = await claims.record_source(
-                        conn,
-                        node=None,
-                        path=path,
-                        size=st.st_size,
-                        mtime_ns=st.st_mtime_ns,
-                        inode=st.st_ino,
-                        pipeline=name,
-                        document_id=None,
-                        now=time.time(),
-                    )
-                    if fresh:
-                        await self._defer(
-                            self.intake,
-                            queue=SHARED_QUEUE,
-                            priority=PRIORITY_DRAIN,
-                            key=f"intake:{name}:{path}",
-                            connection=raw,
-                            pipeline=name,
-                            path=path,
-                            relative_path=relative,
-                        )
+        await periodic.scan_shared(self)
 
     async def _recover_stalled(self, timestamp: int) -> None:
-        """Retry the jobs of workers silent for longer than the stalled timeout plus the API
-        write timeout (a POST may still be on its way), and tidy finished jobs and slots."""
-        svc = self.svc
-        if svc.connected_for() < svc.stalled_timeout:
-            return  # after an outage every node looks stale at once: wait to know better
-        manager = self.app.job_manager
-        stalled = await manager.get_stalled_jobs(
-            seconds_since_heartbeat=svc.stalled_timeout + svc.write_timeout
-        )
-        for job in stalled:
-            try:
-                await manager.retry_job(job)
-            except procrastinate_errors.ConnectorException:
-                continue  # another node retried it first (it is no longer `doing`)
-            log.warning("job_stalled_retried", job_id=job.id, task=job.task_name, node=svc.node)
-        await svc.slots.tidy()
-        await manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS, include_failed=True)
+        await periodic.recover_stalled(self)
 
     async def _raise_rate(self, timestamp: int) -> None:
-        await self.svc.rate.raise_rate(quiet_seconds=5.0)
-
-
-class ClusterHandoff:
-    """Discovery's handoff in a cluster: a journaled document's next job is deferred (with its
-    file's source identity, in one transaction) instead of run here."""
-
-    def __init__(self, jobs: Callable[[], ClusterJobs]) -> None:
-        self._jobs = jobs
-        self._pending: set[asyncio.Task[None]] = set()
-
-    def queued(self, doc: DocumentRow, steps: list[StepRow] | None) -> None:
-        self._track(self._first_jobs(doc, steps))
-
-    def to_the_end(self, doc: DocumentRow) -> None:
-        self._track(self._first_jobs(doc, None))
-
-    async def flush(self) -> None:
-        """Wait until every deferral asked for so far is committed (an intake job's end)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending))
-
-    def _track(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _first_jobs(self, doc: DocumentRow, steps: list[StepRow] | None) -> None:
-        jobs = self._jobs()
-        store = jobs.svc.store
-        holder = jobs.holder_of(doc.pipeline)
-        try:
-            async with store.transaction() as conn:
-                raw = (await conn.get_raw_connection()).driver_connection
-                await claims.record_source(
-                    conn,
-                    node=holder,
-                    path=doc.path,
-                    size=doc.size or 0,
-                    mtime_ns=doc.mtime_ns or 0,
-                    inode=doc.inode,
-                    pipeline=doc.pipeline,
-                    document_id=doc.id,
-                    now=time.time(),
-                )
-                if steps is None:
-                    await jobs.defer_finalize(doc, holder, connection=raw)
-                    return
-                for step in steps:
-                    await jobs.defer_submit(doc, step, holder, connection=raw)
-        except Exception as exc:  # noqa: BLE001 - the document stays queued in the journal
-            log.error("cluster_defer_failed", doc=doc.name, error=f"{type(exc).__name__}: {exc}")
+        await periodic.raise_rate(self)
 
 
 def _first_wait(ctx: Context, doc: DocumentRow) -> float:
     """How long after the submission the first status read is worth making."""
     return ctx.pipelines[doc.pipeline].config.poll.initial
-
-
-def _settled_files(root: Path, config: Any) -> list[tuple[str, str, os.stat_result]]:
-    """The complete files of a shared folder: (path, relative path, lstat)."""
-    found: list[tuple[str, str, os.stat_result]] = []
-    now_ns = time.time_ns()
-    pattern = "**/*" if config.watch.recursive else "*"
-    for path in root.glob(pattern):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        if intake.rule_for_kind(st.st_mode) is not None:
-            continue
-        relative = path.relative_to(root).as_posix()
-        if intake.rule_for_name(config, relative) is not None:
-            continue
-        if not intake.is_settled(st, now_ns, config.watch.settle):
-            continue
-        found.append((str(path), relative, st))
-    return found
