@@ -11,7 +11,12 @@ imported by a single-node daemon):
 - `fingerprint`: the configuration every node must share, stored in the database;
 - `reassign`: moving a dead node's local queue to another node;
 - `errors`: why a node cannot join (exit 78) or reach the database (exit 69);
-- `cli`: the `docutray-watch cluster` commands.
+- `cli`: the `docutray-watch cluster` commands;
+- `limits`: execution slots and the request rate for the whole cluster, in rows;
+- `jobs`: the procrastinate jobs, one phase each (`handoff`: discovery's handoff that defers a
+  document's first job; `periodic`: the shared scan, stalled-job recovery, the rate's raise;
+  `services`: queue names, priorities and what the jobs share);
+- `runtime`: `run` in multi-node mode (`ClusterNode`, `run_cluster_daemon`).
 
 The config block itself is `docutray_watch.config.ClusterConfig` (`cluster:`).
 """

@@ -88,8 +88,25 @@ CREATE TABLE docutray_cluster.rate (
 INSERT INTO docutray_cluster.rate (singleton) VALUES (true);
 """
 
+_V2 = """
+-- An execution slot per step that took one (`cluster.limits`): counted only while its step is
+-- pending, submitting or polling, so a step that ended frees its slot even if this row stays.
+CREATE TABLE docutray_cluster.slots (
+    step_row bigint PRIMARY KEY,
+    node text NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX slots_node ON docutray_cluster.slots (node);
+
+-- The cluster's token bucket for API requests (rate is in `rate`; null tokens: a full bucket).
+ALTER TABLE docutray_cluster.rate
+    ADD COLUMN tokens double precision,
+    ADD COLUMN refilled_at timestamptz,
+    ADD COLUMN throttled_at timestamptz;
+"""
+
 # Step N brings the schema from version N-1 to N. Never edit a released step: add one.
-_MIGRATIONS: tuple[LiteralString, ...] = (_V1,)
+_MIGRATIONS: tuple[LiteralString, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The version of the `docutray_cluster` schema this docutray-watch uses."""
 

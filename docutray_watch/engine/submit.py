@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -38,11 +39,33 @@ from docutray_watch.records import Document
 from docutray_watch.routing_phase import submit_identification
 from docutray_watch.templates import metadata_context, render
 
-__all__ = ["await_api", "report_pause", "source_changed", "submit", "write_until_done"]
+__all__ = [
+    "SubmitAttempt",
+    "await_api",
+    "interrupted",
+    "report_pause",
+    "source_changed",
+    "submit",
+    "submit_once",
+    "write_until_done",
+]
 
 T = TypeVar("T")
 _STOPPED_UNSENT = "stopped before the submission was sent"
 SUBMIT_BACKOFF_MAX = 60.0
+
+
+@dataclass(frozen=True)
+class SubmitAttempt:
+    """What one submission attempt left: the step as journaled, and when to try again.
+
+    `retry_in` is None when the step is done with submitting (`polling`, or ended); 0.0 to try
+    again as soon as the API is usable (an uncertain outcome, or a pause reported to the gate);
+    otherwise the backoff after a submission the service provably never took.
+    """
+
+    step: StepRow
+    retry_in: float | None
 
 
 async def submit(
@@ -59,88 +82,16 @@ async def submit(
         return step
     config = ctx.pipelines[doc.pipeline].config
     if step.state == StepState.SUBMITTING:
-        # Interrupted while submitting (crash or hard stop): the outcome is unknown.
-        step = await ctx.store.step_uncertain(step.id, "interrupted while submitting")
+        step = await interrupted(ctx, step)
     backoff = 1.0
     while True:
         await await_api(ctx, doc.pipeline, slot=slot)
-        if step.uncertain >= 2:
-            return await step_failed(
-                ctx,
-                step,
-                "the outcome of two submissions is unknown; not submitting a "
-                "third time, to avoid paying twice (use `retry` to force)",
-                log,
-                stage="submit",
-            )
-        changed = source_changed(doc)  # one lstat: inline, no thread trip
-        if changed:
-            return await step_failed(ctx, step, changed, log, stage="submit")
-        step = await ctx.store.step_submitting(step.id)
-        wire = SubmissionWire()
-        SUBMISSION_WIRE.set(wire)
-        try:
-            execution_id, status = await _send(ctx, config, doc, step)
-        except asyncio.CancelledError:
-            if not wire.maybe_sent:
-                # Stopped before the POST went out (waiting for its turn in the rate, or
-                # between retries of a connection never made): nothing can have started, so
-                # the next run submits it as new, not as an uncertain resubmission.
-                # (A write that fails leaves it `submitting`: uncertain, the safe side.)
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(ctx.store.step_not_accepted(step.id, _STOPPED_UNSENT))
-            raise
-        except InvalidDocumentError as exc:
-            return await step_failed(ctx, step, str(exc), log, stage="submit")
-        except FileNotFoundError:
-            reason = "the file disappeared before it was uploaded"
-            return await step_failed(ctx, step, reason, log, stage="submit")
-        except OSError as exc:
-            reason = f"cannot read the file: {exc.strerror or describe(exc)}"
-            return await step_failed(ctx, step, reason, log, stage="submit")
-        except DocuTrayError as exc:
-            failure = classify(exc, stage="submit")
-            if failure is Failure.REJECTED:
-                return await step_failed(
-                    ctx,
-                    step,
-                    f"the service rejected the document: {describe(exc)}",
-                    log,
-                    stage="submit",
-                    http_status=getattr(exc, "status_code", None),
-                )
-            if failure is Failure.UNCERTAIN:
-                step = await ctx.store.step_uncertain(step.id, describe(exc))
-                log.warning(
-                    "submission_uncertain",
-                    step_id=step.step_id,
-                    error=describe(exc),
-                    uncertain=step.uncertain,
-                )
-                continue
-            step = await ctx.store.step_not_accepted(step.id, describe(exc))
-            if failure.pauses:
-                # Not this document's fault: wait at the gate (not counted against its
-                # deadline) instead of backing off towards a failure.
-                report_pause(ctx, failure, doc.pipeline, exc)
-                continue
-        else:
-            # The service is running it now: losing its id would mean paying twice, so a
-            # journal that cannot be written (disk full) is waited for, not given up on.
-            step = await write_until_done(
-                partial(ctx.store.step_accepted, step.id, execution_id, status),
-                log=log,
-                what=f"execution id {execution_id}",
-            )
-            ctx.limits.pauses.answered(doc.pipeline)
-            ctx.metrics.submissions.labels(doc.pipeline).inc()
-            log.info(
-                "document_submitted",
-                doc_sha256=doc.sha256,
-                step_id=step.step_id,
-                execution_id=execution_id,
-            )
+        attempt = await submit_once(ctx, doc, step, log=log, backoff=backoff)
+        step = attempt.step
+        if attempt.retry_in is None:
             return step
+        if attempt.retry_in == 0.0:
+            continue
         # Not accepted: wait and try again, until the step's deadline.
         if time.time() + backoff > deadline.at(step):
             return await step_failed(
@@ -152,6 +103,104 @@ async def submit(
             )
         await asyncio.sleep(backoff)
         backoff = min(SUBMIT_BACKOFF_MAX, backoff * 2)
+
+
+async def interrupted(ctx: Context, step: StepRow) -> StepRow:
+    """A step found `submitting` by a new run (a crash or hard stop mid-submission): its
+    outcome is unknown, and counted as such."""
+    return await ctx.store.step_uncertain(step.id, "interrupted while submitting")
+
+
+async def submit_once(
+    ctx: Context,
+    doc: DocumentRow,
+    step: StepRow,
+    *,
+    log: FilteringBoundLogger,
+    backoff: float = 1.0,
+) -> SubmitAttempt:
+    """One submission of a `pending` (or uncertain `submitting`) step, the API being usable
+    (the caller waited at the gate or checked it): see `SubmitAttempt` for what comes next."""
+    if step.uncertain >= 2:
+        failed = await step_failed(
+            ctx,
+            step,
+            "the outcome of two submissions is unknown; not submitting a "
+            "third time, to avoid paying twice (use `retry` to force)",
+            log,
+            stage="submit",
+        )
+        return SubmitAttempt(failed, None)
+    changed = source_changed(doc)  # one lstat: inline, no thread trip
+    if changed:
+        return SubmitAttempt(await step_failed(ctx, step, changed, log, stage="submit"), None)
+    config = ctx.pipelines[doc.pipeline].config
+    step = await ctx.store.step_submitting(step.id)
+    wire = SubmissionWire()
+    SUBMISSION_WIRE.set(wire)
+    try:
+        execution_id, status = await _send(ctx, config, doc, step)
+    except asyncio.CancelledError:
+        if not wire.maybe_sent:
+            # Stopped before the POST went out (waiting for its turn in the rate, or
+            # between retries of a connection never made): nothing can have started, so
+            # the next run submits it as new, not as an uncertain resubmission.
+            # (A write that fails leaves it `submitting`: uncertain, the safe side.)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ctx.store.step_not_accepted(step.id, _STOPPED_UNSENT))
+        raise
+    except InvalidDocumentError as exc:
+        return SubmitAttempt(await step_failed(ctx, step, str(exc), log, stage="submit"), None)
+    except FileNotFoundError:
+        reason = "the file disappeared before it was uploaded"
+        return SubmitAttempt(await step_failed(ctx, step, reason, log, stage="submit"), None)
+    except OSError as exc:
+        reason = f"cannot read the file: {exc.strerror or describe(exc)}"
+        return SubmitAttempt(await step_failed(ctx, step, reason, log, stage="submit"), None)
+    except DocuTrayError as exc:
+        failure = classify(exc, stage="submit")
+        if failure is Failure.REJECTED:
+            failed = await step_failed(
+                ctx,
+                step,
+                f"the service rejected the document: {describe(exc)}",
+                log,
+                stage="submit",
+                http_status=getattr(exc, "status_code", None),
+            )
+            return SubmitAttempt(failed, None)
+        if failure is Failure.UNCERTAIN:
+            step = await ctx.store.step_uncertain(step.id, describe(exc))
+            log.warning(
+                "submission_uncertain",
+                step_id=step.step_id,
+                error=describe(exc),
+                uncertain=step.uncertain,
+            )
+            return SubmitAttempt(step, 0.0)
+        step = await ctx.store.step_not_accepted(step.id, describe(exc))
+        if failure.pauses:
+            # Not this document's fault: wait at the gate (not counted against its
+            # deadline) instead of backing off towards a failure.
+            report_pause(ctx, failure, doc.pipeline, exc)
+            return SubmitAttempt(step, 0.0)
+        return SubmitAttempt(step, backoff)
+    # The service is running it now: losing its id would mean paying twice, so a
+    # journal that cannot be written (disk full) is waited for, not given up on.
+    step = await write_until_done(
+        partial(ctx.store.step_accepted, step.id, execution_id, status),
+        log=log,
+        what=f"execution id {execution_id}",
+    )
+    ctx.limits.pauses.answered(doc.pipeline)
+    ctx.metrics.submissions.labels(doc.pipeline).inc()
+    log.info(
+        "document_submitted",
+        doc_sha256=doc.sha256,
+        step_id=step.step_id,
+        execution_id=execution_id,
+    )
+    return SubmitAttempt(step, None)
 
 
 async def _send(

@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from docutray_watch.cli import cli
 from docutray_watch.cluster.app import libpq_url
 from docutray_watch.cluster.nodes import register_node
+from docutray_watch.cluster.schema import SCHEMA_VERSION
 from tests.cluster.conftest import WriteConfig
 
 pytestmark = pytest.mark.postgres
@@ -46,7 +47,7 @@ def test_init_then_init_again(cluster_url: str, write_config: WriteConfig) -> No
     first = invoke("init", "-c", config)
     assert first.exit_code == 0, first.output + first.stderr
     assert "procrastinate schema: applied" in first.output
-    assert "docutray_cluster schema: created (version 1)" in first.output
+    assert f"docutray_cluster schema: created (version {SCHEMA_VERSION})" in first.output
     assert "configuration: stored as the cluster's" in first.output
     second = invoke("init", "-c", config)
     assert second.exit_code == 0

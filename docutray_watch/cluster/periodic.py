@@ -1,0 +1,107 @@
+"""The cluster's periodic tasks (procrastinate lets one node through per period): the scan of
+shared folders, stalled-job recovery, raising the shared request rate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from procrastinate import exceptions as procrastinate_errors
+
+from docutray_watch import intake
+from docutray_watch.cluster.services import OLD_JOBS_HOURS, PRIORITY_DRAIN, SHARED_QUEUE, Jobs
+from docutray_watch.journal.postgres import claims
+
+__all__ = ["raise_rate", "recover_stalled", "scan_shared"]
+
+log = structlog.get_logger("docutray_watch.cluster")
+
+RATE_QUIET_S = 5.0  # a period without a 429 after which the rate is raised
+
+
+async def scan_shared(jobs: Jobs) -> None:
+    """List the shared folders; journal each new complete file's source identity and defer
+    its intake, in one transaction."""
+    svc = jobs.svc
+    for name, runtime in svc.ctx.pipelines.items():
+        config = runtime.config
+        if runtime.retired or not config.watch.shared:
+            continue
+        found = await asyncio.to_thread(_settled_files, runtime.root, config)
+        if not found:
+            continue
+        async with svc.store.transaction() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            for path, relative, st in found:
+                fresh = await claims.record_source(
+                    conn,
+                    node=None,
+                    path=path,
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    inode=st.st_ino,
+                    pipeline=name,
+                    document_id=None,
+                    now=time.time(),
+                )
+                if fresh:
+                    await jobs.defer_job(
+                        jobs.intake,
+                        queue=SHARED_QUEUE,
+                        priority=PRIORITY_DRAIN,
+                        key=f"intake:{name}:{path}",
+                        connection=raw,
+                        pipeline=name,
+                        path=path,
+                        relative_path=relative,
+                    )
+
+
+async def recover_stalled(jobs: Jobs) -> None:
+    """Retry the jobs of workers silent for longer than the stalled timeout plus the API
+    write timeout (a POST may still be on its way), and tidy finished jobs and slots."""
+    svc = jobs.svc
+    if svc.connected_for() < svc.stalled_timeout:
+        return  # after an outage every node looks stale at once: wait to know better
+    manager = jobs.app.job_manager
+    stalled = await manager.get_stalled_jobs(
+        seconds_since_heartbeat=svc.stalled_timeout + svc.write_timeout
+    )
+    for job in stalled:
+        try:
+            await manager.retry_job(job)
+        except procrastinate_errors.ConnectorException:
+            continue  # another node retried it first (it is no longer `doing`)
+        log.warning("job_stalled_retried", job_id=job.id, task=job.task_name, node=svc.node)
+    await svc.slots.tidy()
+    await manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS, include_failed=True)
+
+
+async def raise_rate(jobs: Jobs) -> None:
+    """A little faster when no 429 came for a while (see `ClusterRate.raise_rate`)."""
+    await jobs.svc.rate.raise_rate(quiet_seconds=RATE_QUIET_S)
+
+
+def _settled_files(root: Path, config: Any) -> list[tuple[str, str, os.stat_result]]:
+    """The complete files of a shared folder: (path, relative path, lstat)."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    now_ns = time.time_ns()
+    pattern = "**/*" if config.watch.recursive else "*"
+    for path in root.glob(pattern):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if intake.rule_for_kind(st.st_mode) is not None:
+            continue
+        relative = path.relative_to(root).as_posix()
+        if intake.rule_for_name(config, relative) is not None:
+            continue
+        if not intake.is_settled(st, now_ns, config.watch.settle):
+            continue
+        found.append((str(path), relative, st))
+    return found

@@ -1,0 +1,228 @@
+"""Each cluster job on its own (no worker runs): what it does, and which job it defers next."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+import pytest
+
+from docutray_watch.cluster.app import create_app, libpq_url
+from docutray_watch.cluster.jobs import (
+    PRIORITY_DRAIN,
+    PRIORITY_SUBMIT,
+    SHARED_QUEUE,
+    ClusterHandoff,
+    ClusterJobs,
+    NodeServices,
+)
+from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
+from docutray_watch.emulator import EmulatorServer
+from docutray_watch.engine import Engine
+from docutray_watch.journal import DocumentRow, StateStore, StepRow, StepState
+from docutray_watch.journal.postgres import PostgresStore
+from docutray_watch.plugins import load_plugins
+from docutray_watch.testing import EmulatorFactory, ManualClock
+from tests.cluster.test_runtime import node_config
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass
+class Node:
+    jobs: ClusterJobs
+    store: PostgresStore
+    root: Path
+    url: str
+    emulator: EmulatorServer
+    clock: ManualClock
+    healthy: bool = True
+    connected: float = 1e9
+
+    def deferred(self) -> list[tuple[str, str, int, bool]]:
+        """(task, queue, priority, scheduled later) of the jobs waiting, in id order."""
+        with psycopg.connect(libpq_url(self.url)) as conn:
+            rows = conn.execute(
+                "SELECT task_name, queue_name, priority, scheduled_at > now()"
+                " FROM procrastinate_jobs WHERE status = 'todo' ORDER BY id"
+            ).fetchall()
+        return [(str(t), str(q), int(p), bool(later)) for t, q, p, later in rows]
+
+    async def queued_document(
+        self, name: str = "a.pdf", *, marker: bytes = b""
+    ) -> tuple[DocumentRow, StepRow]:
+        path = self.root / "inbox" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%PDF-1.4\n" + marker + name.encode() * 30)
+        st = path.stat()
+        doc, steps = await self.store.add_queued(
+            "invoices",
+            str(path),
+            name,
+            sha256=f"{abs(hash(name)):064x}",
+            content_type="application/pdf",
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            steps=["stp_test"],
+        )
+        return doc, steps[0]
+
+
+@pytest.fixture(name="node")
+async def node_fixture(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> AsyncIterator[Node]:
+    """The services of node `n1` (shared inbox, max_in_flight 1), its jobs registered."""
+    clock = ManualClock()
+    emulator = emulator_factory(latency=0.2, clock=clock)
+    config = node_config(tmp_path, initialised_url, emulator, "n1", max_in_flight=1)
+    store = PostgresStore(initialised_url, node="n1", migrate=False)
+    engine = Engine(config, plugin_manager=load_plugins().pm, store=cast(StateStore, store))
+    holder: list[ClusterJobs] = []
+    engine.discovery.handoff = ClusterHandoff(lambda: holder[0])
+    async with open_pool(libpq_url(initialised_url)) as pool:
+        await engine.start(resume=False)
+        app = create_app(config.cluster)  # type: ignore[arg-type]
+        node: Node
+        services = NodeServices(
+            ctx=engine.ctx,
+            store=store,
+            slots=ClusterSlots(pool, node="n1", cluster_cap=1),
+            rate=ClusterRate(pool, fixed=1000.0),
+            node="n1",
+            discovery=engine.discovery,
+            local_rate=engine.limiter,
+            healthy=lambda: node.healthy,
+            connected_for=lambda: node.connected,
+            stalled_timeout=3.0,
+            write_timeout=1.0,
+        )
+        jobs = ClusterJobs(app, services)
+        holder.append(jobs)
+        node = Node(jobs, store, tmp_path, initialised_url, emulator, clock)
+        try:
+            async with app.open_async():
+                yield node
+        finally:
+            await engine.stop(grace=0)
+
+
+async def test_submit_accepted_defers_a_poll(node: Node) -> None:
+    """A submit with a free slot POSTs once and defers the step's first status read (shared
+    queue, the draining priority)."""
+    doc, step = await node.queued_document()
+    await node.jobs._submit(doc.id, step.id, holder=None)
+    assert (await node.store.step(step.id)).state == StepState.POLLING
+    assert node.emulator.stats().posts == 1
+    assert node.deferred() == [("dtw.poll", SHARED_QUEUE, PRIORITY_DRAIN, True)]
+
+
+async def test_submit_with_the_cap_full_reschedules_itself(node: Node) -> None:
+    """With the cluster's only slot taken, a submit sends nothing and defers itself for later,
+    at the submit priority."""
+    first, first_step = await node.queued_document("a.pdf")
+    second, second_step = await node.queued_document("b.pdf")
+    await node.jobs._submit(first.id, first_step.id, holder=None)
+    await node.jobs._submit(second.id, second_step.id, holder=None)
+    assert node.emulator.stats().posts == 1
+    assert (await node.store.step(second_step.id)).state == StepState.PENDING
+    assert ("dtw.submit", SHARED_QUEUE, PRIORITY_SUBMIT, True) in node.deferred()
+
+
+async def test_an_unhealthy_node_starts_no_post(node: Node) -> None:
+    """A node whose heartbeat is not healthy defers its submit instead of POSTing."""
+    node.healthy = False
+    doc, step = await node.queued_document()
+    await node.jobs._submit(doc.id, step.id, holder=None)
+    assert node.emulator.stats().posts == 0
+    assert node.deferred() == [("dtw.submit", SHARED_QUEUE, PRIORITY_SUBMIT, True)]
+
+
+async def test_a_submit_run_again_after_a_crash_counts_it_uncertain(node: Node) -> None:
+    """A submit job that finds its step `submitting` (its earlier run died mid-POST) counts the
+    submission as uncertain before it submits again."""
+    doc, step = await node.queued_document()
+    await node.store.step_submitting(step.id)
+    await node.jobs._submit(doc.id, step.id, holder=None)
+    step = await node.store.step(step.id)
+    assert (step.state, step.uncertain) == (StepState.POLLING, 1)
+
+
+async def test_poll_follows_the_execution_to_delivery(node: Node) -> None:
+    """Poll reads until the execution ends (deferring itself meanwhile), then defers the
+    delivery; deliver defers finalize; finalize moves the file and ends the document."""
+    doc, step = await node.queued_document()
+    await node.jobs._submit(doc.id, step.id, holder=None)
+    await node.jobs._poll(doc.id, step.id, holder=None)
+    assert node.deferred()[-1][0] == "dtw.poll"  # the emulator's clock has not moved
+    node.clock.advance(1.0)
+    await node.jobs._poll(doc.id, step.id, holder=None)
+    assert (await node.store.step(step.id)).state == StepState.SUCCESS
+    assert node.deferred()[-1] == ("dtw.deliver", SHARED_QUEUE, PRIORITY_DRAIN, False)
+    await node.jobs._deliver(doc.id, holder=None)
+    assert node.deferred()[-1] == ("dtw.finalize", SHARED_QUEUE, PRIORITY_DRAIN, False)
+    node.healthy = False
+    await node.jobs._finalize(doc.id, holder=None)
+    assert Path(doc.path).exists()  # no move from an unhealthy node
+    node.healthy = True
+    await node.jobs._finalize(doc.id, holder=None)
+    ended = await node.store.document(doc.id)
+    assert (ended.state, ended.outcome) == ("archived", "success")
+    assert not Path(doc.path).exists()
+
+
+async def test_a_shared_file_is_taken_once_ever(node: Node) -> None:
+    """The shared scan records a file's source identity with the defer of its intake; the next
+    scan finds it known and defers nothing."""
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "x.pdf").write_bytes(b"%PDF-1.4\nx")
+    await node.jobs._scan_shared(0)
+    await node.jobs._scan_shared(0)
+    assert [job[0] for job in node.deferred()] == ["dtw.intake"]
+
+
+async def test_intake_journals_and_defers_the_submit(node: Node) -> None:
+    """Intake hashes and journals a file found in a shared folder and defers its submit."""
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "x.pdf").write_bytes(b"%PDF-1.4\nx")
+    await node.jobs._intake("invoices", str(inbox / "x.pdf"), "x.pdf")
+    [doc] = await node.store.unfinished_documents()
+    assert doc.state == "queued"
+    assert node.deferred() == [("dtw.submit", SHARED_QUEUE, PRIORITY_SUBMIT, False)]
+
+
+async def test_recovery_waits_until_the_node_knows_better(node: Node, monkeypatch: Any) -> None:
+    """A node connected for less than the stalled timeout retries no stalled job (after an
+    outage every node looks stale at once)."""
+    asked: list[float] = []
+
+    async def stalled(**kwargs: float) -> list[Any]:
+        asked.append(kwargs["seconds_since_heartbeat"])
+        return []
+
+    monkeypatch.setattr(node.jobs.app.job_manager, "get_stalled_jobs", stalled)
+    node.connected = 1.0
+    await node.jobs._recover_stalled(0)
+    assert asked == []
+    node.connected = 10.0
+    await node.jobs._recover_stalled(0)
+    assert asked == [3.0 + 1.0]  # stalled timeout plus the API write timeout
+
+
+async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> None:
+    """A second file whose content another document is processing is journaled as its
+    duplicate and goes straight to its final action."""
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for name in ("x.pdf", "y.pdf"):
+        (inbox / name).write_bytes(b"%PDF-1.4\nsame content")
+    await node.jobs._intake("invoices", str(inbox / "x.pdf"), "x.pdf")
+    await node.jobs._intake("invoices", str(inbox / "y.pdf"), "y.pdf")
+    states = {doc.name: doc.state for doc in await node.store.unfinished_documents()}
+    assert states == {"x.pdf": "queued", "y.pdf": "duplicate"}
+    assert [job[0] for job in node.deferred()] == ["dtw.submit", "dtw.finalize"]
