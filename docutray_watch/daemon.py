@@ -125,7 +125,8 @@ class Daemon:
         until the next reload.
         """
         loop = asyncio.get_running_loop()
-        wanted = self.engine.pipelines
+        # Only folders are watched here; the engine looks at other sources itself.
+        wanted = {n: p for n, p in self.engine.pipelines.items() if p.folder_watch is not None}
         for name in list(self.watchers):
             old = self.watchers[name]
             config = wanted.get(name)
@@ -190,6 +191,8 @@ class Daemon:
         while not self._stop.is_set():
             now = time.monotonic()
             for name, pipeline in self.engine.pipelines.items():
+                if pipeline.folder_watch is None:
+                    continue  # not a folder: the engine looks at its source every interval
                 if next_scan.get(name, 0.0) <= now:
                     next_scan[name] = now + pipeline.watch.rescan_interval
                     if not self._folder_present(name, Path(pipeline.watch.path)):

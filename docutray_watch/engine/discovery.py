@@ -70,6 +70,8 @@ class Discovery:
         for runtime in list(self.ctx.pipelines.values()):
             if runtime.retired or (pipeline is not None and runtime.config.name != pipeline):
                 continue
+            if runtime.config.folder_watch is None:
+                continue  # not a folder: its source looks (engine.source_intake)
             queue: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None]
             queue = asyncio.Queue(maxsize=4)
             loop = asyncio.get_running_loop()
