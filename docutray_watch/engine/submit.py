@@ -169,11 +169,13 @@ async def _send(
     """The submission itself (streamed from the file); the id to poll and its first status.
     A pipeline that identifies first sends its `@identify` row to the identify endpoint (no
     metadata: `before_document_submit` is for the steps)."""
+    document = await submission_input(ctx, doc, log)
     if step.step_id == IDENTIFY_STEP:
-        identification = await submit_identification(ctx.api(), config, doc)
+        identification = await submit_identification(
+            ctx.api(), config, doc, file=document.file, url=document.url
+        )
         return identification.identification_id, identification.status
     metadata = _metadata(ctx, config, document_of(doc), step.step_id)
-    document = await submission_input(ctx, doc, log)
     status = await ctx.api().steps.run_async(
         step.step_id,
         file=document.file,

@@ -68,6 +68,8 @@ def s3_config(
         "sinks": [{"type": "filesystem", "path": str(tmp_path / "results")}],
         **overrides,
     }
+    if "routes" in overrides:
+        del pipeline["steps"]  # a pipeline that identifies runs its route's steps
     data = {
         "api": {
             "base_url": emulator.base_url,
@@ -267,3 +269,32 @@ def test_a_move_cut_short_is_completed_by_the_next_run(
     assert keys(s3, bucket, "done/") == ["m.pdf"]
     assert body(s3, bucket, "done/m.pdf") == data
     assert emulator.stats().executions_created == 1
+
+
+def test_an_s3_pipeline_that_identifies_routes_each_object(
+    tmp_path: Path,
+    s3: Any,
+    bucket: str,
+    moto: MotoServer,
+    emulator: EmulatorServer,
+    pm: pluggy.PluginManager,
+) -> None:
+    """The identification streams the object from the bucket too: an invoice runs its route's
+    step and moves to done/."""
+    marker = ["DOCUTRAY-EMULATOR:TYPE=invoice", "DOCUTRAY-EMULATOR:CONFIDENCE=0.9"]
+    data = make_pdf(["inv", *marker])
+    s3.put_object(Bucket=bucket, Key="in/inv.pdf", Body=data)
+    config = s3_config(
+        tmp_path,
+        emulator,
+        pm,
+        moto,
+        bucket,
+        identify={"options": ["invoice", "receipt"], "min_confidence": 0.6},
+        routes={"invoice": ["stp_inv"], "receipt": ["stp_rec"]},
+    )
+    code, lines = run(config, pm)
+    assert code == 0, lines
+    (record,) = results(tmp_path)
+    assert (record["step_id"], record["data"]["sha256"]) == ("stp_inv", sha(data))
+    assert keys(s3, bucket, "done/") == ["inv.pdf"]
