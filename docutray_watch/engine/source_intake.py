@@ -22,6 +22,7 @@ from functools import partial
 import structlog
 
 from docutray_watch import intake
+from docutray_watch.config import same_settings
 from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, PipelineRuntime
 from docutray_watch.engine.discovery import Discovery
@@ -80,9 +81,10 @@ class SourceIntake:
                 continue
             config = runtime.config.source_config()
             current = runtime.source
-            if current is not None and current.config == config and name in self._loops:
+            unchanged = current is not None and same_settings(current.config, config)
+            if unchanged and name in self._loops:
                 continue
-            if current is not None and current.config != config:
+            if current is not None and not unchanged:
                 await self._stop_loop(name)
                 await current.stop()  # its documents in flight finish with the new instance
                 current = None

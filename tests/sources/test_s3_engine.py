@@ -18,6 +18,7 @@ import pytest
 from docutray_watch.config import Config, parse_config
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.emulator._markers import ERROR_MARKER
+from docutray_watch.engine import Engine
 from docutray_watch.hookspecs import hookimpl
 from docutray_watch.journal import DocumentState, Journal
 from docutray_watch.plugins import config_sink_types, get_plugin_manager
@@ -298,3 +299,37 @@ def test_an_s3_pipeline_that_identifies_routes_each_object(
     (record,) = results(tmp_path)
     assert (record["step_id"], record["data"]["sha256"]) == ("stp_inv", sha(data))
     assert keys(s3, bucket, "done/") == ["inv.pdf"]
+
+
+async def test_a_reload_keeps_an_unchanged_source_and_replaces_a_changed_one(
+    tmp_path: Path,
+    s3: Any,
+    bucket: str,
+    moto: MotoServer,
+    emulator: EmulatorServer,
+    pm: pluggy.PluginManager,
+) -> None:
+    """Changing only the steps keeps the started source; changing its prefix replaces it, and
+    the new one takes the objects under the new prefix."""
+    config = s3_config(tmp_path, emulator, pm, moto, bucket)
+    engine = Engine(config, plugin_manager=pm)
+    await engine.start()
+    try:
+        first = engine.ctx.pipelines["scans"].source
+        assert first is not None
+        await engine.reload(s3_config(tmp_path, emulator, pm, moto, bucket, steps=["stp_two"]))
+        assert engine.ctx.pipelines["scans"].source is first
+        moved = s3_config(
+            tmp_path, emulator, pm, moto, bucket, {"prefix": "new/"}, steps=["stp_two"]
+        )
+        await engine.reload(moved)
+        second = engine.ctx.pipelines["scans"].source
+        assert second is not None
+        assert second is not first
+        s3.put_object(Bucket=bucket, Key="new/r.pdf", Body=make_pdf(["reloaded"]))
+        await engine.scan("scans")  # (or the new source's own first look) nominates it
+        await asyncio.wait_for(engine.wait_idle(), 30)
+    finally:
+        await engine.stop(grace=0)
+    assert keys(s3, bucket, "done/") == ["r.pdf"]
+    assert [r["step_id"] for r in results(tmp_path)] == ["stp_two"]
