@@ -304,12 +304,12 @@ def _dry_run_verdict(
         return "ignore", f"already in progress ({previous.state})"
     if previous is not None and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns):
         return "ignore", f"already processed ({previous.outcome or previous.state})"
-    if pipeline.watch.ready_marker and not os.path.lexists(
-        str(candidate.path) + pipeline.watch.ready_marker
+    if pipeline.folder.ready_marker and not os.path.lexists(
+        str(candidate.path) + pipeline.folder.ready_marker
     ):
         return (
             "ignore",
-            f"waiting for its ready marker {candidate.path.name}{pipeline.watch.ready_marker}",
+            f"waiting for its ready marker {candidate.path.name}{pipeline.folder.ready_marker}",
         )
     try:
         facts = intake.inspect_file(candidate.path)

@@ -19,6 +19,7 @@ from docutray_watch.engine.archiving import file_action
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.reading import Unreadable, exists, read
 from docutray_watch.engine.source_actions import (
+    source_document,
     source_final_action,
     source_of,
     source_version_check,
@@ -144,6 +145,9 @@ async def _leave_unrouted(ctx: Context, doc: DocumentRow, log: FilteringBoundLog
     """No route takes the identified document (`otherwise: keep`): the file stays where it was
     found, for a person, remembered as kept so no scan takes it again until `retry` releases
     it. Not a failure: no `on_document_error`."""
+    source = source_of(ctx, doc)
+    if source is not None:  # not a folder: the source must not offer this version again
+        await source.keep(source_document(doc))
     if doc.finished_at is None:
         doc = await ctx.store.finish(doc.id, doc.path)
     outcome = str(DocumentState.UNROUTED)

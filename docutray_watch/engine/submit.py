@@ -99,9 +99,12 @@ async def submit(
         except (VersionChangedError, DocumentGoneError) as exc:
             # A source's document changed or went (nothing was sent): the version check after
             # the steps takes the new version again, as for a file replaced before its upload.
-            return await step_failed(
-                ctx, step, f"{exc}; it will be taken again", log, stage="submit"
+            reason = (
+                f"{exc}; it will be taken again"
+                if isinstance(exc, VersionChangedError)
+                else str(exc)
             )
+            return await step_failed(ctx, step, reason, log, stage="submit")
         except SourceError as exc:  # the source is unreachable: not accepted, tried again
             step = await ctx.store.step_not_accepted(step.id, describe(exc))
         except OSError as exc:

@@ -333,3 +333,31 @@ async def test_a_reload_keeps_an_unchanged_source_and_replaces_a_changed_one(
         await engine.stop(grace=0)
     assert keys(s3, bucket, "done/") == ["r.pdf"]
     assert [r["step_id"] for r in results(tmp_path)] == ["stp_two"]
+
+
+def test_an_unrouted_object_is_kept_and_not_taken_again(
+    tmp_path: Path,
+    s3: Any,
+    bucket: str,
+    moto: MotoServer,
+    emulator: EmulatorServer,
+    pm: pluggy.PluginManager,
+) -> None:
+    """`otherwise: keep`: an object of a type no route takes stays in in/, and a second run
+    neither identifies nor processes it again."""
+    marker = ["DOCUTRAY-EMULATOR:TYPE=receipt", "DOCUTRAY-EMULATOR:CONFIDENCE=0.9"]
+    s3.put_object(Bucket=bucket, Key="in/rec.pdf", Body=make_pdf(["rec", *marker]))
+    config = s3_config(
+        tmp_path,
+        emulator,
+        pm,
+        moto,
+        bucket,
+        identify={"options": ["invoice", "receipt"], "min_confidence": 0.6},
+        routes={"invoice": ["stp_inv"], "otherwise": "keep"},
+    )
+    run(config, pm)
+    run(config, pm)
+    assert keys(s3, bucket, "in/") == ["rec.pdf"]
+    assert emulator.stats().identifications_created == 1
+    assert results(tmp_path) == []
