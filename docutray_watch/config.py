@@ -394,14 +394,10 @@ class PipelineConfig(_Model):
     """One inbox folder, the steps each document goes through, and where results go."""
 
     name: str = Field(pattern=_NAME_PATTERN, description="Unique pipeline name.")
-    if TYPE_CHECKING:
-        # Typed as always there while the engine only reads folders; it is None for a pipeline
-        # whose `source` is not a folder (the engine must use `source_config()` for those).
-        watch: WatchConfig
-    else:
-        watch: WatchConfig | None = Field(
-            None, description="The inbox folder and readiness rules (or use `source`)."
-        )
+    # None for a pipeline whose `source` is not a folder (see `folder_watch`, `source_config`).
+    watch: WatchConfig | None = Field(
+        None, description="The inbox folder and readiness rules (or use `source`)."
+    )
     source: SourceConfig | None = Field(
         None,
         description="Where documents come from, by type: {type: s3, bucket: …} or "
@@ -616,13 +612,32 @@ class PipelineConfig(_Model):
     @property
     def folder_watch(self) -> WatchConfig | None:
         """The folder this pipeline watches; None when its source is not a folder."""
-        return cast("WatchConfig | None", self.watch)
+        return self.watch
+
+    @property
+    def shared(self) -> bool:
+        """Cluster mode: any node may take this pipeline's documents (a folder declared
+        `shared: true`, or a source that is not a local folder, such as a bucket)."""
+        return self.watch is None or self.watch.shared
+
+    @property
+    def folder(self) -> WatchConfig:
+        """The watched folder of a folder pipeline (what reads folders use; `folder_watch`
+        says whether there is one)."""
+        if self.watch is None:
+            raise ValueError(f"pipeline {self.name!r} takes documents from a {self.source_type}")
+        return self.watch
+
+    @property
+    def source_type(self) -> str:
+        """`folder`, `s3`…: where this pipeline's documents come from."""
+        return self.source.type if self.source is not None else "folder"
 
     def source_config(self) -> SourceConfig:
         """This pipeline's source options, whichever way they were spelt."""
         if self.source is not None:
             return self.source
-        return FolderSourceConfig.from_watch(self.watch)
+        return FolderSourceConfig.from_watch(self.folder)
 
     @model_validator(mode="after")
     def _folders_apart(self) -> PipelineConfig:
@@ -875,7 +890,8 @@ class Config(_Model):
                 f"must not exceed api.max_in_flight ({self.api.max_in_flight}), the cluster's cap",
             )
         if cluster.node is None:
-            local = [p.name for p in self.pipelines if not p.watch.shared]
+            # A source that is not a folder (a bucket) is shared by nature.
+            local = [p.name for p in self.pipelines if p.watch is not None and not p.watch.shared]
             if local:
                 raise _FieldError(
                     ("cluster", "node"),

@@ -125,22 +125,23 @@ class Daemon:
         until the next reload.
         """
         loop = asyncio.get_running_loop()
-        wanted = self.engine.pipelines
+        # Only folders are watched here; the engine looks at other sources itself.
+        wanted = {n: p for n, p in self.engine.pipelines.items() if p.folder_watch is not None}
         for name in list(self.watchers):
             old = self.watchers[name]
             config = wanted.get(name)
             if (
                 config is None
-                or Path(config.watch.path) != old.root
-                or config.watch.recursive != old.recursive
-                or config.watch.polling != old.polling
+                or Path(config.folder.path) != old.root
+                or config.folder.recursive != old.recursive
+                or config.folder.polling != old.polling
             ):
                 old.stop()
                 del self.watchers[name]
         for name, pipeline in wanted.items():
             if name in self.watchers:
                 continue
-            root = Path(pipeline.watch.path)
+            root = Path(pipeline.folder.path)
             try:
                 created = ensure_inbox(root)
             except OSError as exc:
@@ -159,8 +160,8 @@ class Daemon:
             watcher = FolderWatcher(
                 pipeline=name,
                 root=root,
-                recursive=pipeline.watch.recursive,
-                polling=pipeline.watch.polling,
+                recursive=pipeline.folder.recursive,
+                polling=pipeline.folder.polling,
                 nominate=nominate,
             )
             try:
@@ -190,9 +191,11 @@ class Daemon:
         while not self._stop.is_set():
             now = time.monotonic()
             for name, pipeline in self.engine.pipelines.items():
+                if pipeline.folder_watch is None:
+                    continue  # not a folder: the engine looks at its source every interval
                 if next_scan.get(name, 0.0) <= now:
-                    next_scan[name] = now + pipeline.watch.rescan_interval
-                    if not self._folder_present(name, Path(pipeline.watch.path)):
+                    next_scan[name] = now + pipeline.folder.rescan_interval
+                    if not self._folder_present(name, Path(pipeline.folder.path)):
                         continue
                     started = time.monotonic()
                     found = await self.engine.scan(name)

@@ -30,6 +30,7 @@ from docutray_watch.routing import Route, choose_route, identification_from, ide
 
 if TYPE_CHECKING:
     from docutray_watch.client import AsyncClient
+    from docutray_watch.client._files import FileInput
     from docutray_watch.client._models import AsyncIdentificationStatus
 
 __all__ = [
@@ -48,15 +49,24 @@ ROUTE_STAGE = "route"
 
 
 async def submit_identification(
-    client: AsyncClient, pipeline: PipelineConfig, doc: DocumentRow
+    client: AsyncClient,
+    pipeline: PipelineConfig,
+    doc: DocumentRow,
+    *,
+    file: FileInput | None = None,
+    url: str | None = None,
 ) -> AsyncIdentificationStatus:
-    """Start the identification of `doc` (streamed from its path): the answer's
-    `identification_id` is what the engine journals as the step's execution id. Raises what
-    `client.steps.run_async` raises (the same POST retry rule applies)."""
+    """Start the identification of `doc` (streamed from its path, or from `file` / `url` when
+    given: a source's document): the answer's `identification_id` is what the engine journals
+    as the step's execution id. Raises what `client.steps.run_async` raises (the same POST
+    retry rule applies)."""
     if pipeline.identify is None:
         raise ValueError(f"pipeline {pipeline.name!r} does not identify its documents")
+    if file is None and url is None:
+        file = Path(doc.path)
     return await client.identify.run_async(
-        file=Path(doc.path),
+        file=file,
+        url=url,
         content_type=doc.content_type,
         document_type_code_options=pipeline.identify.options,
         filename=doc.name,

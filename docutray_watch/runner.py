@@ -172,7 +172,7 @@ async def _create_missing_inboxes(config: Config, echo: Echo) -> None:
     for index, pipeline in enumerate(config.pipelines):
         if pipeline.folder_watch is None:
             continue  # its source is not a folder
-        root = Path(pipeline.watch.path)
+        root = Path(pipeline.folder.path)
         try:
             created = await asyncio.to_thread(ensure_inbox, root)
         except OSError as exc:
@@ -228,7 +228,7 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
             if pipeline.folder_watch is None:
                 asyncio.run(_dry_run_source(pipeline, echo))
                 continue
-            root = Path(os.path.abspath(pipeline.watch.path))
+            root = Path(os.path.abspath(pipeline.folder.path))
             echo(f"pipeline {pipeline.name} ({root}):")
             if pipeline.identify is not None:
                 echo(f"  routing: {routing_summary(pipeline)}")
@@ -237,7 +237,7 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
                 continue
             known = journal.latest_by_path(pipeline.name) if journal else {}
             tally = {"take": 0, "reject": 0, "ignore": 0}
-            for candidate, st in intake.scan_folder(root, recursive=pipeline.watch.recursive):
+            for candidate, st in intake.scan_folder(root, recursive=pipeline.folder.recursive):
                 verdict = _dry_run_verdict(pipeline, candidate, st, known, journal)
                 if verdict is None:
                     tally["take"] += 1
@@ -304,12 +304,12 @@ def _dry_run_verdict(
         return "ignore", f"already in progress ({previous.state})"
     if previous is not None and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns):
         return "ignore", f"already processed ({previous.outcome or previous.state})"
-    if pipeline.watch.ready_marker and not os.path.lexists(
-        str(candidate.path) + pipeline.watch.ready_marker
+    if pipeline.folder.ready_marker and not os.path.lexists(
+        str(candidate.path) + pipeline.folder.ready_marker
     ):
         return (
             "ignore",
-            f"waiting for its ready marker {candidate.path.name}{pipeline.watch.ready_marker}",
+            f"waiting for its ready marker {candidate.path.name}{pipeline.folder.ready_marker}",
         )
     try:
         facts = intake.inspect_file(candidate.path)
@@ -340,9 +340,9 @@ async def validate_online(
         if pipeline.folder_watch is None:
             ok = await _check_source(pipeline, pm, echo) and ok
             continue
-        problem, note = await asyncio.to_thread(inbox_check, Path(pipeline.watch.path))
+        problem, note = await asyncio.to_thread(inbox_check, Path(pipeline.folder.path))
         if problem or note:
-            echo(f"[{pipeline.name}] watch.path {pipeline.watch.path}: {problem or note}")
+            echo(f"[{pipeline.name}] watch.path {pipeline.folder.path}: {problem or note}")
         ok = ok and problem is None
     sink_types = collect_sink_types(pm)
     for pipeline in config.pipelines:

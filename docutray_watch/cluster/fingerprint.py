@@ -79,7 +79,7 @@ def normalised_config(config: Config) -> dict[str, Any]:
 
 
 def _normalised_pipeline(model: PipelineConfig, data: dict[str, Any]) -> dict[str, Any]:
-    if not model.watch.shared:
+    if model.watch is not None and not model.watch.shared:  # a bucket is shared by nature
         data["watch"].pop("path", None)
         for action in ("on_success", "on_failure"):
             data[action].pop("to", None)

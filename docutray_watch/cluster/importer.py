@@ -209,7 +209,7 @@ class _DryRunDone(Exception):
 def _node_of(config: Config, pipeline: str) -> str | None:
     assert config.cluster is not None
     try:
-        shared = config.pipeline(pipeline).watch.shared
+        shared = config.pipeline(pipeline).shared
     except KeyError:
         shared = False  # a pipeline no longer configured: its files were on this machine
     return None if shared else config.cluster.node_name

@@ -92,7 +92,7 @@ class ClusterJobs:
         """The node that holds the files of a pipeline this node found: None when its folder
         is shared (any node reaches them), else this node."""
         runtime = self.svc.ctx.pipelines.get(pipeline)
-        return None if runtime is not None and runtime.config.watch.shared else self.svc.node
+        return None if runtime is not None and runtime.config.shared else self.svc.node
 
     @staticmethod
     def file_queue(holder: str | None) -> str:

@@ -29,8 +29,8 @@ async def scan_shared(jobs: Jobs) -> None:
     svc = jobs.svc
     for name, runtime in svc.ctx.pipelines.items():
         config = runtime.config
-        if runtime.retired or not config.watch.shared:
-            continue
+        if runtime.retired or config.folder_watch is None or not config.folder_watch.shared:
+            continue  # only shared folders (a bucket source is not listed by cluster mode yet)
         found = await asyncio.to_thread(_settled_files, runtime.root, config)
         if not found:
             continue

@@ -202,7 +202,7 @@ class ClusterNode:
 
     async def _scan_local(self, engine: Engine) -> None:
         """Scan this node's own folders now and every `watch.rescan_interval`."""
-        local = [p for p in self.config.pipelines if not p.watch.shared]
+        local = [p for p in self.config.pipelines if not p.shared]
         if not local:
             return
         documents = engine.ctx.documents
@@ -214,7 +214,7 @@ class ClusterNode:
                 # What the journal holds unfinished for a path is not taken again.
                 documents.known[pipeline.name] = await store.unfinished_by_path(pipeline.name)
                 await engine.scan(pipeline.name)
-            await asyncio.sleep(min(p.watch.rescan_interval for p in local))
+            await asyncio.sleep(min(p.folder.rescan_interval for p in local))
 
 
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:

@@ -27,7 +27,7 @@ async def file_action(
     and a failed document's sidecar is written before the file moves next to it.
     """
     source = Path(doc.path)
-    marker = ctx.pipelines[doc.pipeline].config.watch.ready_marker
+    marker = ctx.pipelines[doc.pipeline].config.folder.ready_marker
     details = await failure_details(ctx, doc) if failed else None
     destination: Path | None = None
     if action == "move":

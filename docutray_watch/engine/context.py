@@ -27,6 +27,7 @@ from docutray_watch.journal import DocumentRow, StateStore
 from docutray_watch.metrics import Metrics
 from docutray_watch.polling import LatencyModel
 from docutray_watch.records import Document
+from docutray_watch.sources.base import Source, SourceConfig
 
 __all__ = ["Context", "Documents", "PipelineRuntime", "RunSummary", "document_of", "now"]
 
@@ -61,6 +62,8 @@ class PipelineRuntime:
     sinks: dict[str, SinkRunner]
     root: Path
     retired: bool = False  # removed by a reload: finishes its documents, takes no new ones
+    # A pipeline whose `source` is not a folder: its started source (see engine.source_intake).
+    source: Source[SourceConfig] | None = None
 
 
 class Documents:

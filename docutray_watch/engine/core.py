@@ -37,6 +37,7 @@ from docutray_watch.engine.pipelines import PipelineSet
 from docutray_watch.engine.ratelimit import RateLimiter
 from docutray_watch.engine.reading import absolute
 from docutray_watch.engine.run import Dispatcher
+from docutray_watch.engine.source_intake import SourceIntake
 from docutray_watch.journal import (
     REQUEST_RATE_KEY,
     DocumentRow,
@@ -47,6 +48,7 @@ from docutray_watch.journal import (
 from docutray_watch.metrics import Metrics
 from docutray_watch.plugins import call_observers, collect_sink_types
 from docutray_watch.polling import LatencyModel
+from docutray_watch.sources.registry import collect_source_types
 from docutray_watch.statelock import StateLock
 
 __all__ = ["Engine", "MissingApiKeyError", "StateDirError"]
@@ -102,7 +104,9 @@ class Engine:
         self.dispatcher = Dispatcher(self.ctx)
         self.discovery = Discovery(self.ctx, self.dispatcher)
         self.dispatcher.discovery = self.discovery
-        self.ctx.renominate = lambda pipeline, path: self.discovery.nominate(pipeline, path)
+        # Pipelines whose `source` is not a folder (an S3 bucket…): see engine.source_intake.
+        self.sources = SourceIntake(self.ctx, self.discovery)
+        self.ctx.renominate = self._renominate
         self._recorded_rate: str | None = None  # what `record_request_rate` last stored
         self.pipeline_set = PipelineSet(self.ctx)
         self._http: httpx.AsyncClient | None = None
@@ -216,7 +220,14 @@ class Engine:
 
     async def scan(self, pipeline: str | None = None) -> int:
         """Nominate every file in the watched folder(s); returns how many were nominated."""
-        return await self.discovery.scan(pipeline)
+        found = await self.discovery.scan(pipeline)
+        return found + await self.sources.discover(pipeline)
+
+    def _renominate(self, pipeline: str, path: Path) -> bool:
+        """Offer a changed document again: a file by its path, a source's by a new look."""
+        if self.sources.handles(pipeline):
+            return self.sources.look_again(pipeline)
+        return self.discovery.nominate(pipeline, path)
 
     def nominate(
         self,
@@ -270,12 +281,14 @@ class Engine:
         self.discovery.accepting = True
         self._started = True
         call_observers(self.pm, "startup", config=self.config)
+        source_workers = await self.sources.open(collect_source_types(self.pm)[0])
         if resume:
             await self._resume()
         self._workers = [
             asyncio.create_task(self.discovery.worker(), name=f"intake-{i}")
             for i in range(_INTAKE_WORKERS)
         ]
+        self._workers += source_workers
         self._workers.append(asyncio.create_task(self.dispatcher.loop(), name="dispatcher"))
         self._workers.append(asyncio.create_task(retention_loop(self.ctx), name="retention"))
 
@@ -289,6 +302,7 @@ class Engine:
             return
         self._started = False
         self.discovery.accepting = False
+        self.sources.stop_looking()
         grace = self.config.shutdown_grace if grace is None else grace
         for worker in self._workers:
             worker.cancel()
@@ -309,6 +323,7 @@ class Engine:
             if http is not None:
                 await http.aclose()
         await self.pipeline_set.close()
+        await self.sources.close()
         call_observers(self.pm, "shutdown", config=self.config)
         await self.journal.close()
         self._lock.release()
@@ -362,6 +377,7 @@ class Engine:
             changes.append("api")
         ctx.config = config
         changes += await self.pipeline_set.apply(config)
+        await self.sources.sync()
         self.api_gate.reset()  # maybe a new key or step id: try again at once
         log.info("config_reloaded", changes=changes)
         return changes
@@ -411,7 +427,9 @@ class Engine:
                 continue
             ctx.documents.remember(doc)
             resumed[doc.state] += 1
-            if doc.state == DocumentState.DISCOVERED:
+            if doc.state == DocumentState.DISCOVERED and self.sources.handles(doc.pipeline):
+                self._spawn(self.sources.inspect(doc), f"inspect:{doc.name}", doc)
+            elif doc.state == DocumentState.DISCOVERED:
                 self._spawn(self.discovery.inspect(doc), f"inspect:{doc.name}", doc)
             elif doc.state == DocumentState.QUEUED:
                 self.dispatcher.queued(doc, None)

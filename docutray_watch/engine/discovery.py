@@ -70,6 +70,8 @@ class Discovery:
         for runtime in list(self.ctx.pipelines.values()):
             if runtime.retired or (pipeline is not None and runtime.config.name != pipeline):
                 continue
+            if runtime.config.folder_watch is None:
+                continue  # not a folder: its source looks (engine.source_intake)
             queue: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None]
             queue = asyncio.Queue(maxsize=4)
             loop = asyncio.get_running_loop()
@@ -85,7 +87,7 @@ class Discovery:
             def walk(
                 loop: asyncio.AbstractEventLoop = loop,
                 root: Path = runtime.root,
-                recursive: bool = runtime.config.watch.recursive,
+                recursive: bool = runtime.config.folder.recursive,
                 q: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None] = queue,
             ) -> None:
                 batch: list[tuple[intake.Candidate, os.stat_result]] = []
@@ -133,7 +135,7 @@ class Discovery:
         absolute = os.path.abspath(path)
         if not isinstance(path, Path) or str(path) != absolute:  # a scan's paths already are
             path = Path(absolute)
-        marker = runtime.config.watch.ready_marker
+        marker = runtime.config.folder.ready_marker
         if marker and path.name.endswith(marker) and len(path.name) > len(marker):
             # The marker arrived: its document is ready now.
             path = path.with_name(path.name[: -len(marker)])
@@ -144,7 +146,7 @@ class Discovery:
                 relative_path = path.relative_to(runtime.root).as_posix()
             except ValueError:
                 return False
-            if "/" in relative_path and not runtime.config.watch.recursive:
+            if "/" in relative_path and not runtime.config.folder.recursive:
                 return False
         key = (pipeline, str(path))
         if intake.rule_for_name(runtime.config, relative_path) is not None:
@@ -250,7 +252,7 @@ class Discovery:
             self._writing.pop(key, None)
             self._release(pipeline, path)
             return None
-        watch = runtime.config.watch
+        watch = runtime.config.folder
         marker = watch.ready_marker
         if marker and not await asyncio.to_thread(os.path.lexists, f"{path}{marker}"):
             self._release(pipeline, path)  # the marker's arrival nominates it again

@@ -18,8 +18,15 @@ from docutray_watch.delivery import describe
 from docutray_watch.engine.archiving import file_action
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.reading import Unreadable, exists, read
+from docutray_watch.engine.source_actions import (
+    source_document,
+    source_final_action,
+    source_of,
+    source_version_check,
+)
 from docutray_watch.journal import DocumentRow, DocumentState, kept_stamp
 from docutray_watch.plugins import call_observers
+from docutray_watch.sources.base import VersionChangedError
 
 __all__ = ["changed_during_processing", "finalize", "version_check"]
 
@@ -79,8 +86,16 @@ async def finalize(
         delivered_now = False
     if check and not failed and await _retaken_if_changed(ctx, doc, log):
         return None
+    source = source_of(ctx, doc)
+    destination: Path | str | None
     try:
-        destination = await file_action(ctx, doc, action.action, action.to, failed)
+        if source is not None:  # not a folder: the source moves, deletes or keeps it
+            destination = await source_final_action(ctx, source, doc, action, failed, log)
+        else:
+            destination = await file_action(ctx, doc, action.action, action.to, failed)
+    except VersionChangedError as exc:  # nothing was moved or deleted: take it again
+        await changed_during_processing(ctx, doc, str(exc), log, when="at the final action")
+        return None
     except Exception as exc:  # noqa: BLE001 - a file action must never stop the daemon
         # The document stays unfinished in the journal and is retried at the next start.
         log.error("archive_failed", path=doc.path, error=describe(exc))
@@ -130,6 +145,9 @@ async def _leave_unrouted(ctx: Context, doc: DocumentRow, log: FilteringBoundLog
     """No route takes the identified document (`otherwise: keep`): the file stays where it was
     found, for a person, remembered as kept so no scan takes it again until `retry` releases
     it. Not a failure: no `on_document_error`."""
+    source = source_of(ctx, doc)
+    if source is not None:  # not a folder: the source must not offer this version again
+        await source.keep(source_document(doc))
     if doc.finished_at is None:
         doc = await ctx.store.finish(doc.id, doc.path)
     outcome = str(DocumentState.UNROUTED)
@@ -177,6 +195,9 @@ async def version_check(ctx: Context, doc: DocumentRow) -> tuple[DocumentRow, st
         *_FAILED,
     ):
         return doc, None
+    checked = await source_version_check(ctx, doc)
+    if checked is not None:  # not a file: its source says which version it holds now
+        return checked
     try:
         st = os.lstat(doc.path)
     except OSError:

@@ -122,8 +122,13 @@ class PipelineSet:
                 runners[sink_config.id] = SinkRunner(
                     sink, sink_config, pipeline=pipeline.name, plugin=sink_type.plugin
                 )
+        watch = pipeline.folder_watch
         return PipelineRuntime(
-            config=pipeline, sinks=runners, root=Path(absolute(pipeline.watch.path))
+            config=pipeline,
+            sinks=runners,
+            root=Path(absolute(watch.path)) if watch is not None else Path(),
+            # A source in use stays until `SourceIntake.sync` replaces it (settings changed).
+            source=reuse.source if reuse is not None else None,
         )
 
     def _unretire(self, pipeline: str, sink_id: str) -> SinkRunner | None:

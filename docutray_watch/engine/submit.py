@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TypeVar
 
 import tenacity
@@ -32,11 +31,13 @@ from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, document_of, now
 from docutray_watch.engine.errors import Failure, classify
 from docutray_watch.engine.http import SUBMISSION_WIRE, SubmissionWire
+from docutray_watch.engine.source_actions import submission_input
 from docutray_watch.engine.steps import Deadline, HeldSlot, step_failed
 from docutray_watch.journal import IDENTIFY_STEP, DocumentRow, StepRow, StepState
 from docutray_watch.plugins import call_observers
 from docutray_watch.records import Document
 from docutray_watch.routing_phase import submit_identification
+from docutray_watch.sources.base import DocumentGoneError, SourceError, VersionChangedError
 from docutray_watch.templates import metadata_context, render
 
 __all__ = [
@@ -139,7 +140,7 @@ async def submit_once(
     wire = SubmissionWire()
     SUBMISSION_WIRE.set(wire)
     try:
-        execution_id, status = await _send(ctx, config, doc, step)
+        execution_id, status = await _send(ctx, config, doc, step, log)
     except asyncio.CancelledError:
         if not wire.maybe_sent:
             # Stopped before the POST went out (waiting for its turn in the rate, or
@@ -154,6 +155,16 @@ async def submit_once(
     except FileNotFoundError:
         reason = "the file disappeared before it was uploaded"
         return SubmitAttempt(await step_failed(ctx, step, reason, log, stage="submit"), None)
+    except (VersionChangedError, DocumentGoneError) as exc:
+        # A source's document changed or went (nothing was sent): the version check after
+        # the steps takes the new version again, as for a file replaced before its upload.
+        reason = (
+            f"{exc}; it will be taken again" if isinstance(exc, VersionChangedError) else str(exc)
+        )
+        return SubmitAttempt(await step_failed(ctx, step, reason, log, stage="submit"), None)
+    except SourceError as exc:  # the source is unreachable: not accepted, tried again
+        step = await ctx.store.step_not_accepted(step.id, describe(exc))
+        return SubmitAttempt(step, backoff)
     except OSError as exc:
         reason = f"cannot read the file: {exc.strerror or describe(exc)}"
         return SubmitAttempt(await step_failed(ctx, step, reason, log, stage="submit"), None)
@@ -204,18 +215,26 @@ async def submit_once(
 
 
 async def _send(
-    ctx: Context, config: PipelineConfig, doc: DocumentRow, step: StepRow
+    ctx: Context,
+    config: PipelineConfig,
+    doc: DocumentRow,
+    step: StepRow,
+    log: FilteringBoundLogger,
 ) -> tuple[str, str]:
-    """The submission itself (streamed from the file); the id to poll and its first status.
-    A pipeline that identifies first sends its `@identify` row to the identify endpoint (no
-    metadata: `before_document_submit` is for the steps)."""
+    """The submission itself (streamed from the file or the source); the id to poll and its
+    first status. A pipeline that identifies first sends its `@identify` row to the identify
+    endpoint (no metadata: `before_document_submit` is for the steps)."""
+    document = await submission_input(ctx, doc, log)
     if step.step_id == IDENTIFY_STEP:
-        identification = await submit_identification(ctx.api(), config, doc)
+        identification = await submit_identification(
+            ctx.api(), config, doc, file=document.file, url=document.url
+        )
         return identification.identification_id, identification.status
     metadata = _metadata(ctx, config, document_of(doc), step.step_id)
     status = await ctx.api().steps.run_async(
         step.step_id,
-        file=Path(doc.path),
+        file=document.file,
+        url=document.url,
         content_type=doc.content_type,
         document_metadata=metadata or None,
         filename=doc.name,
@@ -246,6 +265,8 @@ def report_pause(ctx: Context, failure: Failure, pipeline: str, exc: DocuTrayErr
 
 def source_changed(doc: DocumentRow) -> str | None:
     """Why the file may no longer be what was hashed, or None."""
+    if doc.source_version is not None:
+        return None  # not a file: every read from its source is conditional on the version
     try:
         st = os.lstat(doc.path)
     except FileNotFoundError:

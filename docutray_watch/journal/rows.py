@@ -64,6 +64,9 @@ class DocumentRow:
     # (`docutray_watch.records.Identification` as JSON data); None before or without it.
     identified_type: str | None = None
     identification: dict[str, Any] | None = None
+    # A source that is not a folder: the version taken at intake (an ETag…); every later read
+    # and final action is conditional on it (schema 4). None for files.
+    source_version: str | None = None
 
     @property
     def name(self) -> str:
@@ -150,6 +153,7 @@ class NewDocument:
     inode: int | None
     steps: Sequence[str]
     skip_if_done: bool  # `duplicates: skip`: not journaled when a delivered twin exists
+    source_version: str | None = None  # a source document's version (ETag…); None for files
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,10 @@ class StateStore(Protocol):
         *,
         ctime_ns: int | None = None,
         inode: int | None = None,
+        source_version: str | None = None,
     ) -> DocumentRow:
-        """Record a newly found file as `discovered`."""
+        """Record a newly found file as `discovered` (`source_version`: a source document's
+        version token, e.g. an ETag)."""
         ...
 
     async def mark_queued(

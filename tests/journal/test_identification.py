@@ -272,7 +272,7 @@ class TestSchema3:
         path = tmp_path / "journal.sqlite3"
         self.make_v2_journal(path)
         with Journal(path) as journal:
-            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             doc = journal.document(1)
             assert (doc.state, doc.identified_type, doc.identification) == ("queued", None, None)
             indexes = {r[1] for r in journal.conn.execute("PRAGMA index_list(documents)")}

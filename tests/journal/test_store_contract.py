@@ -458,6 +458,47 @@ class TestDuplicatesAndBatches:
         assert await store.add_queued_batch([]) == []
 
 
+class TestSourceVersions:
+    async def test_a_source_documents_version_is_journaled_and_read_back(
+        self, store: StateStore
+    ) -> None:
+        """A source document's version token (an ETag) given to add_document or in a batch
+        item is on its row, read back after reopening; a file's is None."""
+        found = await store.add_document(
+            "p", "s3://b/in/a.pdf", "a.pdf", 10, 0, source_version='"etag-a"'
+        )
+        plain = await store.add_document("p", "/in/f.pdf", "f.pdf", 10, 5)
+        (batch,) = await store.add_queued_batch(
+            [
+                NewDocument(
+                    pipeline="p",
+                    path="s3://b/in/b.pdf",
+                    relative_path="b.pdf",
+                    sha256=sha(9),
+                    content_type="application/pdf",
+                    size=20,
+                    mtime_ns=0,
+                    ctime_ns=None,
+                    inode=None,
+                    steps=["stp_a"],
+                    skip_if_done=False,
+                    source_version='"etag-b"',
+                )
+            ]
+        )
+        assert batch is not None
+        assert (found.source_version, plain.source_version) == ('"etag-a"', None)
+        assert batch.document.source_version == '"etag-b"'
+        again = await reopened(store)
+        try:
+            assert (await again.document(found.id)).source_version == '"etag-a"'
+            assert (await again.document(batch.document.id)).source_version == '"etag-b"'
+        finally:
+            if again is not store:
+                await again.close()
+                await store.open()  # the fixture closes it
+
+
 class TestReads:
     async def test_unfinished_documents_and_state_queries(self, store: StateStore) -> None:
         """Unfinished documents come oldest first; documents_in filters by state and pipeline;

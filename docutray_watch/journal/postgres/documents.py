@@ -80,6 +80,7 @@ async def add_document(
     *,
     ctime_ns: int | None,
     inode: int | None,
+    source_version: str | None = None,
 ) -> DocumentRow:
     """Record a newly found file as `discovered`."""
     found = await tx.conn.execute(
@@ -92,6 +93,7 @@ async def add_document(
             mtime_ns=mtime_ns,
             ctime_ns=ctime_ns,
             inode=inode,
+            source_version=source_version,
             state=_D.DISCOVERED.value,
             node=tx.node,
             created_at=tx.now,
@@ -214,6 +216,7 @@ def _queued_values(item: NewDocument, now: float) -> dict[str, object]:
         "inode": item.inode,
         "sha256": item.sha256,
         "content_type": item.content_type,
+        "source_version": item.source_version,
         "state": _D.QUEUED.value,
         "attempts": 1,
         "created_at": now,

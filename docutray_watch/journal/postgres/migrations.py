@@ -36,7 +36,7 @@ __all__ = [
     "schema_version_of",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The advisory lock's two keys: a constant naming "migrating docutray-watch's journal", and the
 # schema's hash (two journals in one database do not wait for each other).
@@ -267,7 +267,10 @@ _V2: Sequence[str] = (
     _content_once(CLAIMING_STATES),
 )
 
-MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2}
+# Sources that are not folders: the version (ETag…) taken at intake, for the final action.
+_V3: Sequence[str] = ("ALTER TABLE documents ADD COLUMN source_version TEXT",)
+
+MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3}
 """Migration n brings a journal from version n - 1 to n (its statements, in order)."""
 
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))

@@ -38,6 +38,7 @@ def document(row: RowMapping) -> DocumentRow:
         inode=row["inode"],
         identified_type=row["identified_type"],
         identification=row["identification"],
+        source_version=row["source_version"],
     )
 
 

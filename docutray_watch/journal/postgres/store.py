@@ -44,11 +44,20 @@ class PostgresStore(ExtraCalls):
         *,
         ctime_ns: int | None = None,
         inode: int | None = None,
+        source_version: str | None = None,
     ) -> DocumentRow:
         """Record a newly found file as `discovered`."""
         return await self._call(
             lambda tx: documents.add_document(
-                tx, pipeline, path, relative_path, size, mtime_ns, ctime_ns=ctime_ns, inode=inode
+                tx,
+                pipeline,
+                path,
+                relative_path,
+                size,
+                mtime_ns,
+                ctime_ns=ctime_ns,
+                inode=inode,
+                source_version=source_version,
             )
         )
 

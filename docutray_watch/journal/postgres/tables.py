@@ -68,6 +68,8 @@ documents = sa.Table(
     # Pipelines that identify (schema 2): the type code answered and the whole answer.
     sa.Column("identified_type", sa.Text),
     sa.Column("identification", _JSON),
+    # A source document's version at intake (schema 3).
+    sa.Column("source_version", sa.Text),
 )
 
 steps = sa.Table(

@@ -34,8 +34,9 @@ class BacklogWrites(Reports):
                     continue
                 cursor = conn.execute(
                     "INSERT INTO documents (pipeline, path, relative_path, size, mtime_ns,"
-                    " ctime_ns, inode, sha256, content_type, state, attempts, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 1, ?, ?)",
+                    " ctime_ns, inode, sha256, content_type, source_version, state, attempts,"
+                    " created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 1, ?, ?)",
                     (
                         item.pipeline,
                         item.path,
@@ -46,6 +47,7 @@ class BacklogWrites(Reports):
                         item.inode,
                         item.sha256,
                         item.content_type,
+                        item.source_version,
                         now,
                         now,
                     ),
@@ -86,6 +88,7 @@ def _queued_row(doc_id: int, item: NewDocument, now: float) -> DocumentRow:
         finished_at=None,
         ctime_ns=item.ctime_ns,
         inode=item.inode,
+        source_version=item.source_version,
     )
 
 

@@ -53,15 +53,27 @@ class Journal(StepWrites, BacklogWrites):
         *,
         ctime_ns: int | None = None,
         inode: int | None = None,
+        source_version: str | None = None,
     ) -> DocumentRow:
         """Record a newly found file as `discovered`."""
         now = self._clock()
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO documents (pipeline, path, relative_path, size, mtime_ns, ctime_ns,"
-                " inode, state, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'discovered', ?, ?)",
-                (pipeline, path, relative_path, size, mtime_ns, ctime_ns, inode, now, now),
+                " inode, source_version, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'discovered', ?, ?)",
+                (
+                    pipeline,
+                    path,
+                    relative_path,
+                    size,
+                    mtime_ns,
+                    ctime_ns,
+                    inode,
+                    source_version,
+                    now,
+                    now,
+                ),
             )
             doc_id = cursor.lastrowid
             assert doc_id is not None

@@ -48,6 +48,7 @@ def document(row: sqlite3.Row) -> DocumentRow:
         inode=row["inode"],
         identified_type=row["identified_type"],
         identification=json_or_none(row["identification"]),
+        source_version=row["source_version"],
     )
 
 

@@ -34,7 +34,7 @@ __all__ = ["SCHEMA_VERSION", "NewerJournalError", "backup_path", "migrate"]
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class NewerJournalError(RuntimeError):
@@ -157,7 +157,19 @@ def _to_v3(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_v1, 2: _to_v2, 3: _to_v3}
+def _to_v4(conn: sqlite3.Connection) -> None:
+    # Sources that are not folders: the version (ETag…) taken at intake, for the final action.
+    present = {row[1] for row in conn.execute("PRAGMA table_info(documents)")}
+    if "source_version" not in present:
+        conn.execute("ALTER TABLE documents ADD COLUMN source_version TEXT")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _to_v1,
+    2: _to_v2,
+    3: _to_v3,
+    4: _to_v4,
+}
 """Migration n brings a journal from version n - 1 to n."""
 
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))

@@ -49,6 +49,7 @@ class SqliteStore(GroupCommitWriter):
         *,
         ctime_ns: int | None = None,
         inode: int | None = None,
+        source_version: str | None = None,
     ) -> DocumentRow:
         """Record a newly found file as `discovered`."""
         return await self.call(
@@ -60,6 +61,7 @@ class SqliteStore(GroupCommitWriter):
             mtime_ns,
             ctime_ns=ctime_ns,
             inode=inode,
+            source_version=source_version,
         )
 
     async def mark_queued(
