@@ -23,7 +23,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from docutray_watch.intake import Candidate
-from docutray_watch.journal import kept_stamp
 
 __all__ = ["Found", "walk_new_first"]
 
@@ -59,7 +58,7 @@ def _changed_kept(
             continue  # gone: nothing to take
         if stat.S_ISDIR(st.st_mode):
             continue  # a folder now: pass 1 walked it
-        if kept.get(path) == kept_stamp(st.st_size, st.st_mtime_ns):
+        if kept.get(path) == (st.st_mtime_ns << 64) | st.st_size:  # `kept_stamp`, inline
             continue  # the very file handled before
         yield Candidate(Path(path), relative.replace(os.sep, "/")), st
 
