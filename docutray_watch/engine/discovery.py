@@ -62,6 +62,7 @@ class Discovery:
         # (monotonic). Not complete, whatever their age, for up to `watch.max_open_wait`.
         self._writing: dict[tuple[str, str], float] = {}
         self._settle_wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._scanned: set[str] = set()  # pipelines scanned once: later scans take one pass
 
     # -- nominating --------------------------------------------------------------------------
 
@@ -77,6 +78,8 @@ class Discovery:
             # New files first, kept ones after (`scanning.py`). Kept stamps are read while the
             # event loop may update them: `nominate` checks them again.
             kept = self.ctx.documents.kept.get(runtime.config.name, {})
+            new_first = runtime.config.name not in self._scanned  # the start-up scan
+            self._scanned.add(runtime.config.name)
 
             def walk(
                 loop: asyncio.AbstractEventLoop = loop,
@@ -84,6 +87,7 @@ class Discovery:
                 recursive: bool = runtime.config.watch.recursive,
                 q: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None] = queue,
                 kept: dict[str, int] = kept,
+                new_first: bool = new_first,
             ) -> None:
                 def hand_over(items: list[tuple[intake.Candidate, os.stat_result]] | None) -> None:
                     asyncio.run_coroutine_threadsafe(q.put(items), loop).result()
@@ -92,7 +96,9 @@ class Discovery:
                 # rest in chunks; each pass's remainder as the pass ends.
                 batch: list[tuple[intake.Candidate, os.stat_result]] = []
                 limit = 1
-                for found in walk_new_first(root, recursive=recursive, kept=kept):
+                for found in walk_new_first(
+                    root, recursive=recursive, kept=kept, new_first=new_first
+                ):
                     for item in found:
                         batch.append(item)
                         if len(batch) >= limit:

@@ -10,6 +10,10 @@ two passes:
 2. then each path remembered as kept (a snapshot of the memory, taken before pass 1): only a file
    whose stamp no longer matches — changed, or forgotten meanwhile — is yielded.
 
+Pass 2 costs an `lstat` by path name, a little more than pass 1's by directory entry, so only
+a start-up scan (where a new file waits for its first submission) takes two passes; a rescan
+(`new_first=False`) checks kept files as the listing meets them, in one pass.
+
 A path may come out of both passes when its stamp is forgotten between the two (or not at all,
 until the next scan, when it is forgotten and then changed in the same instant): `nominate`
 checks the live memory again, and takes a path once.
@@ -29,13 +33,18 @@ __all__ = ["Found", "walk_new_first"]
 Found = Iterator[tuple[Candidate, os.stat_result]]
 
 
-def walk_new_first(root: Path, *, recursive: bool, kept: Mapping[str, int]) -> tuple[Found, Found]:
+def walk_new_first(
+    root: Path, *, recursive: bool, kept: Mapping[str, int], new_first: bool = True
+) -> tuple[Found, Found]:
     """Every file below `root` (links not followed) with its lstat, in two passes: new paths,
-    then kept files whose stamp in `kept` no longer matches. `kept` may change while they run
-    (the event loop updates it): it is read entry by entry, its paths copied before pass 1."""
+    then kept files whose stamp in `kept` no longer matches (`new_first=False`: both in the
+    first, the second empty). `kept` may change while they run (the event loop updates it): it
+    is read entry by entry, its paths copied before pass 1."""
+    if not new_first:
+        return _not_kept(root, recursive=recursive, kept=kept, inline=True), iter(())
     remembered = list(kept)  # atomic under the GIL: str keys run no Python code
     return (
-        _not_kept(root, recursive=recursive, kept=kept),
+        _not_kept(root, recursive=recursive, kept=kept, inline=False),
         _changed_kept(root, remembered, recursive=recursive, kept=kept),
     )
 
@@ -63,8 +72,9 @@ def _changed_kept(
         yield Candidate(Path(path), relative.replace(os.sep, "/")), st
 
 
-def _not_kept(root: Path, *, recursive: bool, kept: Mapping[str, int]) -> Found:
-    """Pass 1: depth-first, without building a list first; unreadable folders are skipped."""
+def _not_kept(root: Path, *, recursive: bool, kept: Mapping[str, int], inline: bool) -> Found:
+    """Pass 1: depth-first, without building a list first; unreadable folders are skipped.
+    `inline`: kept files are checked here too, as the listing meets them."""
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
         folder, prefix = stack.pop()
@@ -82,12 +92,15 @@ def _not_kept(root: Path, *, recursive: bool, kept: Mapping[str, int]) -> Found:
                     if recursive:
                         stack.append((entry.path, f"{prefix}{entry.name}/"))
                     continue
-                if entry.path in kept:
+                stamp = kept.get(entry.path)
+                if stamp is not None and not inline:
                     continue  # pass 2 looks at it
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
+                if stamp is not None and stamp == (st.st_mtime_ns << 64) | st.st_size:
+                    continue  # kept, and the very file handled before
                 if stat.S_ISDIR(st.st_mode):  # (a file replaced by a folder since the listing)
                     if recursive:
                         stack.append((entry.path, f"{prefix}{entry.name}/"))

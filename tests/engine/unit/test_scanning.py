@@ -81,3 +81,14 @@ def test_an_unreadable_folder_is_skipped(tmp_path: Path) -> None:
     """A missing root yields nothing from either pass instead of raising."""
     new_files, changed_kept = walk_new_first(tmp_path / "missing", recursive=True, kept={})
     assert list(new_files) == list(changed_kept) == []
+
+
+def test_a_rescan_checks_kept_files_in_one_pass(tmp_path: Path) -> None:
+    """`new_first=False` (every scan after the first): the listing yields new files and changed
+    kept files alike, leaves unchanged kept files out, and the second pass is empty."""
+    inbox, kept = _kept_folder(tmp_path, 3)
+    (inbox / "kept-001.pdf").write_bytes(b"%PDF rewritten, longer")
+    (inbox / "new.pdf").write_bytes(b"%PDF new")
+    one_pass, second = walk_new_first(inbox, recursive=False, kept=kept, new_first=False)
+    assert sorted(c.relative_path for c, _ in one_pass) == ["kept-001.pdf", "new.pdf"]
+    assert list(second) == []
