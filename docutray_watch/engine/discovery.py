@@ -23,6 +23,7 @@ from docutray_watch import intake
 from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.reading import Ready, Unreadable, by_volume, read, read_all
+from docutray_watch.engine.scanning import walk_new_first
 from docutray_watch.journal import DocumentRow, NewDocument, StepRow, kept_stamp
 from docutray_watch.plugins import call_first, call_observers
 from docutray_watch.records import Document
@@ -61,6 +62,7 @@ class Discovery:
         # (monotonic). Not complete, whatever their age, for up to `watch.max_open_wait`.
         self._writing: dict[tuple[str, str], float] = {}
         self._settle_wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._scanned: set[str] = set()  # pipelines scanned once: later scans take one pass
 
     # -- nominating --------------------------------------------------------------------------
 
@@ -75,29 +77,39 @@ class Discovery:
             queue: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None]
             queue = asyncio.Queue(maxsize=4)
             loop = asyncio.get_running_loop()
+            # New files first, kept ones after (`scanning.py`). Kept stamps are read while the
+            # event loop may update them: `nominate` checks them again.
             kept = self.ctx.documents.kept.get(runtime.config.name, {})
-
-            def known(path: str, st: os.stat_result, kept: dict[str, int] = kept) -> bool:
-                # A file kept in place and unchanged since: left out in the walking thread, so a
-                # folder of 100,000 kept files costs a dict lookup each. (Read while the event
-                # loop may update it: a stamp leaves the dict only once its file is gone or
-                # changed, so a stale read never hides a new file.)
-                return kept.get(path) == kept_stamp(st.st_size, st.st_mtime_ns)
+            new_first = runtime.config.name not in self._scanned  # the start-up scan
+            self._scanned.add(runtime.config.name)
 
             def walk(
                 loop: asyncio.AbstractEventLoop = loop,
                 root: Path = runtime.root,
                 recursive: bool = runtime.config.folder.recursive,
                 q: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None] = queue,
+                kept: dict[str, int] = kept,
+                new_first: bool = new_first,
             ) -> None:
+                def hand_over(items: list[tuple[intake.Candidate, os.stat_result]] | None) -> None:
+                    asyncio.run_coroutine_threadsafe(q.put(items), loop).result()
+
+                # The first file found goes at once (the first submission waits for it), the
+                # rest in chunks; each pass's remainder as the pass ends.
                 batch: list[tuple[intake.Candidate, os.stat_result]] = []
-                for item in intake.scan_folder(root, recursive=recursive, skip=known):
-                    batch.append(item)
-                    if len(batch) >= _SCAN_CHUNK:
-                        asyncio.run_coroutine_threadsafe(q.put(batch), loop).result()
+                limit = 1
+                for found in walk_new_first(
+                    root, recursive=recursive, kept=kept, new_first=new_first
+                ):
+                    for item in found:
+                        batch.append(item)
+                        if len(batch) >= limit:
+                            hand_over(batch)
+                            batch, limit = [], _SCAN_CHUNK
+                    if batch:
+                        hand_over(batch)
                         batch = []
-                asyncio.run_coroutine_threadsafe(q.put(batch), loop).result()
-                asyncio.run_coroutine_threadsafe(q.put(None), loop).result()
+                hand_over(None)
 
             walker = asyncio.ensure_future(asyncio.to_thread(walk))
             while (batch := await queue.get()) is not None:

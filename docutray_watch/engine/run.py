@@ -29,7 +29,7 @@ from docutray_watch.engine.finalize import changed_during_processing, finalize, 
 from docutray_watch.engine.poll import poll
 from docutray_watch.engine.steps import Deadline, HeldSlot, step_failed
 from docutray_watch.engine.submit import source_changed, submit
-from docutray_watch.journal import DocumentRow, DocumentState, StepRow, StepState
+from docutray_watch.journal import Completion, DocumentRow, DocumentState, StepRow, StepState
 from docutray_watch.plugins import call_observers
 from docutray_watch.routing import routed_steps_pending
 from docutray_watch.routing_phase import Routed, route_identified
@@ -60,6 +60,8 @@ class DocumentRun:
         self.doc = doc
         self.steps = steps
         self.slots = slots or []
+        # The rows read once the steps ended: what delivery needs, so it is not read twice.
+        self._ended: Completion | None = None
         self.log: FilteringBoundLogger = log.bind(pipeline=doc.pipeline, doc=doc.name)
 
     async def run(self) -> None:
@@ -76,7 +78,8 @@ class DocumentRun:
             return  # a step could not be journaled as ended: resumed at the next start
         doc = self.doc
         if doc.state in _STEPPING or doc.state == DocumentState.COMPLETED:
-            view = await ctx.store.completion(doc.id)
+            view = self._ended or await ctx.store.completion(doc.id)
+            self._ended = None
             doc = self._now(view.document)
             # The results describe the bytes that were hashed: is that still what the file holds?
             doc, changed = await version_check(ctx, doc)
@@ -106,10 +109,13 @@ class DocumentRun:
             held = slots + [HeldSlot(pool, held=False) for _ in steps[len(slots) :]]
             steps_and_slots = zip(steps, held, strict=True)
             await asyncio.gather(*(self._step(step, slot) for step, slot in steps_and_slots))
-            rows = await ctx.store.steps_of(doc.id)
+            # One read for both questions: did every step end, and what does delivery need.
+            self._ended = await ctx.store.completion(doc.id)
+            rows = self._ended.steps
             identified = _identified_awaiting_route(rows)
             if identified is None:
                 return all(s.finished for s in rows)
+            self._ended = None  # routing changes the rows
             routed = await self._route(identified)
             if routed.route.action != "run":
                 return True  # failed or unrouted: straight to its end

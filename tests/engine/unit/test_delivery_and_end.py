@@ -103,3 +103,17 @@ async def test_a_refused_execution_id_write_is_retried_into_the_store_never_resu
     assert doc.state == "archived"
     (step,) = await unit.store.steps_of(doc.id)
     assert step.execution_id == execution_id
+
+
+async def test_a_successful_document_reads_its_rows_once_after_its_steps(unit: Unit) -> None:
+    """Once its steps end, the run reads `completion` once (whether every step ended, and what
+    to deliver) and never `steps_of`: the state machine's calls, each once."""
+    await unit.start(on_success={"action": "keep"})
+    unit.drop()
+    await unit.settled()
+    names = [call.name for call in unit.store.calls]
+    assert "steps_of" not in names
+    for name in ("step_submitting", "step_accepted", "step_finished", "completion"):
+        assert names.count(name) == 1, name
+    assert names.count("delivery_done") == 1
+    assert names.count("deliver_and_finish") == 1
