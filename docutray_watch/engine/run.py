@@ -107,8 +107,11 @@ class DocumentRun:
         pool = ctx.limits.slots
         while True:
             held = slots + [HeldSlot(pool, held=False) for _ in steps[len(slots) :]]
-            steps_and_slots = zip(steps, held, strict=True)
-            await asyncio.gather(*(self._step(step, slot) for step, slot in steps_and_slots))
+            if len(steps) == 1:
+                await self._step(steps[0], held[0])  # the usual case: no task to wrap it in
+            else:
+                steps_and_slots = zip(steps, held, strict=True)
+                await asyncio.gather(*(self._step(step, slot) for step, slot in steps_and_slots))
             # One read for both questions: did every step end, and what does delivery need.
             self._ended = await ctx.store.completion(doc.id)
             rows = self._ended.steps
