@@ -1,4 +1,4 @@
-"""Turning SQLite rows into the store's row objects."""
+"""Turning SQLite rows into the store's row objects: JSON columns and `flags` are text."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import sqlite3
 from typing import Any
 
+from docutray_watch.journal.row_mapping import delivery_row, document_row, step_row
 from docutray_watch.journal.rows import DeliveryRow, DocumentRow, StepRow
-from docutray_watch.journal.states import DeliveryState, DocumentState, StepState
 
 
 def json_or_none(text: str | None) -> Any:
@@ -22,66 +22,14 @@ def parse_flags(text: str) -> set[str]:
 
 def document(row: sqlite3.Row) -> DocumentRow:
     """A `documents` row."""
-    return DocumentRow(
-        id=row["id"],
-        pipeline=row["pipeline"],
-        path=row["path"],
-        relative_path=row["relative_path"],
-        size=row["size"],
-        mtime_ns=row["mtime_ns"],
-        sha256=row["sha256"],
-        content_type=row["content_type"],
-        state=DocumentState(row["state"]),
-        outcome=row["outcome"],
-        attempts=row["attempts"],
-        error=row["error"],
-        error_stage=row["error_stage"],
-        error_detail=json_or_none(row["error_detail"]),
-        flags=frozenset(parse_flags(row["flags"])),
-        duplicate_of=row["duplicate_of"],
-        archive_to=row["archive_to"],
-        archived_to=row["archived_to"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        finished_at=row["finished_at"],
-        ctime_ns=row["ctime_ns"],
-        inode=row["inode"],
-        identified_type=row["identified_type"],
-        identification=json_or_none(row["identification"]),
-        source_version=row["source_version"],
-    )
+    return document_row(row, decode_json=json_or_none, decode_flags=parse_flags)
 
 
 def step(row: sqlite3.Row) -> StepRow:
     """A `steps` row."""
-    return StepRow(
-        id=row["id"],
-        document_id=row["document_id"],
-        step_id=row["step_id"],
-        state=StepState(row["state"]),
-        execution_id=row["execution_id"],
-        status=row["status"],
-        attempts=row["attempts"],
-        uncertain=row["uncertain"],
-        first_try_at=row["first_try_at"],
-        submitted_at=row["submitted_at"],
-        completed_at=row["completed_at"],
-        result=json_or_none(row["result"]),
-        error=row["error"],
-        http_status=row["http_status"],
-    )
+    return step_row(row, decode_json=json_or_none)
 
 
 def delivery(row: sqlite3.Row) -> DeliveryRow:
     """A `deliveries` row."""
-    return DeliveryRow(
-        id=row["id"],
-        step_row=row["step_row"],
-        document_id=row["document_id"],
-        sink=row["sink"],
-        state=DeliveryState(row["state"]),
-        attempts=row["attempts"],
-        receipt=row["receipt"],
-        error=row["error"],
-        delivered_at=row["delivered_at"],
-    )
+    return delivery_row(row)
