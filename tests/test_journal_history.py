@@ -282,7 +282,7 @@ class TestAddQueuedBatch:
 
 def test_status_reads_the_engines_request_rate_key() -> None:
     """`status` (kept apart from the HTTP stack) reads the meta row the engine writes."""
-    from docutray_watch.engine.core import REQUEST_RATE_KEY
+    from docutray_watch.engine.rate_memory import REQUEST_RATE_KEY
     from docutray_watch.status import REQUEST_RATE_KEY as STATUS_KEY
 
     assert STATUS_KEY == REQUEST_RATE_KEY

@@ -441,3 +441,40 @@ class TestAdaptive:
         limiter.configure(None)
         assert (limiter.adaptive, limiter.slow_start) == (True, True)
         assert limiter.rate == ratelimit.INITIAL_RATE
+
+
+class TestResume:
+    """`RateLimiter.resume`: a restart starts from what the last run learned of the API."""
+
+    def test_a_rate_lowered_by_a_429_is_resumed_as_it_is_and_paced(self, clock: FakeTime) -> None:
+        """A learned 4.5/s starts at 4.5/s out of slow start, its first slots paced."""
+        limiter = in_slow_start(clock)
+        limiter.resume(4.5, slow_start=False)
+        assert limiter.rate == pytest.approx(4.5)
+        assert not limiter.slow_start
+        delays = [limiter.reserve() for _ in range(3)]
+        assert delays == pytest.approx([0.0, 1 / 4.5, 2 / 4.5])
+
+    def test_a_rate_slow_start_reached_resumes_slow_start_from_half(self, clock: FakeTime) -> None:
+        """A rate never refused is no limit the service gave: slow start goes on from half of
+        it (never below INITIAL_RATE), still paced."""
+        limiter = in_slow_start(clock)
+        limiter.resume(272.0, slow_start=True)
+        assert limiter.slow_start
+        assert limiter.rate == pytest.approx(136.0)
+        assert [limiter.reserve() for _ in range(2)] == pytest.approx([0.0, 1 / 136])
+        low = in_slow_start(clock)
+        low.resume(20.0, slow_start=True)
+        assert low.rate == ratelimit.INITIAL_RATE
+
+    def test_the_cap_still_holds(self, clock: FakeTime) -> None:
+        """`max_requests_per_second` caps a resumed rate."""
+        limiter = in_slow_start(clock, max_rate=10.0)
+        limiter.resume(40.0, slow_start=False)
+        assert limiter.rate == 10.0
+
+    def test_a_fixed_rate_ignores_it(self, clock: FakeTime) -> None:
+        """`requests_per_second: N` is what the operator asked for: nothing learned applies."""
+        limiter = RateLimiter(7.0, clock=clock)
+        limiter.resume(50.0, slow_start=False)
+        assert limiter.rate == 7.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 import time
@@ -34,12 +33,12 @@ from docutray_watch.engine.housekeeping import prune_journal, retention_loop
 from docutray_watch.engine.http import build_client
 from docutray_watch.engine.limits import LocalLimits
 from docutray_watch.engine.pipelines import PipelineSet
+from docutray_watch.engine.rate_memory import RateMemory, request_rate
 from docutray_watch.engine.ratelimit import RateLimiter
 from docutray_watch.engine.reading import absolute
 from docutray_watch.engine.run import Dispatcher
 from docutray_watch.engine.source_intake import SourceIntake
 from docutray_watch.journal import (
-    REQUEST_RATE_KEY,
     DocumentRow,
     DocumentState,
     SqliteStore,
@@ -107,7 +106,7 @@ class Engine:
         # Pipelines whose `source` is not a folder (an S3 bucket…): see engine.source_intake.
         self.sources = SourceIntake(self.ctx, self.discovery)
         self.ctx.renominate = self._renominate
-        self._recorded_rate: str | None = None  # what `record_request_rate` last stored
+        self.rate_memory = RateMemory(self.limiter, config.api.resolved_base_url(self._environ))
         self.pipeline_set = PipelineSet(self.ctx)
         self._http: httpx.AsyncClient | None = None
         self._old_clients: list[tuple[AsyncClient | None, httpx.AsyncClient | None]] = []
@@ -194,27 +193,13 @@ class Engine:
 
     def request_rate(self) -> dict[str, object]:
         """The shared request rate now: what `status` shows."""
-        limiter = self.limiter
-        return {
-            "mode": "auto" if limiter.adaptive else "fixed",
-            "requests_per_second": round(limiter.rate, 2),
-            "slow_start": limiter.slow_start,
-            "decreases": limiter.decreases,
-            "max_requests_per_second": limiter.max_rate,
-        }
+        return request_rate(self.limiter)
 
     async def record_request_rate(self) -> None:
-        """Store the current rate in the journal for `status` (when it changed since the last
-        time; the daemon calls this every few seconds). A failed write is only logged."""
-        value = json.dumps(self.request_rate(), sort_keys=True)
-        if value == self._recorded_rate or not self._started:
-            return
-        try:
-            await self.journal.set_meta(REQUEST_RATE_KEY, value)
-        except (sqlite3.Error, RuntimeError) as exc:
-            log.warning("request_rate_not_recorded", error=f"{type(exc).__name__}: {exc}")
-            return
-        self._recorded_rate = value
+        """Store the current rate in the journal, for `status` and the next start (when it
+        changed since the last time; the daemon calls this every few seconds)."""
+        if self._started:
+            await self.rate_memory.record(self.journal)
 
     # -- taking files --------------------------------------------------------------------------
 
@@ -275,6 +260,7 @@ class Engine:
                 f"cannot open the journal {self.config.journal_path}: {reason}"
             ) from None
         self.latency.load(await self.journal.load_latencies())
+        await self.rate_memory.resume(self.journal)
         await self.journal.record_api_pause(None)  # a pause recorded by an earlier run is over
         self._build_client(api_key)
         await self.pipeline_set.open(collect_sink_types(self.pm))
@@ -314,6 +300,7 @@ class Engine:
         await self.api_gate.close()
         with contextlib.suppress(Exception):
             await self.journal.save_latencies(self.latency.export())
+        await self.rate_memory.record(self.journal)  # where the next start resumes from
         with contextlib.suppress(Exception):
             # A stopped engine pauses nothing: `status` must not go on saying it does.
             await self.journal.record_api_pause(None)
@@ -364,6 +351,7 @@ class Engine:
             config = config.model_copy(update={"state_dir": self.config.state_dir})
         if config.api != self.config.api:
             self.limits.reconfigure(config)
+            self.rate_memory.base_url = config.api.resolved_base_url(self._environ)
             old_api = self.config.api
             connection = ("base_url", "api_key", "api_key_file", "timeout", "max_retries")
             if any(getattr(old_api, f) != getattr(config.api, f) for f in connection):

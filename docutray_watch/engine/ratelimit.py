@@ -102,6 +102,23 @@ class RateLimiter:
         limiter.adaptive, limiter.max_rate, limiter.slow_start = True, max_rate, True
         return limiter
 
+    def resume(self, rate: float, *, slow_start: bool) -> None:
+        """Start from what an earlier run learned of the same API (kept in the journal), as TCP
+        reuses a destination's cached window (RFC 2140) instead of learning it again.
+
+        A rate lowered by a 429 is taken as it is, out of slow start: the service refused more,
+        and starting from `INITIAL_RATE` would draw the 429s again. A rate that slow start
+        reached without a 429 only says what was accepted, not what the service allows now, so
+        slow start goes on from half of it (as an idle TCP window decays, RFC 2861). Either
+        way the first slots are paced, never a burst; a fixed-rate limiter ignores it."""
+        if not self.adaptive or rate <= 0:
+            return
+        start = max(INITIAL_RATE, rate / 2) if slow_start else max(MIN_RATE, rate)
+        self.slow_start = slow_start
+        if not slow_start:
+            self._step = max(MIN_STEP, INCREASE * start)
+        self.set_rate(_capped(start, self.max_rate))
+
     def configure(self, rate: float | None, max_rate: float | None = None) -> None:
         """Apply `api.requests_per_second` (None: auto) and `api.max_requests_per_second` (a
         config reload). A fixed rate applies as `set_rate`; an adaptive limiter keeps what it
@@ -153,8 +170,8 @@ class RateLimiter:
         earliest = self._earliest(now)
         # The bucket is (nearly) empty: requests come at least as fast as the rate.
         self._busy = earliest >= now - self._interval
-        if self.slow_start and self._next_free == float("-inf"):
-            earliest = now  # slow start begins with an empty bucket: its first slots are paced
+        if self.adaptive and self._next_free == float("-inf"):
+            earliest = now  # adaptive: an empty bucket at first, its first slots are paced
         self._next_free = earliest + self._interval
         return max(0.0, earliest - now)
 

@@ -283,6 +283,10 @@ class StateStore(Protocol):
         """Store a small fact for `status` (e.g. the request rate the daemon uses now)."""
         ...
 
+    async def get_meta(self, key: str) -> tuple[str, float] | None:
+        """The value `set_meta` stored under `key` and when (epoch seconds), or None."""
+        ...
+
     async def record_api_pause(self, reasons: str | None) -> None:
         """Why the daemon's API work is paused now (None: it is not), for `status`."""
         ...

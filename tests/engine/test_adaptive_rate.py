@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pluggy
+import pytest
 
 from docutray_watch.config import Config
 from docutray_watch.emulator import EmulatorServer
@@ -64,3 +65,35 @@ class TestUnannouncedRateLimit:
         assert 0.5 * RATE <= engine.limiter.rate <= 1.5 * RATE
         scraped = engine.metrics.render().decode()
         assert f"docutray_watch_api_request_rate {engine.limiter.rate}" in scraped
+
+
+class TestRestart:
+    def test_a_restarted_engine_resumes_the_rate_it_learned(
+        self,
+        tmp_path: Path,
+        make_config: ConfigFactory,
+        pm: pluggy.PluginManager,
+        emulator: EmulatorServer,
+    ) -> None:
+        """After a run that met the service's limit, the next start on the same journal and API
+        begins at the learned rate, past slow start, instead of learning it again from 16/s."""
+        emulator.configure(
+            rate_limit_rps=RATE, hide_rate_limit=True, fractional_retry_after=True, latency=0.2
+        )
+        config = make_config(
+            pipeline_data(tmp_path), api={"requests_per_second": "auto", "max_in_flight": 32}
+        )
+        _fill(tmp_path / "invoices" / "inbox")
+        _, first = asyncio.run(_process(config, pm))
+        learned = round(first.limiter.rate, 2)
+        assert not first.limiter.slow_start
+
+        async def start_again() -> Engine:
+            engine = Engine(config, plugin_manager=pm)
+            await engine.start(resume=False)
+            await engine.stop(grace=0)
+            return engine
+
+        second = asyncio.run(start_again())
+        assert second.limiter.rate == pytest.approx(learned)
+        assert not second.limiter.slow_start

@@ -316,6 +316,10 @@ class SqliteStore(GroupCommitWriter):
         """Store a small fact for `status` (e.g. the request rate the daemon uses now)."""
         await self.call(self.journal.set_meta, key, value)
 
+    async def get_meta(self, key: str) -> tuple[str, float] | None:
+        """The value `set_meta` stored under `key` and when (epoch seconds), or None."""
+        return await self.call(self.journal.get_meta, key)
+
     async def record_api_pause(self, reasons: str | None) -> None:
         """Why the daemon's API work is paused now (None: it is not), for `status`."""
         await self.call(self.journal.record_api_pause, reasons)
