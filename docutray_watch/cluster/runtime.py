@@ -95,7 +95,6 @@ class ClusterNode:
             metrics=self.metrics,
             transport=self.transport,
             environ=self.environ,
-            # cast: PostgresStore lacks the routing calls of StateStore until they land on main.
             store=store,
         )
         jobs: ClusterJobs | None = None
