@@ -35,16 +35,25 @@ class LocalWatchers:
         self._failed: set[str] = set()
 
     def ensure(self, pipeline: str) -> None:
-        """Watch this pipeline's folder unless a live watcher does; a folder that cannot be
-        watched is logged once (its rescans still find its files)."""
+        """Watch this pipeline's folder unless a live watcher of that very folder does (one of
+        a folder no longer configured is stopped); a folder that cannot be watched is logged
+        once (its rescans still find its files)."""
+        config = self.engine.pipelines.get(pipeline)
+        if config is not None and (config.folder_watch is None or config.folder_watch.shared):
+            config = None  # nothing of this node's own to watch
         watcher = self.watchers.get(pipeline)
-        if watcher is not None and watcher.alive:
+        if (
+            watcher is not None
+            and config is not None
+            and watcher.alive
+            and (watcher.root, watcher.recursive, watcher.polling)
+            == (Path(config.folder.path), config.folder.recursive, config.folder.polling)
+        ):
             return
-        if watcher is not None:
+        if watcher is not None:  # died, or its pipeline changed (a reload) or went away
             watcher.stop()
             del self.watchers[pipeline]
-        config = self.engine.pipelines.get(pipeline)
-        if config is None or config.folder_watch is None or config.folder_watch.shared:
+        if config is None:
             return
         loop = asyncio.get_running_loop()
         engine = self.engine
