@@ -23,6 +23,8 @@ node.
      first seen (not 0: the wait is off) is taken as it is, with the warning single-node mode
      gives (`document_open_too_long`). Taking it records its source identity and defers its
      `intake` job, in this transaction.
+   - When a file waiting to settle would be complete before the next period's scan, one more
+     scan job is deferred for that moment (at most one waits: its `queueing_lock`).
    - Rows of files taken, recorded already, or no longer listed (vanished, renamed) are removed,
      and so are the rows of pipelines no longer configured.
 """
@@ -30,6 +32,7 @@ node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from procrastinate import exceptions as procrastinate_errors
 
 from docutray_watch import intake
 from docutray_watch.cluster.services import PRIORITY_DRAIN, SHARED_QUEUE, Jobs
@@ -49,6 +53,8 @@ __all__ = ["READINESS_LOCK_NAMESPACE", "Listed", "list_folder", "scan_folder"]
 log = structlog.get_logger("docutray_watch.cluster")
 
 READINESS_LOCK_NAMESPACE = 0x44545752  # "DTWR": pg_try_advisory_xact_lock(this, hashtext(pipeline))
+SCAN_TASK = "dtw.scan_shared"
+_SCAN_AGAIN_MARGIN_S = 0.1  # a look again comes this long after the file has settled
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ async def scan_folder(jobs: Jobs, pipeline: str, runtime: Any) -> int:
         now = (await _fetch_one(raw, "SELECT clock_timestamp()", ()))[0]
         recorded = await _recorded(raw, listed)
         rows = await _rows(raw, pipeline)
-        ready, changed = _decide(
+        ready, changed, soonest = _decide(
             pipeline,
             [item for item in listed if item.path not in recorded],
             rows,
@@ -141,17 +147,20 @@ async def scan_folder(jobs: Jobs, pipeline: str, runtime: Any) -> int:
             )
             if fresh:
                 taken += 1
-                await jobs.defer_job(
+                await _defer(
                     jobs.intake,
-                    queue=SHARED_QUEUE,
-                    priority=PRIORITY_DRAIN,
+                    raw,
                     key=f"intake:{pipeline}:{item.path}",
-                    connection=raw,
                     pipeline=pipeline,
                     path=item.path,
                     relative_path=item.relative,
                 )
         await _write(raw, pipeline, changed, now)
+        if soonest is not None and soonest < svc.scan_period:
+            # A file settles before the next period's scan: a scan then (one waits at most).
+            await _defer(
+                jobs.app.tasks[SCAN_TASK], raw, key=f"{SCAN_TASK}:again", after=soonest, timestamp=0
+            )
         waiting = [item.relative for item in listed if item.path not in recorded]
         ready_paths = {item.relative for item in ready}
         await _forget(
@@ -163,6 +172,23 @@ async def scan_folder(jobs: Jobs, pipeline: str, runtime: Any) -> int:
     return taken
 
 
+async def _defer(task: Any, raw: Any, *, key: str, after: float = 0.0, **kwargs: Any) -> None:
+    """Defer a job on the shared queue in the scan's transaction, unless one with its
+    `queueing_lock` waits already. In a savepoint: that refusal is an error in PostgreSQL, which
+    must not abort the scan's transaction."""
+    options: dict[str, Any] = {
+        "queue": SHARED_QUEUE,
+        "priority": PRIORITY_DRAIN,
+        "queueing_lock": key,
+        "connection": raw,
+    }
+    if after > 0:
+        options["schedule_in"] = {"seconds": after}
+    with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
+        async with raw.transaction():
+            await task.configure(**options).defer_async(**kwargs)
+
+
 def _decide(
     pipeline: str,
     listed: list[Listed],
@@ -171,10 +197,12 @@ def _decide(
     *,
     settle: float,
     max_open_wait: float,
-) -> tuple[list[Listed], list[tuple[Listed, datetime]]]:
-    """(the files to take, the files whose row is new or changed with their `first_seen`)."""
+) -> tuple[list[Listed], list[tuple[Listed, datetime]], float | None]:
+    """(the files to take, the files whose row is new or changed with their `first_seen`, in
+    how many seconds the first file waiting to settle will have; None: none waits)."""
     ready: list[Listed] = []
     changed: list[tuple[Listed, datetime]] = []
+    soonest: float | None = None
     for item in listed:
         row = rows.get(item.relative)
         if row is not None and (row.size, row.mtime_ns, row.inode) == (
@@ -189,9 +217,12 @@ def _decide(
             changed.append((item, first_seen))
         if not item.marked:
             continue  # its marker's arrival makes it ready (settled meanwhile, as a rule)
-        if (now - unchanged_since).total_seconds() >= settle:
+        unchanged = (now - unchanged_since).total_seconds()
+        if unchanged >= settle:
             ready.append(item)
             continue
+        due = settle - unchanged + _SCAN_AGAIN_MARGIN_S
+        soonest = due if soonest is None else min(soonest, due)
         changing = (now - first_seen).total_seconds()
         if max_open_wait > 0 and changing >= max_open_wait:
             log.warning(
@@ -203,7 +234,7 @@ def _decide(
                 note="changed at every scan for watch.max_open_wait; taken as it is",
             )
             ready.append(item)
-    return ready, changed
+    return ready, changed, soonest
 
 
 async def _fetch_one(raw: Any, query: str, params: tuple[Any, ...]) -> tuple[Any, ...]:

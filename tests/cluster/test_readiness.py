@@ -166,3 +166,28 @@ async def test_a_scan_under_way_elsewhere_makes_this_one_skip(
             assert _intakes(initialised_url) == []
         await n1.jobs._scan_shared(0)
         assert _intakes(initialised_url) == ["a.pdf"]
+
+
+async def test_a_file_settling_before_the_next_period_gets_one_scan_then(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """A file that will have settled before the next periodic scan gets one more scan job
+    deferred for that moment; further scans meanwhile add none (and do not fail)."""
+    emulator = emulator_factory()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.pdf").write_bytes(b"%PDF-1.4\na")
+    config = shared_config(tmp_path, initialised_url, emulator, "a", watch={"settle": SETTLE})
+    async with hand_node(config) as n1:
+        assert n1.jobs.svc.scan_period > SETTLE
+        await n1.jobs._scan_shared(0)
+        (inbox / "b.pdf").write_bytes(b"%PDF-1.4\nb")
+        await n1.jobs._scan_shared(0)
+        scans = query(
+            initialised_url,
+            "SELECT extract(epoch FROM scheduled_at - now()) FROM procrastinate_jobs"
+            " WHERE task_name = 'dtw.scan_shared' AND status = 'todo'",
+        )
+        assert len(scans) == 1
+        assert 0 < float(scans[0][0]) <= SETTLE + 0.2
+        assert [path for path, _ in _rows(initialised_url)] == ["a.pdf", "b.pdf"]
