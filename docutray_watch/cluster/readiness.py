@@ -7,8 +7,8 @@ node.
 1. **Listing** (in a worker thread): every regular file below the folder that the name rules
    take (`intake.rule_for_name`, `rule_for_kind`; links are never followed), with its lstat,
    and whether its `watch.ready_marker` is there.
-2. **One transaction** whose first statement is `pg_try_advisory_xact_lock` on the pipeline: a
-   scan of the same folder still under way elsewhere makes this one skip the period. Times are
+2. **One transaction** that first takes `pg_try_advisory_xact_lock` on the pipeline: a scan of
+   the same folder still under way elsewhere makes this one skip the period. Times are
    PostgreSQL's clock (`clock_timestamp()`), not the nodes': their clocks, and the file server's
    (an mtime), need not agree.
 
