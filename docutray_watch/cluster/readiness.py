@@ -26,7 +26,8 @@ node.
    - When a file waiting to settle would be complete before the next period's scan, one more
      scan job is deferred for that moment (at most one waits: its `queueing_lock`).
    - Rows of files taken, recorded already, or no longer listed (vanished, renamed) are removed,
-     and so are the rows of pipelines no longer configured.
+     and so are the rows of pipelines no longer configured. A folder that is not there (an
+     unmounted share) is not scanned: its rows stay until it is back.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ log = structlog.get_logger("docutray_watch.cluster")
 READINESS_LOCK_NAMESPACE = 0x44545752  # "DTWR": pg_try_advisory_xact_lock(this, hashtext(pipeline))
 SCAN_TASK = "dtw.scan_shared"
 _SCAN_AGAIN_MARGIN_S = 0.1  # a look again comes this long after the file has settled
+_missing: set[str] = set()  # shared folders this process found missing (said once)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,11 @@ class _Row:
     unchanged_since: datetime
 
 
-def list_folder(root: Path, config: Any) -> list[Listed]:
-    """The files of a shared folder the pipeline takes (blocking: run it in a thread)."""
+def list_folder(root: Path, config: Any) -> list[Listed] | None:
+    """The files of a shared folder the pipeline takes, None when the folder is not there (an
+    unmounted share). Blocking: run it in a thread."""
+    if not root.is_dir():
+        return None
     watch = config.folder_watch
     entries: list[tuple[str, str, os.stat_result]] = []
     names: set[str] = set()
@@ -108,10 +113,24 @@ def list_folder(root: Path, config: Any) -> list[Listed]:
 
 async def scan_folder(jobs: Jobs, pipeline: str, runtime: Any) -> int:
     """List one shared folder, update its readiness rows and take the complete files (see the
-    module docstring); how many files were taken (-1: another node's scan of it is under way)."""
+    module docstring); how many files were taken (-1: another node's scan of it is under way,
+    or the folder is missing: its rows stay as they are)."""
     svc = jobs.svc
     config = runtime.config
     listed = await asyncio.to_thread(list_folder, runtime.root, config)
+    if listed is None:
+        if pipeline not in _missing:
+            _missing.add(pipeline)
+            log.warning(
+                "watch_folder_missing",
+                pipeline=pipeline,
+                path=str(runtime.root),
+                note="shared folder: documents wait until it is back; looked for at every scan",
+            )
+        return -1
+    if pipeline in _missing:
+        _missing.discard(pipeline)
+        log.info("watch_folder_back", pipeline=pipeline, path=str(runtime.root))
     async with svc.store.transaction() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
         locked = await _fetch_one(

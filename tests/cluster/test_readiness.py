@@ -191,3 +191,27 @@ async def test_a_file_settling_before_the_next_period_gets_one_scan_then(
         assert len(scans) == 1
         assert 0 < float(scans[0][0]) <= SETTLE + 0.2
         assert [path for path, _ in _rows(initialised_url)] == ["a.pdf", "b.pdf"]
+
+
+async def test_a_missing_shared_folder_keeps_its_rows(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """While the shared folder is not there (an unmounted share) scans leave its readiness rows
+    alone and say so once; once it is back the files go on settling where they were."""
+    emulator = emulator_factory()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.pdf").write_bytes(b"%PDF-1.4\na")
+    config = shared_config(tmp_path, initialised_url, emulator, "a", watch={"settle": 60})
+    async with hand_node(config) as n1:
+        await n1.jobs._scan_shared(0)
+        seen = query(initialised_url, "SELECT * FROM docutray_cluster.shared_readiness")
+        inbox.rename(tmp_path / "unmounted")
+        with capture_logs() as logs:
+            await n1.jobs._scan_shared(0)
+            await n1.jobs._scan_shared(0)
+        assert [e["event"] for e in logs] == ["watch_folder_missing"]
+        assert query(initialised_url, "SELECT * FROM docutray_cluster.shared_readiness") == seen
+        (tmp_path / "unmounted").rename(inbox)
+        await n1.jobs._scan_shared(0)
+        assert query(initialised_url, "SELECT * FROM docutray_cluster.shared_readiness") == seen
