@@ -34,6 +34,7 @@ from procrastinate import RetryStrategy
 from procrastinate import exceptions as procrastinate_errors
 
 from docutray_watch import intake
+from docutray_watch.cluster import latency as shared_latency
 from docutray_watch.cluster import periodic
 from docutray_watch.cluster.app import node_queue
 from docutray_watch.cluster.handoff import ClusterHandoff
@@ -84,6 +85,7 @@ class ClusterJobs:
     def __init__(self, app: procrastinate.App, services: NodeServices) -> None:
         self.app = app
         self.svc = services
+        shared_latency.adopt(services.ctx)  # estimates read from and merged into the journal
         self._register()
 
     # -- where a job goes ------------------------------------------------------------------------
@@ -324,7 +326,8 @@ class ClusterJobs:
         step = attempt.step
         if attempt.retry_in is None:
             if step.state == StepState.POLLING:
-                await self.defer_poll(doc, step, holder, _first_wait(ctx, doc))
+                wait = await shared_latency.first_wait(svc.store, ctx, doc, step)
+                await self.defer_poll(doc, step, holder, wait)
                 return
             await svc.slots.give_back(step_row)
             await self.defer_after_steps(doc_id, holder)
@@ -405,6 +408,7 @@ class ClusterJobs:
             return
         finally:
             await self._note_throttle()
+            await shared_latency.share(svc.store, svc.ctx.latency)
         if polled.next_in is not None:
             deadline = (polled.step.first_try_at or submitted) + ctx.pipelines[
                 doc.pipeline
@@ -478,8 +482,3 @@ class ClusterJobs:
 
     async def _raise_rate(self, timestamp: int) -> None:
         await periodic.raise_rate(self)
-
-
-def _first_wait(ctx: Context, doc: DocumentRow) -> float:
-    """How long after the submission the first status read is worth making."""
-    return ctx.pipelines[doc.pipeline].config.poll.initial

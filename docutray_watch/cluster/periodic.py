@@ -3,18 +3,11 @@ shared folders, stalled-job recovery, raising the shared request rate."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import time
-from pathlib import Path
-from typing import Any
-
 import structlog
 from procrastinate import exceptions as procrastinate_errors
 
-from docutray_watch import intake
-from docutray_watch.cluster.services import OLD_JOBS_HOURS, PRIORITY_DRAIN, SHARED_QUEUE, Jobs
-from docutray_watch.journal.postgres import claims
+from docutray_watch.cluster import readiness
+from docutray_watch.cluster.services import OLD_JOBS_HOURS, Jobs
 
 __all__ = ["raise_rate", "recover_stalled", "scan_shared"]
 
@@ -25,40 +18,13 @@ RATE_QUIET_S = 5.0  # a period without a 429 after which the rate is raised
 
 async def scan_shared(jobs: Jobs) -> None:
     """List the shared folders; journal each new complete file's source identity and defer
-    its intake, in one transaction."""
+    its intake, in one transaction (readiness from what every scan saw: `readiness.py`)."""
     svc = jobs.svc
     for name, runtime in svc.ctx.pipelines.items():
         config = runtime.config
         if runtime.retired or config.folder_watch is None or not config.folder_watch.shared:
             continue  # only shared folders (a bucket source is not listed by cluster mode yet)
-        found = await asyncio.to_thread(_settled_files, runtime.root, config)
-        if not found:
-            continue
-        async with svc.store.transaction() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            for path, relative, st in found:
-                fresh = await claims.record_source(
-                    conn,
-                    node=None,
-                    path=path,
-                    size=st.st_size,
-                    mtime_ns=st.st_mtime_ns,
-                    inode=st.st_ino,
-                    pipeline=name,
-                    document_id=None,
-                    now=time.time(),
-                )
-                if fresh:
-                    await jobs.defer_job(
-                        jobs.intake,
-                        queue=SHARED_QUEUE,
-                        priority=PRIORITY_DRAIN,
-                        key=f"intake:{name}:{path}",
-                        connection=raw,
-                        pipeline=name,
-                        path=path,
-                        relative_path=relative,
-                    )
+        await readiness.scan_folder(jobs, name, runtime)
 
 
 async def recover_stalled(jobs: Jobs) -> None:
@@ -84,24 +50,3 @@ async def recover_stalled(jobs: Jobs) -> None:
 async def raise_rate(jobs: Jobs) -> None:
     """A little faster when no 429 came for a while (see `ClusterRate.raise_rate`)."""
     await jobs.svc.rate.raise_rate(quiet_seconds=RATE_QUIET_S)
-
-
-def _settled_files(root: Path, config: Any) -> list[tuple[str, str, os.stat_result]]:
-    """The complete files of a shared folder: (path, relative path, lstat)."""
-    found: list[tuple[str, str, os.stat_result]] = []
-    now_ns = time.time_ns()
-    pattern = "**/*" if config.watch.recursive else "*"
-    for path in root.glob(pattern):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        if intake.rule_for_kind(st.st_mode) is not None:
-            continue
-        relative = path.relative_to(root).as_posix()
-        if intake.rule_for_name(config, relative) is not None:
-            continue
-        if not intake.is_settled(st, now_ns, config.watch.settle):
-            continue
-        found.append((str(path), relative, st))
-    return found

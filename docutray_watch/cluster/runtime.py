@@ -7,9 +7,9 @@
 2. the engine's services on the cluster journal (`PostgresStore`): API client, sinks,
    discovery — the engine's dispatcher and resume are not used: jobs carry the documents;
 3. the cluster limits (`ClusterSlots`, `ClusterRate`) and the jobs (`ClusterJobs`);
-4. the node's own folders (not `shared: true`) are scanned by the node every
-   `watch.rescan_interval` (their files go through discovery, whose handoff defers jobs); the
-   shared ones by the periodic scan job (one node per period);
+4. the node's own folders (not `shared: true`) are watched (inotify, `watching.py`) and scanned
+   by the node every `watch.rescan_interval` (their files go through discovery, whose handoff
+   defers jobs); the shared ones by the periodic scan job (one node per period);
 5. procrastinate's worker on the queues [`node.<name>`, `shared`], finished jobs deleted;
 6. on `stop` (SIGTERM): the worker stops fetching and finishes its running jobs, the engine
    closes, the node leaves the cluster (its name is free at once).
@@ -30,6 +30,7 @@ from docutray_watch.cluster.app import create_app, libpq_url, node_queue
 from docutray_watch.cluster.jobs import SHARED_QUEUE, ClusterHandoff, ClusterJobs, NodeServices
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
 from docutray_watch.cluster.membership import join_cluster
+from docutray_watch.cluster.watching import LocalWatchers
 from docutray_watch.config import Config
 from docutray_watch.engine import Engine
 from docutray_watch.engine.limits import fixed_rate
@@ -200,20 +201,26 @@ class ClusterNode:
         return False
 
     async def _scan_local(self, engine: Engine) -> None:
-        """Scan this node's own folders now and every `watch.rescan_interval`."""
+        """Watch this node's own folders (inotify, `watching.py`) and scan them now and every
+        `watch.rescan_interval`."""
         local = [p for p in self.config.pipelines if not p.shared]
         if not local:
             return
         documents = engine.ctx.documents
         store = engine.journal
-        while True:
-            for pipeline in local:
-                if pipeline.name not in engine.pipelines:
-                    continue
-                # What the journal holds unfinished for a path is not taken again.
-                documents.known[pipeline.name] = await store.unfinished_by_path(pipeline.name)
-                await engine.scan(pipeline.name)
-            await asyncio.sleep(min(p.folder.rescan_interval for p in local))
+        watchers = LocalWatchers(engine)
+        try:
+            while True:
+                for pipeline in local:
+                    if pipeline.name not in engine.pipelines:
+                        continue
+                    # What the journal holds unfinished for a path is not taken again.
+                    documents.known[pipeline.name] = await store.unfinished_by_path(pipeline.name)
+                    watchers.ensure(pipeline.name)  # once that is known (restarted if it died)
+                    await engine.scan(pipeline.name)
+                await asyncio.sleep(min(p.folder.rescan_interval for p in local))
+        finally:
+            watchers.stop()
 
 
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:

@@ -105,8 +105,23 @@ ALTER TABLE docutray_cluster.rate
     ADD COLUMN throttled_at timestamptz;
 """
 
+_V3 = """
+-- What the scans of a shared folder saw of each file not taken yet (`cluster.readiness`): the next
+-- scan may run on another node. Times are PostgreSQL's clock (the nodes' clocks need not agree).
+CREATE TABLE docutray_cluster.shared_readiness (
+    pipeline text NOT NULL,
+    relative_path text NOT NULL,
+    size bigint NOT NULL,
+    mtime_ns bigint NOT NULL,
+    inode bigint NOT NULL,
+    first_seen timestamptz NOT NULL,
+    unchanged_since timestamptz NOT NULL,
+    PRIMARY KEY (pipeline, relative_path)
+);
+"""
+
 # Step N brings the schema from version N-1 to N. Never edit a released step: add one.
-_MIGRATIONS: tuple[LiteralString, ...] = (_V1, _V2)
+_MIGRATIONS: tuple[LiteralString, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The version of the `docutray_cluster` schema this docutray-watch uses."""
 

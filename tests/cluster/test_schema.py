@@ -194,3 +194,20 @@ def test_journal_migration_runs_when_present(
     report = init_schema(cluster_url)
     assert calls == [cluster_url]
     assert report.journal == "migrated (version 3)"
+
+
+def test_version_2_is_upgraded_with_the_readiness_table(initialised_url: str) -> None:
+    """A database at schema version 2 (before shared-folder readiness) is refused by
+    check_schema; init adds `shared_readiness` and records the current version, keeping the rows
+    it had."""
+    _query(initialised_url, "DROP TABLE docutray_cluster.shared_readiness")
+    _query(initialised_url, "UPDATE docutray_cluster.cluster_meta SET schema_version = 2")
+    _query(initialised_url, "UPDATE docutray_cluster.rate SET rate = 7")
+    with pytest.raises(ClusterSchemaError, match=r"older.*cluster init"):
+        check_schema(initialised_url)
+    report = init_schema(initialised_url)
+    assert (report.schema_from, report.schema_to) == (2, SCHEMA_VERSION)
+    assert "docutray_cluster.shared_readiness" in _tables(initialised_url)
+    assert _query(initialised_url, "SELECT rate FROM docutray_cluster.rate") == [(7.0,)]
+    check_schema(initialised_url)
+    assert init_schema(initialised_url).schema_from == SCHEMA_VERSION
