@@ -123,11 +123,16 @@ class ClusterJobs:
             options["lock"] = f"doc:{doc_id}"
         if schedule_in > 0:
             options["schedule_in"] = {"seconds": schedule_in}
-        if connection is not None:
-            options["connection"] = connection
+        deferred = task.configure(**options, **({"connection": connection} if connection else {}))
         with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
             # The same job waits already: one is enough.
-            await task.configure(**options).defer_async(**kwargs)
+            if connection is None:
+                await deferred.defer_async(**kwargs)
+                return
+            # In the caller's transaction that refusal is an error of PostgreSQL's, which would
+            # abort the whole transaction: a savepoint keeps it to this one job.
+            async with connection.transaction():
+                await deferred.defer_async(**kwargs)
 
     async def defer_submit(
         self, doc: DocumentRow, step: StepRow, holder: str | None, **kwargs: Any

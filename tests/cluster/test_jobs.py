@@ -23,7 +23,7 @@ from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.engine import Engine
 from docutray_watch.journal import DocumentRow, StateStore, StepRow, StepState
-from docutray_watch.journal.postgres import PostgresStore
+from docutray_watch.journal.postgres import PostgresStore, claims
 from docutray_watch.plugins import load_plugins
 from docutray_watch.testing import EmulatorFactory, ManualClock
 from tests.cluster.test_runtime import node_config
@@ -226,3 +226,40 @@ async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> 
     states = {doc.name: doc.state for doc in await node.store.unfinished_documents()}
     assert states == {"x.pdf": "queued", "y.pdf": "duplicate"}
     assert [job[0] for job in node.deferred()] == ["dtw.submit", "dtw.finalize"]
+
+
+async def test_a_job_already_waiting_does_not_abort_the_callers_transaction(node: Node) -> None:
+    """Deferring, inside a caller's transaction, a job whose twin waits already is refused in
+    a savepoint: the transaction's other writes still commit (PostgreSQL would otherwise abort
+    it, and the file's source identity would be lost with the refused job)."""
+    doc, step = await node.queued_document()
+    await node.jobs.defer_submit(doc, step, None)  # the twin that waits
+    async with node.store.transaction() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        await node.jobs.defer_submit(doc, step, None, connection=raw)  # refused: one waits
+        recorded = await claims.record_source(
+            conn,
+            node=None,
+            path=doc.path,
+            size=doc.size or 0,
+            mtime_ns=doc.mtime_ns or 0,
+            inode=doc.inode,
+            pipeline=doc.pipeline,
+            document_id=doc.id,
+            now=0.0,
+        )
+    assert recorded
+    async with node.store.transaction() as conn:
+        again = await claims.record_source(
+            conn,
+            node=None,
+            path=doc.path,
+            size=doc.size or 0,
+            mtime_ns=doc.mtime_ns or 0,
+            inode=doc.inode,
+            pipeline=doc.pipeline,
+            document_id=doc.id,
+            now=0.0,
+        )
+    assert not again  # the first transaction committed it
+    assert [job[0] for job in node.deferred()] == ["dtw.submit"]
