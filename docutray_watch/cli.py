@@ -208,6 +208,16 @@ def process(
 
     config = _load(config_path, need_secrets=not dry_run)
     _configure_from(ctx, config)
+    if config.cluster is not None:
+        # One pass on this machine's own journal would bypass the cluster's once-ever claims
+        # and its shared limits: the same file could be taken here and by a node.
+        click.echo(
+            "docutray-watch: config error: cluster: `process` is for a single node; in a"
+            " cluster every node's `docutray-watch run` takes the files (follow them with"
+            " `docutray-watch status`)",
+            err=True,
+        )
+        sys.exit(EX_CONFIG)
     if dry_run:
         sys.exit(dry_run_report(config, echo=click.echo))
     show_progress = sys.stderr.isatty() if progress is None else progress

@@ -148,3 +148,14 @@ def test_reassign_exit_codes(initialised_url: str, write_config: WriteConfig) ->
     done = invoke("nodes", "-c", config, "--reassign", "old", "new")
     assert done.exit_code == 0, done.stderr
     assert "moved 1 waiting job(s) from node.old to node.new" in done.output
+
+
+def test_process_is_refused_in_a_cluster(write_config: WriteConfig) -> None:
+    """`process` with a cluster block exits 78 and says what to run instead: one pass on a local
+    journal would bypass the cluster's once-ever claims."""
+    config = write_config(UNREACHABLE)
+    for extra in ([], ["--dry-run"]):
+        result = CliRunner().invoke(cli, ["process", "-c", str(config), *extra])
+        assert result.exit_code == 78
+        assert "cluster: `process` is for a single node" in result.stderr
+        assert "docutray-watch run" in result.stderr
