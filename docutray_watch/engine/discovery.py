@@ -22,6 +22,7 @@ import structlog
 from docutray_watch import intake
 from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, document_of
+from docutray_watch.engine.kept import Held, KeptStamps, Offer
 from docutray_watch.engine.reading import Ready, Unreadable, by_volume, read, read_all
 from docutray_watch.engine.scanning import walk_new_first
 from docutray_watch.journal import DocumentRow, NewDocument, StepRow, kept_stamp
@@ -34,6 +35,7 @@ log = structlog.get_logger("docutray_watch.engine")
 
 INTAKE_BATCH = 64  # files an intake worker takes from the queue at once (hashed, journaled)
 _SCAN_CHUNK = 256  # paths the walking thread hands over at a time
+_HELD = "\0held:"  # marks an offer held until the kept stamps are read (never a path)
 
 
 class Handoff(Protocol):
@@ -63,6 +65,8 @@ class Discovery:
         self._writing: dict[tuple[str, str], float] = {}
         self._settle_wake: dict[tuple[str, str], asyncio.Event] = {}
         self._scanned: set[str] = set()  # pipelines scanned once: later scans take one pass
+        # Offers made before a pipeline's kept stamps were read, made again once they are.
+        self._held = Held(self._release_held)
 
     # -- nominating --------------------------------------------------------------------------
 
@@ -77,9 +81,12 @@ class Discovery:
             queue: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None]
             queue = asyncio.Queue(maxsize=4)
             loop = asyncio.get_running_loop()
-            # New files first, kept ones after (`scanning.py`). Kept stamps are read while the
-            # event loop may update them: `nominate` checks them again.
-            kept = self.ctx.documents.kept.get(runtime.config.name, {})
+            # New files first, kept ones after (`scanning.py`), once the kept stamps are read
+            # (the listing does not wait for them). Kept stamps are read while the event loop
+            # may update them: `nominate` checks them again.
+            kept = self.ctx.documents.kept.get(runtime.config.name)
+            if kept is None:
+                kept = KeptStamps()
             new_first = runtime.config.name not in self._scanned  # the start-up scan
             self._scanned.add(runtime.config.name)
 
@@ -88,7 +95,7 @@ class Discovery:
                 root: Path = runtime.root,
                 recursive: bool = runtime.config.folder.recursive,
                 q: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None] = queue,
-                kept: dict[str, int] = kept,
+                kept: KeptStamps = kept,
                 new_first: bool = new_first,
             ) -> None:
                 def hand_over(items: list[tuple[intake.Candidate, os.stat_result]] | None) -> None:
@@ -98,8 +105,9 @@ class Discovery:
                 # rest in chunks; each pass's remainder as the pass ends.
                 batch: list[tuple[intake.Candidate, os.stat_result]] = []
                 limit = 1
+                ready = kept.filled_event
                 for found in walk_new_first(
-                    root, recursive=recursive, kept=kept, new_first=new_first
+                    root, recursive=recursive, kept=kept, new_first=new_first, ready=ready
                 ):
                     for item in found:
                         batch.append(item)
@@ -139,11 +147,17 @@ class Discovery:
         `closed` says a close-after-write event was seen for it: the writer is done, so the file
         need not sit unchanged for `settle` seconds first. `writing` says data was written to it
         and no close-after-write followed yet: a writer has it open, so it is not complete.
+        Before the pipeline's kept stamps are read (`engine/kept.py`) the offer is held and made
+        again once they are: True then.
         """
         runtime = self.ctx.pipelines.get(pipeline)
         if not self.accepting or runtime is None or runtime.retired:
             return False
         documents = self.ctx.documents
+        if not documents.kept[pipeline].filled:  # whether it is a file kept in place: not yet
+            self._held.hold(pipeline, Offer(Path(path), relative_path, closed, writing))
+            documents.nominate((pipeline, _HELD + str(path)))  # outstanding work meanwhile
+            return True  # offered again once the kept stamps are read
         absolute = os.path.abspath(path)
         if not isinstance(path, Path) or str(path) != absolute:  # a scan's paths already are
             path = Path(absolute)
@@ -189,6 +203,20 @@ class Discovery:
         documents.nominate(key)
         self._candidates.put_nowait((pipeline, intake.Candidate(path, relative_path)))
         return True
+
+    def _release_held(self, pipeline: str) -> None:
+        again = self._held.release(pipeline, self.ctx.documents.kept[pipeline], self._offer)
+        self.ctx.spawn(again, f"kept-wait:{pipeline}", None)
+
+    def _offer(self, pipeline: str, offer: Offer) -> None:
+        self.nominate(
+            pipeline,
+            offer.path,
+            relative_path=offer.relative_path,
+            closed=offer.closed,
+            writing=offer.writing,
+        )
+        self.ctx.documents.release((pipeline, _HELD + str(offer.path)))
 
     def _closed_while_waiting(self, key: tuple[str, str], path: Path) -> None:
         """A file waiting to be complete was closed after writing: take it now."""
