@@ -35,7 +35,6 @@ log = structlog.get_logger("docutray_watch.engine")
 
 INTAKE_BATCH = 64  # files an intake worker takes from the queue at once (hashed, journaled)
 _SCAN_CHUNK = 256  # paths the walking thread hands over at a time
-_HELD = "\0held:"  # marks an offer held until the kept stamps are read (never a path)
 
 
 class Handoff(Protocol):
@@ -65,8 +64,7 @@ class Discovery:
         self._writing: dict[tuple[str, str], float] = {}
         self._settle_wake: dict[tuple[str, str], asyncio.Event] = {}
         self._scanned: set[str] = set()  # pipelines scanned once: later scans take one pass
-        # Offers made before a pipeline's kept stamps were read, made again once they are.
-        self._held = Held(self._release_held)
+        self._held = Held(self._release_held)  # offers made before the kept stamps are read
 
     # -- nominating --------------------------------------------------------------------------
 
@@ -84,9 +82,7 @@ class Discovery:
             # New files first, kept ones after (`scanning.py`), once the kept stamps are read
             # (the listing does not wait for them). Kept stamps are read while the event loop
             # may update them: `nominate` checks them again.
-            kept = self.ctx.documents.kept.get(runtime.config.name)
-            if kept is None:
-                kept = KeptStamps()
+            kept = self.ctx.documents.kept.get(runtime.config.name, KeptStamps())
             new_first = runtime.config.name not in self._scanned  # the start-up scan
             self._scanned.add(runtime.config.name)
 
@@ -147,17 +143,17 @@ class Discovery:
         `closed` says a close-after-write event was seen for it: the writer is done, so the file
         need not sit unchanged for `settle` seconds first. `writing` says data was written to it
         and no close-after-write followed yet: a writer has it open, so it is not complete.
-        Before the pipeline's kept stamps are read (`engine/kept.py`) the offer is held and made
-        again once they are: True then.
+        Before the pipeline's kept stamps are read the offer is held, made again later: True.
         """
         runtime = self.ctx.pipelines.get(pipeline)
         if not self.accepting or runtime is None or runtime.retired:
             return False
         documents = self.ctx.documents
         if not documents.kept[pipeline].filled:  # whether it is a file kept in place: not yet
-            self._held.hold(pipeline, Offer(Path(path), relative_path, closed, writing))
-            documents.nominate((pipeline, _HELD + str(path)))  # outstanding work meanwhile
-            return True  # offered again once the kept stamps are read
+            if documents.kept[pipeline].abandoned:
+                return False  # the engine stops before the stamps were read
+            self._held.hold(pipeline, Offer(Path(path), relative_path, closed, writing), documents)
+            return True  # offered again once the kept stamps are read (`engine/kept.py`)
         absolute = os.path.abspath(path)
         if not isinstance(path, Path) or str(path) != absolute:  # a scan's paths already are
             path = Path(absolute)
@@ -205,7 +201,8 @@ class Discovery:
         return True
 
     def _release_held(self, pipeline: str) -> None:
-        again = self._held.release(pipeline, self.ctx.documents.kept[pipeline], self._offer)
+        documents = self.ctx.documents
+        again = self._held.release(pipeline, documents.kept[pipeline], self._offer, documents)
         self.ctx.spawn(again, f"kept-wait:{pipeline}", None)
 
     def _offer(self, pipeline: str, offer: Offer) -> None:
@@ -216,7 +213,6 @@ class Discovery:
             closed=offer.closed,
             writing=offer.writing,
         )
-        self.ctx.documents.release((pipeline, _HELD + str(offer.path)))
 
     def _closed_while_waiting(self, key: tuple[str, str], path: Path) -> None:
         """A file waiting to be complete was closed after writing: take it now."""

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple, TypeVar, overload
+from typing import NamedTuple, Protocol, TypeVar, overload
 
 import structlog
 
@@ -51,13 +51,25 @@ class KeptStamps(dict[str, int]):
         self._filled = threading.Event()  # `filled_event`
         self._touched: set[str] | None = None if filled else set()
         self._waiters: list[asyncio.Future[None]] = []
+        self._abandoned = False
         if filled:
             self._filled.set()
 
     @property
     def filled(self) -> bool:
         """The journal's stamps are in: a lookup answers for the file."""
-        return self._filled.is_set()
+        return self._filled.is_set() and not self._abandoned
+
+    @property
+    def abandoned(self) -> bool:
+        """The read was given up (the engine stops): no file of the pipeline can be taken."""
+        return self._abandoned
+
+    def abandon(self) -> None:
+        """Give up the read: wake whatever waits for the stamps (`filled` stays False, so
+        nothing listed meanwhile is taken)."""
+        self._abandoned = True
+        self._wake()
 
     @property
     def filled_event(self) -> threading.Event:
@@ -79,6 +91,9 @@ class KeptStamps(dict[str, int]):
             stamps.pop(path, None)  # what the engine changed meanwhile is newer than the read
         dict.update(self, stamps)
         self._touched = None
+        self._wake()
+
+    def _wake(self) -> None:
         self._filled.set()
         for waiter in self._waiters:
             if not waiter.done():
@@ -110,23 +125,29 @@ class KeptStamps(dict[str, int]):
 
 async def read_kept(store: StateStore, pipeline: str, kept: KeptStamps) -> None:
     """Read a pipeline's kept stamps into `kept`; a failed read is logged and tried again
-    (the folder's files wait meanwhile: none can be told from a kept one)."""
-    for attempt in range(1_000_000):
-        try:
-            stamps = await store.kept_stamps(pipeline)
-        except (sqlite3.Error, OSError, RuntimeError) as exc:
-            delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
-            log.error(
-                "kept_files_unreadable",
-                pipeline=pipeline,
-                error=describe(exc),
-                retry_in_s=delay,
-                note="the folder's files wait: none can be told from a file kept in place",
-            )
-            await asyncio.sleep(delay)
-            continue
-        kept.fill(stamps)
-        return
+    (the folder's files wait meanwhile: none can be told from a kept one). Cancelled (the
+    engine stops) before the stamps are in, the read is abandoned: a walking thread waiting for
+    them must not keep the process from ending."""
+    try:
+        for attempt in range(1_000_000):
+            try:
+                stamps = await store.kept_stamps(pipeline)
+            except (sqlite3.Error, OSError, RuntimeError) as exc:
+                delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
+                log.error(
+                    "kept_files_unreadable",
+                    pipeline=pipeline,
+                    error=describe(exc),
+                    retry_in_s=delay,
+                    note="the folder's files wait: none can be told from a file kept in place",
+                )
+                await asyncio.sleep(delay)
+                continue
+            kept.fill(stamps)
+            return
+    finally:
+        if not kept.filled:
+            kept.abandon()
 
 
 class Offer(NamedTuple):
@@ -138,25 +159,47 @@ class Offer(NamedTuple):
     writing: bool
 
 
+class Nominations(Protocol):
+    """Where an offer counts as outstanding work (`Documents`)."""
+
+    def nominate(self, key: tuple[str, str]) -> None: ...
+    def release(self, key: tuple[str, str]) -> None: ...
+
+
+_HELD = "\0held:"  # marks an offer held until the kept stamps are read (never a path)
+
+
 class Held:
     """Paths offered while their pipeline's kept stamps were still being read: offered again
-    once they are in, in the order they came (`spawn(pipeline)` starts `release` as a task)."""
+    once they are in, in the order they came (`spawn(pipeline)` starts `release` as a task).
+    Each counts as outstanding work meanwhile (the engine is not idle)."""
 
     def __init__(self, spawn: Callable[[str], None]) -> None:
         self._spawn = spawn
         self._held: dict[str, list[Offer]] = {}
 
-    def hold(self, pipeline: str, offer: Offer) -> None:
+    def hold(self, pipeline: str, offer: Offer, documents: Nominations) -> None:
         """Keep an offer until the pipeline's stamps are in."""
         waiting = self._held.setdefault(pipeline, [])
         if not waiting:
             self._spawn(pipeline)
         waiting.append(offer)
+        documents.nominate((pipeline, _HELD + str(offer.path)))
 
     async def release(
-        self, pipeline: str, kept: KeptStamps, again: Callable[[str, Offer], object]
+        self,
+        pipeline: str,
+        kept: KeptStamps,
+        again: Callable[[str, Offer], object],
+        documents: Nominations,
     ) -> None:
-        """Once the stamps are in, make each held offer again."""
-        await kept.ready()
-        for offer in self._held.pop(pipeline, []):
-            again(pipeline, offer)
+        """Once the stamps are in, make each held offer again (none if the read was given up:
+        the engine stops)."""
+        try:
+            await kept.ready()
+        finally:
+            offers = self._held.pop(pipeline, [])
+        for offer in offers:
+            if kept.filled:
+                again(pipeline, offer)
+            documents.release((pipeline, _HELD + str(offer.path)))

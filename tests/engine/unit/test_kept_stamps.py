@@ -154,3 +154,51 @@ async def test_a_kept_file_is_never_taken_again_whichever_comes_first(
     documents = await unit.store.documents_in(*tuple(DocumentState))
     taken = sorted(d.name for d in documents)
     assert taken == ["new.pdf", "rewritten.pdf", "rewritten.pdf", "same.pdf"]
+
+
+async def _kept_run(unit: Unit) -> None:
+    """A first run that keeps same.pdf in place, then stops."""
+    await unit.start(on_success={"action": "keep"})
+    unit.drop("same.pdf")
+    await unit.settled()
+    assert unit.engine is not None
+    await unit.engine.stop(grace=0)
+
+
+async def test_a_failed_read_of_the_stamps_is_tried_again_and_nothing_kept_is_taken(
+    unit: Unit,
+) -> None:
+    """The first read of the kept stamps fails (disk I/O error): it is logged and tried again;
+    then the new file is taken and the kept one is not."""
+    await _kept_run(unit)
+    unit.store.fail_next("kept_stamps")
+    engine = unit.build(on_success={"action": "keep"})
+    await engine.start()
+    (unit.inbox / "new.pdf").write_bytes(make_pdf(["new.pdf"]))
+    await asyncio.wait_for(engine.scan(), 15)
+    await unit.settled()
+    assert engine.ctx.documents.kept[PIPELINE].filled
+    assert [call.failed for call in unit.store.calls_of("kept_stamps")][-2:] == [True, False]
+    documents = await unit.store.documents_in(*tuple(DocumentState))
+    assert sorted(d.name for d in documents) == ["new.pdf", "same.pdf"]
+
+
+async def test_a_stop_while_the_walk_waits_for_the_stamps_ends_the_walk(unit: Unit) -> None:
+    """Stopping before the kept stamps are read gives the read up: the walking thread waiting
+    for them wakes (the process can end) and takes nothing."""
+    await _kept_run(unit)
+    release = unit.store.hold("kept_stamps")
+    engine = unit.build(on_success={"action": "keep"})
+    await engine.start()
+    (unit.inbox / "new.pdf").write_bytes(make_pdf(["new.pdf"]))
+    scan = asyncio.ensure_future(engine.scan())
+    await asyncio.sleep(0.05)
+    assert not scan.done()  # the walk waits for the stamps
+    stopping = asyncio.ensure_future(engine.stop(grace=0))
+    assert await asyncio.wait_for(scan, 10) == 0
+    assert engine.ctx.documents.kept[PIPELINE].abandoned
+    release.set()  # the store's held call ends (a real read on its own thread would)
+    await asyncio.wait_for(stopping, 10)
+    await unit.store.open()  # to look (a stopped engine closed it)
+    documents = await unit.store.documents_in(*tuple(DocumentState))
+    assert [d.name for d in documents] == ["same.pdf"]
