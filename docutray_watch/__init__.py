@@ -12,6 +12,7 @@ The public API for plugin authors lives here::
 The DocuTray API client is `docutray_watch.client`; test helpers are in `docutray_watch.testing`.
 """
 
+from docutray_watch import _lean  # noqa: F401  (first: see its docstring)
 from docutray_watch._version import __version__
 from docutray_watch.hookspecs import hookimpl
 from docutray_watch.records import Document, ResultRecord

@@ -33,7 +33,6 @@ import structlog
 
 from docutray_watch.config import Config, ConfigError, api_key_of, load_config
 from docutray_watch.engine import Engine, MissingApiKeyError, StateDirError
-from docutray_watch.health import HealthServer
 from docutray_watch.inbox import ensure_inbox
 from docutray_watch.log import configure_logging, register_secret
 from docutray_watch.metrics import Metrics
@@ -43,6 +42,7 @@ from docutray_watch.statelock import AlreadyRunningError
 from docutray_watch.watcher import FolderWatcher
 
 if TYPE_CHECKING:
+    from docutray_watch.health import HealthServer
     from docutray_watch.web import StatusPage
 
 __all__ = ["STALL_SECONDS", "Daemon", "run_daemon"]
@@ -374,6 +374,8 @@ class Daemon:
     async def _start_health(self) -> None:
         if self.config.metrics is None:
             return
+        from docutray_watch.health import HealthServer  # aiohttp's server: only when listening
+
         self.health = HealthServer(
             self.metrics,
             self._readiness,

@@ -263,3 +263,21 @@ def test_history_benchmark_builds_and_measures_at_smoke_size(tmp_path: Path) -> 
     figures = json.loads(report.read_text())["figures"]
     assert figures["submissions"] == 1
     assert {"status_json_s", "first_submission_s", "idle_rss_mb", "rescan_cpu_s"} <= set(figures)
+
+
+def test_cli_start_benchmark_measures_each_code_tree(tmp_path: Path) -> None:
+    """benchmarks/cli_start.py runs a command once per tree and round and prints one line per
+    tree with its CPU and wall (an older tree through PYTHONPATH)."""
+    tree = tmp_path / "old"
+    (tree / "docutray_watch").mkdir(parents=True)
+    for source in (RUN.parent.parent / "docutray_watch").rglob("*.py"):
+        target = tree / source.relative_to(RUN.parent.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    stdout = run_script(
+        "cli_start.py", "--rounds", "1", "--code", str(tree), "new", "--", "--version",
+        cwd=RUN.parent,
+    )  # fmt: skip
+    lines = stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(tree), "new"]
+    assert all("CPU min" in line and "wall min" in line for line in lines)

@@ -22,6 +22,7 @@ import pluggy
 from docutray_watch.client import AsyncClient
 from docutray_watch.config import Config, PipelineConfig
 from docutray_watch.delivery import SinkRunner
+from docutray_watch.engine.kept import KeptStamps
 from docutray_watch.engine.limits import Limits
 from docutray_watch.journal import DocumentRow, StateStore
 from docutray_watch.metrics import Metrics
@@ -76,7 +77,7 @@ class Documents:
         # was found (`on_success: keep`) only `kept_stamp(size, mtime_ns)`: one int per file,
         # however many months of kept files the folder holds.
         self.known: dict[str, dict[str, DocumentRow]] = {}
-        self.kept: dict[str, dict[str, int]] = {}
+        self.kept: dict[str, KeptStamps] = {}  # (read in the background at start: `kept.py`)
         # (pipeline, sha256) of content in progress → set when that document lets go: a twin
         # waits for it, then is a duplicate or goes on.
         self.in_progress: dict[tuple[str, str], asyncio.Event] = {}

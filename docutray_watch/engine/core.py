@@ -31,6 +31,7 @@ from docutray_watch.engine.errors import Failure, classify
 from docutray_watch.engine.gate import PROBE_EXECUTION_ID, ApiGate
 from docutray_watch.engine.housekeeping import prune_journal, retention_loop
 from docutray_watch.engine.http import build_client
+from docutray_watch.engine.kept import KEPT_TASK_PREFIXES
 from docutray_watch.engine.limits import LocalLimits
 from docutray_watch.engine.pipelines import PipelineSet
 from docutray_watch.engine.rate_memory import RateMemory, request_rate
@@ -55,7 +56,7 @@ __all__ = ["Engine", "MissingApiKeyError", "StateDirError"]
 log = structlog.get_logger("docutray_watch.engine")
 
 # Tasks that only wait (for a file to settle, for a twin document) are cancelled at once on stop.
-_WAITER_PREFIXES = ("settle:", "twin:")
+_WAITER_PREFIXES = ("settle:", "twin:", *KEPT_TASK_PREFIXES)
 _INTAKE_WORKERS = 2
 
 

@@ -22,6 +22,7 @@ import structlog
 from docutray_watch import intake
 from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, document_of
+from docutray_watch.engine.kept import Held, KeptStamps, Offer
 from docutray_watch.engine.reading import Ready, Unreadable, by_volume, read, read_all
 from docutray_watch.engine.scanning import walk_new_first
 from docutray_watch.journal import DocumentRow, NewDocument, StepRow, kept_stamp
@@ -63,6 +64,7 @@ class Discovery:
         self._writing: dict[tuple[str, str], float] = {}
         self._settle_wake: dict[tuple[str, str], asyncio.Event] = {}
         self._scanned: set[str] = set()  # pipelines scanned once: later scans take one pass
+        self._held = Held(self._release_held)  # offers made before the kept stamps are read
 
     # -- nominating --------------------------------------------------------------------------
 
@@ -77,9 +79,10 @@ class Discovery:
             queue: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None]
             queue = asyncio.Queue(maxsize=4)
             loop = asyncio.get_running_loop()
-            # New files first, kept ones after (`scanning.py`). Kept stamps are read while the
-            # event loop may update them: `nominate` checks them again.
-            kept = self.ctx.documents.kept.get(runtime.config.name, {})
+            # New files first, kept ones after (`scanning.py`), once the kept stamps are read
+            # (the listing does not wait for them). Kept stamps are read while the event loop
+            # may update them: `nominate` checks them again.
+            kept = self.ctx.documents.kept.get(runtime.config.name, KeptStamps())
             new_first = runtime.config.name not in self._scanned  # the start-up scan
             self._scanned.add(runtime.config.name)
 
@@ -88,7 +91,7 @@ class Discovery:
                 root: Path = runtime.root,
                 recursive: bool = runtime.config.folder.recursive,
                 q: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None] = queue,
-                kept: dict[str, int] = kept,
+                kept: KeptStamps = kept,
                 new_first: bool = new_first,
             ) -> None:
                 def hand_over(items: list[tuple[intake.Candidate, os.stat_result]] | None) -> None:
@@ -98,8 +101,9 @@ class Discovery:
                 # rest in chunks; each pass's remainder as the pass ends.
                 batch: list[tuple[intake.Candidate, os.stat_result]] = []
                 limit = 1
+                ready = kept.filled_event
                 for found in walk_new_first(
-                    root, recursive=recursive, kept=kept, new_first=new_first
+                    root, recursive=recursive, kept=kept, new_first=new_first, ready=ready
                 ):
                     for item in found:
                         batch.append(item)
@@ -139,11 +143,17 @@ class Discovery:
         `closed` says a close-after-write event was seen for it: the writer is done, so the file
         need not sit unchanged for `settle` seconds first. `writing` says data was written to it
         and no close-after-write followed yet: a writer has it open, so it is not complete.
+        Before the pipeline's kept stamps are read the offer is held, made again later: True.
         """
         runtime = self.ctx.pipelines.get(pipeline)
         if not self.accepting or runtime is None or runtime.retired:
             return False
         documents = self.ctx.documents
+        if not documents.kept[pipeline].filled:  # whether it is a file kept in place: not yet
+            if documents.kept[pipeline].abandoned:
+                return False  # the engine stops before the stamps were read
+            self._held.hold(pipeline, Offer(Path(path), relative_path, closed, writing), documents)
+            return True  # offered again once the kept stamps are read (`engine/kept.py`)
         absolute = os.path.abspath(path)
         if not isinstance(path, Path) or str(path) != absolute:  # a scan's paths already are
             path = Path(absolute)
@@ -189,6 +199,20 @@ class Discovery:
         documents.nominate(key)
         self._candidates.put_nowait((pipeline, intake.Candidate(path, relative_path)))
         return True
+
+    def _release_held(self, pipeline: str) -> None:
+        documents = self.ctx.documents
+        again = self._held.release(pipeline, documents.kept[pipeline], self._offer, documents)
+        self.ctx.spawn(again, f"kept-wait:{pipeline}", None)
+
+    def _offer(self, pipeline: str, offer: Offer) -> None:
+        self.nominate(
+            pipeline,
+            offer.path,
+            relative_path=offer.relative_path,
+            closed=offer.closed,
+            writing=offer.writing,
+        )
 
     def _closed_while_waiting(self, key: tuple[str, str], path: Path) -> None:
         """A file waiting to be complete was closed after writing: take it now."""

@@ -44,8 +44,9 @@ async def prune_journal(ctx: Context, older_than_days: float) -> retention.Prune
     for pipeline, path, _doc_id in result.forgotten_kept:
         # The kept file is gone: a new file there is a new document. (Checked again: one
         # kept there since the prune read its rows stays remembered.)
-        if not exists(path):
-            ctx.documents.kept.get(pipeline, {}).pop(path, None)
+        kept = ctx.documents.kept.get(pipeline)
+        if kept is not None and not exists(path):
+            kept.pop(path, None)
     log.info(
         "journal_pruned",
         forgotten=result.forgotten,

@@ -12,6 +12,7 @@ import structlog
 from docutray_watch.config import Config, PipelineConfig, same_settings
 from docutray_watch.delivery import SinkRunner, describe
 from docutray_watch.engine.context import Context, PipelineRuntime
+from docutray_watch.engine.kept import KeptStamps, read_kept
 from docutray_watch.engine.reading import absolute
 from docutray_watch.plugins import SinkType
 from docutray_watch.sinks.base import Sink, SinkConfig
@@ -90,10 +91,12 @@ class PipelineSet:
                 log.warning("sink_close_failed", sink=runner.sink_id, error=describe(exc))
 
     async def _load_paths(self, pipeline: str) -> None:
-        """Which paths of a pipeline are in progress, and which files were kept in place."""
+        """Which paths of a pipeline are in progress; which files were kept in place is read
+        meanwhile (the start does not wait for it, see `engine/kept.py`)."""
         documents, store = self.ctx.documents, self.ctx.store
         documents.known[pipeline] = await store.unfinished_by_path(pipeline)
-        documents.kept[pipeline] = await store.kept_stamps(pipeline)
+        kept = documents.kept[pipeline] = KeptStamps(filled=False)
+        self.ctx.spawn(read_kept(store, pipeline, kept), f"kept-read:{pipeline}", None)
 
     def _build(
         self,

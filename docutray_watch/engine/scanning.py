@@ -14,6 +14,11 @@ Pass 2 costs an `lstat` by path name, a little more than pass 1's by directory e
 a start-up scan (where a new file waits for its first submission) takes two passes; a rescan
 (`new_first=False`) checks kept files as the listing meets them, in one pass.
 
+The kept stamps may still be being read when the walk starts (`engine/kept.py`): pass 1 then
+lists the folder meanwhile and holds back what it listed until `ready` is set, since no file can
+be told from a kept one before. Pass 2 checks the paths remembered when pass 1 first looks at a
+stamp.
+
 A path may come out of both passes when its stamp is forgotten between the two (or not at all,
 until the next scan, when it is forgotten and then changed in the same instant): `nominate`
 checks the live memory again, and takes a path once.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -31,22 +37,35 @@ from docutray_watch.intake import Candidate
 __all__ = ["Found", "walk_new_first"]
 
 Found = Iterator[tuple[Candidate, os.stat_result]]
+_Listed = Iterator[tuple["os.DirEntry[str]", str]]
+_HOLD = 4096  # entries listed ahead while the kept stamps are read
 
 
 def walk_new_first(
-    root: Path, *, recursive: bool, kept: Mapping[str, int], new_first: bool = True
+    root: Path,
+    *,
+    recursive: bool,
+    kept: Mapping[str, int],
+    new_first: bool = True,
+    ready: threading.Event | None = None,
 ) -> tuple[Found, Found]:
     """Every file below `root` (links not followed) with its lstat, in two passes: new paths,
     then kept files whose stamp in `kept` no longer matches (`new_first=False`: both in the
     first, the second empty). `kept` may change while they run (the event loop updates it): it
-    is read entry by entry, its paths copied before pass 1."""
-    if not new_first:
-        return _not_kept(root, recursive=recursive, kept=kept, inline=True), iter(())
-    remembered = list(kept)  # atomic under the GIL: str keys run no Python code
-    return (
-        _not_kept(root, recursive=recursive, kept=kept, inline=False),
-        _changed_kept(root, remembered, recursive=recursive, kept=kept),
+    is read entry by entry, its paths copied as pass 1 first looks at it. `ready`: set once
+    `kept` holds the journal's stamps (None: it does already); nothing is yielded before."""
+    remembered: list[str] = []
+    first = _not_kept(
+        root,
+        recursive=recursive,
+        kept=kept,
+        inline=not new_first,
+        ready=ready,
+        remember=None if not new_first else remembered,
     )
+    if not new_first:
+        return first, iter(())
+    return first, _changed_kept(root, remembered, recursive=recursive, kept=kept)
 
 
 def _changed_kept(
@@ -72,10 +91,9 @@ def _changed_kept(
         yield Candidate(Path(path), relative.replace(os.sep, "/")), st
 
 
-def _not_kept(root: Path, *, recursive: bool, kept: Mapping[str, int], inline: bool) -> Found:
-    """Pass 1: depth-first, without building a list first; unreadable folders are skipped.
-    `inline`: kept files are checked here too, as the listing meets them."""
-    stack: list[tuple[str, str]] = [(str(root), "")]
+def _listed(stack: list[tuple[str, str]], recursive: bool) -> _Listed:
+    """Each entry that is not a folder, with its folder's relative prefix, depth-first,
+    without building a list first; folders are pushed on `stack`, unreadable ones skipped."""
     while stack:
         folder, prefix = stack.pop()
         try:
@@ -92,17 +110,60 @@ def _not_kept(root: Path, *, recursive: bool, kept: Mapping[str, int], inline: b
                     if recursive:
                         stack.append((entry.path, f"{prefix}{entry.name}/"))
                     continue
-                stamp = kept.get(entry.path)
-                if stamp is not None and not inline:
-                    continue  # pass 2 looks at it
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stamp is not None and stamp == (st.st_mtime_ns << 64) | st.st_size:
-                    continue  # kept, and the very file handled before
-                if stat.S_ISDIR(st.st_mode):  # (a file replaced by a folder since the listing)
-                    if recursive:
-                        stack.append((entry.path, f"{prefix}{entry.name}/"))
-                    continue
-                yield Candidate(Path(entry.path), f"{prefix}{entry.name}"), st
+                yield entry, prefix
+
+
+def _answerable(listed: _Listed, ready: threading.Event | None) -> _Listed:
+    """The listing, held back until the stamps are in (listing on meanwhile, up to `_HOLD`
+    entries: more would stay in the heap as fragments after the start)."""
+    if ready is not None and not ready.is_set():
+        held = []
+        for item in listed:
+            held.append(item)
+            if ready.is_set():
+                break
+            if len(held) >= _HOLD:
+                ready.wait()
+                break
+        else:
+            ready.wait()
+        yield from held
+        del held
+    yield from listed
+
+
+def _not_kept(
+    root: Path,
+    *,
+    recursive: bool,
+    kept: Mapping[str, int],
+    inline: bool,
+    ready: threading.Event | None = None,
+    remember: list[str] | None = None,
+) -> Found:
+    """Pass 1. `inline`: kept files are checked here too, as the listing meets them;
+    `remember`: filled with the kept paths (for pass 2) before the first is looked at."""
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    while stack:  # again when a file turned into a folder after the listing ended
+        for entry, prefix in _answerable(_listed(stack, recursive), ready):
+            if remember is not None:
+                remember.extend(kept)  # atomic under the GIL: str keys run no Python code
+                remember = None
+            stamp = kept.get(entry.path)
+            if stamp is not None and not inline:
+                continue  # pass 2 looks at it
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stamp is not None and stamp == (st.st_mtime_ns << 64) | st.st_size:
+                continue  # kept, and the very file handled before
+            if stat.S_ISDIR(st.st_mode):  # (a file replaced by a folder since the listing)
+                if recursive:
+                    stack.append((entry.path, f"{prefix}{entry.name}/"))
+                continue
+            yield Candidate(Path(entry.path), f"{prefix}{entry.name}"), st
+    if remember is not None:  # nothing listed: pass 2 still checks the kept paths
+        if ready is not None:
+            ready.wait()
+        remember.extend(kept)

@@ -55,6 +55,7 @@ def test_kept_files_are_remembered_as_stamps_not_rows(
         engine = Engine(config, plugin_manager=pm)
         await engine.start()
         try:
+            await engine.ctx.documents.kept["invoices"].ready()  # read while the engine starts
             return dict(engine.ctx.documents.known["invoices"]), dict(
                 engine.ctx.documents.kept["invoices"]
             )

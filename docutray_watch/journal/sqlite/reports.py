@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from docutray_watch.journal.rows import DocumentRow, LatencyRow, PruneCandidate
 from docutray_watch.journal.sqlite import rows
@@ -161,17 +162,17 @@ class Reports(Connection):
     def kept_stamps(self, pipeline: str) -> dict[str, int]:
         """Each path whose file was kept where it was found, with `kept_stamp(size, mtime_ns)`
         of its newest kept document: all a folder scan needs to leave the file alone."""
-        # Plain tuples (no `sqlite3.Row`) and the stamp inline: 100,000 kept files are read at
-        # every start. In the index's order (path, then id): a path's newest row comes last and
-        # stays. The same int as `kept_stamp(size, mtime_ns)` (NULL counts as 0 there too).
-        cursor = self.conn.cursor()
-        cursor.row_factory = None
-        found = cursor.execute(
-            "SELECT path, IFNULL(size, 0), IFNULL(mtime_ns, 0) FROM documents"
-            " WHERE pipeline = ? AND archived_to = path ORDER BY path, id",
-            (pipeline,),
-        )
-        return {path: (mtime_ns << 64) | size for path, size, mtime_ns in found}
+        return _kept_stamps(self.conn, pipeline)
+
+    def kept_stamps_apart(self, pipeline: str) -> dict[str, int]:
+        """`kept_stamps` on a read-only connection of its own (WAL: it neither waits for the
+        writer nor holds it up), so the start's other journal calls do not queue behind
+        100,000 rows. Any thread; the journal must be open (its schema is up to date)."""
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _kept_stamps(conn, pipeline)
+        finally:
+            conn.close()
 
     def get_meta(self, key: str) -> tuple[str, float] | None:
         """The value stored under `key` and when it was stored (epoch seconds), or None."""
@@ -213,3 +214,17 @@ class Reports(Connection):
             )
             for r in found
         ]
+
+
+def _kept_stamps(conn: sqlite3.Connection, pipeline: str) -> dict[str, int]:
+    # Plain tuples (no `sqlite3.Row`) and the stamp inline: 100,000 kept files are read at
+    # every start. In the index's order (path, then id): a path's newest row comes last and
+    # stays. The same int as `kept_stamp(size, mtime_ns)` (NULL counts as 0 there too).
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    found = cursor.execute(
+        "SELECT path, IFNULL(size, 0), IFNULL(mtime_ns, 0) FROM documents"
+        " WHERE pipeline = ? AND archived_to = path ORDER BY path, id",
+        (pipeline,),
+    )
+    return {path: (mtime_ns << 64) | size for path, size, mtime_ns in found}

@@ -5,6 +5,7 @@ Every method is spelled out (no `__getattr__`), so what the engine awaits is typ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -333,8 +334,11 @@ class SqliteStore(GroupCommitWriter):
         return await self.call(self.journal.unfinished_by_path, pipeline)
 
     async def kept_stamps(self, pipeline: str) -> dict[str, int]:
-        """Each path kept where it was found, with `kept_stamp(size, mtime_ns)`."""
-        return await self.call(self.journal.kept_stamps, pipeline)
+        """Each path kept where it was found, with `kept_stamp(size, mtime_ns)`; read on a
+        connection of its own in a worker thread, not on the writer thread."""
+        if str(self.journal.path) == ":memory:":  # one connection only
+            return await self.call(self.journal.kept_stamps, pipeline)
+        return await asyncio.to_thread(self.journal.kept_stamps_apart, pipeline)
 
     async def requeue_count(self) -> int:
         """How many documents `retry` has requeued over the journal's life."""

@@ -6,10 +6,9 @@ import asyncio
 import os
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 from docutray_watch import (
     PermanentSinkError,
     Receipt,
@@ -22,6 +21,12 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 
 from docutray_watch_webhook._version import __version__
 from docutray_watch_webhook.signing import sign
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx is imported where it is used: loading the plugin (every command of docutray-watch that
+# reads a config does) costs no HTTP client until a webhook sink is configured.
 
 __all__ = [
     "DEFAULT_SIGNATURE_HEADER",
@@ -99,6 +104,8 @@ class WebhookConfig(SinkConfig):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        import httpx
+
         try:
             url = httpx.URL(value)
         except (httpx.InvalidURL, TypeError):
@@ -157,6 +164,8 @@ def idempotency_key(record: ResultRecord) -> str:
 
 def _transport_reason(exc: httpx.TransportError) -> str:
     """The most specific reason in the chain ("Connection refused", not "All attempts failed")."""
+    import httpx
+
     prefix = "cannot connect: " if isinstance(exc, httpx.ConnectError) else ""
     reason = str(exc) or type(exc).__name__
     current: BaseException | None = exc
@@ -170,6 +179,8 @@ def _transport_reason(exc: httpx.TransportError) -> str:
 
 def public_url(url: str) -> str:
     """`url` without user info, query string or fragment: safe for receipts and messages."""
+    import httpx
+
     parsed = httpx.URL(url)
     return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
 
@@ -191,6 +202,8 @@ class WebhookSink(Sink[WebhookConfig]):
         self._target = public_url(config.url)
 
     def _new_client(self) -> httpx.AsyncClient:
+        import httpx
+
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.config.timeout),
             verify=self.config.verify_tls,
@@ -214,6 +227,8 @@ class WebhookSink(Sink[WebhookConfig]):
         Webhook endpoints often accept nothing but real deliveries, so a probe could fail (or
         worse, be taken for a delivery) on a healthy receiver.
         """
+        import httpx
+
         try:
             public_url(self.config.url)
             client = self._new_client()
@@ -223,6 +238,8 @@ class WebhookSink(Sink[WebhookConfig]):
 
     async def deliver(self, record: ResultRecord) -> Receipt:
         """POST the record; the same record always carries the same Idempotency-Key."""
+        import httpx
+
         client = self._client_or_new()  # normally made by open(); tolerate a direct call
         body = record.to_json().encode("utf-8")
         try:
