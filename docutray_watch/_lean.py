@@ -22,6 +22,8 @@ def _trim() -> None:
         sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` fails meanwhile
         try:
             import structlog  # noqa: F401
+        except ImportError:
+            pass  # a structlog that needs rich: it is imported normally later, rich back
         finally:
             del sys.modules["rich"]
     if "httpx" not in sys.modules:
