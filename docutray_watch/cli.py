@@ -209,7 +209,7 @@ def process(
     config = _load(config_path, need_secrets=not dry_run)
     _configure_from(ctx, config)
     if dry_run:
-        sys.exit(dry_run_report(config, echo=click.echo))
+        sys.exit(dry_run_report(config, echo=click.echo, plugin_manager=_plugins().pm))
     show_progress = sys.stderr.isatty() if progress is None else progress
     code = _run_async(
         process_once(
