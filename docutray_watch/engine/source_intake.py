@@ -212,8 +212,11 @@ class SourceIntake:
             return False
         documents = self.ctx.documents
         key = (pipeline, doc.identity)
-        if key in documents.nominated or doc.identity in documents.known.get(pipeline, {}):
-            return False  # in progress: its new version is offered again once it ends
+        busy = key in documents.nominated or doc.identity in documents.known.get(pipeline, {})
+        if busy and self.looks_itself:
+            # In progress: its new version is offered again once it ends. (A cluster's listing
+            # records every version; its intake job waits for an older one in progress.)
+            return False
         rule = intake.rule_for_name(runtime.config, doc.relative_path)
         if rule is None:
             reason = call_first(
