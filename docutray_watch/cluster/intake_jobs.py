@@ -124,7 +124,9 @@ async def _take_source_document(
 ) -> None:
     svc = jobs.svc
     runtime = svc.ctx.pipelines[pipeline]
-    assert runtime.source is not None, f"pipeline {pipeline}: its source is not started"
+    if runtime.source is None:  # the pipeline takes no documents from a source (any more)
+        log.warning("intake_source_missing", pipeline=pipeline, path=identity)
+        return
     doc = SourceDocument(
         identity=identity,
         name=posixpath.basename(identity),
