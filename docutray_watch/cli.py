@@ -219,7 +219,7 @@ def process(
         )
         sys.exit(EX_CONFIG)
     if dry_run:
-        sys.exit(dry_run_report(config, echo=click.echo))
+        sys.exit(dry_run_report(config, echo=click.echo, plugin_manager=_plugins().pm))
     show_progress = sys.stderr.isatty() if progress is None else progress
     code = _run_async(
         process_once(

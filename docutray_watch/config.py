@@ -889,6 +889,15 @@ class Config(_Model):
                 ("cluster", "node_max_in_flight"),
                 f"must not exceed api.max_in_flight ({self.api.max_in_flight}), the cluster's cap",
             )
+        for index, pipeline in enumerate(self.pipelines):
+            if pipeline.source is not None and getattr(pipeline.source, "events", None):
+                # Events are per-node hints; a cluster lists in its periodic job instead.
+                raise _FieldError(
+                    ("pipelines", index, "source", "events"),
+                    "not supported in multi-node mode (cluster:): the periodic listing (one node "
+                    "per rescan_interval) finds new objects; remove events or lower "
+                    "rescan_interval",
+                )
         if cluster.node is None:
             # A source that is not a folder (a bucket) is shared by nature.
             local = [p.name for p in self.pipelines if p.watch is not None and not p.watch.shared]

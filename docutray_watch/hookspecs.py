@@ -62,8 +62,12 @@ def shutdown(config: Config) -> None:
 
 
 @hookspec(firstresult=True)
-def ignore_document(pipeline: str, path: Path) -> str | None:
-    """Return a reason to leave a candidate file alone; the first non-None answer wins."""
+def ignore_document(pipeline: str, path: Path, location: str) -> str | None:
+    """Return a reason to leave a candidate document alone; the first non-None answer wins.
+
+    `location` is where the document is, intact: a file's absolute path, or a source's
+    identity such as `s3://bucket/key`. `path` is `Path(location)`: right for a file of a
+    watched folder; for a source's document only its `name` and `suffix` mean anything."""
 
 
 @hookspec
@@ -100,15 +104,24 @@ def after_document_delivered(
 
 @hookspec
 def on_document_error(
-    pipeline: str, document: Document | None, path: Path, stage: str, error: str
+    pipeline: str, document: Document | None, path: Path, stage: str, error: str, location: str
 ) -> None:
-    """A document was rejected or failed; `stage` names where (intake, submit, poll, deliver…)."""
+    """A document was rejected or failed; `stage` names where (intake, submit, poll, deliver…).
+    `location`: where it is, intact (`/in/a.pdf`, `s3://bucket/key`; see `ignore_document`)."""
 
 
 @hookspec
 def after_document_archived(
-    pipeline: str, document: Document | None, path: Path, outcome: str, destination: Path | None
+    pipeline: str,
+    document: Document | None,
+    path: Path,
+    outcome: str,
+    destination: Path | str | None,
+    location: str,
 ) -> None:
     """The source file got its final action; `outcome` is success, duplicate, failed, rejected,
     superseded (the file changed while it was processed: left alone, and taken again) or
-    unrouted (identified as a type no route takes, `otherwise: keep`: left where it is)."""
+    unrouted (identified as a type no route takes, `otherwise: keep`: left where it is).
+    `location`: where it was found, intact (`/in/a.pdf`, `s3://bucket/key`); `destination`:
+    where it went (a `Path` for a folder, a `str` URI such as `s3://bucket/done/key` for a
+    source), None when deleted or kept."""

@@ -24,6 +24,7 @@ from docutray_watch.journal import InvalidTransition, Journal
 from docutray_watch.plugins import collect_sink_types, get_plugin_manager
 from docutray_watch.route_checks import check_routes
 from docutray_watch.routing import identification_of, release_problem, routing_summary
+from docutray_watch.source_dryrun import dry_run_source
 from docutray_watch.sources.base import SourceError
 from docutray_watch.sources.registry import build_source, collect_source_types
 from docutray_watch.status import status_report
@@ -220,13 +221,16 @@ async def _wait_with_progress(engine: Engine) -> None:
 # -- dry run -------------------------------------------------------------------------------------
 
 
-def dry_run_report(config: Config, *, echo: Echo = print) -> int:
+def dry_run_report(
+    config: Config, *, echo: Echo = print, plugin_manager: pluggy.PluginManager | None = None
+) -> int:
     """List, per pipeline, every file it would take and why each other file is left alone."""
     journal = Journal(config.journal_path).open() if config.journal_path.exists() else None
     try:
         for pipeline in config.pipelines:
             if pipeline.folder_watch is None:
-                asyncio.run(_dry_run_source(pipeline, echo))
+                pm = plugin_manager or get_plugin_manager()
+                asyncio.run(dry_run_source(pipeline, echo, pm))
                 continue
             root = Path(os.path.abspath(pipeline.folder.path))
             echo(f"pipeline {pipeline.name} ({root}):")
@@ -259,29 +263,6 @@ def dry_run_report(config: Config, *, echo: Echo = print) -> int:
 def _failure_action(pipeline: Any) -> str:
     action = pipeline.on_failure
     return f"move to {action.target}" if action.action == "move" else str(action.action)
-
-
-async def _dry_run_source(pipeline: Any, echo: Echo) -> None:
-    """The dry run of a pipeline whose source is not a folder: what the source lists."""
-    source_config = pipeline.source_config()
-    source = build_source(
-        pipeline.name, source_config, collect_source_types(get_plugin_manager())[0]
-    )
-    echo(f"pipeline {pipeline.name} ({getattr(source_config, 'root', source_config.type)}):")
-    try:
-        entries = await source.dry_run_listing(
-            lambda relative: intake.rule_for_name(pipeline, relative)
-        )
-    except Exception as exc:  # noqa: BLE001 - reported, then the next pipeline
-        echo(f"  cannot list it: {describe(exc)}")
-        return
-    finally:
-        await source.stop()
-    for entry in entries:
-        verb = "take" if entry.decision == "taken" else "ignore"
-        echo(f"  {verb:<7} {entry.identity}" + ("" if verb == "take" else f": {entry.why}"))
-    taken = sum(1 for entry in entries if entry.decision == "taken")
-    echo(f"  → would take {taken}, ignore {len(entries) - taken}")
 
 
 def _dry_run_verdict(

@@ -368,9 +368,9 @@ class HookRecorder:
         self._record("shutdown", config=config)
 
     @hookimpl
-    def ignore_document(self, pipeline: str, path: Path) -> None:
+    def ignore_document(self, pipeline: str, path: Path, location: str) -> None:
         """Record it (and ignore nothing)."""
-        self._record("ignore_document", pipeline=pipeline, path=path)
+        self._record("ignore_document", pipeline=pipeline, path=path, location=location)
 
     @hookimpl
     def document_discovered(self, pipeline: str, document: Document) -> None:
@@ -425,7 +425,13 @@ class HookRecorder:
 
     @hookimpl
     def on_document_error(
-        self, pipeline: str, document: Document | None, path: Path, stage: str, error: str
+        self,
+        pipeline: str,
+        document: Document | None,
+        path: Path,
+        stage: str,
+        error: str,
+        location: str,
     ) -> None:
         """Record it."""
         self._record(
@@ -435,6 +441,7 @@ class HookRecorder:
             path=path,
             stage=stage,
             error=error,
+            location=location,
         )
 
     @hookimpl
@@ -444,7 +451,8 @@ class HookRecorder:
         document: Document | None,
         path: Path,
         outcome: str,
-        destination: Path | None,
+        destination: Path | str | None,
+        location: str,
     ) -> None:
         """Record it."""
         self._record(
@@ -454,4 +462,5 @@ class HookRecorder:
             path=path,
             outcome=outcome,
             destination=destination,
+            location=location,
         )

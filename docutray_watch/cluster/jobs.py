@@ -12,7 +12,8 @@
   and finalize jobs have a higher priority than submit, so a full cap can always drain.
 - A file's source identity is journaled in the same transaction that defers its first job
   (procrastinate's `configure(connection=...)`): the same file found again does nothing.
-- Periodic tasks (one node per period, bodies in `periodic.py`): the scan of shared folders,
+- Periodic tasks (one node per period, bodies in `periodic.py`): the scan of shared folders and
+  the listing of sources such as S3 buckets (intake in `intake_jobs.py`),
   stalled-job recovery (only by a node connected for at least the stalled timeout, only for jobs
   whose worker has been silent for the stalled timeout plus the API write timeout), raising the
   shared request rate, and the clean-up of old finished jobs. Discovery's handoff, deferring a
@@ -24,18 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from procrastinate import RetryStrategy
 from procrastinate import exceptions as procrastinate_errors
 
-from docutray_watch import intake
+from docutray_watch.cluster import intake_jobs, periodic
 from docutray_watch.cluster import latency as shared_latency
-from docutray_watch.cluster import periodic
 from docutray_watch.cluster.app import node_queue
 from docutray_watch.cluster.handoff import ClusterHandoff
 from docutray_watch.cluster.services import (
@@ -49,11 +47,10 @@ from docutray_watch.engine.context import Context
 from docutray_watch.engine.deliver import deliver_all
 from docutray_watch.engine.finalize import changed_during_processing, finalize, version_check
 from docutray_watch.engine.poll import PollState, poll_once
-from docutray_watch.engine.reading import read
 from docutray_watch.engine.steps import HeldSlot, step_failed
 from docutray_watch.engine.submit import interrupted, submit_once
 from docutray_watch.journal import DocumentRow, DocumentState, StepRow, StepState
-from docutray_watch.journal.postgres import ContentClaimed, LeaseLost
+from docutray_watch.journal.postgres import LeaseLost
 from docutray_watch.polling import PollSchedule
 
 if TYPE_CHECKING:
@@ -242,55 +239,17 @@ class ClusterJobs:
         ctx = dataclasses.replace(self.svc.ctx, store=store.fenced(lease))
         return ctx, await store.document(doc_id)
 
-    async def _intake(self, pipeline: str, path: str, relative_path: str) -> None:
-        """Hash a file found in a shared folder and journal it (queued, rejected or duplicate);
-        the handoff defers what comes next."""
-        svc = self.svc
-        if pipeline not in svc.ctx.pipelines:
-            log.warning("intake_pipeline_missing", pipeline=pipeline, path=path)
-            return
-        known = (await svc.store.unfinished_by_path(pipeline)).get(path)
-        if known is not None and known.state != DocumentState.DISCOVERED:
-            return  # journaled by an earlier run of this job
-        if known is None:
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                return  # gone before it was taken: nothing to journal
-            known = await svc.store.add_document(
-                pipeline,
-                path,
-                relative_path,
-                st.st_size,
-                st.st_mtime_ns,
-                ctime_ns=st.st_ctime_ns,
-                inode=st.st_ino,
-            )
-        svc.ctx.documents.remember(known)
-        facts = await read(Path(path))
-        try:
-            await svc.discovery.classify(known, facts)
-        except ContentClaimed:
-            # The same content is being processed from another file (maybe on another node):
-            # this one is its duplicate, archived by whoever holds it, as in single-node mode.
-            assert isinstance(facts, intake.FileFacts)
-            holder = await svc.store.content_holder(pipeline, facts.sha256)
-            if holder is None:
-                raise  # let go meanwhile: the job's retry takes the file again
-            doc = await svc.store.mark_duplicate(
-                known.id,
-                sha256=facts.sha256,
-                content_type=facts.content_type or "application/octet-stream",
-                of=holder.id,
-            )
-            log.info("document_duplicate", pipeline=pipeline, doc=doc.name, of=holder.path)
-            self._handoff().to_the_end(doc)
-        await self._handoff().flush()
-
-    def _handoff(self) -> ClusterHandoff:
-        handoff = self.svc.discovery.handoff
-        assert isinstance(handoff, ClusterHandoff)
-        return handoff
+    async def _intake(
+        self,
+        pipeline: str,
+        path: str,
+        relative_path: str,
+        version: str | None = None,
+        size: int | None = None,
+    ) -> None:
+        """Hash a file found in a shared folder, or a source's document (`version`: streamed
+        from its source), and journal it; the handoff defers what comes next."""
+        await intake_jobs.take(self, pipeline, path, relative_path, version=version, size=size)
 
     async def _submit(
         self,
@@ -480,7 +439,7 @@ class ClusterJobs:
     # -- periodic --------------------------------------------------------------------------------
 
     async def _scan_shared(self, timestamp: int) -> None:
-        await periodic.scan_shared(self)
+        await periodic.scan_shared(self, timestamp)
 
     async def _recover_stalled(self, timestamp: int) -> None:
         await periodic.recover_stalled(self)

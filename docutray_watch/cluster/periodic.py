@@ -1,30 +1,65 @@
 """The cluster's periodic tasks (procrastinate lets one node through per period): the scan of
-shared folders, stalled-job recovery, raising the shared request rate."""
+shared folders and the listing of sources (S3 buckets…), stalled-job recovery, raising the
+shared request rate."""
 
 from __future__ import annotations
+
+import math
 
 import structlog
 from procrastinate import exceptions as procrastinate_errors
 
 from docutray_watch.cluster import readiness
+from docutray_watch.cluster.intake_jobs import defer_source_intakes
 from docutray_watch.cluster.services import OLD_JOBS_HOURS, Jobs
 
-__all__ = ["raise_rate", "recover_stalled", "scan_shared"]
+__all__ = ["listing_due", "raise_rate", "recover_stalled", "scan_shared", "scan_sources"]
 
 log = structlog.get_logger("docutray_watch.cluster")
 
 RATE_QUIET_S = 5.0  # a period without a 429 after which the rate is raised
 
 
-async def scan_shared(jobs: Jobs) -> None:
+async def scan_shared(jobs: Jobs, timestamp: int = 0) -> None:
     """List the shared folders; journal each new complete file's source identity and defer
-    its intake, in one transaction (readiness from what every scan saw: `readiness.py`)."""
+    its intake, in one transaction (readiness from what every scan saw: `readiness.py`).
+    Then list the sources that are due (`scan_sources`)."""
     svc = jobs.svc
     for name, runtime in svc.ctx.pipelines.items():
         config = runtime.config
         if runtime.retired or config.folder_watch is None or not config.folder_watch.shared:
-            continue  # only shared folders (a bucket source is not listed by cluster mode yet)
+            continue  # only shared folders here (sources: `scan_sources`)
         await readiness.scan_folder(jobs, name, runtime)
+    await scan_sources(jobs, timestamp)
+
+
+def listing_due(timestamp: float, period: float, interval: float) -> bool:
+    """True for the one period of each `rescan_interval` in which a source is listed: the
+    period whose tick crosses a multiple of the interval (every period when it is shorter)."""
+    return math.floor(timestamp / interval) != math.floor((timestamp - period) / interval)
+
+
+async def scan_sources(jobs: Jobs, timestamp: int) -> None:
+    """List each source that is due in this period (one node per period: this one), record
+    the identities of the new documents and defer their intake, in one transaction."""
+    svc = jobs.svc
+    if svc.sources is None:
+        return
+    for name, runtime in list(svc.ctx.pipelines.items()):
+        source = runtime.source
+        if runtime.retired or source is None:
+            continue
+        interval = source.config.rescan_interval
+        if not listing_due(timestamp, max(1, svc.scan_period), interval):
+            continue
+        found = await svc.sources.listing(name)
+        try:
+            fresh = await defer_source_intakes(jobs, name, found) if found else 0
+        except BaseException:
+            for doc in found:
+                source.forget(doc.identity)  # not recorded: offered again at the next listing
+            raise
+        log.info("source_listed", pipeline=name, node=svc.node, period=timestamp, new=fresh)
 
 
 async def recover_stalled(jobs: Jobs) -> None:

@@ -9,7 +9,9 @@
 3. the cluster limits (`ClusterSlots`, `ClusterRate`) and the jobs (`ClusterJobs`);
 4. the node's own folders (not `shared: true`) are watched (inotify, `watching.py`) and scanned
    by the node every `watch.rescan_interval` (their files go through discovery, whose handoff
-   defers jobs); the shared ones by the periodic scan job (one node per period);
+   defers jobs); the shared ones, and sources such as S3 buckets (shared by nature: every node
+   builds the source to read and archive its documents, none looks on its own), by the
+   periodic scan job (one node per period; a source every `rescan_interval`);
 5. procrastinate's worker on the queues [`node.<name>`, `shared`], finished jobs deleted;
 6. on `stop` (SIGTERM): the worker stops fetching and finishes its running jobs, the engine
    closes, the node leaves the cluster (its name is free at once).
@@ -101,6 +103,7 @@ class ClusterNode:
         jobs: ClusterJobs | None = None
         handoff = ClusterHandoff(lambda: _must(jobs))
         engine.discovery.handoff = handoff
+        engine.sources.looks_itself = False  # the periodic scan lists them (one node per period)
         try:
             async with open_pool(libpq_url(url)) as pool:
                 await engine.start(resume=False)
@@ -124,6 +127,7 @@ class ClusterNode:
                         ),
                         node=node,
                         discovery=engine.discovery,
+                        sources=engine.sources,
                         local_rate=engine.limiter,
                         healthy=membership.healthy,
                         connected_for=membership.heartbeat.connected_for,

@@ -15,6 +15,7 @@ from docutray_watch.journal.postgres import PostgresStore
 
 if TYPE_CHECKING:
     from docutray_watch.engine.discovery import Discovery
+    from docutray_watch.engine.source_intake import SourceIntake
 
 __all__ = [
     "OLD_JOBS_HOURS",
@@ -49,6 +50,7 @@ class NodeServices:
     stalled_timeout: float = 30.0
     write_timeout: float = 60.0
     scan_period: int = 2
+    sources: SourceIntake | None = None  # the engine's sources (buckets…), listed periodically
     spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = asyncio.ensure_future
 
 

@@ -319,7 +319,9 @@ class Discovery:
             wait = max(0.05, watch.settle - (time.time_ns() - st.st_mtime_ns) / 1e9)
             self._recheck_later(pipeline, candidate, wait)
             return None
-        reason = call_first(self.ctx.pm, "ignore_document", pipeline=pipeline, path=path)
+        reason = call_first(
+            self.ctx.pm, "ignore_document", pipeline=pipeline, path=path, location=str(path)
+        )
         if reason:
             self._note_ignored(pipeline, path, st, f"plugin: {reason}")
             self._release(pipeline, path)

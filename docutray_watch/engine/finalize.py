@@ -69,6 +69,7 @@ async def finalize(
             pipeline=doc.pipeline,
             document=document,
             path=Path(doc.path),
+            location=doc.path,
             stage=doc.error_stage or "intake",
             error=doc.error or "",
         )
@@ -135,6 +136,7 @@ async def finalize(
         pipeline=doc.pipeline,
         document=document,
         path=Path(doc.path),
+        location=doc.path,
         outcome=outcome,
         destination=destination,
     )
@@ -163,6 +165,7 @@ async def _leave_unrouted(ctx: Context, doc: DocumentRow, log: FilteringBoundLog
         pipeline=doc.pipeline,
         document=document_of(doc) if doc.sha256 else None,
         path=Path(doc.path),
+        location=doc.path,
         outcome=outcome,
         destination=None,
     )
@@ -274,6 +277,7 @@ async def changed_during_processing(
         pipeline=doc.pipeline,
         document=document_of(doc),
         path=Path(doc.path),
+        location=doc.path,
         outcome="superseded",
         destination=None,
     )

@@ -8,8 +8,15 @@ sniffed: the same `FileFacts` as a file's), and journaled like a file (path = it
 document overwritten meanwhile (`VersionChangedError`) is dropped, and the source is looked at
 again at once: the new version is taken as a document of its own.
 
+Nominated documents are taken a batch at a time (up to `INTAKE_BATCH`, streamed a few at once)
+and journaled in one transaction with the rest of their batch, as a folder's files are: a
+listing of thousands of objects costs a commit per batch, not per object.
+
 Until it is journaled a document is only a nomination (as for files): a crash leaves nothing to
 resume, and the next look finds it again.
+
+In multi-node mode (`looks_itself` False) no node looks on its own: the cluster's periodic job
+(one node per period) asks for a `listing` and defers each new document's intake to any node.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import itertools
 import zlib
 from functools import partial
+from pathlib import Path
 
 import structlog
 
@@ -25,9 +33,10 @@ from docutray_watch import intake
 from docutray_watch.config import same_settings
 from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, PipelineRuntime
-from docutray_watch.engine.discovery import Discovery
+from docutray_watch.engine.discovery import INTAKE_BATCH, Discovery
 from docutray_watch.engine.source_actions import source_document
 from docutray_watch.journal import DocumentRow, NewDocument
+from docutray_watch.plugins import call_first
 from docutray_watch.sources.base import (
     DocumentGoneError,
     Source,
@@ -43,6 +52,7 @@ __all__ = ["SourceIntake"]
 log = structlog.get_logger("docutray_watch.engine")
 
 _WORKERS = 2
+_STREAMS = 4  # documents of a batch streamed (hashed) at once by one worker
 
 
 class SourceIntake:
@@ -56,6 +66,9 @@ class SourceIntake:
         self._queue: asyncio.Queue[tuple[str, SourceDocument]] = asyncio.Queue()
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._looks = itertools.count()
+        # False in multi-node mode: only `listing` (the periodic job) looks, nothing is queued.
+        self.looks_itself = True
+        self._collected: dict[str, list[SourceDocument]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -91,7 +104,7 @@ class SourceIntake:
             if current is None:
                 current = await self._start_source(name, runtime)
             runtime.source = current
-            if not runtime.retired and name not in self._loops:
+            if not runtime.retired and name not in self._loops and self.looks_itself:
                 self._loops[name] = asyncio.create_task(
                     self._look_every(name, config.rescan_interval), name=f"source-look:{name}"
                 )
@@ -142,6 +155,20 @@ class SourceIntake:
             count += await self._look(name, runtime.source)
         return count
 
+    async def listing(self, pipeline: str) -> list[SourceDocument]:
+        """Multi-node mode: look at a pipeline's source now and return what it nominates
+        (what passes the rules and plugins), without taking anything."""
+        runtime = self.ctx.pipelines.get(pipeline)
+        if runtime is None or runtime.source is None or runtime.retired:
+            return []
+        found: list[SourceDocument] = []
+        self._collected[pipeline] = found
+        try:
+            await self._look(pipeline, runtime.source)
+        finally:
+            del self._collected[pipeline]
+        return found
+
     async def _look(self, name: str, source: Source[SourceConfig]) -> int:
         try:
             return await source.discover()
@@ -162,6 +189,8 @@ class SourceIntake:
         runtime = self.ctx.pipelines.get(pipeline)
         if runtime is None or runtime.source is None or not self.accepting:
             return False
+        if not self.looks_itself:
+            return False  # a cluster: the next periodic listing finds the new version
         key = (pipeline, f"\0look-again-{next(self._looks)}")  # never a document's identity
         self.ctx.documents.nominate(key)
 
@@ -183,9 +212,21 @@ class SourceIntake:
             return False
         documents = self.ctx.documents
         key = (pipeline, doc.identity)
-        if key in documents.nominated or doc.identity in documents.known.get(pipeline, {}):
-            return False  # in progress: its new version is offered again once it ends
+        busy = key in documents.nominated or doc.identity in documents.known.get(pipeline, {})
+        if busy and self.looks_itself:
+            # In progress: its new version is offered again once it ends. (A cluster's listing
+            # records every version; its intake job waits for an older one in progress.)
+            return False
         rule = intake.rule_for_name(runtime.config, doc.relative_path)
+        if rule is None:
+            reason = call_first(
+                self.ctx.pm,
+                "ignore_document",
+                pipeline=pipeline,
+                path=Path(doc.identity),
+                location=doc.identity,
+            )
+            rule = f"plugin: {reason}" if reason else None
         if rule is not None:
             stamp = (doc.size, zlib.crc32(doc.version.encode()))
             if documents.note_ignored(key, stamp):
@@ -194,6 +235,12 @@ class SourceIntake:
                     "file_ignored", pipeline=pipeline, doc=doc.name, path=doc.identity, rule=rule
                 )
             return False
+        if not self.looks_itself:
+            found = self._collected.get(pipeline)
+            if found is None:
+                return False  # a cluster takes what its periodic listing finds, only
+            found.append(doc)
+            return True
         documents.nominate(key)
         self._queue.put_nowait((pipeline, doc))
         return True
@@ -209,39 +256,56 @@ class SourceIntake:
 
     async def _worker(self) -> None:
         while True:
-            pipeline, doc = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < INTAKE_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._take(pipeline, doc)
-            except Exception as exc:  # one document never stops intake (logged with its trace)
-                log.error(
-                    "intake_failed",
-                    pipeline=pipeline,
-                    path=doc.identity,
-                    error=describe(exc),
-                    exc_info=exc,
-                )
-                self._let_go(pipeline, doc)  # a no-op once it was journaled
+                await self._take(batch)
+            except Exception as exc:  # noqa: BLE001 - one batch never stops intake
+                for pipeline, doc in batch:
+                    self._intake_failed(pipeline, doc, exc)  # a no-op once journaled
 
-    async def _take(self, pipeline: str, doc: SourceDocument) -> None:
-        """Stream it once (hash, size, type), journal it, acknowledge its notification."""
-        ctx = self.ctx
-        runtime = ctx.pipelines.get(pipeline)
+    def _intake_failed(self, pipeline: str, doc: SourceDocument, exc: Exception) -> None:
+        """Logged with its trace; offered again at the source's next look."""
+        log.error(
+            "intake_failed", pipeline=pipeline, path=doc.identity, error=describe(exc), exc_info=exc
+        )
+        self._let_go(pipeline, doc)
+
+    async def _inspect(
+        self, pipeline: str, doc: SourceDocument, streams: asyncio.Semaphore
+    ) -> intake.FileFacts | None:
+        """Stream it once (hash, size, type); None when it is not taken now."""
+        runtime = self.ctx.pipelines.get(pipeline)
         if runtime is None or runtime.source is None or not self.accepting:
             self._let_go(pipeline, doc)
-            return
+            return None
         try:
-            facts = await inspect_document(runtime.source, doc)
+            async with streams:
+                return await inspect_document(runtime.source, doc)
         except (VersionChangedError, DocumentGoneError) as exc:
             log.info("document_dropped", pipeline=pipeline, doc=doc.name, reason=str(exc))
             self._let_go(pipeline, doc)
             if isinstance(exc, VersionChangedError):
                 self.look_again(pipeline)
-            return
-        config = runtime.config
-        if intake.rejection_for(facts) is None:
-            assert facts.content_type is not None
-            (queued,) = await ctx.store.add_queued_batch(
-                [
+            return None
+        except Exception as exc:  # noqa: BLE001 - one document never stops its batch
+            self._intake_failed(pipeline, doc, exc)
+            return None
+
+    async def _take(self, batch: list[tuple[str, SourceDocument]]) -> None:
+        """Stream each (a few at once), journal the batch in one transaction, acknowledge
+        each notification. A rejected document is journaled on its own (as a file is)."""
+        ctx = self.ctx
+        streams = asyncio.Semaphore(_STREAMS)
+        read = await asyncio.gather(*(self._inspect(p, d, streams) for p, d in batch))
+        taken = [(p, d, f) for (p, d), f in zip(batch, read, strict=True) if f is not None]
+        plain: list[NewDocument] = []
+        for pipeline, doc, facts in taken:
+            if intake.rejection_for(facts) is None:
+                assert facts.content_type is not None
+                config = ctx.pipelines[pipeline].config
+                plain.append(
                     NewDocument(
                         pipeline=pipeline,
                         path=doc.identity,
@@ -256,21 +320,24 @@ class SourceIntake:
                         skip_if_done=config.duplicates == "skip",
                         source_version=doc.version,
                     )
-                ]
+                )
+        queued = iter(await ctx.store.add_queued_batch(plain) if plain else [])
+        for pipeline, doc, facts in taken:
+            if intake.rejection_for(facts) is None:
+                done = next(queued)
+                if done is not None:
+                    ctx.documents.remember(done.document)  # the document holds the work now
+                    ctx.documents.release((pipeline, doc.identity))
+                    await self._ack(pipeline, doc)
+                    self.discovery.announce_queued(done.document, done.steps)
+                    continue
+            row = await ctx.store.add_document(
+                pipeline, doc.identity, doc.relative_path, facts.size, 0, source_version=doc.version
             )
-            if queued is not None:
-                ctx.documents.remember(queued.document)  # the document holds the work now
-                ctx.documents.release((pipeline, doc.identity))
-                await self._ack(pipeline, doc)
-                self.discovery.announce_queued(queued.document, queued.steps)
-                return
-        row = await ctx.store.add_document(
-            pipeline, doc.identity, doc.relative_path, facts.size, 0, source_version=doc.version
-        )
-        ctx.documents.remember(row)
-        ctx.documents.release((pipeline, doc.identity))
-        await self._ack(pipeline, doc)
-        await self.discovery.classify(row, facts)
+            ctx.documents.remember(row)
+            ctx.documents.release((pipeline, doc.identity))
+            await self._ack(pipeline, doc)
+            await self.discovery.classify(row, facts)
 
     async def _ack(self, pipeline: str, doc: SourceDocument) -> None:
         if doc.ack is None:

@@ -114,6 +114,10 @@ class SourceDocument:
     `changed` (the engine's readiness logic uses the last three)."""
     ack: Ack | None = field(default=None, compare=False, repr=False)
     """Set when a notification must be acknowledged once the document is journaled."""
+    modified_ns: int | None = None
+    """When this version was written (ns since the epoch; S3: LastModified), if the source
+    knows: multi-node mode records it in the document's identity, so the same bytes written
+    again later (after the first copy was moved away) are a new document."""
 
 
 Nominate = Callable[[SourceDocument], bool]

@@ -22,8 +22,10 @@ class Recorder(HookRecorder):
     """Records every hook call, vetoes files named veto*, and adds metadata to submissions."""
 
     @hookimpl
-    def ignore_document(self, pipeline: str, path: Path) -> str | None:  # type: ignore[override]
-        super().ignore_document(pipeline, path)
+    def ignore_document(  # type: ignore[override]
+        self, pipeline: str, path: Path, location: str
+    ) -> str | None:
+        super().ignore_document(pipeline, path, location)
         return "vetoed by the test plugin" if path.name.startswith("veto") else None
 
     @hookimpl

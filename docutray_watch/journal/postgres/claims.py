@@ -26,6 +26,7 @@ __all__ = [
     "content_holder",
     "next_generation",
     "record_source",
+    "record_sources",
     "set_generation",
     "take_lease",
 ]
@@ -75,6 +76,44 @@ async def record_source(
         .returning(sa.literal(True))
     )
     return bool(inserted)
+
+
+_ROWS_AT_ONCE = 1000
+SourceKey = tuple[str, int, int, int]
+"""(path, size, mtime_ns, inode) of one source identity."""
+
+
+async def record_sources(
+    conn: AsyncConnection, keys: list[SourceKey], *, pipeline: str, now: float
+) -> set[SourceKey]:
+    """`record_source` for many documents of a shared source (no node, no document yet), in
+    one statement: the keys recorded now (the others were taken before)."""
+    if not keys:
+        return set()
+    rows = [
+        {
+            "node": "",
+            "path": path,
+            "size": size,
+            "mtime_ns": mtime_ns,
+            "inode": inode,
+            "pipeline": pipeline,
+            "document_id": None,
+            "created_at": now,
+        }
+        for path, size, mtime_ns, inode in dict.fromkeys(keys)
+    ]
+    t = source_identity.c
+    recorded: set[SourceKey] = set()
+    for start in range(0, len(rows), _ROWS_AT_ONCE):  # under PostgreSQL's 65,535 parameters
+        inserted = await conn.execute(
+            postgresql.insert(source_identity)
+            .values(rows[start : start + _ROWS_AT_ONCE])
+            .on_conflict_do_nothing()
+            .returning(t.path, t.size, t.mtime_ns, t.inode)
+        )
+        recorded.update((str(p), int(s), int(m), int(i)) for p, s, m, i in inserted)
+    return recorded
 
 
 async def next_generation(conn: AsyncConnection, pipeline: str, sha256: str) -> int:

@@ -56,6 +56,11 @@ SOURCE_ETAG_KEY = "docutray-source-etag"
 """Metadata of a moved copy: the ETag of the object it was copied from."""
 
 
+def _ns(when: Any) -> int:
+    """A LastModified datetime in ns since the epoch (0 when the store gave none)."""
+    return int(when.timestamp() * 1_000_000) * 1000 if when is not None else 0
+
+
 def sidecar_key(key: str) -> str:
     """`<key>.error.json`; a key too long for S3's 1,024 bytes with the suffix is cut and
     tagged with a hash of the whole key, so every document keeps a sidecar of its own."""
@@ -79,6 +84,7 @@ class S3Source(Source[S3SourceConfig]):
         # key -> (ETag, size) last offered and taken up: not offered again while unchanged.
         self._offered: dict[str, tuple[str, int]] = {}
         self._kept: set[tuple[str, str]] = set()
+        self._modified: dict[str, int] = {}  # key -> LastModified (ns) at the last listing
         self.events: SqsEvents | None = None
         if config.events is not None:
             self.events = SqsEvents(self, config.events)
@@ -96,7 +102,9 @@ class S3Source(Source[S3SourceConfig]):
             raise ValueError(f"{identity} is not in bucket {self.config.bucket}")
         return key
 
-    def document(self, key: str, etag: str, size: int, hint: str = "listed") -> SourceDocument:
+    def document(
+        self, key: str, etag: str, size: int, hint: str = "listed", modified_ns: int | None = None
+    ) -> SourceDocument:
         """The nominated document for one object version."""
         return SourceDocument(
             identity=self.identity_of(key),
@@ -106,6 +114,7 @@ class S3Source(Source[S3SourceConfig]):
             version=etag,
             hint=hint,
             ack=self._ack_for(key, etag),
+            modified_ns=modified_ns if modified_ns is not None else self._modified.get(key),
         )
 
     def _ack_for(self, key: str, etag: str) -> Any:
@@ -134,10 +143,13 @@ class S3Source(Source[S3SourceConfig]):
     def _list_all(self) -> dict[str, tuple[str, int]]:
         """key -> (ETag, size) of every object under the prefix (all pages; in a thread)."""
         found: dict[str, tuple[str, int]] = {}
+        modified: dict[str, int] = {}
         paginator = self.calls.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.config.bucket, Prefix=self.config.prefix):
             for item in page.get("Contents", []):
                 found[item["Key"]] = (item["ETag"], item["Size"])
+                modified[item["Key"]] = _ns(item.get("LastModified"))
+        self._modified = modified
         return found
 
     async def listing(self) -> dict[str, tuple[str, int]]:
@@ -215,7 +227,7 @@ class S3Source(Source[S3SourceConfig]):
         etag, size = answer["ETag"], answer["ContentLength"]
         if self.offered(key, etag):
             return None
-        doc = self.document(key, etag, size, hint)
+        doc = self.document(key, etag, size, hint, _ns(answer.get("LastModified")))
         if self._nominate(doc):
             self._offered[key] = (etag, size)
             return doc

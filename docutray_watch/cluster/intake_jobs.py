@@ -1,0 +1,193 @@
+"""The cluster's intake: what the shared scan found becomes a journaled document on any node.
+
+- `defer_source_intakes`: the documents a source's listing nominated (an S3 bucket: shared by
+  nature) get their source identity recorded — path, size, when written, a number of their
+  version — and, for those recorded now, an intake job on the shared queue, in one transaction:
+  the same object version listed again (by any node, in any period) does nothing.
+- `take` (the `dtw.intake` job): a file of a shared folder is read from disk; a source's
+  document (`version` given) is streamed from its source, conditional on that version, then
+  journaled and classified; the handoff defers what comes next. A source's document that
+  changed or went meanwhile is dropped (the next listing finds the new version); one whose
+  older version is still in progress waits for it to end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import time
+from pathlib import Path
+
+import structlog
+
+from docutray_watch import intake
+from docutray_watch.cluster.handoff import ClusterHandoff
+from docutray_watch.cluster.services import PRIORITY_DRAIN, SHARED_QUEUE, Jobs
+from docutray_watch.engine.reading import Unreadable, read
+from docutray_watch.journal import DocumentRow, DocumentState
+from docutray_watch.journal.postgres import ContentClaimed, claims
+from docutray_watch.sources.base import DocumentGoneError, SourceDocument, VersionChangedError
+from docutray_watch.sources.reading import inspect_document
+
+__all__ = ["IN_PROGRESS_RETRY_S", "defer_source_intakes", "identity_key", "take"]
+
+log = structlog.get_logger("docutray_watch.cluster")
+
+IN_PROGRESS_RETRY_S = 5.0  # a new version waits this long for the older one to end
+
+
+def identity_key(doc: SourceDocument) -> claims.SourceKey:
+    """The source identity of one version of a source's document: (identity, size, when it
+    was written, a 63-bit number of its version token)."""
+    digest = hashlib.blake2b(doc.version.encode(), digest_size=8).digest()
+    return (doc.identity, doc.size, doc.modified_ns or 0, int.from_bytes(digest, signed=True))
+
+
+def _intake_key(pipeline: str, doc: SourceDocument) -> str:
+    return f"intake:{pipeline}:{doc.identity}:{doc.version}"
+
+
+async def defer_source_intakes(jobs: Jobs, pipeline: str, found: list[SourceDocument]) -> int:
+    """Record the identities of what a listing found and defer the intake of each one new;
+    how many were new."""
+    svc = jobs.svc
+    by_key = {identity_key(doc): doc for doc in found}
+    async with svc.store.transaction() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        fresh = await claims.record_sources(conn, list(by_key), pipeline=pipeline, now=time.time())
+        for key, doc in by_key.items():
+            if key not in fresh:
+                continue  # taken already (by this or another node)
+            await jobs.defer_job(
+                jobs.intake,
+                queue=SHARED_QUEUE,
+                priority=PRIORITY_DRAIN,
+                key=_intake_key(pipeline, doc),
+                connection=raw,
+                pipeline=pipeline,
+                path=doc.identity,
+                relative_path=doc.relative_path,
+                version=doc.version,
+                size=doc.size,
+            )
+    return len(fresh)
+
+
+async def take(
+    jobs: Jobs,
+    pipeline: str,
+    path: str,
+    relative_path: str,
+    *,
+    version: str | None = None,
+    size: int | None = None,
+) -> None:
+    """Read (or stream) a document the shared scan found and journal it (queued, rejected
+    or duplicate); the handoff defers what comes next."""
+    svc = jobs.svc
+    if pipeline not in svc.ctx.pipelines:
+        log.warning("intake_pipeline_missing", pipeline=pipeline, path=path)
+        return
+    known = (await svc.store.unfinished_by_path(pipeline)).get(path)
+    if version is not None:
+        await _take_source_document(jobs, pipeline, path, relative_path, version, size, known)
+        return
+    if known is not None and known.state != DocumentState.DISCOVERED:
+        return  # journaled by an earlier run of this job
+    if known is None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return  # gone before it was taken: nothing to journal
+        known = await svc.store.add_document(
+            pipeline,
+            path,
+            relative_path,
+            st.st_size,
+            st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            inode=st.st_ino,
+        )
+    svc.ctx.documents.remember(known)
+    await _classify(jobs, known, await read(Path(path)))
+
+
+async def _take_source_document(
+    jobs: Jobs,
+    pipeline: str,
+    identity: str,
+    relative_path: str,
+    version: str,
+    size: int | None,
+    known: DocumentRow | None,
+) -> None:
+    svc = jobs.svc
+    runtime = svc.ctx.pipelines[pipeline]
+    if runtime.source is None:  # the pipeline takes no documents from a source (any more)
+        log.warning("intake_source_missing", pipeline=pipeline, path=identity)
+        return
+    doc = SourceDocument(
+        identity=identity,
+        name=posixpath.basename(identity),
+        relative_path=relative_path,
+        size=size or 0,
+        version=version,
+    )
+    if known is not None and known.source_version != version:
+        if known.state != DocumentState.DISCOVERED:
+            # An older version is in progress: this one is taken once it ends.
+            await jobs.defer_job(
+                jobs.intake,
+                queue=SHARED_QUEUE,
+                priority=PRIORITY_DRAIN,
+                key=_intake_key(pipeline, doc),
+                schedule_in=IN_PROGRESS_RETRY_S,
+                pipeline=pipeline,
+                path=identity,
+                relative_path=relative_path,
+                version=version,
+                size=size,
+            )
+            return
+        # An older version's intake was cut short: it is not the object there now.
+        await svc.discovery.reject(known, f"a newer version ({version}) was listed", forget=True)
+        known = None
+    elif known is not None and known.state != DocumentState.DISCOVERED:
+        return  # journaled by an earlier run of this job
+    if known is None:
+        known = await svc.store.add_document(
+            pipeline, identity, relative_path, doc.size, 0, source_version=version
+        )
+    svc.ctx.documents.remember(known)
+    try:
+        facts = await inspect_document(runtime.source, doc)
+    except (VersionChangedError, DocumentGoneError) as exc:
+        # Not this version any more: the next listing finds what is there now.
+        await svc.discovery.reject(known, str(exc), forget=True)
+        return
+    await _classify(jobs, known, facts)
+
+
+async def _classify(jobs: Jobs, known: DocumentRow, facts: intake.FileFacts | Unreadable) -> None:
+    svc = jobs.svc
+    handoff = svc.discovery.handoff
+    assert isinstance(handoff, ClusterHandoff)
+    try:
+        await svc.discovery.classify(known, facts)
+    except ContentClaimed:
+        # The same content is being processed from another document (maybe on another node):
+        # this one is its duplicate, archived by whoever holds it, as in single-node mode.
+        assert isinstance(facts, intake.FileFacts)
+        holder = await svc.store.content_holder(known.pipeline, facts.sha256)
+        if holder is None:
+            raise  # let go meanwhile: the job's retry takes the document again
+        doc = await svc.store.mark_duplicate(
+            known.id,
+            sha256=facts.sha256,
+            content_type=facts.content_type or "application/octet-stream",
+            of=holder.id,
+        )
+        log.info("document_duplicate", pipeline=known.pipeline, doc=doc.name, of=holder.path)
+        handoff.to_the_end(doc)
+    await handoff.flush()
