@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from typing import Any
 
 import httpx
@@ -30,14 +29,14 @@ from docutray_watch.cluster.app import create_app, libpq_url, node_queue
 from docutray_watch.cluster.jobs import SHARED_QUEUE, ClusterHandoff, ClusterJobs, NodeServices
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
 from docutray_watch.cluster.membership import join_cluster
+from docutray_watch.cluster.outages import Outages
 from docutray_watch.config import Config
 from docutray_watch.engine import Engine
 from docutray_watch.engine.limits import fixed_rate
 from docutray_watch.journal.postgres import PostgresStore
 from docutray_watch.metrics import Metrics
-from docutray_watch.sdnotify import Notifier
 
-__all__ = ["ClusterNode", "run_cluster_daemon"]
+__all__ = ["ClusterNode"]
 
 log = structlog.get_logger("docutray_watch.cluster")
 
@@ -67,6 +66,10 @@ class ClusterNode:
         self.waiting_for: str | None = None  # why the node is not ready yet (for /readyz)
         self.ready = asyncio.Event()
         self.jobs: ClusterJobs | None = None
+        self.engine: Engine | None = None  # while it runs (the status page, reload)
+        self.store: PostgresStore | None = None
+        self.outages = Outages()  # the database lost while serving: /readyz, deadlines
+        self.metrics.set_node(self.cluster.node_name)  # every series labelled node=<name>
 
     def _waiting(self, reason: str) -> None:
         self.waiting_for = f"waiting for the cluster database: {reason}"
@@ -75,7 +78,9 @@ class ClusterNode:
         """Serve until `stop` is set (or the node's name is taken over); raises
         `ClusterConfigError` (exit 78) when the node must not join."""
         self.waiting_for = "joining the cluster"
-        joining = asyncio.ensure_future(join_cluster(self.config, on_waiting=self._waiting))
+        joining = asyncio.ensure_future(
+            join_cluster(self.config, on_waiting=self._waiting, outages=self.outages)
+        )
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -98,6 +103,7 @@ class ClusterNode:
             # cast: PostgresStore lacks the routing calls of StateStore until they land on main.
             store=store,
         )
+        self.engine, self.store = engine, store
         jobs: ClusterJobs | None = None
         handoff = ClusterHandoff(lambda: _must(jobs))
         engine.discovery.handoff = handoff
@@ -130,6 +136,7 @@ class ClusterNode:
                         stalled_timeout=self.cluster.stalled_timeout,
                         write_timeout=self.config.api.timeout.write,
                         scan_period=max(1, round(self.cluster.heartbeat_interval)),
+                        outages=self.outages,
                     )
                     jobs = self.jobs = ClusterJobs(app, services)
                     async with app.open_async():
@@ -220,63 +227,3 @@ class ClusterNode:
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:
     assert jobs is not None, "jobs are registered before the worker runs"
     return jobs
-
-
-EX_CONFIG = 78
-
-
-def run_cluster_daemon(config: Config, *, plugin_manager: pluggy.PluginManager) -> int:
-    """`docutray-watch run` with a `cluster:` block: the process exit code."""
-    return asyncio.run(_serve_until_signal(config, plugin_manager))
-
-
-async def _serve_until_signal(config: Config, pm: pluggy.PluginManager) -> int:
-    from docutray_watch.cluster.errors import ClusterConfigError
-    from docutray_watch.health import HealthServer
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    node = ClusterNode(config, plugin_manager=pm)
-
-    async def readiness() -> list[str]:
-        return [node.waiting_for] if node.waiting_for else []
-
-    notifier = Notifier.from_env()
-    systemd = asyncio.create_task(_tell_systemd(node, notifier, stop), name="cluster-sdnotify")
-    health = None
-    if config.metrics is not None:
-        # /readyz says why while the node waits for PostgreSQL (or is still joining).
-        health = HealthServer(
-            node.metrics, readiness, host=config.metrics.host, port=config.metrics.port
-        )
-        await health.start()
-    try:
-        await node.run(stop)
-    except ClusterConfigError as exc:
-        key = f"{exc.key}: " if exc.key else ""
-        log.error("config_invalid", problems=[f"{key}{exc}"])
-        return EX_CONFIG
-    finally:
-        notifier.stopping()
-        systemd.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await systemd
-        notifier.close()
-        if health is not None:
-            await health.stop()
-    return 0
-
-
-async def _tell_systemd(node: ClusterNode, notifier: Notifier, stop: asyncio.Event) -> None:
-    """READY=1 once the node serves its queues, then WATCHDOG=1 from the main loop (the jobs
-    run in this loop: a loop that is stuck stops the pings)."""
-    await node.ready.wait()
-    notifier.ready()
-    notifier.status(f"serving the cluster's jobs as node {node.cluster.node_name}")
-    interval = notifier.watchdog_interval()
-    while interval and not stop.is_set():
-        notifier.watchdog()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
