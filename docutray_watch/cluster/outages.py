@@ -13,6 +13,7 @@ count from the step's first try, as before).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,6 +36,9 @@ class Outages:
         self._spans: deque[tuple[float, float]] = deque(maxlen=_KEEP)
         self._down_since: float | None = None
         self._error = ""
+        self.came_back = asyncio.Event()
+        """Set when an outage ends (the job worker starts again at once, not after its
+        backoff); whoever waits on it clears it first."""
 
     def down(self, error: str) -> None:
         """A connection or a statement failed: the outage starts now (unless it had)."""
@@ -50,6 +54,7 @@ class Outages:
         start, end = self._down_since, self._clock()
         self._spans.append((start, end))
         self._down_since = None
+        self.came_back.set()
         log.info("cluster_database_back", outage_s=round(end - start, 1))
 
     @property

@@ -163,9 +163,13 @@ class ClusterNode:
                 # The worker ended on its own: the database went away (a restart, a terminated
                 # connection). Nothing is failed: wait, then work again.
                 self.waiting_for = "the job worker lost the cluster database; reconnecting"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(30.0, backoff * 2)
+                came_back = self.outages.came_back
+                came_back.clear()  # the heartbeat tells when the database answers again
+                waits = {asyncio.ensure_future(e.wait()) for e in (stop, came_back)}
+                await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waits:
+                    waiter.cancel()
+                backoff = 1.0 if came_back.is_set() else min(30.0, backoff * 2)
                 self.waiting_for = None
         finally:
             scanning.cancel()
