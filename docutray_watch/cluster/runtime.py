@@ -160,6 +160,9 @@ class ClusterNode:
             while not (stop.is_set() or lost.is_set()):
                 if await self._work_until(app, node, stop, lost):
                     break
+                if self.outages.came_back.is_set():
+                    backoff = 1.0
+                    continue  # restarted because the database came back: at once
                 # The worker ended on its own: the database went away (a restart, a terminated
                 # connection). Nothing is failed: wait, then work again.
                 self.waiting_for = "the job worker lost the cluster database; reconnecting"
@@ -181,8 +184,15 @@ class ClusterNode:
     async def _work_until(
         self, app: Any, node: str, stop: asyncio.Event, lost: asyncio.Event
     ) -> bool:
-        """Run procrastinate's worker until `stop` or `lost` (True) or until it ends on its
-        own (False)."""
+        """Run procrastinate's worker until `stop` or `lost` (True), until it ends on its own,
+        or until the database comes back after an outage the heartbeat saw (False).
+
+        After an outage the worker is started afresh: a job whose end the worker could not
+        record (its connection was cut as it finished) would otherwise stay `doing` under a
+        live worker, holding its document's lock for ever; a stopped worker's `doing` jobs are
+        retried by the stalled-job recovery."""
+        came_back = self.outages.came_back
+        came_back.clear()
         worker = asyncio.create_task(
             app.run_worker_async(
                 queues=[node_queue(node), SHARED_QUEUE],
@@ -195,7 +205,7 @@ class ClusterNode:
             ),
             name="cluster-worker",
         )
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, lost, came_back)]
         try:
             await asyncio.wait([worker, *waiters], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -207,6 +217,9 @@ class ClusterNode:
                 await asyncio.gather(worker, return_exceptions=True)
         if stop.is_set() or lost.is_set():
             return True
+        if came_back.is_set():
+            log.info("cluster_worker_restarted", node=node, reason="the database came back")
+            return False
         error = worker.exception() if not worker.cancelled() else None
         log.error("cluster_worker_ended", node=node, error=f"{type(error).__name__}: {error}")
         return False

@@ -92,7 +92,7 @@ async def test_api_status_and_metrics_of_a_cluster_node(
             live = (await client.get(f"{web}/api/live")).json()
             retry = await client.post(f"{web}/api/documents/1/retry")
         cli = await asyncio.to_thread(cluster_status_report, config)
-    assert set(status) == set(cli)  # one code path: the same document as `status --json`
+    assert set(status) == set(cli), status  # one code path: the same document as `status --json`
     cluster = status["cluster"]
     assert cluster["this_node"] == "n1"
     [node] = cluster["nodes"]
