@@ -489,10 +489,17 @@ def run_daemon(
     """Run the daemon until SIGTERM; the process exit code."""
     if config.cluster is not None:
         # Multi-node mode: the jobs of the cluster's queues instead of the local engine loop.
-        from docutray_watch.cluster.runtime import run_cluster_daemon
+        from docutray_watch.cluster.node_daemon import run_cluster_daemon
 
         loaded = plugins if plugins is not None else load_plugins()
-        return run_cluster_daemon(config, plugin_manager=loaded.pm)
+        return run_cluster_daemon(
+            config,
+            plugin_manager=loaded.pm,
+            config_path=config_path,
+            sink_types=loaded.config_sink_types,
+            log_level=log_level,
+            log_format=log_format,
+        )
     daemon = Daemon(
         config, config_path, plugins=plugins, log_level=log_level, log_format=log_format
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -12,6 +14,7 @@ from prometheus_client import (
 from prometheus_client import (
     ProcessCollector as _ProcessCollector,
 )
+from prometheus_client.metrics_core import Metric
 
 __all__ = ["API_STATES", "Metrics"]
 
@@ -121,8 +124,9 @@ class Metrics:
             registry=r,
         )
         self.set_api_state("ok")
-        # Cluster mode: which node this is, as one series (join on it in queries) rather than a
-        # `node` label on every metric; Prometheus's `instance` label already tells scrapes apart.
+        # Cluster mode: which node this is, as a series of its own, and a `node` label added to
+        # every series at render time (`render`), so sums over a cluster can be split by node.
+        self.node: str | None = None
         self.node_info = Gauge(
             f"{_PREFIX}_node_info",
             "1, labelled with this daemon's cluster node name (cluster mode only).",
@@ -133,7 +137,9 @@ class Metrics:
             self.set_node(node)
 
     def set_node(self, name: str) -> None:
-        """Cluster mode: publish `docutray_watch_node_info{node=name} 1` (the only series)."""
+        """Cluster mode: publish `docutray_watch_node_info{node=name} 1` and label every
+        exported series `node=name` (a node has one name at a time)."""
+        self.node = name
         self.node_info.clear()
         self.node_info.labels(name).set(1)
 
@@ -143,5 +149,24 @@ class Metrics:
             self.api_state.labels(name).set(1 if name == state else 0)
 
     def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+        """The text exposition format (every series labelled `node=…` in cluster mode)."""
+        if self.node is None:
+            return generate_latest(self.registry)
+        return generate_latest(_NodeLabelled(self.registry, self.node))
+
+
+class _NodeLabelled:
+    """The registry's families with `node=<name>` added to every sample that lacks it."""
+
+    def __init__(self, registry: CollectorRegistry, node: str) -> None:
+        self.registry = registry
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [
+                sample._replace(labels={"node": self.node, **sample.labels})
+                for sample in family.samples
+            ]
+            yield labelled

@@ -16,7 +16,9 @@ imported by a single-node daemon):
 - `jobs`: the procrastinate jobs, one phase each (`handoff`: discovery's handoff that defers a
   document's first job; `periodic`: the shared scan, stalled-job recovery, the rate's raise;
   `services`: queue names, priorities and what the jobs share);
-- `runtime`: `run` in multi-node mode (`ClusterNode`, `run_cluster_daemon`).
+- `runtime`: `run` in multi-node mode (`ClusterNode`); `node_daemon`: the process around it
+  (listeners, status page, SIGHUP, sd_notify: `NodeDaemon`, `run_cluster_daemon`); `outages`:
+  when the database was away (deadlines pause, /readyz says why).
 
 The config block itself is `docutray_watch.config.ClusterConfig` (`cluster:`).
 """

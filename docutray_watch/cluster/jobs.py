@@ -300,9 +300,8 @@ class ClusterJobs:
             await svc.slots.give_back(step_row)  # never reached the service: no slot meanwhile
         config = ctx.pipelines[doc.pipeline].config
         first_try = step.first_try_at or time.time()
-        if (
-            attempt.retry_in > 0
-            and time.time() + attempt.retry_in > first_try + config.poll.timeout
+        if attempt.retry_in > 0 and time.time() + attempt.retry_in > self._deadline(
+            first_try, config.poll.timeout
         ):
             reason = f"could not submit within {config.poll.timeout:g} s (last error: {step.error})"
             await step_failed(ctx, step, reason, logger, stage="submit")
@@ -374,10 +373,8 @@ class ClusterJobs:
             await self._note_throttle()
             await shared_latency.share(svc.store, svc.ctx.latency)
         if polled.next_in is not None:
-            deadline = (polled.step.first_try_at or submitted) + ctx.pipelines[
-                doc.pipeline
-            ].config.poll.timeout
-            if time.time() > deadline:
+            first_try = polled.step.first_try_at or submitted
+            if time.time() > self._deadline(first_try, config.timeout):
                 await step_failed(
                     ctx,
                     polled.step,
@@ -393,6 +390,11 @@ class ClusterJobs:
                 return
         await svc.slots.give_back(step_row)
         await self.defer_after_steps(doc_id, holder)
+
+    def _deadline(self, first_try: float, timeout: float) -> float:
+        """When a step gives up: `poll.timeout` after its first try, plus the time this node
+        could not reach the cluster database since (no job of it could run meanwhile)."""
+        return first_try + timeout + self.svc.outages.paused_between(first_try)
 
     async def _deliver(self, doc_id: int, holder: str | None) -> None:
         """Deliver a completed document's results to every sink, then its final action."""

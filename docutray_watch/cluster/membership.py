@@ -26,6 +26,7 @@ from tenacity import (
 from docutray_watch.cluster.errors import ClusterUnreachableError
 from docutray_watch.cluster.fingerprint import ConfigCheck, check_config
 from docutray_watch.cluster.nodes import Heartbeat, Registration, deregister_node, register_node
+from docutray_watch.cluster.outages import Outages
 from docutray_watch.cluster.schema import check_schema
 from docutray_watch.config import ClusterConfig, Config
 
@@ -74,12 +75,14 @@ async def join_cluster(
     *,
     on_waiting: Callable[[str], None] | None = None,
     max_wait: float | None = None,
+    outages: Outages | None = None,
 ) -> ClusterMembership:
     """Check the schema and the configuration, take the node's name, start the heartbeat.
 
     Raises a `ClusterConfigError` (exit 78) for an uninitialised or newer database, a config
     that differs from the cluster's, or a live node of the same name. Waits while the database
     is unreachable (forever, or `max_wait` seconds before `ClusterUnreachableError`).
+    `outages` is told by the heartbeat when the database goes away and comes back.
     """
     cluster = config.cluster
     if cluster is None:
@@ -106,7 +109,10 @@ async def join_cluster(
                 register_node, url, cluster.node_name, stalled_timeout=cluster.stalled_timeout
             )
     heartbeat = Heartbeat(
-        registration, interval=cluster.heartbeat_interval, stalled_timeout=cluster.stalled_timeout
+        registration,
+        interval=cluster.heartbeat_interval,
+        stalled_timeout=cluster.stalled_timeout,
+        outages=outages,
     )
     membership = ClusterMembership(cluster, registration, heartbeat, checked)
     membership._task = asyncio.create_task(heartbeat.run(), name="cluster-heartbeat")

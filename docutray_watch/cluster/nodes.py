@@ -40,6 +40,7 @@ from docutray_watch.cluster._db import (
 )
 from docutray_watch.cluster.app import libpq_url
 from docutray_watch.cluster.errors import NodeNameInUseError
+from docutray_watch.cluster.outages import Outages
 
 __all__ = [
     "Heartbeat",
@@ -222,8 +223,11 @@ class Heartbeat:
         interval: float,
         stalled_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        outages: Outages | None = None,
     ) -> None:
         self._registration = registration
+        self.outages = outages
+        """Told of each failed beat and of the next good one (deadlines pause meanwhile)."""
         self._interval = interval
         self._stalled_timeout = stalled_timeout
         self._clock = clock
@@ -281,10 +285,13 @@ class Heartbeat:
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self._connected_since = None
             await self._close()
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if self.outages is not None:
+                self.outages.down(error)
             log.warning(
                 "cluster_heartbeat_failed",
                 node=self._registration.name,
-                error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                error=error,
                 healthy=self.healthy(),
             )
             return False
@@ -297,6 +304,8 @@ class Heartbeat:
                 "longer than the stalled timeout)",
             )
             return False
+        if self.outages is not None:
+            self.outages.up()
         # The row was written after the attempt started: counting from then is conservative.
         self._last_success = attempt_started
         if self._connected_since is None:

@@ -3,7 +3,8 @@ PostgreSQL journal (every node's documents), not on a local SQLite file.
 
 - `cluster_status_report`: the single-node `status --json` document built from the cluster's
   journal, plus a `cluster` part: the nodes (state, heartbeat age, unfinished documents each
-  holds) and the cluster's request rate row.
+  holds) and the cluster's request rate row. `cluster_status` is the same in a running loop:
+  a cluster node's status page serves it as `GET /api/status`.
 - `retry_in_cluster`: requeues like the single-node `retry`; the requeue bumps the `requeued`
   counter in the cluster journal's `meta` in the same transaction, which is how nodes notice.
   A file on another node's own folder cannot be checked from here: it is requeued, and the
@@ -43,6 +44,7 @@ _lexists = os.path.lexists
 
 __all__ = [
     "ClusterRetry",
+    "cluster_status",
     "cluster_status_report",
     "open_cluster_store",
     "prune_cluster",
@@ -75,11 +77,20 @@ async def open_cluster_store(config: Config) -> PostgresStore:
 
 def cluster_status_report(config: Config, *, failures: int = 10) -> dict[str, Any]:
     """The `status --json` document of the whole cluster (see the module's docstring)."""
+    return asyncio.run(cluster_status(config, failures=failures))
+
+
+async def cluster_status(
+    config: Config, *, failures: int = 10, store: PostgresStore | None = None
+) -> dict[str, Any]:
+    """`cluster_status_report`, in a running loop: what a cluster node's status page serves as
+    `GET /api/status` (one code path for both). `store`: an open cluster journal to read (a
+    node's own); else one is opened and closed."""
     assert config.cluster is not None
     url, node = _cluster(config)
-    nodes = list_nodes(url, stalled_timeout=config.cluster.stalled_timeout)
-    rate = _cluster_rate(url)
-    facts, held = asyncio.run(_status_facts(config, failures))
+    nodes = await asyncio.to_thread(list_nodes, url, stalled_timeout=config.cluster.stalled_timeout)
+    rate = await asyncio.to_thread(_cluster_rate, url)
+    facts, held = await _status_facts(config, failures, store)
     now = time.time()
     report = status_document(
         config, facts, journal=f"{safe_url(url)} (cluster journal, schema docutray)", now=now
@@ -95,8 +106,10 @@ def cluster_status_report(config: Config, *, failures: int = 10) -> dict[str, An
     return report
 
 
-async def _status_facts(config: Config, limit: int) -> tuple[StatusFacts, dict[str | None, int]]:
-    store = await open_cluster_store(config)
+async def _status_facts(
+    config: Config, limit: int, given: PostgresStore | None
+) -> tuple[StatusFacts, dict[str | None, int]]:
+    store = given or await open_cluster_store(config)
     try:
         facts = StatusFacts(
             counts=await store.outcome_counts(),
@@ -117,7 +130,8 @@ async def _status_facts(config: Config, limit: int) -> tuple[StatusFacts, dict[s
             )
             held: dict[str | None, int] = {node: int(n) for node, n in found}
     finally:
-        await store.close()
+        if given is None:
+            await store.close()
     return facts, held
 
 

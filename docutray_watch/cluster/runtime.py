@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from typing import Any
 
 import httpx
@@ -32,15 +31,15 @@ from docutray_watch.cluster.app import create_app, libpq_url, node_queue
 from docutray_watch.cluster.jobs import SHARED_QUEUE, ClusterHandoff, ClusterJobs, NodeServices
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
 from docutray_watch.cluster.membership import join_cluster
+from docutray_watch.cluster.outages import Outages
 from docutray_watch.cluster.watching import LocalWatchers
 from docutray_watch.config import Config
 from docutray_watch.engine import Engine
 from docutray_watch.engine.limits import fixed_rate
 from docutray_watch.journal.postgres import PostgresStore
 from docutray_watch.metrics import Metrics
-from docutray_watch.sdnotify import Notifier
 
-__all__ = ["ClusterNode", "run_cluster_daemon"]
+__all__ = ["ClusterNode"]
 
 log = structlog.get_logger("docutray_watch.cluster")
 
@@ -70,6 +69,10 @@ class ClusterNode:
         self.waiting_for: str | None = None  # why the node is not ready yet (for /readyz)
         self.ready = asyncio.Event()
         self.jobs: ClusterJobs | None = None
+        self.engine: Engine | None = None  # while it runs (the status page, reload)
+        self.store: PostgresStore | None = None
+        self.outages = Outages()  # the database lost while serving: /readyz, deadlines
+        self.metrics.set_node(self.cluster.node_name)  # every series labelled node=<name>
 
     def _waiting(self, reason: str) -> None:
         self.waiting_for = f"waiting for the cluster database: {reason}"
@@ -78,7 +81,9 @@ class ClusterNode:
         """Serve until `stop` is set (or the node's name is taken over); raises
         `ClusterConfigError` (exit 78) when the node must not join."""
         self.waiting_for = "joining the cluster"
-        joining = asyncio.ensure_future(join_cluster(self.config, on_waiting=self._waiting))
+        joining = asyncio.ensure_future(
+            join_cluster(self.config, on_waiting=self._waiting, outages=self.outages)
+        )
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -100,6 +105,7 @@ class ClusterNode:
             environ=self.environ,
             store=store,
         )
+        self.engine, self.store = engine, store
         jobs: ClusterJobs | None = None
         handoff = ClusterHandoff(lambda: _must(jobs))
         engine.discovery.handoff = handoff
@@ -134,6 +140,7 @@ class ClusterNode:
                         stalled_timeout=self.cluster.stalled_timeout,
                         write_timeout=self.config.api.timeout.write,
                         scan_period=max(1, round(self.cluster.heartbeat_interval)),
+                        outages=self.outages,
                     )
                     jobs = self.jobs = ClusterJobs(app, services)
                     async with app.open_async():
@@ -157,12 +164,19 @@ class ClusterNode:
             while not (stop.is_set() or lost.is_set()):
                 if await self._work_until(app, node, stop, lost):
                     break
+                if self.outages.came_back.is_set():
+                    backoff = 1.0
+                    continue  # restarted because the database came back: at once
                 # The worker ended on its own: the database went away (a restart, a terminated
                 # connection). Nothing is failed: wait, then work again.
                 self.waiting_for = "the job worker lost the cluster database; reconnecting"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(30.0, backoff * 2)
+                came_back = self.outages.came_back
+                came_back.clear()  # the heartbeat tells when the database answers again
+                waits = {asyncio.ensure_future(e.wait()) for e in (stop, came_back)}
+                await asyncio.wait(waits, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waits:
+                    waiter.cancel()
+                backoff = 1.0 if came_back.is_set() else min(30.0, backoff * 2)
                 self.waiting_for = None
         finally:
             scanning.cancel()
@@ -174,8 +188,15 @@ class ClusterNode:
     async def _work_until(
         self, app: Any, node: str, stop: asyncio.Event, lost: asyncio.Event
     ) -> bool:
-        """Run procrastinate's worker until `stop` or `lost` (True) or until it ends on its
-        own (False)."""
+        """Run procrastinate's worker until `stop` or `lost` (True), until it ends on its own,
+        or until the database comes back after an outage the heartbeat saw (False).
+
+        After an outage the worker is started afresh: a job whose end the worker could not
+        record (its connection was cut as it finished) would otherwise stay `doing` under a
+        live worker, holding its document's lock for ever; a stopped worker's `doing` jobs are
+        retried by the stalled-job recovery."""
+        came_back = self.outages.came_back
+        came_back.clear()
         worker = asyncio.create_task(
             app.run_worker_async(
                 queues=[node_queue(node), SHARED_QUEUE],
@@ -188,7 +209,7 @@ class ClusterNode:
             ),
             name="cluster-worker",
         )
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, lost, came_back)]
         try:
             await asyncio.wait([worker, *waiters], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -200,6 +221,9 @@ class ClusterNode:
                 await asyncio.gather(worker, return_exceptions=True)
         if stop.is_set() or lost.is_set():
             return True
+        if came_back.is_set():
+            log.info("cluster_worker_restarted", node=node, reason="the database came back")
+            return False
         error = worker.exception() if not worker.cancelled() else None
         log.error("cluster_worker_ended", node=node, error=f"{type(error).__name__}: {error}")
         return False
@@ -230,63 +254,3 @@ class ClusterNode:
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:
     assert jobs is not None, "jobs are registered before the worker runs"
     return jobs
-
-
-EX_CONFIG = 78
-
-
-def run_cluster_daemon(config: Config, *, plugin_manager: pluggy.PluginManager) -> int:
-    """`docutray-watch run` with a `cluster:` block: the process exit code."""
-    return asyncio.run(_serve_until_signal(config, plugin_manager))
-
-
-async def _serve_until_signal(config: Config, pm: pluggy.PluginManager) -> int:
-    from docutray_watch.cluster.errors import ClusterConfigError
-    from docutray_watch.health import HealthServer
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    node = ClusterNode(config, plugin_manager=pm)
-
-    async def readiness() -> list[str]:
-        return [node.waiting_for] if node.waiting_for else []
-
-    notifier = Notifier.from_env()
-    systemd = asyncio.create_task(_tell_systemd(node, notifier, stop), name="cluster-sdnotify")
-    health = None
-    if config.metrics is not None:
-        # /readyz says why while the node waits for PostgreSQL (or is still joining).
-        health = HealthServer(
-            node.metrics, readiness, host=config.metrics.host, port=config.metrics.port
-        )
-        await health.start()
-    try:
-        await node.run(stop)
-    except ClusterConfigError as exc:
-        key = f"{exc.key}: " if exc.key else ""
-        log.error("config_invalid", problems=[f"{key}{exc}"])
-        return EX_CONFIG
-    finally:
-        notifier.stopping()
-        systemd.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await systemd
-        notifier.close()
-        if health is not None:
-            await health.stop()
-    return 0
-
-
-async def _tell_systemd(node: ClusterNode, notifier: Notifier, stop: asyncio.Event) -> None:
-    """READY=1 once the node serves its queues, then WATCHDOG=1 from the main loop (the jobs
-    run in this loop: a loop that is stuck stops the pings)."""
-    await node.ready.wait()
-    notifier.ready()
-    notifier.status(f"serving the cluster's jobs as node {node.cluster.node_name}")
-    interval = notifier.watchdog_interval()
-    while interval and not stop.is_set():
-        notifier.watchdog()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots
+from docutray_watch.cluster.outages import Outages
 from docutray_watch.engine.context import Context
 from docutray_watch.engine.ratelimit import RateLimiter
 from docutray_watch.journal import DocumentRow, StepRow
@@ -51,6 +52,8 @@ class NodeServices:
     write_timeout: float = 60.0
     scan_period: int = 2
     sources: SourceIntake | None = None  # the engine's sources (buckets…), listed periodically
+    outages: Outages = field(default_factory=Outages)
+    """When this node could not reach the database: added to the steps' deadlines."""
     spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = asyncio.ensure_future
 
 

@@ -9,6 +9,10 @@ The one action, `POST /api/documents/{id}/retry`, is off unless `web.actions` is
 `Authorization: Bearer <token>` (compared in constant time) and an `Origin` that is the page's
 own, and answers 403 otherwise. Every JSON answer passes through `scrub`: registered secrets (the
 API key, the token) become `***` and the query of a signed URL is cut off.
+
+In cluster mode (`report` given) `/api/status` is the cluster's `status --json` document (its
+`cluster` part lists the nodes, which the page draws), no local journal is opened, and the
+action and the sidecars (on the disk of the node holding a file) are not offered.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,9 @@ _SECURITY_HEADERS = {
 }
 
 ApiState = Callable[[], dict[str, Any]]
+StatusReport = Callable[[int], Awaitable[dict[str, Any]]]
+"""Cluster mode: the `status --json` document for `failures` latest failures."""
+_CLUSTER_NO_ACTIONS = "actions are not available in cluster mode (use `docutray-watch retry`)"
 
 
 def scrub(value: Any) -> Any:
@@ -83,6 +90,7 @@ class StatusPage:
         *,
         api_state: ApiState,
         clock: Callable[[], float] = time.time,
+        report: StatusReport | None = None,
     ) -> None:
         self._config = config
         web_config = config().web
@@ -91,6 +99,7 @@ class StatusPage:
         self.port = web_config.port
         self.metrics = metrics
         self._api_state = api_state
+        self._report = report  # cluster mode: the cluster's status instead of a local journal
         self.ring = MinuteRing(clock=clock)
         self.sampler = Sampler(metrics, self.ring, clock=clock)
         self.started_at = clock()
@@ -121,7 +130,8 @@ class StatusPage:
 
     async def start(self) -> None:
         """Open the page's own read connection to the journal, bind, start sampling."""
-        self._journal = await asyncio.to_thread(Journal(self._config().journal_path).open)
+        if self._report is None:
+            self._journal = await asyncio.to_thread(Journal(self._config().journal_path).open)
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -167,7 +177,7 @@ class StatusPage:
         page = (
             self._files["index.html"]
             .replace("{{refresh_ms}}", str(int(settings.refresh_seconds * 1000)))
-            .replace("{{actions}}", "on" if settings.actions else "off")
+            .replace("{{actions}}", "on" if settings.actions and not self._report else "off")
         )
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
@@ -190,6 +200,12 @@ class StatusPage:
             raise web.HTTPBadRequest(text="failures: expected a whole number") from None
         failures = max(0, min(failures, MAX_FAILURES))
         config = self._config()
+        if self._report is not None:
+            try:
+                return _json(await self._report(failures))
+            except Exception as exc:  # noqa: BLE001 - the cluster database away: say so
+                reason = f"cannot read the cluster's status: {type(exc).__name__}: {exc}"
+                return _json({"error": reason.splitlines()[0]}, status=503)
         report = await asyncio.to_thread(
             self._read, lambda journal: status_report(config, failures=failures, journal=journal)
         )
@@ -211,6 +227,8 @@ class StatusPage:
 
     async def _sidecar(self, request: web.Request) -> web.Response:
         doc_id = int(request.match_info["id"])
+        if self._report is not None:
+            raise web.HTTPNotFound(text="cluster mode: the sidecar is on the node holding the file")
         text = await asyncio.to_thread(self._read, lambda journal: _sidecar_text(journal, doc_id))
         if text is None:
             raise web.HTTPNotFound(text=f"document {doc_id} has no error sidecar")
@@ -234,6 +252,8 @@ class StatusPage:
         """Why an action is refused, or None."""
         settings = self._web()
         token = settings.token
+        if self._report is not None:
+            return _CLUSTER_NO_ACTIONS
         if not settings.actions or not token:
             return "actions are off (web.actions)"
         origin = request.headers.get("Origin")

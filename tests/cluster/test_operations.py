@@ -223,12 +223,17 @@ def test_an_unreachable_cluster_exits_69(
 
 
 def test_node_info_metric_names_the_node() -> None:
-    """Cluster mode: one `docutray_watch_node_info{node=…} 1` series; none in single-node."""
+    """Cluster mode: a `docutray_watch_node_info{node=…} 1` series and every other series
+    labelled with the node; no node label at all in single-node mode."""
     clustered = Metrics(node="scan-01").render().decode()
     assert 'docutray_watch_node_info{node="scan-01"} 1.0' in clustered
-    assert 'node="' not in clustered.replace('docutray_watch_node_info{node="scan-01"}', "")
+    series = [line for line in clustered.splitlines() if line and not line.startswith("#")]
+    assert series
+    assert all('node="scan-01"' in line for line in series), series
+    assert 'docutray_watch_api_state{node="scan-01",state="ok"} 1.0' in clustered
     single = Metrics().render().decode()
     assert "docutray_watch_node_info{" not in single
+    assert 'node="' not in single
 
 
 def test_node_info_follows_a_renamed_node() -> None:

@@ -190,6 +190,25 @@ function drawPipelines(status) {
   document.getElementById("today-date").textContent = names.length ? `(today = ${status.today[names[0]].date} UTC)` : "";
 }
 
+function drawCluster(cluster) {
+  // Cluster mode only: the nodes as the cluster database knows them (`status --json`'s cluster).
+  const box = document.getElementById("cluster");
+  box.hidden = !cluster;
+  if (!cluster) return;
+  document.getElementById("this-node").textContent =
+    `(this page: node ${cluster.this_node}; ${cluster.shared_unfinished} unfinished in shared folders)`;
+  const rows = cluster.nodes.map((node) =>
+    el("tr", { "data-node": node.name, class: node.name === cluster.this_node ? "this-node" : "" },
+      el("td", {}, node.name),
+      el("td", { class: `node-${node.state}`, "data-state": node.state }, node.state),
+      el("td", { title: node.last_heartbeat }, `${age(node.heartbeat_age_s)} ago`),
+      el("td", {}, node.unfinished_documents),
+      el("td", {}, `${node.host} (pid ${node.pid})`),
+      el("td", {}, node.version)));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No node.")));
+  document.querySelector("#nodes tbody").replaceChildren(...rows);
+}
+
 function drawSinks(sinks) {
   const rows = sinks.map((sink) =>
     el("tr", {},
@@ -289,6 +308,7 @@ async function refresh() {
   try {
     const [status, live] = await Promise.all([getJson("/api/status?failures=50"), getJson("/api/live")]);
     drawPipelines(status);
+    drawCluster(status.cluster);
     drawFailures(status.failures);
     drawLearned(status.learned_latency);
     drawThroughput(live.minutes);
