@@ -150,3 +150,37 @@ def test_a_reload_ends_the_key_and_pipeline_pauses_at_once() -> None:
         await gate.close()
 
     asyncio.run(scenario())
+
+
+def test_paused_between_counts_only_the_pauses_since_a_wall_clock_time() -> None:
+    """A key pause of 5 s, then a 429 for 3 s, then a pipeline pause of 2 s: since before them
+    all, 10 s for that pipeline and 8 s for another; since the middle of the 429, 1.5 s + 2 s;
+    a pause still on counts up to now (what a multi-node job adds to its deadline)."""
+    clock = Clock()
+
+    async def scenario() -> None:
+        gate, _ = gate_with([], interval=3600, clock=clock)
+        gate._wall = clock  # one clock for both: the test moves time by hand
+        start = clock.now
+        gate.report(Failure.CREDENTIALS, pipeline="p", error="HTTP 401", retry_after=None)
+        clock.now += 5
+        gate.answered()
+        clock.now += 100
+        gate.report(Failure.THROTTLED, pipeline="p", error="HTTP 429", retry_after=3.0)
+        clock.now += 1.5
+        middle = clock.now
+        clock.now += 1.5
+        gate.report(Failure.PIPELINE, pipeline="p", error="HTTP 403", retry_after=None)
+        clock.now += 2
+        gate.answered("p")
+        clock.now += 50
+        assert gate.paused_between("p", start) == 10.0
+        assert gate.paused_between("other", start) == 8.0
+        assert gate.paused_between("p", middle) == 3.5
+        assert gate.paused_between("p", clock.now) == 0.0
+        gate.report(Failure.UNREACHABLE, pipeline="p", error="connect", retry_after=None)
+        clock.now += 7
+        assert gate.paused_between("other", clock.now - 10) == 7.0
+        await gate.close()
+
+    asyncio.run(scenario())

@@ -301,7 +301,7 @@ class ClusterJobs:
         config = ctx.pipelines[doc.pipeline].config
         first_try = step.first_try_at or time.time()
         if attempt.retry_in > 0 and time.time() + attempt.retry_in > self._deadline(
-            first_try, config.poll.timeout
+            first_try, config.poll.timeout, doc.pipeline
         ):
             reason = f"could not submit within {config.poll.timeout:g} s (last error: {step.error})"
             await step_failed(ctx, step, reason, logger, stage="submit")
@@ -374,7 +374,7 @@ class ClusterJobs:
             await shared_latency.share(svc.store, svc.ctx.latency)
         if polled.next_in is not None:
             first_try = polled.step.first_try_at or submitted
-            if time.time() > self._deadline(first_try, config.timeout):
+            if time.time() > self._deadline(first_try, config.timeout, doc.pipeline):
                 await step_failed(
                     ctx,
                     polled.step,
@@ -391,10 +391,13 @@ class ClusterJobs:
         await svc.slots.give_back(step_row)
         await self.defer_after_steps(doc_id, holder)
 
-    def _deadline(self, first_try: float, timeout: float) -> float:
-        """When a step gives up: `poll.timeout` after its first try, plus the time this node
-        could not reach the cluster database since (no job of it could run meanwhile)."""
-        return first_try + timeout + self.svc.outages.paused_between(first_try)
+    def _deadline(self, first_try: float, timeout: float, pipeline: str) -> float:
+        """When a step gives up: `poll.timeout` after its first try, plus the time since then
+        that this node could not reach the cluster database (no job of it could run) or found
+        the API paused (a refused key, an outage, a 429: not the document's fault)."""
+        paused = self.svc.outages.paused_between(first_try)
+        paused += self.svc.ctx.limits.pauses.paused_between(pipeline, first_try)
+        return first_try + timeout + paused
 
     async def _deliver(self, doc_id: int, holder: str | None) -> None:
         """Deliver a completed document's results to every sink, then its final action."""

@@ -21,7 +21,9 @@ interval one submission of that pipeline is let through as a trial: a 403/404 an
 execution, and a success ends the pause. A throttle ends by itself.
 
 Paused time is not the documents' fault: `paused_seconds(pipeline)` only grows while that
-pipeline is paused, and the engine adds its growth to each step's `poll.timeout` deadline.
+pipeline is paused, and the engine adds its growth to each step's `poll.timeout` deadline. A
+job of multi-node mode keeps nothing in memory between two runs, so it asks instead how long
+the pipeline was paused since a wall-clock time (`paused_between`, from the spans kept).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -42,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 PROBE_EXECUTION_ID = "docutray-watch-probe-not-an-execution"
 KEY_LOG_INTERVAL = 60.0  # seconds between two `api_key_rejected` lines
+_SPANS_KEPT = 1024  # ended pauses remembered for `paused_between` (older ones end no deadline)
 
 Probe = Callable[[], Awaitable[Failure | None]]
 """A cheap request proving the key works and the API answers: None when it does."""
@@ -68,6 +72,7 @@ class ApiGate:
         probe_interval: float,
         on_change: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._probe = probe
         self.probe_interval = probe_interval
@@ -85,6 +90,10 @@ class ApiGate:
         self._global_since: float | None = None
         self._throttle_total = 0.0
         self._pipeline_total: dict[str, float] = {}
+        # The same pauses as wall-clock spans (pipeline, or None for every request).
+        self._wall = wall
+        self._global_since_wall = 0.0
+        self._spans: deque[tuple[str | None, float, float]] = deque(maxlen=_SPANS_KEPT)
 
     # -- what the engine asks ----------------------------------------------------------------
 
@@ -144,6 +153,17 @@ class ApiGate:
             total += now - pause.since
         return total
 
+    def paused_between(self, pipeline: str, since: float) -> float:
+        """Seconds requests of `pipeline` were paused since the wall-clock time `since`."""
+        now = self._wall()
+        spans = [(start, end) for key, start, end in self._spans if key in (None, pipeline)]
+        if self._global_since is not None:
+            spans.append((self._global_since_wall, now))
+        pause = self.pipelines.get(pipeline)
+        if pause is not None:
+            spans.append((pause.since_wall, now))
+        return sum(max(0.0, min(end, now) - max(start, since)) for start, end in spans)
+
     async def wait_open(self, pipeline: str, *, submission: bool = False) -> None:
         """Wait until `pipeline` may send a request; a submission may be a pipeline's trial."""
         while True:
@@ -177,7 +197,7 @@ class ApiGate:
                 self.credentials = Pause(
                     "credentials",
                     "the DocuTray API refused the API key (401)",
-                    time.time(),
+                    self._wall(),
                     now,
                 )
                 self._global_started()
@@ -186,7 +206,10 @@ class ApiGate:
         elif failure is Failure.UNREACHABLE:
             if self.unreachable is None:
                 self.unreachable = Pause(
-                    "unreachable", f"the DocuTray API cannot be reached ({error})", time.time(), now
+                    "unreachable",
+                    f"the DocuTray API cannot be reached ({error})",
+                    self._wall(),
+                    now,
                 )
                 self._global_started()
                 log.error("api_unreachable", error=error, note="pausing until it answers again")
@@ -195,13 +218,16 @@ class ApiGate:
             until = now + (retry_after if retry_after is not None else 1.0)
             if until > self.throttled_until:
                 self._throttle_total += until - max(now, self.throttled_until)
+                wall = self._wall()
+                start = wall + max(0.0, self.throttled_until - now)
+                self._spans.append((None, start, wall + until - now))
                 self.throttled_until = until
                 self._changed_now()
         elif failure is Failure.PIPELINE:
             pause = self.pipelines.get(pipeline)
             if pause is None:
                 pause = self.pipelines[pipeline] = Pause(
-                    "pipeline", f"the API refused its step ({error})", time.time(), now
+                    "pipeline", f"the API refused its step ({error})", self._wall(), now
                 )
                 log.error(
                     "pipeline_paused",
@@ -280,16 +306,19 @@ class ApiGate:
         self._pipeline_total[pipeline] = self._pipeline_total.get(pipeline, 0.0) + (
             self._clock() - pause.since
         )
+        self._spans.append((pipeline, pause.since_wall, self._wall()))
         log.info("pipeline_resumed", pipeline=pipeline)
 
     def _global_started(self) -> None:
         if self._global_since is None:
             self._global_since = self._clock()
+            self._global_since_wall = self._wall()
 
     def _global_stopped(self) -> None:
         if self._global_since is not None:
             self._global_total += self._clock() - self._global_since
             self._global_since = None
+            self._spans.append((None, self._global_since_wall, self._wall()))
 
     def _changed_now(self) -> None:
         self._changed.set()

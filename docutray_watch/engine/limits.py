@@ -96,6 +96,11 @@ class Pauses(Protocol):
         """Seconds this pipeline has been paused in all (deadlines add what grew meanwhile)."""
         ...
 
+    def paused_between(self, pipeline: str, since: float) -> float:
+        """Seconds this pipeline was paused since the wall-clock time `since` (for deadlines
+        of jobs that keep nothing in memory: multi-node mode)."""
+        ...
+
 
 class Limits(Protocol):
     """The three limits together: what the engine's phases are given."""

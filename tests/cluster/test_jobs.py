@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from docutray_watch.cluster.jobs import (
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.engine import Engine
+from docutray_watch.engine.errors import Failure
 from docutray_watch.journal import DocumentRow, StateStore, StepRow, StepState
 from docutray_watch.journal.postgres import PostgresStore, claims
 from docutray_watch.plugins import load_plugins
@@ -263,3 +266,16 @@ async def test_a_job_already_waiting_does_not_abort_the_callers_transaction(node
         )
     assert not again  # the first transaction committed it
     assert [job[0] for job in node.deferred()] == ["dtw.submit"]
+
+
+async def test_an_api_pause_extends_the_deadlines_of_the_jobs(node: Node) -> None:
+    """Time the API was paused (here unreachable) since a step's first try is added to its
+    `poll.timeout` deadline, as in single-node mode: an outage of the API fails no document."""
+    gate = node.jobs.svc.ctx.limits.pauses
+    first_try = time.time()
+    gate.report(Failure.UNREACHABLE, pipeline="invoices", error="connect", retry_after=None)
+    await asyncio.sleep(0.3)
+    gate.answered()
+    deadline = node.jobs._deadline(first_try, 10.0, "invoices")
+    assert deadline >= first_try + 10.3
+    assert node.jobs._deadline(time.time(), 10.0, "invoices") < time.time() + 10.1
