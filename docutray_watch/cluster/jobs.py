@@ -33,9 +33,8 @@ import structlog
 from procrastinate import RetryStrategy
 from procrastinate import exceptions as procrastinate_errors
 
-from docutray_watch import intake
+from docutray_watch.cluster import claiming, periodic
 from docutray_watch.cluster import latency as shared_latency
-from docutray_watch.cluster import periodic
 from docutray_watch.cluster.app import node_queue
 from docutray_watch.cluster.handoff import ClusterHandoff
 from docutray_watch.cluster.services import (
@@ -53,7 +52,7 @@ from docutray_watch.engine.reading import read
 from docutray_watch.engine.steps import HeldSlot, step_failed
 from docutray_watch.engine.submit import interrupted, submit_once
 from docutray_watch.journal import DocumentRow, DocumentState, StepRow, StepState
-from docutray_watch.journal.postgres import ContentClaimed, LeaseLost
+from docutray_watch.journal.postgres import LeaseLost
 from docutray_watch.polling import PollSchedule
 
 if TYPE_CHECKING:
@@ -267,24 +266,8 @@ class ClusterJobs:
                 inode=st.st_ino,
             )
         svc.ctx.documents.remember(known)
-        facts = await read(Path(path))
-        try:
-            await svc.discovery.classify(known, facts)
-        except ContentClaimed:
-            # The same content is being processed from another file (maybe on another node):
-            # this one is its duplicate, archived by whoever holds it, as in single-node mode.
-            assert isinstance(facts, intake.FileFacts)
-            holder = await svc.store.content_holder(pipeline, facts.sha256)
-            if holder is None:
-                raise  # let go meanwhile: the job's retry takes the file again
-            doc = await svc.store.mark_duplicate(
-                known.id,
-                sha256=facts.sha256,
-                content_type=facts.content_type or "application/octet-stream",
-                of=holder.id,
-            )
-            log.info("document_duplicate", pipeline=pipeline, doc=doc.name, of=holder.path)
-            self._handoff().to_the_end(doc)
+        # Content another document claims: a duplicate of it, or its next generation.
+        await claiming.classify(svc, known, await read(Path(path)))
         await self._handoff().flush()
 
     def _handoff(self) -> ClusterHandoff:

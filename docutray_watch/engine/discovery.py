@@ -24,9 +24,15 @@ from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.reading import Ready, Unreadable, by_volume, read, read_all
 from docutray_watch.engine.scanning import walk_new_first
-from docutray_watch.journal import DocumentRow, NewDocument, StepRow, kept_stamp
+from docutray_watch.journal import (
+    DocumentRow,
+    DocumentState,
+    NewDocument,
+    Queued,
+    StepRow,
+    kept_stamp,
+)
 from docutray_watch.plugins import call_first, call_observers
-from docutray_watch.records import Document
 
 __all__ = ["INTAKE_BATCH", "Discovery", "Handoff"]
 
@@ -360,7 +366,7 @@ class Discovery:
                 if done is not None:
                     ctx.documents.remember(done.document)  # the document holds the work now
                     self._release(pipeline, path)
-                    self.announce_queued(done.document, done.steps)
+                    await self.announce_taken(done)
                     continue
             doc = await ctx.store.add_document(
                 pipeline,
@@ -406,25 +412,7 @@ class Discovery:
                     doc.id, sha256=facts.sha256, content_type=facts.content_type, of=original.id
                 )
                 ctx.documents.update(doc)
-                document = Document(
-                    name=doc.name,
-                    path=doc.path,
-                    relative_path=doc.relative_path,
-                    sha256=facts.sha256,
-                    size=facts.size,
-                    content_type=facts.content_type,
-                )
-                call_observers(
-                    ctx.pm, "document_discovered", pipeline=doc.pipeline, document=document
-                )
-                log.info(
-                    "document_duplicate",
-                    pipeline=doc.pipeline,
-                    doc=doc.name,
-                    doc_sha256=facts.sha256,
-                    duplicate_of=original.path,
-                )
-                self.handoff.to_the_end(doc)
+                self.announce_duplicate(doc, original.path)
                 return
         doc, steps = await ctx.store.mark_queued(
             doc.id,
@@ -438,6 +426,31 @@ class Discovery:
         )
         ctx.documents.remember(doc)
         self.announce_queued(doc, steps)
+
+    async def announce_taken(self, taken: Queued) -> None:
+        """Hand on a document `add_queued_batch` journaled: `queued`, or (a journal shared by
+        several nodes: PostgreSQL) a `duplicate` of the document that claims its content."""
+        doc = taken.document
+        if doc.state != DocumentState.DUPLICATE or doc.duplicate_of is None:
+            self.announce_queued(doc, taken.steps)
+            return
+        original = await self.ctx.store.document(doc.duplicate_of)
+        self.announce_duplicate(doc, original.path)
+
+    def announce_duplicate(self, doc: DocumentRow, original: str) -> None:
+        """A document was journaled `duplicate` of the one at `original`: announce it and hand
+        it on to its final action."""
+        call_observers(
+            self.ctx.pm, "document_discovered", pipeline=doc.pipeline, document=document_of(doc)
+        )
+        log.info(
+            "document_duplicate",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            doc_sha256=doc.sha256,
+            duplicate_of=original,
+        )
+        self.handoff.to_the_end(doc)
 
     def announce_queued(self, doc: DocumentRow, steps: list[StepRow]) -> None:
         """A document was journaled `queued` (its row holds what hashing found): announce it

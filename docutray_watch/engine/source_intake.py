@@ -262,7 +262,7 @@ class SourceIntake:
                 ctx.documents.remember(queued.document)  # the document holds the work now
                 ctx.documents.release((pipeline, doc.identity))
                 await self._ack(pipeline, doc)
-                self.discovery.announce_queued(queued.document, queued.steps)
+                await self.discovery.announce_taken(queued)
                 return
         row = await ctx.store.add_document(
             pipeline, doc.identity, doc.relative_path, facts.size, 0, source_version=doc.version
