@@ -15,7 +15,8 @@ imported by a single-node daemon):
 - `limits`: execution slots and the request rate for the whole cluster, in rows;
 - `jobs`: the procrastinate jobs, one phase each (`handoff`: discovery's handoff that defers a
   document's first job; `periodic`: the shared scan, stalled-job recovery, the rate's raise;
-  `services`: queue names, priorities and what the jobs share);
+  `services`: queue names, priorities and what the jobs share; `claiming`: a shared file whose
+  content another document claims, a duplicate or the content's next generation);
 - `runtime`: `run` in multi-node mode (`ClusterNode`); `node_daemon`: the process around it
   (listeners, status page, SIGHUP, sd_notify: `NodeDaemon`, `run_cluster_daemon`); `outages`:
   when the database was away (deadlines pause, /readyz says why).

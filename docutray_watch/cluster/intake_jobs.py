@@ -22,11 +22,12 @@ from pathlib import Path
 import structlog
 
 from docutray_watch import intake
+from docutray_watch.cluster import claiming
 from docutray_watch.cluster.handoff import ClusterHandoff
 from docutray_watch.cluster.services import PRIORITY_DRAIN, SHARED_QUEUE, Jobs
 from docutray_watch.engine.reading import Unreadable, read
 from docutray_watch.journal import DocumentRow, DocumentState
-from docutray_watch.journal.postgres import ContentClaimed, claims
+from docutray_watch.journal.postgres import claims
 from docutray_watch.sources.base import DocumentGoneError, SourceDocument, VersionChangedError
 from docutray_watch.sources.reading import inspect_document
 
@@ -173,21 +174,6 @@ async def _classify(jobs: Jobs, known: DocumentRow, facts: intake.FileFacts | Un
     svc = jobs.svc
     handoff = svc.discovery.handoff
     assert isinstance(handoff, ClusterHandoff)
-    try:
-        await svc.discovery.classify(known, facts)
-    except ContentClaimed:
-        # The same content is being processed from another document (maybe on another node):
-        # this one is its duplicate, archived by whoever holds it, as in single-node mode.
-        assert isinstance(facts, intake.FileFacts)
-        holder = await svc.store.content_holder(known.pipeline, facts.sha256)
-        if holder is None:
-            raise  # let go meanwhile: the job's retry takes the document again
-        doc = await svc.store.mark_duplicate(
-            known.id,
-            sha256=facts.sha256,
-            content_type=facts.content_type or "application/octet-stream",
-            of=holder.id,
-        )
-        log.info("document_duplicate", pipeline=known.pipeline, doc=doc.name, of=holder.path)
-        handoff.to_the_end(doc)
+    # Content another document claims: a duplicate of it, or its next generation.
+    await claiming.classify(svc, known, facts)
     await handoff.flush()

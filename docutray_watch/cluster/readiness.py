@@ -18,8 +18,9 @@ node.
      pipeline and relative path: size, mtime_ns, inode). New or different: the row is written,
      `unchanged_since` = now (`first_seen` stays from the first scan that saw the path).
    - A file is **taken** when it has been seen unchanged for `watch.settle` seconds (so by at
-     least two scans, unless `settle` is 0) and its ready marker is there (when one is
-     configured). A file that has kept changing for `watch.max_open_wait` seconds since it was
+     least two scans, unless `settle` is 0), its ready marker is there (when one is
+     configured) and no plugin's `ignore_document` leaves it alone (asked again at each
+     scan). A file that has kept changing for `watch.max_open_wait` seconds since it was
      first seen (not 0: the wait is off) is taken as it is, with the warning single-node mode
      gives (`document_open_too_long`). Taking it records its source identity and defers its
      `intake` job, in this transaction.
@@ -48,6 +49,7 @@ from docutray_watch import intake
 from docutray_watch.cluster.services import PRIORITY_DRAIN, SHARED_QUEUE, Jobs
 from docutray_watch.engine.scanning import walk_new_first
 from docutray_watch.journal.postgres import claims
+from docutray_watch.plugins import call_first
 
 __all__ = ["READINESS_LOCK_NAMESPACE", "Listed", "list_folder", "scan_folder"]
 
@@ -151,6 +153,7 @@ async def scan_folder(jobs: Jobs, pipeline: str, runtime: Any) -> int:
             settle=config.folder_watch.settle,
             max_open_wait=config.folder_watch.max_open_wait,
         )
+        ready = _not_ignored(svc.ctx, pipeline, ready)
         taken = 0
         for item in ready:
             fresh = await claims.record_source(
@@ -189,6 +192,24 @@ async def scan_folder(jobs: Jobs, pipeline: str, runtime: Any) -> int:
             pipelines=list(svc.ctx.pipelines),
         )
     return taken
+
+
+def _not_ignored(ctx: Any, pipeline: str, ready: list[Listed]) -> list[Listed]:
+    """The complete files no plugin's `ignore_document` leaves alone. One it ignores is not
+    taken and keeps its row: the next scan asks again (single-node mode asks at each rescan);
+    it is said once per version of the file on each node, as single-node mode says it."""
+    kept: list[Listed] = []
+    for item in ready:
+        reason = call_first(ctx.pm, "ignore_document", pipeline=pipeline, path=Path(item.path))
+        if not reason:
+            kept.append(item)
+            continue
+        if ctx.documents.note_ignored((pipeline, item.path), (item.mtime_ns, item.inode)):
+            rule = f"plugin: {reason}"
+            ctx.summary.ignored.append((pipeline, item.path, rule))
+            name = Path(item.path).name
+            log.info("file_ignored", pipeline=pipeline, doc=name, path=item.path, rule=rule)
+    return kept
 
 
 async def _defer(task: Any, raw: Any, *, key: str, after: float = 0.0, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
@@ -24,17 +25,22 @@ from docutray_watch.delivery import describe
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.kept import Held, KeptStamps, Offer
 from docutray_watch.engine.reading import Ready, Unreadable, by_volume, read, read_all
-from docutray_watch.engine.scanning import walk_new_first
-from docutray_watch.journal import DocumentRow, NewDocument, StepRow, kept_stamp
+from docutray_watch.engine.scanning import walk_in_chunks
+from docutray_watch.journal import (
+    DocumentRow,
+    DocumentState,
+    NewDocument,
+    Queued,
+    StepRow,
+    kept_stamp,
+)
 from docutray_watch.plugins import call_first, call_observers
-from docutray_watch.records import Document
 
 __all__ = ["INTAKE_BATCH", "Discovery", "Handoff"]
 
 log = structlog.get_logger("docutray_watch.engine")
 
 INTAKE_BATCH = 64  # files an intake worker takes from the queue at once (hashed, journaled)
-_SCAN_CHUNK = 256  # paths the walking thread hands over at a time
 
 
 class Handoff(Protocol):
@@ -86,35 +92,22 @@ class Discovery:
             new_first = runtime.config.name not in self._scanned  # the start-up scan
             self._scanned.add(runtime.config.name)
 
-            def walk(
-                loop: asyncio.AbstractEventLoop = loop,
-                root: Path = runtime.root,
-                recursive: bool = runtime.config.folder.recursive,
+            def hand_over(
+                items: list[tuple[intake.Candidate, os.stat_result]] | None,
                 q: asyncio.Queue[list[tuple[intake.Candidate, os.stat_result]] | None] = queue,
-                kept: KeptStamps = kept,
-                new_first: bool = new_first,
+                loop: asyncio.AbstractEventLoop = loop,
             ) -> None:
-                def hand_over(items: list[tuple[intake.Candidate, os.stat_result]] | None) -> None:
-                    asyncio.run_coroutine_threadsafe(q.put(items), loop).result()
+                asyncio.run_coroutine_threadsafe(q.put(items), loop).result()
 
-                # The first file found goes at once (the first submission waits for it), the
-                # rest in chunks; each pass's remainder as the pass ends.
-                batch: list[tuple[intake.Candidate, os.stat_result]] = []
-                limit = 1
-                ready = kept.filled_event
-                for found in walk_new_first(
-                    root, recursive=recursive, kept=kept, new_first=new_first, ready=ready
-                ):
-                    for item in found:
-                        batch.append(item)
-                        if len(batch) >= limit:
-                            hand_over(batch)
-                            batch, limit = [], _SCAN_CHUNK
-                    if batch:
-                        hand_over(batch)
-                        batch = []
-                hand_over(None)
-
+            walk = functools.partial(
+                walk_in_chunks,
+                runtime.root,
+                hand_over,
+                recursive=runtime.config.folder.recursive,
+                kept=kept,
+                new_first=new_first,
+                ready=kept.filled_event,
+            )
             walker = asyncio.ensure_future(asyncio.to_thread(walk))
             while (batch := await queue.get()) is not None:
                 for candidate, st in batch:
@@ -386,7 +379,7 @@ class Discovery:
                 if done is not None:
                     ctx.documents.remember(done.document)  # the document holds the work now
                     self._release(pipeline, path)
-                    self.announce_queued(done.document, done.steps)
+                    await self.announce_taken(done)
                     continue
             doc = await ctx.store.add_document(
                 pipeline,
@@ -432,25 +425,7 @@ class Discovery:
                     doc.id, sha256=facts.sha256, content_type=facts.content_type, of=original.id
                 )
                 ctx.documents.update(doc)
-                document = Document(
-                    name=doc.name,
-                    path=doc.path,
-                    relative_path=doc.relative_path,
-                    sha256=facts.sha256,
-                    size=facts.size,
-                    content_type=facts.content_type,
-                )
-                call_observers(
-                    ctx.pm, "document_discovered", pipeline=doc.pipeline, document=document
-                )
-                log.info(
-                    "document_duplicate",
-                    pipeline=doc.pipeline,
-                    doc=doc.name,
-                    doc_sha256=facts.sha256,
-                    duplicate_of=original.path,
-                )
-                self.handoff.to_the_end(doc)
+                self.announce_duplicate(doc, original.path)
                 return
         doc, steps = await ctx.store.mark_queued(
             doc.id,
@@ -464,6 +439,31 @@ class Discovery:
         )
         ctx.documents.remember(doc)
         self.announce_queued(doc, steps)
+
+    async def announce_taken(self, taken: Queued) -> None:
+        """Hand on a document `add_queued_batch` journaled: `queued`, or (a journal shared by
+        several nodes: PostgreSQL) a `duplicate` of the document that claims its content."""
+        doc = taken.document
+        if doc.state != DocumentState.DUPLICATE or doc.duplicate_of is None:
+            self.announce_queued(doc, taken.steps)
+            return
+        original = await self.ctx.store.document(doc.duplicate_of)
+        self.announce_duplicate(doc, original.path)
+
+    def announce_duplicate(self, doc: DocumentRow, original: str) -> None:
+        """A document was journaled `duplicate` of the one at `original`: announce it and hand
+        it on to its final action."""
+        call_observers(
+            self.ctx.pm, "document_discovered", pipeline=doc.pipeline, document=document_of(doc)
+        )
+        log.info(
+            "document_duplicate",
+            pipeline=doc.pipeline,
+            doc=doc.name,
+            doc_sha256=doc.sha256,
+            duplicate_of=original,
+        )
+        self.handoff.to_the_end(doc)
 
     def announce_queued(self, doc: DocumentRow, steps: list[StepRow]) -> None:
         """A document was journaled `queued` (its row holds what hashing found): announce it

@@ -29,16 +29,17 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from docutray_watch.intake import Candidate
 
-__all__ = ["Found", "walk_new_first"]
+__all__ = ["Found", "walk_in_chunks", "walk_new_first"]
 
 Found = Iterator[tuple[Candidate, os.stat_result]]
 _Listed = Iterator[tuple["os.DirEntry[str]", str]]
 _HOLD = 4096  # entries listed ahead while the kept stamps are read
+_SCAN_CHUNK = 256  # paths the walking thread hands over at a time
 
 
 def walk_new_first(
@@ -66,6 +67,33 @@ def walk_new_first(
     if not new_first:
         return first, iter(())
     return first, _changed_kept(root, remembered, recursive=recursive, kept=kept)
+
+
+def walk_in_chunks(
+    root: Path,
+    hand_over: Callable[[list[tuple[Candidate, os.stat_result]] | None], None],
+    *,
+    recursive: bool,
+    kept: Mapping[str, int],
+    new_first: bool,
+    ready: threading.Event | None,
+) -> None:
+    """Walk (`walk_new_first`, in a thread) and hand what is found over in chunks, then None:
+    the first file at once (the first submission waits for it), the rest `_SCAN_CHUNK` at a
+    time, each pass's remainder as the pass ends."""
+    batch: list[tuple[Candidate, os.stat_result]] = []
+    limit = 1
+    passes = walk_new_first(root, recursive=recursive, kept=kept, new_first=new_first, ready=ready)
+    for found in passes:
+        for item in found:
+            batch.append(item)
+            if len(batch) >= limit:
+                hand_over(batch)
+                batch, limit = [], _SCAN_CHUNK
+        if batch:
+            hand_over(batch)
+            batch = []
+    hand_over(None)
 
 
 def _changed_kept(

@@ -329,7 +329,7 @@ class SourceIntake:
                     ctx.documents.remember(done.document)  # the document holds the work now
                     ctx.documents.release((pipeline, doc.identity))
                     await self._ack(pipeline, doc)
-                    self.discovery.announce_queued(done.document, done.steps)
+                    await self.discovery.announce_taken(done)
                     continue
             row = await ctx.store.add_document(
                 pipeline, doc.identity, doc.relative_path, facts.size, 0, source_version=doc.version

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from docutray_watch.journal import (
     DocumentState,
     InvalidTransition,
+    NewDocument,
     NewerJournalError,
     SqliteStore,
     StepState,
@@ -246,6 +247,61 @@ class TestContentOnce:
         assert await store.content_holder("p", sha(1)) is None
         fresh = await queued(store, 1)
         assert (await store.document(fresh)).state == DocumentState.QUEUED
+
+    async def test_a_batch_journals_claimed_content_per_item(self, store: PostgresStore) -> None:
+        """In one batch, content another document claims is a `duplicate` of it (skip) or
+        queued in the next generation (reprocess), a content twice in the batch claims once,
+        and the other items are queued: nothing fails the batch."""
+        holder = await queued(store, 1)
+
+        def item(n: int, content: int, *, skip: bool = True) -> NewDocument:
+            return NewDocument(
+                pipeline="p", path=f"/in/b{n}.pdf", relative_path=f"b{n}.pdf",
+                sha256=sha(content), content_type="application/pdf", size=n, mtime_ns=n,
+                ctime_ns=None, inode=n, steps=["stp_a"], skip_if_done=skip,
+            )  # fmt: skip
+
+        batch = [item(2, 2), item(3, 1), item(4, 4), item(5, 4), item(6, 1, skip=False)]
+        result = await store.add_queued_batch(batch)
+        taken = [r.document for r in result if r is not None]
+        assert [(d.path, d.state, d.duplicate_of) for d in taken] == [
+            ("/in/b2.pdf", DocumentState.QUEUED, None),
+            ("/in/b3.pdf", DocumentState.DUPLICATE, holder),
+            ("/in/b4.pdf", DocumentState.QUEUED, None),
+            ("/in/b5.pdf", DocumentState.DUPLICATE, taken[2].id),
+            ("/in/b6.pdf", DocumentState.QUEUED, None),
+        ]
+        assert [len(r.steps) for r in result if r is not None] == [1, 0, 1, 0, 1]
+        assert await store.next_generation("p", sha(1)) == 2  # b6 runs in generation 1
+        assert (await store.document(taken[1].id)).outcome == "duplicate"
+
+    async def test_a_batch_meeting_a_claim_made_meanwhile_is_journaled_again(
+        self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A content claimed by another node between a batch's lookup and its insert fails
+        that attempt (nothing written); the batch is journaled again, that item a duplicate."""
+        from docutray_watch.journal.postgres import batch as batch_module
+
+        looked = batch_module._contents
+        calls: list[int] = []
+
+        async def late(tx: Any, items: Any) -> Any:
+            found = await looked(tx, items)
+            if not calls:
+                await queued(store, 1)  # another node, committed after this lookup
+            calls.append(1)
+            return found
+
+        monkeypatch.setattr(batch_module, "_contents", late)
+        item = NewDocument(
+            pipeline="p", path="/in/late.pdf", relative_path="late.pdf", sha256=sha(1),
+            content_type="x", size=1, mtime_ns=1, ctime_ns=None, inode=None, steps=["stp_a"],
+            skip_if_done=True,
+        )  # fmt: skip
+        (result,) = await store.add_queued_batch([item])
+        assert result is not None
+        assert (result.document.state, len(calls)) == (DocumentState.DUPLICATE, 2)
+        assert await store.counts() == {"p": {"queued": 1, "duplicate": 1}}
 
 
 class TestSourcesAndNodes:

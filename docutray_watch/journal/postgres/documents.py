@@ -1,4 +1,5 @@
-"""Documents found and taken in: `discovered`, `queued`, rejected, duplicate, a backlog at once.
+"""Documents found and taken in: `discovered`, `queued`, rejected, duplicate (a backlog at once:
+`batch.py`).
 
 Each function is the body of one store call, run inside its transaction (`Tx`); the semantics are
 the SQLite journal's (`docutray_watch.journal.sqlite.journal` and `backlog`), statement for
@@ -16,14 +17,13 @@ from sqlalchemy.dialects import postgresql
 from docutray_watch.journal.postgres import rows
 from docutray_watch.journal.postgres.tables import documents, steps
 from docutray_watch.journal.postgres.tx import Tx
-from docutray_watch.journal.rows import DocumentRow, JSONObject, NewDocument, Queued, StepRow
+from docutray_watch.journal.rows import DocumentRow, JSONObject, StepRow
 from docutray_watch.journal.states import DocumentState
 
 __all__ = [
     "add_document",
     "add_pending_steps",
     "add_queued",
-    "add_queued_batch",
     "find_done_by_sha",
     "mark_duplicate",
     "mark_queued",
@@ -161,67 +161,6 @@ async def add_queued(
         ctime_ns=ctime_ns,
         inode=inode,
     )
-
-
-async def add_queued_batch(tx: Tx, items: Sequence[NewDocument]) -> list[Queued | None]:
-    """Journal each item `queued` with its pending steps, in one transaction and three
-    statements (the delivered-twin lookup, the documents, the steps). None for an item whose
-    `skip_if_done` found a delivered document of the same content."""
-    wanted = {(i.pipeline, i.sha256) for i in items if i.skip_if_done}
-    done: set[tuple[str, str]] = set()
-    if wanted:
-        found = await tx.conn.execute(
-            sa.select(documents.c.pipeline, documents.c.sha256)
-            .where(
-                sa.tuple_(documents.c.pipeline, documents.c.sha256).in_(sorted(wanted)),
-                documents.c.state.in_((_D.DELIVERED.value, _D.ARCHIVED.value)),
-                documents.c.outcome.is_distinct_from("duplicate"),
-            )
-            .distinct()
-        )
-        done = {(r.pipeline, r.sha256) for r in found}
-    taken = [i for i in items if not (i.skip_if_done and (i.pipeline, i.sha256) in done)]
-    by_item: dict[int, Queued] = {}
-    if taken:
-        inserted = await tx.conn.execute(
-            sa.insert(documents).returning(documents, sort_by_parameter_order=True),
-            [_queued_values(item, tx.now) | {"node": tx.node} for item in taken],
-        )
-        doc_rows = [rows.document(r) for r in inserted.mappings()]
-        step_values = [
-            {"document_id": doc.id, "step_id": step_id, "state": "pending"}
-            for doc, item in zip(doc_rows, taken, strict=True)
-            for step_id in dict.fromkeys(item.steps)
-        ]
-        step_rows: dict[int, list[StepRow]] = {doc.id: [] for doc in doc_rows}
-        if step_values:
-            made = await tx.conn.execute(
-                sa.insert(steps).returning(steps, sort_by_parameter_order=True), step_values
-            )
-            for r in made.mappings():
-                step_rows[r["document_id"]].append(rows.step(r))
-        for doc, item in zip(doc_rows, taken, strict=True):
-            by_item[id(item)] = Queued(doc, step_rows[doc.id])
-    return [by_item.get(id(item)) for item in items]
-
-
-def _queued_values(item: NewDocument, now: float) -> dict[str, object]:
-    return {
-        "pipeline": item.pipeline,
-        "path": item.path,
-        "relative_path": item.relative_path,
-        "size": item.size,
-        "mtime_ns": item.mtime_ns,
-        "ctime_ns": item.ctime_ns,
-        "inode": item.inode,
-        "sha256": item.sha256,
-        "content_type": item.content_type,
-        "source_version": item.source_version,
-        "state": _D.QUEUED.value,
-        "attempts": 1,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 async def mark_rediscovered(tx: Tx, doc_id: int) -> DocumentRow:

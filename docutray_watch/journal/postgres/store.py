@@ -1,17 +1,21 @@
 """`PostgresStore`: the journal in PostgreSQL as a `StateStore`, for several nodes sharing work.
 
 Every protocol method is one transaction (retried on deadlock or serialization failure, see
-`connection.py`) with the same semantics as `SqliteStore`; the bodies live in `documents`,
-`steps`, `deliveries` and `reports`, the machinery (open, fenced views) in `base.py`, the calls
-outside the protocol (leases, sources, generations; `retry`, `prune`, `status`) in `extras.py`.
+`connection.py`) with the same semantics as `SqliteStore` (but for content another document
+claims, which `add_queued_batch` journals a duplicate or in a new generation: `batch.py`); the
+bodies live in `documents`, `batch`, `steps`, `deliveries` and `reports`, the machinery (open,
+fenced views) in `base.py`, the calls outside the protocol (leases, sources, generations;
+`retry`, `prune`, `status`) in `extras.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
-from docutray_watch.journal.postgres import deliveries, documents, reports
+from docutray_watch.journal.postgres import batch, deliveries, documents, reports
 from docutray_watch.journal.postgres import steps as _steps
+from docutray_watch.journal.postgres.connection import ContentClaimed
 from docutray_watch.journal.postgres.extras import ExtraCalls
 from docutray_watch.journal.rows import (
     Completion,
@@ -26,6 +30,8 @@ from docutray_watch.journal.rows import (
 from docutray_watch.journal.states import DocumentState, StepState
 
 __all__ = ["PostgresStore"]
+
+_BATCH_ATTEMPTS = 3  # a batch whose content another node claimed meanwhile is journaled again
 
 
 class PostgresStore(ExtraCalls):
@@ -344,8 +350,13 @@ class PostgresStore(ExtraCalls):
         await self._call(lambda tx: reports.record_api_pause(tx, reasons))
 
     async def add_queued_batch(self, items: Sequence[NewDocument]) -> list[Queued | None]:
-        """Many hashed files journaled `queued` in one commit (None: a delivered twin exists)."""
-        return await self._call(lambda tx: documents.add_queued_batch(tx, items))
+        """Many hashed files journaled in one commit: `queued`, or `duplicate` of a document
+        claiming their content (None: a delivered twin exists); see `batch.py`."""
+        for _ in range(_BATCH_ATTEMPTS - 1):
+            with contextlib.suppress(ContentClaimed):
+                # Another node took a content of the batch since its lookup: look again.
+                return await self._call(lambda tx: batch.add_queued_batch(tx, items))
+        return await self._call(lambda tx: batch.add_queued_batch(tx, items))
 
     async def unfinished_by_path(self, pipeline: str) -> dict[str, DocumentRow]:
         """The newest unfinished document for each path of a pipeline."""
