@@ -38,6 +38,45 @@ _IDLE_LEAVES = (
 _STARTUP = ("_find_and_load", "load_config", "_add_emulator")
 
 
+# Who owns a sample of the event loop: the innermost frame that matches one of these, in order.
+_OWNERS = (
+    ("the HTTP client", ("docutray_watch/client", "httpx/", "aiohttp/", "multidict", "yarl/")),
+    ("logging", ("docutray_watch/log.py", "structlog/")),
+    ("the journal (loop side)", ("docutray_watch/journal",)),
+    ("metrics", ("prometheus_client",)),
+    ("hooks", ("docutray_watch/plugins.py", "pluggy/")),
+    ("sinks (loop side)", ("docutray_watch/delivery.py", "docutray_watch/sinks", "tenacity/")),
+    ("pydantic models", ("pydantic",)),
+    ("asyncio itself", ("asyncio/", "threading.py", "concurrent/futures", "selectors.py")),
+    ("the engine's own code", ("docutray_watch/",)),
+)
+
+
+def _owner(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, marks in _OWNERS:
+            if any(mark in frame for mark in marks):
+                return name
+    return "other"
+
+
+def _owners(raw: Path) -> None:
+    """The event loop's samples after start-up, each given to its innermost owner."""
+    owners: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        thread, *rest = stack.split(";")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in rest]
+        if "MainThread" not in thread or not frames or frames[-1].startswith(_IDLE_LEAVES):
+            continue
+        if not any(f.startswith(_STARTUP) for f in frames):
+            owners[_owner(frames)] += int(count)
+    total = sum(owners.values()) or 1
+    print("\nevent loop, each sample given to its innermost owner:")
+    for name, samples in owners.most_common():
+        print(f"  {100 * samples / total:5.1f}%  {name}")
+
+
 def _summarise(raw: Path, top: int) -> None:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
@@ -158,8 +197,16 @@ def main(argv: list[str] | None = None) -> int:
                  "-o", str(args.out), "--", *watch],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
+            counts = emulator.counts()
             emulator.reset()
             _summarise(args.out, args.top)
+            _owners(args.out)
+            # A cold run's probe reads more or less often with the machine's load: shares of the
+            # GIL time compare between runs only with the requests that produced them.
+            print(
+                f"\nrequests of the profiled run: {counts['posts'] / args.docs:.3f} POSTs and"
+                f" {counts['status_gets'] / args.docs:.3f} status reads per document"
+            )
             _thread_cpu(configs[1], args.docs)
     print(f"\nraw samples: {args.out}")
     return 0

@@ -70,29 +70,53 @@ def hide_signed_urls(text: str) -> str:
     return _SIGNED_URL.sub(r"\g<base>?[signed query removed]", text)
 
 
-def _scrub(value: Any) -> Any:
+# The registered secrets, longest first (a secret containing another must not be left
+# half-masked), sorted again only when the set changed: two lines a document were sorting it
+# for every string of every line.
+_ordered: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
+
+
+def _longest_first() -> tuple[str, ...]:
+    global _ordered
+    known, ordered = _ordered
+    if known != _secrets:
+        known = frozenset(_secrets)
+        ordered = tuple(sorted(known, key=len, reverse=True))
+        _ordered = (known, ordered)
+    return ordered
+
+
+def _scrub(value: Any, secrets: tuple[str, ...] | None = None) -> Any:
+    if secrets is None:
+        secrets = _longest_first()
     if isinstance(value, str):
-        # Longest first: a secret containing another must not be left half-masked.
-        for secret in sorted(_secrets, key=len, reverse=True):
+        for secret in secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, Mapping):
         return {
-            k: REDACTED if str(k).lower() in _SECRET_FIELDS else _scrub(v) for k, v in value.items()
+            k: REDACTED if str(k).lower() in _SECRET_FIELDS else _scrub(v, secrets)
+            for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(_scrub(v) for v in value)
+        return type(value)(_scrub(v, secrets) for v in value)
     return value
 
 
 def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secret-named fields and every registered secret value."""
-    for key in list(event_dict):
+    secrets = _longest_first()
+    for key, value in event_dict.items():  # values replaced in place: the keys do not change
         if key.lower() in _SECRET_FIELDS:
             event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _scrub(event_dict[key])
+        elif isinstance(value, str):
+            for secret in secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+                    event_dict[key] = value
+        elif isinstance(value, Mapping | list | tuple):
+            event_dict[key] = _scrub(value, secrets)
     return event_dict
 
 

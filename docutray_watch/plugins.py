@@ -50,6 +50,7 @@ __all__ = [
     "collect_sink_types",
     "config_sink_types",
     "get_plugin_manager",
+    "has_observers",
     "load_plugins",
 ]
 
@@ -411,6 +412,12 @@ def _call_impl(pm: pluggy.PluginManager, hook_name: str, impl: Any, kwargs: dict
         return _FAILED
     trace("finish", hook_name, f"[{impl.plugin_name}]", "-->", result)
     return result
+
+
+def has_observers(pm: pluggy.PluginManager, hook_name: str) -> bool:
+    """Whether any plugin implements the hook now: callers skip building its arguments (records
+    and documents are pydantic models) when nobody would read them."""
+    return bool(getattr(pm.hook, hook_name).get_hookimpls())
 
 
 def call_observers(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[Any]:

@@ -25,7 +25,7 @@ from docutray_watch.engine.source_actions import (
     source_version_check,
 )
 from docutray_watch.journal import DocumentRow, DocumentState, kept_stamp
-from docutray_watch.plugins import call_observers
+from docutray_watch.plugins import call_observers, has_observers
 from docutray_watch.sources.base import VersionChangedError
 
 __all__ = ["changed_during_processing", "finalize", "version_check"]
@@ -48,7 +48,7 @@ async def finalize(
     if doc.state == DocumentState.UNROUTED:
         return await _leave_unrouted(ctx, doc, log)
     config = runtime.config
-    document = document_of(doc) if doc.sha256 else None
+    found = doc  # what hooks are told of the document (built only when a plugin listens)
     delivered_now = doc.state == DocumentState.COMPLETED  # all delivered, not journaled yet
     outcome = doc.outcome or (
         "success"
@@ -67,7 +67,7 @@ async def finalize(
             ctx.pm,
             "on_document_error",
             pipeline=doc.pipeline,
-            document=document,
+            document=document_of(found) if found.sha256 else None,
             path=Path(doc.path),
             location=doc.path,
             stage=doc.error_stage or "intake",
@@ -130,16 +130,17 @@ async def finalize(
         action=action.action,
         destination=str(destination) if destination else None,
     )
-    call_observers(
-        ctx.pm,
-        "after_document_archived",
-        pipeline=doc.pipeline,
-        document=document,
-        path=Path(doc.path),
-        location=doc.path,
-        outcome=outcome,
-        destination=destination,
-    )
+    if has_observers(ctx.pm, "after_document_archived"):
+        call_observers(
+            ctx.pm,
+            "after_document_archived",
+            pipeline=doc.pipeline,
+            document=document_of(found) if found.sha256 else None,
+            path=Path(doc.path),
+            location=doc.path,
+            outcome=outcome,
+            destination=destination,
+        )
     return doc
 
 

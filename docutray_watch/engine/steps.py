@@ -12,7 +12,7 @@ from docutray_watch.client import IdentificationStatus, StepExecutionStatus
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.limits import SlotPool
 from docutray_watch.journal import DocumentRow, StepRow
-from docutray_watch.plugins import call_observers
+from docutray_watch.plugins import call_observers, has_observers
 from docutray_watch.records import ResultRecord
 from docutray_watch.routing import identification_of
 from docutray_watch.routing_phase import identification_outcome
@@ -123,7 +123,7 @@ async def step_ended(
         execution_id=step.execution_id,
         status=status.status,
     )
-    record = record_of(doc, step)
+    record = record_of(doc, step) if has_observers(ctx.pm, "after_document_result") else None
     if record is not None:
         call_observers(
             ctx.pm,

@@ -34,8 +34,7 @@ from docutray_watch.engine.http import SUBMISSION_WIRE, SubmissionWire
 from docutray_watch.engine.source_actions import submission_input
 from docutray_watch.engine.steps import Deadline, HeldSlot, step_failed
 from docutray_watch.journal import IDENTIFY_STEP, DocumentRow, StepRow, StepState
-from docutray_watch.plugins import call_observers
-from docutray_watch.records import Document
+from docutray_watch.plugins import call_observers, has_observers
 from docutray_watch.routing_phase import submit_identification
 from docutray_watch.sources.base import DocumentGoneError, SourceError, VersionChangedError
 from docutray_watch.templates import metadata_context, render
@@ -230,7 +229,7 @@ async def _send(
             ctx.api(), config, doc, file=document.file, url=document.url
         )
         return identification.identification_id, identification.status
-    metadata = _metadata(ctx, config, document_of(doc), step.step_id)
+    metadata = _metadata(ctx, config, doc, step.step_id)
     status = await ctx.api().steps.run_async(
         step.step_id,
         file=document.file,
@@ -279,8 +278,12 @@ def source_changed(doc: DocumentRow) -> str | None:
 
 
 def _metadata(
-    ctx: Context, pipeline: PipelineConfig, document: Document, step_id: str
+    ctx: Context, pipeline: PipelineConfig, doc: DocumentRow, step_id: str
 ) -> dict[str, object]:
+    hooked = has_observers(ctx.pm, "before_document_submit")
+    if not pipeline.document_metadata and not hooked:
+        return {}  # nothing to render and nobody to ask: no `Document` built
+    document = document_of(doc)
     context = metadata_context(pipeline.name, document, now())
     metadata: dict[str, object] = {
         key: render(value, context) if isinstance(value, str) else value

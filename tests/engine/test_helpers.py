@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from docutray_watch.engine.http import NoCookies, rate_limit_wait_of, rate_slot
+from docutray_watch.config import parse_config
+from docutray_watch.engine.http import NoCookies, build_client, rate_limit_wait_of, rate_slot
 from docutray_watch.engine.steps import error_text
+from docutray_watch.metrics import Metrics
 
 
 @pytest.mark.parametrize(
@@ -64,6 +66,50 @@ def test_the_engines_http_client_keeps_no_cookie_a_server_sets() -> None:
         client.get("http://api.test/a")
         client.get("http://api.test/b")
         assert list(client.cookies.jar) == []
+    assert seen == [None, None]
+
+
+class _OpenRate:
+    async def acquire(self, *, yield_to_others: bool = False) -> None:
+        return None
+
+    def accepted(self, sent_at: float | None = None) -> None:
+        return None
+
+    def throttled(self, seconds: float, sent_at: float | None = None) -> None:
+        return None
+
+
+def test_build_clients_http_client_neither_keeps_nor_sends_a_cookie() -> None:
+    """The engine's HTTP client (`build_client`) ignores Set-Cookie: nothing kept, none sent."""
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"Set-Cookie": "lb=node-7; Path=/"}, json={})
+
+    seen: list[str | None] = []
+    config = parse_config(
+        {"state_dir": "/tmp/unused", "pipelines": [{"name": "p", "watch": {"path": "/tmp/in"},
+         "steps": ["s"], "sinks": [{"type": "filesystem", "path": "/tmp/out"}]}]},
+        environ={},
+        need_secrets=False,
+    )  # fmt: skip
+
+    async def main() -> None:
+        _client, http = build_client(
+            config,
+            api_key="k",
+            base_url="http://api.test",
+            rate=_OpenRate(),
+            metrics=Metrics(),
+            transport=httpx.MockTransport(answer),
+        )
+        async with http:
+            await http.get("http://api.test/a")
+            await http.get("http://api.test/b")
+            assert list(http.cookies.jar) == []
+
+    asyncio.run(main())
     assert seen == [None, None]
 
 

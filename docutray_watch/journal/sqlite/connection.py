@@ -131,13 +131,49 @@ class Connection:
     # -- checked writes: every state change goes through one of these -----------------------
 
     def _set_state(
-        self, conn: sqlite3.Connection, doc_id: int, new: str, **columns: Any
+        self,
+        conn: sqlite3.Connection,
+        doc_id: int,
+        new: str,
+        *,
+        known_state: str | None = None,
+        **columns: Any,
     ) -> DocumentRow:
-        current = self._state_of(conn, "documents", doc_id)
+        """Move a document to `new` (checked), with `columns`; the row as it is now.
+
+        `known_state`: its state as the caller just read or wrote it in this transaction (not
+        read again)."""
+        columns = self._moved(conn, doc_id, new, known_state, columns)
+        row = _update(conn, "documents", doc_id, columns)
+        if row is None:
+            raise KeyError(f"document {doc_id} is not in the journal")
+        return rows.document(row)
+
+    def _move_document(
+        self,
+        conn: sqlite3.Connection,
+        doc_id: int,
+        new: str,
+        *,
+        known_state: str | None = None,
+        **columns: Any,
+    ) -> None:
+        """`_set_state` for a caller that does not need the row (nothing read back)."""
+        columns = self._moved(conn, doc_id, new, known_state, columns)
+        _update(conn, "documents", doc_id, columns, read=False)
+
+    def _moved(
+        self,
+        conn: sqlite3.Connection,
+        doc_id: int,
+        new: str,
+        known_state: str | None,
+        columns: dict[str, Any],
+    ) -> dict[str, Any]:
+        current = known_state or self._state_of(conn, "documents", doc_id)
         columns["state"] = check_document(doc_id, current, new)
         columns["updated_at"] = self._clock()
-        _update(conn, "documents", doc_id, columns)
-        return self._document_row(conn, doc_id)
+        return columns
 
     def _update_step(
         self, conn: sqlite3.Connection, step_row: int, new: str | None = None, **columns: Any
@@ -146,8 +182,12 @@ class Connection:
         if new is not None:
             current = self._state_of(conn, "steps", step_row)
             columns["state"] = check_step(step_row, current, new)
-        _update(conn, "steps", step_row, columns)
-        return self._step_row(conn, step_row)
+        if not columns:
+            return self._step_row(conn, step_row)
+        row = _update(conn, "steps", step_row, columns)
+        if row is None:
+            raise KeyError(f"step {step_row} is not in the journal")
+        return rows.step(row)
 
     def _check_delivery(self, conn: sqlite3.Connection, delivery_id: int, new: str) -> str:
         """`new`, if the delivery may move there from its stored state."""
@@ -168,11 +208,33 @@ class Connection:
         ).rowcount
 
 
-def _update(conn: sqlite3.Connection, table: str, row_id: int, columns: dict[str, Any]) -> None:
-    if not columns:
-        return
+# `UPDATE … RETURNING` (SQLite 3.35+) hands the updated row back in the same statement; older
+# libraries read it back with a SELECT, as before.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def _update(
+    conn: sqlite3.Connection,
+    table: str,
+    row_id: int,
+    columns: dict[str, Any],
+    *,
+    read: bool = True,
+) -> sqlite3.Row | None:
+    """Update one row's `columns` (at least one); the whole row after it (`read`), else None."""
     assignments = ", ".join(f"{name} = ?" for name in columns)
-    conn.execute(
-        f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608 - fixed column names
-        (*columns.values(), row_id),
-    )
+    # Fixed table and column names (no value from outside): S608 does not apply.
+    update = f"UPDATE {table} SET {assignments} WHERE id = ?"  # noqa: S608
+    values = (*columns.values(), row_id)
+    if not read:
+        conn.execute(update, values)
+        return None
+    if _RETURNING:
+        row: sqlite3.Row | None = conn.execute(update + " RETURNING *", values).fetchone()
+        return row
+    conn.execute(update, values)
+    found: sqlite3.Row | None = conn.execute(
+        f"SELECT * FROM {table} WHERE id = ?",  # noqa: S608 - fixed table names
+        (row_id,),
+    ).fetchone()
+    return found

@@ -31,6 +31,7 @@ from docutray_watch.journal.states import (
     DeliveryState,
     DocumentState,
     InvalidTransition,
+    check_document,
 )
 
 __all__ = ["Journal"]
@@ -270,11 +271,16 @@ class Journal(StepWrites, BacklogWrites):
         """`mark_delivered` and `finish` in one transaction, for a file with no action left
         between them (it is kept where it was found)."""
         with self._write() as conn:
-            self._set_state(conn, doc_id, _D.DELIVERED, outcome="success")
+            # Both moves checked; one UPDATE writes where they end (`delivered` lasts no longer
+            # than the transaction, so no reader could ever see it).
+            current = self._state_of(conn, "documents", doc_id)
+            check_document(doc_id, current, _D.DELIVERED)
             return self._set_state(
                 conn,
                 doc_id,
                 _D.ARCHIVED,
+                known_state=_D.DELIVERED,
+                outcome="success",
                 archived_to=archived_to,
                 archive_to=None,
                 finished_at=self._clock(),

@@ -61,9 +61,11 @@ class StepWrites(Connection):
             step = self._step_row(conn, step_row)
             if step.state not in (StepState.PENDING, StepState.SUBMITTING):
                 raise InvalidTransition(f"step {step_row}: {step.state} → submitting")
-            doc = self._document_row(conn, step.document_id)
-            if doc.state == DocumentState.QUEUED:
-                self._set_state(conn, doc.id, DocumentState.SUBMITTING)
+            doc_state = self._state_of(conn, "documents", step.document_id)
+            if doc_state == DocumentState.QUEUED:
+                self._move_document(
+                    conn, step.document_id, DocumentState.SUBMITTING, known_state=doc_state
+                )
             return self._update_step(
                 conn,
                 step_row,
@@ -175,16 +177,18 @@ class StepWrites(Connection):
         doc_state = self._state_of(conn, "documents", doc_id)
         if states and all(s in STEP_END_STATES for s in states):
             if doc_state == DocumentState.QUEUED:
-                self._set_state(conn, doc_id, DocumentState.SUBMITTING)
+                self._move_document(conn, doc_id, DocumentState.SUBMITTING, known_state=doc_state)
+                doc_state = DocumentState.SUBMITTING
             if doc_state != DocumentState.COMPLETED:
-                self._set_state(conn, doc_id, DocumentState.COMPLETED)
+                self._move_document(conn, doc_id, DocumentState.COMPLETED, known_state=doc_state)
                 return True
             return False
         all_submitted = all(s in STEP_END_STATES or s == StepState.POLLING for s in states)
         if states and all_submitted and doc_state in ("queued", "submitting"):
             if doc_state == DocumentState.QUEUED:
-                self._set_state(conn, doc_id, DocumentState.SUBMITTING)
-            self._set_state(conn, doc_id, DocumentState.POLLING)
+                self._move_document(conn, doc_id, DocumentState.SUBMITTING, known_state=doc_state)
+                doc_state = DocumentState.SUBMITTING
+            self._move_document(conn, doc_id, DocumentState.POLLING, known_state=doc_state)
         return False
 
     # -- deliveries --------------------------------------------------------------------------
