@@ -185,9 +185,33 @@ function drawPipelines(status) {
           figure("in flight", queue.in_flight, "in-flight"),
           figure("done today", today.done, "done"),
           figure("failed today", today.failed, "failed"),
-          figure("oldest waiting", age(status.oldest_pending_age_s[name]), "oldest"))));
+          figure("oldest waiting", age(status.oldest_pending_age_s[name]), "oldest")),
+        typeTable((status.identified_outcomes || {})[name])));
   }
   document.getElementById("today-date").textContent = names.length ? `(today = ${status.today[names[0]].date} UTC)` : "";
+}
+
+const TYPE_WORDS = ["success", "duplicate", "failed", "rejected", "unrouted"];
+
+function typeTable(types) {
+  // Pipelines with `identify` only: documents per identified type and outcome (others: state).
+  if (!types) return "";
+  const codes = Object.keys(types).sort();
+  const head = el("tr", {}, el("th", {}, "Type"), ...TYPE_WORDS.map((w) => el("th", {}, w)),
+    el("th", {}, "unfinished"));
+  const rows = codes.map((code) => {
+    const words = types[code];
+    const unfinished = Object.entries(words)
+      .filter(([word]) => !TYPE_WORDS.includes(word)).reduce((sum, [, n]) => sum + n, 0);
+    return el("tr", { "data-type": code }, el("td", {}, code),
+      ...TYPE_WORDS.map((w) => el("td", { "data-word": w }, words[w] || 0)),
+      el("td", { "data-word": "unfinished" }, unfinished));
+  });
+  if (!codes.length) {
+    rows.push(el("tr", {}, el("td", { class: "muted", colspan: TYPE_WORDS.length + 2 }, "No document identified yet.")));
+  }
+  return el("div", { class: "scroll types" },
+    el("table", { class: "by-type" }, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
 
 function drawCluster(cluster) {
