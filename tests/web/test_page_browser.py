@@ -194,7 +194,7 @@ async def test_the_page_shows_a_table_per_type_for_routing_pipelines(
 ) -> None:
     """A pipeline with `identify` gets a table of documents per identified type and outcome
     (invoice: 1 success, 1 unrouted; receipt: 1 success; id_card: 1 unrouted); one without
-    `identify` gets none."""
+    `identify` gets none; on a phone the page stays within the screen's width."""
     async with routed_site(tmp_path, emulator_factory) as site:
         for name in ("d.pdf", "e.pdf"):  # taken by the daemon: the plots have them
             (site.inbox / name).write_bytes(make_pdf([name]))
@@ -229,3 +229,10 @@ async def test_the_page_shows_a_table_per_type_for_routing_pipelines(
             assert page.errors == []
             if os.environ.get("DOCUTRAY_WATCH_SCREENSHOT") == "1":
                 await page.screenshot(path=str(DOCS / "status-page.png"), full_page=True)
+        async with browser_page(chromium, width=390, height=844) as phone:
+            await phone.goto(site.url + "/")
+            await phone.wait_for_selector('[data-pipeline="mixed"] table.by-type', timeout=WAIT_MS)
+            # On a phone the table scrolls inside its box: the page is no wider than the screen.
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, width
+            assert phone.errors == []

@@ -175,10 +175,11 @@ function drawPipelines(status) {
   for (const name of names) {
     const queue = status.queue[name];
     const today = status.today[name];
+    const types = (status.identified_outcomes || {})[name];
     const figure = (label, value, cls) =>
       el("div", { class: `figure ${cls || ""}`, "data-figure": cls || label }, el("b", {}, value), el("span", { class: "muted" }, label));
     box.append(
-      el("div", { class: "card", "data-pipeline": name },
+      el("div", { class: types ? "card wide" : "card", "data-pipeline": name },
         el("h3", {}, name),
         el("div", { class: "figures" },
           figure("waiting", queue.waiting, "waiting"),
@@ -186,7 +187,7 @@ function drawPipelines(status) {
           figure("done today", today.done, "done"),
           figure("failed today", today.failed, "failed"),
           figure("oldest waiting", age(status.oldest_pending_age_s[name]), "oldest")),
-        typeTable((status.identified_outcomes || {})[name])));
+        typeTable(types)));
   }
   document.getElementById("today-date").textContent = names.length ? `(today = ${status.today[names[0]].date} UTC)` : "";
 }
