@@ -64,6 +64,7 @@ def _status_document(config: Config, journal: Journal | None, limit: int) -> dic
                 recent=journal.recent_failures(limit) if limit > 0 else [],
                 superseded=journal.superseded_results(),
                 by_type=journal.counts_by_type(),
+                type_outcomes=journal.outcomes_by_type(),
                 latencies=journal.load_latencies(),
                 rate=journal.get_meta(REQUEST_RATE_KEY),
                 pause=journal.api_pause(),
@@ -84,6 +85,8 @@ class StatusFacts:
     recent: list[DocumentRow] = field(default_factory=list)
     superseded: dict[str, int] = field(default_factory=dict)
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    type_outcomes: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Identified documents per pipeline, type code and word (as `counts`)."""
     latencies: list[LatencyRow] = field(default_factory=list)
     rate: tuple[str, float] | None = None
     pause: tuple[str, float] | None = None
@@ -124,6 +127,13 @@ def status_document(
         },
         # Pipelines with `identify`: documents per identified type code (whatever came next).
         "identified_types": facts.by_type,
+        # The same documents per type and word (finished ones by outcome, `unrouted` included;
+        # the others by state): the status page's table per type.
+        # Every pipeline with `identify` is listed (`{}` before its first identified document).
+        "identified_outcomes": {
+            **{p.name: {} for p in config.pipelines if p.identify is not None},
+            **facts.type_outcomes,
+        },
         # Results delivered for a version of a file that changed before its final action.
         "superseded_results": facts.superseded,
         # As the daemon last recorded it (every few seconds while it runs, when it changed).

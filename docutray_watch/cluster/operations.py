@@ -118,6 +118,7 @@ async def _status_facts(
             recent=await store.recent_failures(limit) if limit > 0 else [],
             superseded=await store.superseded_results(),
             by_type=await store.counts_by_type(),
+            type_outcomes=await store.outcomes_by_type(),
             latencies=await store.load_latencies(),
             rate=await store.get_meta(REQUEST_RATE_KEY),
             pause=await store.api_pause(),

@@ -88,6 +88,24 @@ class TestIdentification:
             "q": {"receipt": 1},
         }
 
+    async def test_outcomes_by_type_count_each_type_by_outcome_word(
+        self, store: StateStore
+    ) -> None:
+        """What `status` reads: identified documents per pipeline, type and word — `unrouted`
+        for one ended so, the state for one still waiting for its route."""
+        assert isinstance(store, SqliteStore | PostgresStore)
+        assert await store.outcomes_by_type() == {}
+        await identified(store, 1)
+        kept = await identified(store, 2)
+        await store.mark_unrouted(kept, "identified as `invoice`, no route for this type")
+        await store.finish(kept, "/in/2.pdf")
+        await identified(store, 3, RECEIPT, pipeline="q")
+        waiting = (await store.document(1)).state
+        assert await store.outcomes_by_type() == {
+            "p": {"invoice": {waiting: 1, "unrouted": 1}},
+            "q": {"receipt": {waiting: 1}},
+        }
+
     async def test_text_that_is_not_json_is_refused(self, store: StateStore) -> None:
         """What could not be read back is never stored: ValueError, the document unchanged."""
         doc_id = await queued(store, 1, steps=(IDENTIFY_STEP,))

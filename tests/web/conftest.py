@@ -124,3 +124,49 @@ def chromium_fixture() -> str:
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     require_browser(browser_problem(), os.environ)
     return CHROMIUM
+
+
+ROUTES = {"invoice": ["stp_inv"], "receipt": ["stp_rec"], "otherwise": "keep"}
+
+
+def routed_set(inbox: Path) -> None:
+    """Two invoices (one identified below min_confidence: unrouted), one receipt, one id card
+    (no route: unrouted)."""
+
+    def typed(name: str, code: str, confidence: float = 0.9) -> None:
+        markers = [f"DOCUTRAY-EMULATOR:TYPE={code}", f"DOCUTRAY-EMULATOR:CONFIDENCE={confidence}"]
+        (inbox / name).write_bytes(make_pdf([name, *markers]))
+
+    typed("inv1.pdf", "invoice")
+    typed("inv2.pdf", "invoice", 0.3)
+    typed("rec1.pdf", "receipt")
+    typed("card.pdf", "id_card")
+
+
+@contextlib.asynccontextmanager
+async def routed_site(root: Path, emulator_factory: EmulatorFactory) -> AsyncIterator[Site]:
+    """`invoices` (no identify: the known set) and `mixed` (identify + routes, `otherwise:
+    keep`: the routed set) processed, then the daemon with its status page."""
+    emulator = emulator_factory(api_key=CANARY_KEY)
+    config_path = site_config(root, emulator)
+    data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    mixed = config_data(
+        root,
+        {"type": "filesystem", "path": str(root / "out-mixed")},
+        emulator=emulator,
+        pipeline="mixed",
+        # The candidates include a type no route takes (the API answers among the options).
+        identify={"options": ["invoice", "receipt", "id_card"], "min_confidence": 0.6},
+        routes=ROUTES,
+    )["pipelines"][0]
+    del mixed["steps"]
+    data["pipelines"].append(mixed)
+    config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    plugins = load_plugins()
+    config = load_config(config_path, sink_types=plugins.config_sink_types)
+    known_set(root / "invoices" / "inbox")
+    routed_set(root / "mixed" / "inbox")
+    result = await process(config, plugins=plugins)
+    assert result.exit_code == 1, result.output  # failures and an unrouted one, as planned
+    async with running_daemon(config_path, plugins=plugins) as daemon:
+        yield Site(root, config_path, daemon, emulator)

@@ -1,7 +1,8 @@
 """The status page in a real headless browser (Playwright driving Debian's chromium).
 
-Set DOCUTRAY_WATCH_SCREENSHOT=1 to write docs/status-page.png and docs/status-page-phone.png
-from `test_the_page_shows_counts_plots_and_failures`.
+Set DOCUTRAY_WATCH_SCREENSHOT=1 to write docs/status-page.png (from
+`test_the_page_shows_a_table_per_type_for_routing_pipelines`: a routing pipeline beside a plain
+one) and docs/status-page-phone.png (from `test_the_page_shows_counts_plots_and_failures`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import httpx
 
 from docutray_watch.samples import make_pdf
 from docutray_watch.testing import EmulatorFactory
-from tests.web.conftest import CANARY_KEY, CHROMIUM_ARGS, TOKEN, processed_site
+from tests.web.conftest import CANARY_KEY, CHROMIUM_ARGS, TOKEN, processed_site, routed_site
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WAIT_MS = 30_000
@@ -97,8 +98,6 @@ async def test_the_page_shows_counts_plots_and_failures(
             assert sidecar["reason"] in reasons
             assert page.errors == []
             await page.screenshot(path=str(tmp_path / "status-page.png"), full_page=True)
-            if os.environ.get("DOCUTRAY_WATCH_SCREENSHOT") == "1":
-                await page.screenshot(path=str(DOCS / "status-page.png"), full_page=True)
         async with browser_page(chromium, width=390, height=844) as phone:
             await phone.goto(site.url + "/")
             await wait_for_figure(phone, "done", 5)
@@ -188,3 +187,52 @@ async def test_no_page_or_endpoint_reveals_the_key_the_token_or_a_signed_url(
         everything = "\n".join(bodies)
         for secret in (CANARY_KEY, TOKEN, signature, "X-Amz-Credential"):
             assert secret not in everything, secret
+
+
+async def test_the_page_shows_a_table_per_type_for_routing_pipelines(
+    tmp_path: Path, emulator_factory: EmulatorFactory, chromium: str
+) -> None:
+    """A pipeline with `identify` gets a table of documents per identified type and outcome
+    (invoice: 1 success, 1 unrouted; receipt: 1 success; id_card: 1 unrouted); one without
+    `identify` gets none; on a phone the page stays within the screen's width."""
+    async with routed_site(tmp_path, emulator_factory) as site:
+        for name in ("d.pdf", "e.pdf"):  # taken by the daemon: the plots have them
+            (site.inbox / name).write_bytes(make_pdf([name]))
+        async with browser_page(chromium) as page:
+            await page.goto(site.url + "/")
+            await page.wait_for_selector('[data-pipeline="mixed"] table.by-type', timeout=WAIT_MS)
+            rows = {}
+            for row in await page.locator('[data-pipeline="mixed"] table.by-type tbody tr').all():
+                cells = await row.locator("td").all_text_contents()
+                rows[cells[0]] = cells[1:]
+            # success, duplicate, failed, rejected, unrouted, unfinished
+            assert rows == {
+                "id_card": ["0", "0", "0", "0", "1", "0"],
+                "invoice": ["1", "0", "0", "0", "1", "0"],
+                "receipt": ["1", "0", "0", "0", "0", "0"],
+            }
+            headers = await page.locator(
+                '[data-pipeline="mixed"] table.by-type th'
+            ).all_text_contents()
+            assert headers == [
+                "Type",
+                "success",
+                "duplicate",
+                "failed",
+                "rejected",
+                "unrouted",
+                "unfinished",
+            ]
+            assert await page.locator('[data-pipeline="invoices"] table.by-type').count() == 0
+            await wait_for_figure(page, "done", 5)
+            await page.wait_for_selector("#latency-plot circle", timeout=WAIT_MS)
+            assert page.errors == []
+            if os.environ.get("DOCUTRAY_WATCH_SCREENSHOT") == "1":
+                await page.screenshot(path=str(DOCS / "status-page.png"), full_page=True)
+        async with browser_page(chromium, width=390, height=844) as phone:
+            await phone.goto(site.url + "/")
+            await phone.wait_for_selector('[data-pipeline="mixed"] table.by-type', timeout=WAIT_MS)
+            # On a phone the table scrolls inside its box: the page is no wider than the screen.
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, width
+            assert phone.errors == []

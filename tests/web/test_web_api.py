@@ -16,7 +16,7 @@ from docutray_watch.config import ConfigError, load_config
 from docutray_watch.plugins import load_plugins
 from docutray_watch.testing import EmulatorFactory
 from docutray_watch.web.live import MinuteRing
-from tests.web.conftest import TOKEN, processed_site
+from tests.web.conftest import TOKEN, processed_site, routed_site
 
 
 def _without_clock(document: dict[str, object]) -> dict[str, object]:
@@ -203,3 +203,26 @@ async def test_the_page_loads_nothing_from_elsewhere(
     # The only absolute URL in the script is the SVG namespace, which is never fetched.
     assert set(re.findall(r"https?://[^\s\"'`]+", script)) == {"http://www.w3.org/2000/svg"}
     assert "<script>" not in page.text  # nothing inline: the policy would refuse it
+
+
+async def test_api_status_counts_routed_documents_per_type_and_outcome(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """For a pipeline with `identify`, /api/status gives documents per identified type and
+    outcome (`unrouted` included) under `identified_outcomes`, as `status --json` does; a
+    pipeline without `identify` is not listed there."""
+    async with routed_site(tmp_path, emulator_factory) as site:
+        async with httpx.AsyncClient(base_url=site.url) as client:
+            served = (await client.get("/api/status")).json()
+        result = CliRunner().invoke(cli, ["status", "-c", str(site.config_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert _without_clock(served) == _without_clock(json.loads(result.output))
+    assert served["identified_outcomes"] == {
+        "mixed": {
+            "id_card": {"unrouted": 1},
+            "invoice": {"success": 1, "unrouted": 1},
+            "receipt": {"success": 1},
+        }
+    }
+    assert served["identified_types"] == {"mixed": {"id_card": 1, "invoice": 2, "receipt": 1}}
+    assert served["today"]["mixed"]["unrouted"] == 2

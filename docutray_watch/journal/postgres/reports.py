@@ -27,6 +27,7 @@ __all__ = [
     "load_latencies",
     "oldest_pending",
     "outcome_counts",
+    "outcomes_by_type",
     "record_api_pause",
     "requeue_count",
     "save_latencies",
@@ -126,6 +127,25 @@ async def counts_by_type(tx: Tx) -> dict[str, dict[str, int]]:
     result: dict[str, dict[str, int]] = {}
     for pipeline, code, n in found:
         result.setdefault(str(pipeline), {})[str(code)] = int(n)
+    return result
+
+
+async def outcomes_by_type(tx: Tx) -> dict[str, dict[str, dict[str, int]]]:
+    """Identified documents per pipeline, type code and word (finished ones by outcome,
+    `unrouted` included; unfinished ones by state)."""
+    word = sa.case(
+        (documents.c.state == "archived", sa.func.coalesce(documents.c.outcome, "success")),
+        else_=documents.c.state,
+    ).label("word")
+    found = await tx.conn.execute(
+        sa.select(documents.c.pipeline, documents.c.identified_type, word, sa.func.count())
+        .where(documents.c.identified_type.is_not(None))
+        .group_by(documents.c.pipeline, documents.c.identified_type, word)
+        .order_by(documents.c.pipeline, documents.c.identified_type, word)
+    )
+    result: dict[str, dict[str, dict[str, int]]] = {}
+    for pipeline, code, key, n in found:
+        result.setdefault(str(pipeline), {}).setdefault(str(code), {})[str(key)] = int(n)
     return result
 
 

@@ -378,6 +378,10 @@ class PostgresStore(ExtraCalls):
         """Number of identified documents per pipeline and identified type code."""
         return await self._call(reports.counts_by_type, write=False)
 
+    async def outcomes_by_type(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Identified documents per pipeline, type code and outcome word (or state)."""
+        return await self._call(reports.outcomes_by_type, write=False)
+
     async def oldest_pending(self) -> dict[str, float]:
         """Creation time of the oldest unfinished document, per pipeline."""
         return await self._call(reports.oldest_pending, write=False)

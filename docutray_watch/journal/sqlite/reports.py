@@ -51,6 +51,19 @@ class Reports(Connection):
             result.setdefault(pipeline, {})[code] = n
         return result
 
+    def outcomes_by_type(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Identified documents per pipeline, type code and word (finished ones by outcome,
+        `unrouted` included; unfinished ones by state): the status page's table per type."""
+        result: dict[str, dict[str, dict[str, int]]] = {}
+        for pipeline, code, word, n in self.conn.execute(
+            "SELECT pipeline, identified_type, CASE WHEN state = 'archived'"
+            " THEN COALESCE(outcome, 'success') ELSE state END AS word, COUNT(*)"
+            " FROM documents WHERE identified_type IS NOT NULL"
+            " GROUP BY pipeline, identified_type, word ORDER BY pipeline, identified_type, word"
+        ):
+            result.setdefault(pipeline, {}).setdefault(code, {})[word] = n
+        return result
+
     def superseded_results(self) -> dict[str, int]:
         """Delivered results later found to describe an older version of their file, per
         pipeline (see `supersede`)."""

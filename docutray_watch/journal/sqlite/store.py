@@ -352,6 +352,10 @@ class SqliteStore(GroupCommitWriter):
         """Number of identified documents per pipeline and identified type code."""
         return await self.call(self.journal.counts_by_type)
 
+    async def outcomes_by_type(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Identified documents per pipeline, type code and outcome word (or state)."""
+        return await self.call(self.journal.outcomes_by_type)
+
     async def oldest_pending(self) -> dict[str, float]:
         """Creation time of the oldest unfinished document, per pipeline."""
         return await self.call(self.journal.oldest_pending)

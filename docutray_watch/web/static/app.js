@@ -175,19 +175,44 @@ function drawPipelines(status) {
   for (const name of names) {
     const queue = status.queue[name];
     const today = status.today[name];
+    const types = (status.identified_outcomes || {})[name];
     const figure = (label, value, cls) =>
       el("div", { class: `figure ${cls || ""}`, "data-figure": cls || label }, el("b", {}, value), el("span", { class: "muted" }, label));
     box.append(
-      el("div", { class: "card", "data-pipeline": name },
+      el("div", { class: types ? "card wide" : "card", "data-pipeline": name },
         el("h3", {}, name),
         el("div", { class: "figures" },
           figure("waiting", queue.waiting, "waiting"),
           figure("in flight", queue.in_flight, "in-flight"),
           figure("done today", today.done, "done"),
           figure("failed today", today.failed, "failed"),
-          figure("oldest waiting", age(status.oldest_pending_age_s[name]), "oldest"))));
+          figure("oldest waiting", age(status.oldest_pending_age_s[name]), "oldest")),
+        typeTable(types)));
   }
   document.getElementById("today-date").textContent = names.length ? `(today = ${status.today[names[0]].date} UTC)` : "";
+}
+
+const TYPE_WORDS = ["success", "duplicate", "failed", "rejected", "unrouted"];
+
+function typeTable(types) {
+  // Pipelines with `identify` only: documents per identified type and outcome (others: state).
+  if (!types) return "";
+  const codes = Object.keys(types).sort();
+  const head = el("tr", {}, el("th", {}, "Type"), ...TYPE_WORDS.map((w) => el("th", {}, w)),
+    el("th", {}, "unfinished"));
+  const rows = codes.map((code) => {
+    const words = types[code];
+    const unfinished = Object.entries(words)
+      .filter(([word]) => !TYPE_WORDS.includes(word)).reduce((sum, [, n]) => sum + n, 0);
+    return el("tr", { "data-type": code }, el("td", {}, code),
+      ...TYPE_WORDS.map((w) => el("td", { "data-word": w }, words[w] || 0)),
+      el("td", { "data-word": "unfinished" }, unfinished));
+  });
+  if (!codes.length) {
+    rows.push(el("tr", {}, el("td", { class: "muted", colspan: TYPE_WORDS.length + 2 }, "No document identified yet.")));
+  }
+  return el("div", { class: "scroll types" },
+    el("table", { class: "by-type" }, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
 
 function drawCluster(cluster) {
