@@ -1207,3 +1207,12 @@ class TestRequestRate:
         result = CliRunner().invoke(cli, ["validate", "--offline", "-c", str(path)])
         assert result.exit_code == EX_CONFIG
         assert "api.requests_per_second: must be auto or a positive number" in result.output
+
+
+CONFIG_DIR = REPO / "docutray_watch" / "config"
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in CONFIG_DIR.glob("*.py")))
+def test_no_config_module_is_over_500_lines(module: str) -> None:
+    """One concern per module: none of the config package's files is over 500 lines."""
+    assert len((CONFIG_DIR / module).read_text(encoding="utf-8").splitlines()) <= 500
