@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from procrastinate import exceptions as procrastinate_errors
+from procrastinate import jobs as procrastinate_jobs
 
 from docutray_watch import intake
 from docutray_watch.cluster.services import OLD_JOBS_HOURS, PRIORITY_DRAIN, SHARED_QUEUE, Jobs
@@ -36,7 +37,11 @@ async def scan_shared(jobs: Jobs) -> None:
             continue
         async with svc.store.transaction() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
+            # Files taken before (most of a busy folder) are skipped after one query.
+            known = await claims.known_sources(conn, node=None, paths=[f[0] for f in found])
             for path, relative, st in found:
+                if (path, st.st_size, st.st_mtime_ns, st.st_ino) in known:
+                    continue
                 fresh = await claims.record_source(
                     conn,
                     node=None,
@@ -74,11 +79,29 @@ async def recover_stalled(jobs: Jobs) -> None:
     for job in stalled:
         try:
             await manager.retry_job(job)
+        except procrastinate_errors.UniqueViolation:
+            await _end_handed_on(manager, job, svc.node)
+            continue
         except procrastinate_errors.ConnectorException:
             continue  # another node retried it first (it is no longer `doing`)
         log.warning("job_stalled_retried", job_id=job.id, task=job.task_name, node=svc.node)
     await svc.slots.tidy()
     await manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS, include_failed=True)
+
+
+async def _end_handed_on(manager: Any, job: Any, node: str) -> None:
+    """A stalled job whose successor (the same queueing lock) already waits: deferring it was
+    the job's last act, its worker died before the job was marked finished. Back in `todo` it
+    would break the queueing lock's uniqueness, and left `doing` it holds its document's lock
+    (`doc:<id>`) for ever, so no job of that document would run again: it is ended instead (its
+    successor re-reads the journal, as every job does)."""
+    try:
+        await manager.finish_job_by_id_async(
+            job.id, status=procrastinate_jobs.Status.SUCCEEDED, delete_job=True
+        )
+    except procrastinate_errors.ConnectorException:
+        return  # another node ended it first
+    log.warning("job_stalled_handed_on", job_id=job.id, task=job.task_name, node=node)
 
 
 async def raise_rate(jobs: Jobs) -> None:

@@ -102,7 +102,7 @@ class ClusterNode:
         handoff = ClusterHandoff(lambda: _must(jobs))
         engine.discovery.handoff = handoff
         try:
-            async with open_pool(libpq_url(url)) as pool:
+            async with open_pool(libpq_url(url), node=node) as pool:
                 await engine.start(resume=False)
                 try:
                     app = create_app(self.cluster)

@@ -214,6 +214,32 @@ async def test_recovery_waits_until_the_node_knows_better(node: Node, monkeypatc
     assert asked == [3.0 + 1.0]  # stalled timeout plus the API write timeout
 
 
+async def test_a_stalled_job_whose_successor_waits_is_ended_not_retried(node: Node) -> None:
+    """A poll job left `doing` by a killed worker after it deferred the next read (same
+    queueing lock): recovery ends it instead of failing to retry it for ever, so the document's
+    lock is free and the next read runs."""
+    doc, step = await node.queued_document()
+    await node.jobs._submit(doc.id, step.id, holder=None)  # defers the first read (todo)
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        # The read that ran when its worker was killed: `doing`, its worker long silent.
+        worker = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat)"
+            " VALUES (now() - interval '1 hour') RETURNING id"
+        ).fetchone()
+        stalled = conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args,"
+            " status, worker_id) SELECT queue_name, task_name, lock, queueing_lock, args,"
+            " 'doing', %s FROM procrastinate_jobs WHERE status = 'todo' RETURNING id",
+            (worker[0] if worker else None,),
+        ).fetchone()
+    assert stalled is not None
+    await node.jobs._recover_stalled(0)
+    with psycopg.connect(libpq_url(node.url)) as conn:
+        left = conn.execute("SELECT id, status FROM procrastinate_jobs ORDER BY id").fetchall()
+    assert [status for _, status in left] == ["todo"]  # the successor alone
+    assert stalled[0] not in [job_id for job_id, _ in left]
+
+
 async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> None:
     """A second file whose content another document is processing is journaled as its
     duplicate and goes straight to its final action."""

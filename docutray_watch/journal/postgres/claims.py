@@ -24,6 +24,7 @@ from docutray_watch.journal.postgres.tables import documents, source_identity
 
 __all__ = [
     "content_holder",
+    "known_sources",
     "next_generation",
     "record_source",
     "set_generation",
@@ -75,6 +76,25 @@ async def record_source(
         .returning(sa.literal(True))
     )
     return bool(inserted)
+
+
+async def known_sources(
+    conn: AsyncConnection, *, node: str | None, paths: list[str]
+) -> set[tuple[str, int, int, int]]:
+    """The source identities already recorded for these paths, as (path, size, mtime_ns, inode)
+    (inode 0 for none): one query for a whole folder listing, so a periodic scan of a folder
+    of many files taken before costs one round trip, not one per file."""
+    if not paths:
+        return set()
+    rows = await conn.execute(
+        sa.select(
+            source_identity.c.path,
+            source_identity.c.size,
+            source_identity.c.mtime_ns,
+            source_identity.c.inode,
+        ).where(source_identity.c.node == (node or ""), source_identity.c.path.in_(paths))
+    )
+    return {(str(p), int(s), int(m), int(i)) for p, s, m, i in rows}
 
 
 async def next_generation(conn: AsyncConnection, pipeline: str, sha256: str) -> int:
