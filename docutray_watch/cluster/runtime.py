@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pluggy
+import sqlalchemy as sa
 import structlog
 
 from docutray_watch.cluster.app import create_app, libpq_url, node_queue
@@ -102,6 +103,8 @@ class ClusterNode:
         handoff = ClusterHandoff(lambda: _must(jobs))
         engine.discovery.handoff = handoff
         try:
+            if not await self._open_journal(store, stop):
+                return  # stopped while waiting for PostgreSQL: nothing was started
             async with open_pool(libpq_url(url), node=node) as pool:
                 await engine.start(resume=False)
                 try:
@@ -140,6 +143,25 @@ class ClusterNode:
         finally:
             await membership.leave()
             log.info("cluster_node_left", node=node)
+
+    async def _open_journal(self, store: PostgresStore, stop: asyncio.Event) -> bool:
+        """Open the journal's connections, waiting with backoff (1 s to 30 s) while PostgreSQL
+        refuses them (restarting, out of connection slots): the name was taken, a crash here
+        would leave it to go stale. False when `stop` came first."""
+        backoff = 1.0
+        while True:
+            try:
+                await store.open()
+                return True
+            except sa.exc.OperationalError as exc:
+                reason = str(exc.orig or exc).splitlines()[0]
+                self._waiting(reason)
+                log.warning("cluster_journal_unreachable", error=reason, retry_in=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            if stop.is_set():
+                return False
+            backoff = min(30.0, backoff * 2)
 
     async def _serve(
         self, app: Any, engine: Engine, lost: asyncio.Event, stop: asyncio.Event, node: str

@@ -49,26 +49,33 @@ class Daemons:
         self.procs[node].wait(10)
 
     def silent_for(self, node: str) -> float:
-        """Seconds since the node's last heartbeat (infinite when it is not registered)."""
-        with psycopg.connect(libpq_url(self.url)) as conn:
-            row = conn.execute(
-                "SELECT EXTRACT(EPOCH FROM now() - last_heartbeat) FROM docutray_cluster.nodes"
-                " WHERE name = %s",
-                (node,),
-            ).fetchone()
+        """Seconds since the node's last heartbeat (infinite when it is not registered; 0 when
+        the server has no connection to spare: a shared server, asked again later)."""
+        try:
+            with psycopg.connect(libpq_url(self.url)) as conn:
+                row = conn.execute(
+                    "SELECT EXTRACT(EPOCH FROM now() - last_heartbeat)"
+                    " FROM docutray_cluster.nodes WHERE name = %s",
+                    (node,),
+                ).fetchone()
+        except psycopg.OperationalError:
+            return 0.0
         return float(row[0]) if row else float("inf")
 
     def terminate_backends(self, node: str) -> int:
         """`pg_terminate_backend` on every backend of `node` (its connections say
         `docutray-watch/<node>`, its heartbeat's `docutray-watch/<node> heartbeat`); how many."""
         name = application_name(node)
-        with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND (application_name = %s OR application_name LIKE %s)",
-                (name, f"{name} %"),
-            ).fetchall()
+        try:
+            with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND (application_name = %s OR application_name LIKE %s)",
+                    (name, f"{name} %"),
+                ).fetchall()
+        except psycopg.OperationalError:
+            return 0  # no connection to spare: asked again later
         return sum(1 for (ok,) in rows if ok)
 
     def stop_all(self) -> dict[str, int]:

@@ -80,7 +80,11 @@ class StoreBase:
     # -- life cycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, and bring the schema up to date (or check it is, without `migrate`)."""
+        """Connect, and bring the schema up to date (or check it is, without `migrate`); does
+        nothing when the store is open already (a cluster node opens it, waiting for the
+        database, before its engine starts)."""
+        if self._shared.engine is not None:
+            return
         engine = make_engine(self.url, self.schema, node=self.node)
         try:
             async with engine.begin() as conn:
