@@ -243,14 +243,12 @@ class ClusterJobs:
             log.warning("intake_pipeline_missing", pipeline=pipeline, path=path)
             return
         known = (await svc.store.unfinished_by_path(pipeline)).get(path)
-        if known is not None and known.state != DocumentState.DISCOVERED:
-            return  # journaled by an earlier run of this job
         if known is None:
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
                 return  # gone before it was taken: nothing to journal
-            known = await svc.store.add_document(
+            known = await svc.store.add_document_once(
                 pipeline,
                 path,
                 relative_path,
@@ -259,6 +257,11 @@ class ClusterJobs:
                 ctime_ns=st.st_ctime_ns,
                 inode=st.st_ino,
             )
+        if known.state != DocumentState.DISCOVERED:
+            # Journaled by an earlier (or a concurrent) run of this job, which may have died
+            # before deferring what comes next: defer it (again; a waiting one is kept).
+            await self._hand_on(known)
+            return
         svc.ctx.documents.remember(known)
         facts = await read(Path(path))
         try:
@@ -279,6 +282,15 @@ class ClusterJobs:
             log.info("document_duplicate", pipeline=pipeline, doc=doc.name, of=holder.path)
             self._handoff().to_the_end(doc)
         await self._handoff().flush()
+
+    async def _hand_on(self, doc: DocumentRow) -> None:
+        """Defer a journaled document's next job, as the handoff did when it was journaled."""
+        handoff = self._handoff()
+        if doc.state == DocumentState.QUEUED:
+            handoff.queued(doc, await self.svc.store.steps_of(doc.id))
+        elif doc.state in (DocumentState.DUPLICATE, DocumentState.REJECTED) and not doc.finished:
+            handoff.to_the_end(doc)
+        await handoff.flush()
 
     def _handoff(self) -> ClusterHandoff:
         handoff = self.svc.discovery.handoff

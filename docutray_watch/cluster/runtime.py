@@ -136,6 +136,7 @@ class ClusterNode:
                     )
                     jobs = self.jobs = ClusterJobs(app, services)
                     async with app.open_async():
+                        await _hand_on_local(jobs, store, node)
                         await self._serve(app, engine, membership.heartbeat.lost, stop, node)
                 finally:
                     await handoff.flush()
@@ -237,6 +238,15 @@ class ClusterNode:
                 documents.known[pipeline.name] = await store.unfinished_by_path(pipeline.name)
                 await engine.scan(pipeline.name)
             await asyncio.sleep(min(p.folder.rescan_interval for p in local))
+
+
+async def _hand_on_local(jobs: ClusterJobs, store: PostgresStore, node: str) -> None:
+    """Defer again the next job of this node's journaled documents in its own folders: a node
+    killed between journaling a batch and deferring its jobs left them with none, and nothing
+    else looks at them (a waiting job is kept, not doubled)."""
+    for doc in await store.unfinished_of_node(node):
+        if jobs.holder_of(doc.pipeline) == node:
+            await jobs._hand_on(doc)
 
 
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:

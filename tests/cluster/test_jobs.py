@@ -240,6 +240,41 @@ async def test_a_stalled_job_whose_successor_waits_is_ended_not_retried(node: No
     assert stalled[0] not in [job_id for job_id, _ in left]
 
 
+async def test_an_intake_run_again_defers_the_submit_its_first_run_never_deferred(
+    node: Node,
+) -> None:
+    """An intake killed after journaling its document `queued` but before deferring the submit
+    is run again (stalled-job recovery): the run again defers the submit, once."""
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / "k.pdf"
+    path.write_bytes(b"%PDF-1.4\nkilled mid-intake")
+    await node.jobs._intake("invoices", str(path), "k.pdf")
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")  # the deferral that never committed
+    await node.jobs._intake("invoices", str(path), "k.pdf")
+    await node.jobs._intake("invoices", str(path), "k.pdf")
+    assert [job[0] for job in node.deferred()] == ["dtw.submit"]
+    assert [doc.state for doc in await node.store.unfinished_documents()] == ["queued"]
+
+
+async def test_two_intakes_of_one_file_at_once_journal_one_document(node: Node) -> None:
+    """The same intake running twice at once (a live node's job judged stalled and run again
+    elsewhere) journals one document for the file, not a second one as its duplicate."""
+    import asyncio
+
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / "t.pdf"
+    path.write_bytes(b"%PDF-1.4\ntwice at once")
+    runs = [node.jobs._intake("invoices", str(path), "t.pdf") for _ in range(2)]
+    await asyncio.gather(*runs, return_exceptions=True)  # the loser may fail; retried later
+    await node.jobs._intake("invoices", str(path), "t.pdf")  # procrastinate's retry
+    docs = await node.store.unfinished_documents()
+    assert [(doc.name, doc.state) for doc in docs] == [("t.pdf", "queued")]
+    assert [job[0] for job in node.deferred()] == ["dtw.submit"]
+
+
 async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> None:
     """A second file whose content another document is processing is journaled as its
     duplicate and goes straight to its final action."""
