@@ -473,6 +473,12 @@ class ClusterJobs:
             await finalize(ctx, doc, logger)
         except LeaseLost:
             log.warning("lease_lost", doc_id=doc_id, job="finalize", node=svc.node)
+            return
+        doc = await svc.store.document(doc_id)
+        if doc.state in _FINAL_ACTION and not doc.finished:
+            # The file action failed (logged): nothing else would take it up (single-node mode
+            # does at the next start). procrastinate runs the job again, with growing waits.
+            raise FinalActionPending(f"the final action of {doc.name} did not complete")
 
     async def _note_throttle(self) -> None:
         """A 429 this node's client saw pauses and slows every node."""
@@ -490,6 +496,10 @@ class ClusterJobs:
 
     async def _raise_rate(self, timestamp: int) -> None:
         await periodic.raise_rate(self)
+
+
+class FinalActionPending(RuntimeError):
+    """A finalize job whose file action failed: raised so that the job is retried."""
 
 
 def _first_wait(ctx: Context, doc: DocumentRow) -> float:

@@ -275,6 +275,25 @@ async def test_two_intakes_of_one_file_at_once_journal_one_document(node: Node) 
     assert [job[0] for job in node.deferred()] == ["dtw.submit"]
 
 
+async def test_a_final_action_that_fails_is_retried_not_dropped(node: Node) -> None:
+    """A finalize whose move fails (the archive not writable; the database refusing a
+    connection in the chaos run) raises, so procrastinate runs it again, instead of ending with
+    the document `delivered` and its file in the inbox for ever; once it can move, it ends."""
+    from docutray_watch.cluster.jobs import FinalActionPending
+
+    doc, _ = await node.queued_document("f.pdf")
+    doc = await node.store.mark_failed(doc.id, "for the test", stage="submit")
+    failed_dir = node.root / "failed"
+    failed_dir.parent.mkdir(parents=True, exist_ok=True)
+    failed_dir.write_text("a file where the archive folder should be")
+    with pytest.raises(FinalActionPending):
+        await node.jobs._finalize(doc.id, holder=None)
+    assert not (await node.store.document(doc.id)).finished
+    failed_dir.unlink()
+    await node.jobs._finalize(doc.id, holder=None)
+    assert (await node.store.document(doc.id)).finished
+
+
 async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> None:
     """A second file whose content another document is processing is journaled as its
     duplicate and goes straight to its final action."""
