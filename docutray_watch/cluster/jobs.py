@@ -282,6 +282,7 @@ class ClusterJobs:
             log.info("document_duplicate", pipeline=pipeline, doc=doc.name, of=holder.path)
             self._handoff().to_the_end(doc)
         await self._handoff().flush()
+        self._handoff().raise_if_failed(known.id)
 
     async def _hand_on(self, doc: DocumentRow) -> None:
         """Defer a journaled document's next job, as the handoff did when it was journaled."""
@@ -291,6 +292,7 @@ class ClusterJobs:
         elif doc.state in (DocumentState.DUPLICATE, DocumentState.REJECTED) and not doc.finished:
             handoff.to_the_end(doc)
         await handoff.flush()
+        handoff.raise_if_failed(doc.id)
 
     def _handoff(self) -> ClusterHandoff:
         handoff = self.svc.discovery.handoff

@@ -258,6 +258,30 @@ async def test_an_intake_run_again_defers_the_submit_its_first_run_never_deferre
     assert [doc.state for doc in await node.store.unfinished_documents()] == ["queued"]
 
 
+async def test_an_intake_whose_deferral_fails_fails_and_its_run_again_defers(
+    node: Node, monkeypatch: Any
+) -> None:
+    """The database refusing the submit's deferral (out of connections) fails the intake job,
+    so procrastinate runs it again, instead of leaving the document `queued` with no job."""
+    from docutray_watch.cluster.handoff import DeferFailed
+
+    path = node.root / "inbox" / "r.pdf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"%PDF-1.4\nrefused once")
+    real = node.jobs.defer_submit
+
+    async def refused(*args: Any, **kwargs: Any) -> None:
+        raise psycopg.OperationalError("sorry, too many clients already")
+
+    monkeypatch.setattr(node.jobs, "defer_submit", refused)
+    with pytest.raises(DeferFailed):
+        await node.jobs._intake("invoices", str(path), "r.pdf")
+    assert node.deferred() == []
+    monkeypatch.setattr(node.jobs, "defer_submit", real)
+    await node.jobs._intake("invoices", str(path), "r.pdf")
+    assert [job[0] for job in node.deferred()] == ["dtw.submit"]
+
+
 async def test_two_intakes_of_one_file_at_once_journal_one_document(node: Node) -> None:
     """The same intake running twice at once (a live node's job judged stalled and run again
     elsewhere) journals one document for the file, not a second one as its duplicate."""
