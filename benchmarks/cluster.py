@@ -57,6 +57,19 @@ DATABASES: list[str] = []  # every database a run created (and dropped), for the
 # -- the database and the daemons ---------------------------------------------------------------
 
 
+def connect(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A connection, asked again for up to a minute while the server has no slot to spare
+    (a PostgreSQL shared with other work: `too many clients already`)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return psycopg.connect(conninfo, **kwargs)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @contextmanager
 def fresh_database(admin: str) -> Iterator[str]:
     """A new database, initialised for the cluster (`cluster init`'s schema); dropped after."""
@@ -64,15 +77,22 @@ def fresh_database(admin: str) -> Iterator[str]:
 
     name = f"dtw_bench_{uuid.uuid4().hex[:12]}"
     DATABASES.append(name)
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = admin.rsplit("/", 1)[0]
     url = f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
     try:
-        init_schema(url)
+        for attempt in range(60):
+            try:
+                init_schema(url)
+                break
+            except Exception:
+                if attempt == 59:
+                    raise
+                time.sleep(1.0)
         yield url
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -179,7 +199,7 @@ def nodes_serving(url: str, count: int) -> Callable[[], bool]:
     from docutray_watch.cluster.app import libpq_url
 
     def check() -> bool:
-        with psycopg.connect(libpq_url(url)) as conn:
+        with connect(libpq_url(url)) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM procrastinate_workers"
                 " WHERE last_heartbeat > now() - interval '5 seconds'"

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 import structlog
 
 from docutray_watch.cluster.app import create_app, libpq_url, node_queue
+from docutray_watch.cluster.handoff import DeferFailed
 from docutray_watch.cluster.jobs import SHARED_QUEUE, ClusterHandoff, ClusterJobs, NodeServices
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
 from docutray_watch.cluster.membership import join_cluster
@@ -244,9 +245,22 @@ async def _hand_on_local(jobs: ClusterJobs, store: PostgresStore, node: str) -> 
     """Defer again the next job of this node's journaled documents in its own folders: a node
     killed between journaling a batch and deferring its jobs left them with none, and nothing
     else looks at them (a waiting job is kept, not doubled)."""
-    for doc in await store.unfinished_of_node(node):
-        if jobs.holder_of(doc.pipeline) == node:
-            await jobs._hand_on(doc)
+    try:
+        found = await store.unfinished_of_node(node)
+    except sa.exc.OperationalError as exc:
+        log.warning("cluster_hand_on_skipped", node=node, error=str(exc.orig or exc))
+        return  # the next start looks again
+    for doc in found:
+        if jobs.holder_of(doc.pipeline) != node:
+            continue
+        for wait in (1.0, 2.0, 4.0, 8.0, 0.0):
+            try:
+                await jobs._hand_on(doc)
+                break
+            except (DeferFailed, sa.exc.OperationalError):
+                if not wait:
+                    log.warning("cluster_hand_on_failed", node=node, doc=doc.name)
+                await asyncio.sleep(wait)  # the database refusing for a moment
 
 
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:
