@@ -28,8 +28,10 @@ class Daemons:
         self.configs = configs
         self.url = url
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.starts: dict[str, int] = {}
 
     def start(self, node: str) -> None:
+        self.starts[node] = self.starts.get(node, 0) + 1
         log = (self.root / f"{node}.log").open("ab")
         env = {**os.environ, "DOCUTRAY_API_KEY": ""}
         self.procs[node] = subprocess.Popen(
@@ -78,9 +80,17 @@ class Daemons:
             return 0  # no connection to spare: asked again later
         return sum(1 for (ok,) in rows if ok)
 
+    def serving(self, node: str) -> bool:
+        """Whether the node's latest start has reached serving its queues (from its log)."""
+        log = self.root / f"{node}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return text.count('"cluster_node_serving"') >= self.starts.get(node, 0)
+
     def stop_all(self) -> dict[str, int]:
-        """SIGTERM to every live daemon; their exit codes (a killed one's is -9)."""
+        """SIGTERM to every live daemon, once each serves (a signal during its start-up would
+        end it before its handler is installed); their exit codes."""
         live = {node: proc for node, proc in self.procs.items() if proc.poll() is None}
+        wait_until(lambda: all(self.serving(n) for n in live), 60, "every node serving")
         for proc in live.values():
             proc.send_signal(signal.SIGTERM)
         return {node: proc.wait(60) for node, proc in live.items()}
