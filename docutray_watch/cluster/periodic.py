@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,30 @@ async def recover_stalled(jobs: Jobs) -> None:
         except procrastinate_errors.ConnectorException:
             continue  # another node retried it first (it is no longer `doing`)
         log.warning("job_stalled_retried", job_id=job.id, task=job.task_name, node=svc.node)
+    # A job whose worker lives on but lost it: its status write failed (its connection cut as it
+    # finished), so it stays `doing`, holding its document's lock, while its successor waits.
+    late = svc.stalled_timeout + svc.write_timeout
+    for row in await manager.connector.execute_query_all_async(_HANDED_ON, seconds=late):
+        await _end_handed_on(manager, _JobRef(int(row["id"]), str(row["task_name"])), svc.node)
     await svc.slots.tidy()
     await manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS, include_failed=True)
+
+
+_HANDED_ON = """
+SELECT j.id, j.task_name FROM procrastinate_jobs j
+ WHERE j.status = 'doing' AND j.queueing_lock IS NOT NULL
+   AND EXISTS (SELECT 1 FROM procrastinate_jobs t
+                WHERE t.queueing_lock = j.queueing_lock AND t.status = 'todo' AND t.id > j.id)
+   AND (SELECT max(e.at) FROM procrastinate_events e
+         WHERE e.job_id = j.id AND e.type = 'started')
+       < now() - make_interval(secs => %(seconds)s)
+"""
+
+
+@dataclass(frozen=True)
+class _JobRef:
+    id: int
+    task_name: str
 
 
 async def _end_handed_on(manager: Any, job: Any, node: str) -> None:

@@ -318,6 +318,51 @@ async def test_a_final_action_that_fails_is_retried_not_dropped(node: Node) -> N
     assert (await node.store.document(doc.id)).finished
 
 
+async def test_a_job_a_live_worker_lost_is_ended_once_its_successor_waits(node: Node) -> None:
+    """A poll job left `doing` by a live worker (its status write failed as it finished) with its
+    successor waiting is ended by recovery once it started longer ago than the stalled timeout
+    plus the write timeout; a recent one is left alone."""
+    doc, step = await node.queued_document()
+    await node.jobs._submit(doc.id, step.id, holder=None)  # defers the first read (todo)
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        worker = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now()) RETURNING id"
+        ).fetchone()
+        lost = conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args,"
+            " status, worker_id) SELECT queue_name, task_name, lock, queueing_lock, args,"
+            " 'doing', %s FROM procrastinate_jobs WHERE status = 'todo' RETURNING id",
+            (worker[0] if worker else None,),
+        ).fetchone()
+        assert lost is not None
+        # Its successor was deferred after it (a newer job with the same queueing lock).
+        conn.execute(
+            "WITH old AS (DELETE FROM procrastinate_jobs WHERE status = 'todo' RETURNING *)"
+            " INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args,"
+            " status) SELECT queue_name, task_name, lock, queueing_lock, args, 'todo' FROM old"
+        )
+        conn.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at) VALUES (%s, 'started', now())",
+            (lost[0],),
+        )
+    await node.jobs._recover_stalled(0)
+    statuses = {job_id: status for job_id, status in _jobs(node)}
+    assert statuses[lost[0]] == "doing"  # started just now: maybe still running
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE procrastinate_events SET at = now() - interval '1 minute' WHERE job_id = %s",
+            (lost[0],),
+        )
+    await node.jobs._recover_stalled(0)
+    assert [status for _, status in _jobs(node)] == ["todo"]
+
+
+def _jobs(node: Node) -> list[tuple[int, str]]:
+    with psycopg.connect(libpq_url(node.url)) as conn:
+        rows = conn.execute("SELECT id, status FROM procrastinate_jobs ORDER BY id").fetchall()
+    return [(int(i), str(s)) for i, s in rows]
+
+
 async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> None:
     """A second file whose content another document is processing is journaled as its
     duplicate and goes straight to its final action."""
