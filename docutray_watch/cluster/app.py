@@ -43,11 +43,18 @@ def create_app(
 
     Its workers heartbeat every `heartbeat_interval` and count a worker as stalled after
     `stalled_timeout`, the same figures the node registry uses, so "dead" means one thing.
+    Its connections say `docutray-watch/<node>` in `pg_stat_activity`.
     """
     import procrastinate  # the `cluster` extra; single-node installs never import it
+    from psycopg.conninfo import make_conninfo
+
+    from docutray_watch.journal.postgres.connection import application_name
 
     connector = procrastinate.PsycopgConnector(
-        conninfo=libpq_url(cluster.database.get_secret_value()),
+        conninfo=make_conninfo(
+            libpq_url(cluster.database.get_secret_value()),
+            application_name=application_name(cluster.node_name),
+        ),
         min_size=1,
         max_size=max_connections,
     )

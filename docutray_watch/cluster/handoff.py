@@ -14,9 +14,13 @@ from docutray_watch.cluster.services import Jobs
 from docutray_watch.journal import DocumentRow, StepRow
 from docutray_watch.journal.postgres import claims
 
-__all__ = ["ClusterHandoff"]
+__all__ = ["ClusterHandoff", "DeferFailed"]
 
 log = structlog.get_logger("docutray_watch.cluster")
+
+
+class DeferFailed(RuntimeError):
+    """A journaled document's next job could not be deferred (the database refused)."""
 
 
 class ClusterHandoff:
@@ -26,6 +30,7 @@ class ClusterHandoff:
     def __init__(self, jobs: Callable[[], Jobs]) -> None:
         self._jobs = jobs
         self._pending: set[asyncio.Task[None]] = set()
+        self._failed: set[int] = set()  # documents whose deferral failed (not yet reported)
 
     def queued(self, doc: DocumentRow, steps: list[StepRow] | None) -> None:
         self._track(self._first_jobs(doc, steps))
@@ -37,6 +42,13 @@ class ClusterHandoff:
         """Wait until every deferral asked for so far is committed (an intake job's end)."""
         while self._pending:
             await asyncio.gather(*list(self._pending))
+
+    def raise_if_failed(self, doc_id: int) -> None:
+        """Raise `DeferFailed` if deferring `doc_id`'s next job failed (after `flush`): an intake
+        job then fails and is run again, and its run again defers the job."""
+        if doc_id in self._failed:
+            self._failed.discard(doc_id)
+            raise DeferFailed(f"deferring the next job of document {doc_id} failed")
 
     def _track(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -67,4 +79,7 @@ class ClusterHandoff:
                 for step in steps:
                     await jobs.defer_submit(doc, step, holder, connection=raw)
         except Exception as exc:  # noqa: BLE001 - the document stays queued in the journal
+            # An intake job raises it (`raise_if_failed`) and is run again; a node's own folders'
+            # documents are deferred again when the node starts.
+            self._failed.add(doc.id)
             log.error("cluster_defer_failed", doc=doc.name, error=f"{type(exc).__name__}: {exc}")

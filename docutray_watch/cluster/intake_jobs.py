@@ -94,14 +94,14 @@ async def take(
     if version is not None:
         await _take_source_document(jobs, pipeline, path, relative_path, version, size, known)
         return
-    if known is not None and known.state != DocumentState.DISCOVERED:
-        return  # journaled by an earlier run of this job
     if known is None:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             return  # gone before it was taken: nothing to journal
-        known = await svc.store.add_document(
+        # One document per path even when two runs of this job overlap (a live node's job
+        # judged stalled and run elsewhere): the path's advisory lock serialises them.
+        known = await svc.store.add_document_once(
             pipeline,
             path,
             relative_path,
@@ -110,6 +110,11 @@ async def take(
             ctime_ns=st.st_ctime_ns,
             inode=st.st_ino,
         )
+    if known.state != DocumentState.DISCOVERED:
+        # Journaled by an earlier (or a concurrent) run of this job, which may have died
+        # before deferring what comes next: defer it (again; a waiting one is kept).
+        await jobs.hand_on(known)
+        return
     svc.ctx.documents.remember(known)
     await _classify(jobs, known, await read(Path(path)))
 
@@ -177,3 +182,4 @@ async def _classify(jobs: Jobs, known: DocumentRow, facts: intake.FileFacts | Un
     # Content another document claims: a duplicate of it, or its next generation.
     await claiming.classify(svc, known, facts)
     await handoff.flush()
+    handoff.raise_if_failed(known.id)  # no next job deferred: fail, so the job runs again

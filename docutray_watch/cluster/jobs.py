@@ -251,6 +251,21 @@ class ClusterJobs:
         from its source), and journal it; the handoff defers what comes next."""
         await intake_jobs.take(self, pipeline, path, relative_path, version=version, size=size)
 
+    async def hand_on(self, doc: DocumentRow) -> None:
+        """Defer a journaled document's next job, as the handoff did when it was journaled."""
+        handoff = self._handoff()
+        if doc.state == DocumentState.QUEUED:
+            handoff.queued(doc, await self.svc.store.steps_of(doc.id))
+        elif doc.state in (DocumentState.DUPLICATE, DocumentState.REJECTED) and not doc.finished:
+            handoff.to_the_end(doc)
+        await handoff.flush()
+        handoff.raise_if_failed(doc.id)
+
+    def _handoff(self) -> ClusterHandoff:
+        handoff = self.svc.discovery.handoff
+        assert isinstance(handoff, ClusterHandoff)
+        return handoff
+
     async def _submit(
         self,
         doc_id: int,
@@ -434,6 +449,12 @@ class ClusterJobs:
             await finalize(ctx, doc, logger)
         except LeaseLost:
             log.warning("lease_lost", doc_id=doc_id, job="finalize", node=svc.node)
+            return
+        doc = await svc.store.document(doc_id)
+        if doc.state in _FINAL_ACTION and not doc.finished:
+            # The file action failed (logged): nothing else would take it up (single-node mode
+            # does at the next start). procrastinate runs the job again, with growing waits.
+            raise FinalActionPending(f"the final action of {doc.name} did not complete")
 
     async def _note_throttle(self) -> None:
         """A 429 this node's client saw pauses and slows every node."""
@@ -451,3 +472,7 @@ class ClusterJobs:
 
     async def _raise_rate(self, timestamp: int) -> None:
         await periodic.raise_rate(self)
+
+
+class FinalActionPending(RuntimeError):
+    """A finalize job whose file action failed: raised so that the job is retried."""

@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from docutray_watch.cluster._db import LOCK_NAMESPACE
+from docutray_watch.journal.postgres.connection import application_name
 
 __all__ = ["SLOTS_LOCK", "ClusterRate", "ClusterSlots", "StepSlot", "retrying"]
 
@@ -339,10 +340,15 @@ def _background(work: Awaitable[object]) -> object:
 
 
 @contextlib.asynccontextmanager
-async def open_pool(conninfo: str, *, max_size: int = 4) -> Any:
-    """A small psycopg pool for the limits' short transactions (apart from the job pool)."""
+async def open_pool(conninfo: str, *, max_size: int = 4, node: str | None = None) -> Any:
+    """A small psycopg pool for the limits' short transactions (apart from the job pool); its
+    connections say `docutray-watch/<node>` in `pg_stat_activity`."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        conninfo, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+        conninfo,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        kwargs={"autocommit": True, "application_name": application_name(node)},
     )
     await pool.open(wait=True, timeout=30)
     try:

@@ -41,6 +41,7 @@ from docutray_watch.cluster._db import (
 from docutray_watch.cluster.app import libpq_url
 from docutray_watch.cluster.errors import NodeNameInUseError
 from docutray_watch.cluster.outages import Outages
+from docutray_watch.journal.postgres.connection import application_name
 
 __all__ = [
     "Heartbeat",
@@ -318,7 +319,7 @@ class Heartbeat:
             self._conn = await psycopg.AsyncConnection.connect(
                 make_conninfo(libpq_url(self._registration.url), connect_timeout=CONNECT_TIMEOUT_S),
                 autocommit=True,
-                application_name="docutray-watch heartbeat",
+                application_name=f"{application_name(self._registration.name)} heartbeat",
             )
         return self._conn
 

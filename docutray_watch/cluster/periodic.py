@@ -5,9 +5,12 @@ shared request rate."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from procrastinate import exceptions as procrastinate_errors
+from procrastinate import jobs as procrastinate_jobs
 
 from docutray_watch.cluster import readiness
 from docutray_watch.cluster.intake_jobs import defer_source_intakes
@@ -75,11 +78,51 @@ async def recover_stalled(jobs: Jobs) -> None:
     for job in stalled:
         try:
             await manager.retry_job(job)
+        except procrastinate_errors.UniqueViolation:
+            await _end_handed_on(manager, job, svc.node)
+            continue
         except procrastinate_errors.ConnectorException:
             continue  # another node retried it first (it is no longer `doing`)
         log.warning("job_stalled_retried", job_id=job.id, task=job.task_name, node=svc.node)
+    # A job whose worker lives on but lost it: its status write failed (its connection cut as it
+    # finished), so it stays `doing`, holding its document's lock, while its successor waits.
+    late = svc.stalled_timeout + svc.write_timeout
+    for row in await manager.connector.execute_query_all_async(_HANDED_ON, seconds=late):
+        await _end_handed_on(manager, _JobRef(int(row["id"]), str(row["task_name"])), svc.node)
     await svc.slots.tidy()
     await manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS, include_failed=True)
+
+
+_HANDED_ON = """
+SELECT j.id, j.task_name FROM procrastinate_jobs j
+ WHERE j.status = 'doing' AND j.queueing_lock IS NOT NULL
+   AND EXISTS (SELECT 1 FROM procrastinate_jobs t
+                WHERE t.queueing_lock = j.queueing_lock AND t.status = 'todo' AND t.id > j.id)
+   AND (SELECT max(e.at) FROM procrastinate_events e
+         WHERE e.job_id = j.id AND e.type = 'started')
+       < now() - make_interval(secs => %(seconds)s)
+"""
+
+
+@dataclass(frozen=True)
+class _JobRef:
+    id: int
+    task_name: str
+
+
+async def _end_handed_on(manager: Any, job: Any, node: str) -> None:
+    """A stalled job whose successor (the same queueing lock) already waits: deferring it was
+    the job's last act, its worker died before the job was marked finished. Back in `todo` it
+    would break the queueing lock's uniqueness, and left `doing` it holds its document's lock
+    (`doc:<id>`) for ever, so no job of that document would run again: it is ended instead (its
+    successor re-reads the journal, as every job does)."""
+    try:
+        await manager.finish_job_by_id_async(
+            job.id, status=procrastinate_jobs.Status.SUCCEEDED, delete_job=True
+        )
+    except procrastinate_errors.ConnectorException:
+        return  # another node ended it first
+    log.warning("job_stalled_handed_on", job_id=job.id, task=job.task_name, node=node)
 
 
 async def raise_rate(jobs: Jobs) -> None:

@@ -25,9 +25,11 @@ from typing import Any
 
 import httpx
 import pluggy
+import sqlalchemy as sa
 import structlog
 
 from docutray_watch.cluster.app import create_app, libpq_url, node_queue
+from docutray_watch.cluster.handoff import DeferFailed
 from docutray_watch.cluster.jobs import SHARED_QUEUE, ClusterHandoff, ClusterJobs, NodeServices
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
 from docutray_watch.cluster.membership import join_cluster
@@ -111,7 +113,9 @@ class ClusterNode:
         engine.discovery.handoff = handoff
         engine.sources.looks_itself = False  # the periodic scan lists them (one node per period)
         try:
-            async with open_pool(libpq_url(url)) as pool:
+            if not await self._open_journal(store, stop):
+                return  # stopped while waiting for PostgreSQL: nothing was started
+            async with open_pool(libpq_url(url), node=node) as pool:
                 await engine.start(resume=False)
                 try:
                     app = create_app(self.cluster)
@@ -144,6 +148,7 @@ class ClusterNode:
                     )
                     jobs = self.jobs = ClusterJobs(app, services)
                     async with app.open_async():
+                        await _hand_on_local(jobs, store, node)
                         await self._serve(app, engine, membership.heartbeat.lost, stop, node)
                 finally:
                     await handoff.flush()
@@ -151,6 +156,25 @@ class ClusterNode:
         finally:
             await membership.leave()
             log.info("cluster_node_left", node=node)
+
+    async def _open_journal(self, store: PostgresStore, stop: asyncio.Event) -> bool:
+        """Open the journal's connections, waiting with backoff (1 s to 30 s) while PostgreSQL
+        refuses them (restarting, out of connection slots): the name was taken, a crash here
+        would leave it to go stale. False when `stop` came first."""
+        backoff = 1.0
+        while True:
+            try:
+                await store.open()
+                return True
+            except sa.exc.OperationalError as exc:
+                reason = str(exc.orig or exc).splitlines()[0]
+                self._waiting(reason)
+                log.warning("cluster_journal_unreachable", error=reason, retry_in=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            if stop.is_set():
+                return False
+            backoff = min(30.0, backoff * 2)
 
     async def _serve(
         self, app: Any, engine: Engine, lost: asyncio.Event, stop: asyncio.Event, node: str
@@ -249,6 +273,28 @@ class ClusterNode:
                 await asyncio.sleep(min(p.folder.rescan_interval for p in local))
         finally:
             watchers.stop()
+
+
+async def _hand_on_local(jobs: ClusterJobs, store: PostgresStore, node: str) -> None:
+    """Defer again the next job of this node's journaled documents in its own folders: a node
+    killed between journaling a batch and deferring its jobs left them with none, and nothing
+    else looks at them (a waiting job is kept, not doubled)."""
+    try:
+        found = await store.unfinished_of_node(node)
+    except sa.exc.OperationalError as exc:
+        log.warning("cluster_hand_on_skipped", node=node, error=str(exc.orig or exc))
+        return  # the next start looks again
+    for doc in found:
+        if jobs.holder_of(doc.pipeline) != node:
+            continue
+        for wait in (1.0, 2.0, 4.0, 8.0, 0.0):
+            try:
+                await jobs.hand_on(doc)
+                break
+            except (DeferFailed, sa.exc.OperationalError):
+                if not wait:
+                    log.warning("cluster_hand_on_failed", node=node, doc=doc.name)
+                await asyncio.sleep(wait)  # the database refusing for a moment
 
 
 def _must(jobs: ClusterJobs | None) -> ClusterJobs:

@@ -90,3 +90,7 @@ class Jobs(Protocol):
         connection: Any = None,
         schedule_in: float = 0.0,
     ) -> None: ...
+
+    async def hand_on(self, doc: DocumentRow) -> None:
+        """Defer a journaled document's next job (again: a waiting one is kept)."""
+        ...

@@ -1,5 +1,6 @@
-"""Peak counters for the emulator's statistics: the most executions running at one instant, and
-the most requests that arrived within any one second.
+"""Peak counters for the emulator's statistics: the most executions running at one instant (all
+of them, or only the latest of each document), and the most requests that arrived within any one
+second.
 
 Both are kept as events happen (O(log n) / amortised O(1) each), so a stats read stays cheap
 however many executions a long test created. Times come from the emulator's monotonic clock.
@@ -27,6 +28,35 @@ class RunningPeak:
         if completes_at > now:
             heapq.heappush(self._completions, completes_at)
         self.peak = max(self.peak, len(self._completions))
+
+
+class LatestRunningPeak:
+    """The most executions running at once counting, for each (step, document), only its latest
+    execution: an earlier one is superseded once a client submitted the same document again
+    (it lost track of the first POST: killed, or cut off from its journal) and runs on at the
+    service uncounted by the client's cap. So a client that keeps its cap has
+    ``peak <= max_in_flight`` here, while the plain `RunningPeak` may exceed it by the
+    superseded executions still running at that instant."""
+
+    def __init__(self) -> None:
+        self._completions: list[tuple[float, str]] = []  # (end, execution id), lazily pruned
+        self._running: set[str] = set()  # running executions that are the latest of their key
+        self._latest: dict[tuple[str, str], str] = {}  # (step, sha256) -> latest execution id
+        self.peak = 0
+
+    def started(self, now: float, completes_at: float, key: tuple[str, str], ident: str) -> None:
+        """Execution `ident` of `key` (step, sha256) created at `now`, completing at
+        `completes_at`."""
+        while self._completions and self._completions[0][0] <= now:
+            self._running.discard(heapq.heappop(self._completions)[1])
+        superseded = self._latest.get(key)
+        if superseded is not None:
+            self._running.discard(superseded)
+        self._latest[key] = ident
+        if completes_at > now:
+            heapq.heappush(self._completions, (completes_at, ident))
+            self._running.add(ident)
+        self.peak = max(self.peak, len(self._running))
 
 
 class WindowPeak:

@@ -17,7 +17,7 @@ from typing import Any
 from docutray_watch.emulator._documents import Document
 from docutray_watch.emulator._executions import Execution, Outcome, Status
 from docutray_watch.emulator._identifications import Identification, classify
-from docutray_watch.emulator._peaks import RunningPeak, WindowPeak
+from docutray_watch.emulator._peaks import LatestRunningPeak, RunningPeak, WindowPeak
 from docutray_watch.emulator._ratelimit import TokenBucket
 from docutray_watch.emulator.config import EmulatorConfig
 from docutray_watch.emulator.stats import (
@@ -55,6 +55,7 @@ class EmulatorState:
         self._retry_not_before: dict[str, float] = {}
         self._violations: list[RetryAfterViolation] = []
         self._running_peak = RunningPeak()
+        self._latest_peak = LatestRunningPeak()
         self._request_peak = WindowPeak(1.0)
 
     # -- configuration -------------------------------------------------------------------------
@@ -95,6 +96,7 @@ class EmulatorState:
             self._retry_not_before.clear()
             self._violations.clear()
             self._running_peak = RunningPeak()
+            self._latest_peak = LatestRunningPeak()
             self._request_peak = WindowPeak(1.0)
             self._random.seed(self._config.seed)
             self._bucket = self._new_bucket()
@@ -127,6 +129,7 @@ class EmulatorState:
                 executions_created=len(self._executions),
                 executions_in_flight=in_flight,
                 peak_executions_running=self._running_peak.peak,
+                peak_latest_executions_running=self._latest_peak.peak,
                 peak_requests_per_second=self._request_peak.peak,
                 identifications_created=len(self._identifications),
                 submissions={step: dict(docs) for step, docs in self._submissions.items()},
@@ -235,6 +238,12 @@ class EmulatorState:
             )
             self._executions[execution.execution_id] = execution
             self._running_peak.started(now, execution.completes_at)
+            self._latest_peak.started(
+                now,
+                execution.completes_at,
+                (step_id, document.sha256),
+                execution.execution_id,
+            )
             self._submissions[step_id][document.sha256] += 1
             return execution
 

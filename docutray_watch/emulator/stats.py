@@ -80,6 +80,11 @@ class EmulatorStats(BaseModel):
     peak_executions_running: int = 0
     """The most executions running (ENQUEUED or PROCESSING) at one instant since the start or
     the last reset: what a client's cap on executions in flight must keep low."""
+    peak_latest_executions_running: int = 0
+    """Like `peak_executions_running`, counting for each (step, document) only its latest
+    execution at that instant: the running ones a client resubmitted (it could not know its first
+    POST got through) are left out, so ``peak_executions_running`` is at most this plus the
+    superseded executions still running at that instant (see `_peaks.LatestRunningPeak`)."""
     peak_requests_per_second: int = 0
     """The most API requests (submissions and reads, answered or not) that arrived within any
     one second (a sliding window) since the start or the last reset."""

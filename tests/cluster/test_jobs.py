@@ -217,6 +217,155 @@ async def test_recovery_waits_until_the_node_knows_better(node: Node, monkeypatc
     assert asked == [3.0 + 1.0]  # stalled timeout plus the API write timeout
 
 
+async def test_a_stalled_job_whose_successor_waits_is_ended_not_retried(node: Node) -> None:
+    """A poll job left `doing` by a killed worker after it deferred the next read (same
+    queueing lock): recovery ends it instead of failing to retry it for ever, so the document's
+    lock is free and the next read runs."""
+    doc, step = await node.queued_document()
+    await node.jobs._submit(doc.id, step.id, holder=None)  # defers the first read (todo)
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        # The read that ran when its worker was killed: `doing`, its worker long silent.
+        worker = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat)"
+            " VALUES (now() - interval '1 hour') RETURNING id"
+        ).fetchone()
+        stalled = conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args,"
+            " status, worker_id) SELECT queue_name, task_name, lock, queueing_lock, args,"
+            " 'doing', %s FROM procrastinate_jobs WHERE status = 'todo' RETURNING id",
+            (worker[0] if worker else None,),
+        ).fetchone()
+    assert stalled is not None
+    await node.jobs._recover_stalled(0)
+    with psycopg.connect(libpq_url(node.url)) as conn:
+        left = conn.execute("SELECT id, status FROM procrastinate_jobs ORDER BY id").fetchall()
+    assert [status for _, status in left] == ["todo"]  # the successor alone
+    assert stalled[0] not in [job_id for job_id, _ in left]
+
+
+async def test_an_intake_run_again_defers_the_submit_its_first_run_never_deferred(
+    node: Node,
+) -> None:
+    """An intake killed after journaling its document `queued` but before deferring the submit
+    is run again (stalled-job recovery): the run again defers the submit, once."""
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / "k.pdf"
+    path.write_bytes(b"%PDF-1.4\nkilled mid-intake")
+    await node.jobs._intake("invoices", str(path), "k.pdf")
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")  # the deferral that never committed
+    await node.jobs._intake("invoices", str(path), "k.pdf")
+    await node.jobs._intake("invoices", str(path), "k.pdf")
+    assert [job[0] for job in node.deferred()] == ["dtw.submit"]
+    assert [doc.state for doc in await node.store.unfinished_documents()] == ["queued"]
+
+
+async def test_an_intake_whose_deferral_fails_fails_and_its_run_again_defers(
+    node: Node, monkeypatch: Any
+) -> None:
+    """The database refusing the submit's deferral (out of connections) fails the intake job,
+    so procrastinate runs it again, instead of leaving the document `queued` with no job."""
+    from docutray_watch.cluster.handoff import DeferFailed
+
+    path = node.root / "inbox" / "r.pdf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"%PDF-1.4\nrefused once")
+    real = node.jobs.defer_submit
+
+    async def refused(*args: Any, **kwargs: Any) -> None:
+        raise psycopg.OperationalError("sorry, too many clients already")
+
+    monkeypatch.setattr(node.jobs, "defer_submit", refused)
+    with pytest.raises(DeferFailed):
+        await node.jobs._intake("invoices", str(path), "r.pdf")
+    assert node.deferred() == []
+    monkeypatch.setattr(node.jobs, "defer_submit", real)
+    await node.jobs._intake("invoices", str(path), "r.pdf")
+    assert [job[0] for job in node.deferred()] == ["dtw.submit"]
+
+
+async def test_two_intakes_of_one_file_at_once_journal_one_document(node: Node) -> None:
+    """The same intake running twice at once (a live node's job judged stalled and run again
+    elsewhere) journals one document for the file, not a second one as its duplicate."""
+    import asyncio
+
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / "t.pdf"
+    path.write_bytes(b"%PDF-1.4\ntwice at once")
+    runs = [node.jobs._intake("invoices", str(path), "t.pdf") for _ in range(2)]
+    await asyncio.gather(*runs, return_exceptions=True)  # the loser may fail; retried later
+    await node.jobs._intake("invoices", str(path), "t.pdf")  # procrastinate's retry
+    docs = await node.store.unfinished_documents()
+    assert [(doc.name, doc.state) for doc in docs] == [("t.pdf", "queued")]
+    assert [job[0] for job in node.deferred()] == ["dtw.submit"]
+
+
+async def test_a_final_action_that_fails_is_retried_not_dropped(node: Node) -> None:
+    """A finalize whose move fails (the archive not writable; the database refusing a
+    connection in the chaos run) raises, so procrastinate runs it again, instead of ending with
+    the document `delivered` and its file in the inbox for ever; once it can move, it ends."""
+    from docutray_watch.cluster.jobs import FinalActionPending
+
+    doc, _ = await node.queued_document("f.pdf")
+    doc = await node.store.mark_failed(doc.id, "for the test", stage="submit")
+    failed_dir = node.root / "failed"
+    failed_dir.parent.mkdir(parents=True, exist_ok=True)
+    failed_dir.write_text("a file where the archive folder should be")
+    with pytest.raises(FinalActionPending):
+        await node.jobs._finalize(doc.id, holder=None)
+    assert not (await node.store.document(doc.id)).finished
+    failed_dir.unlink()
+    await node.jobs._finalize(doc.id, holder=None)
+    assert (await node.store.document(doc.id)).finished
+
+
+async def test_a_job_a_live_worker_lost_is_ended_once_its_successor_waits(node: Node) -> None:
+    """A poll job left `doing` by a live worker (its status write failed as it finished) with its
+    successor waiting is ended by recovery once it started longer ago than the stalled timeout
+    plus the write timeout; a recent one is left alone."""
+    doc, step = await node.queued_document()
+    await node.jobs._submit(doc.id, step.id, holder=None)  # defers the first read (todo)
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        worker = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now()) RETURNING id"
+        ).fetchone()
+        lost = conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args,"
+            " status, worker_id) SELECT queue_name, task_name, lock, queueing_lock, args,"
+            " 'doing', %s FROM procrastinate_jobs WHERE status = 'todo' RETURNING id",
+            (worker[0] if worker else None,),
+        ).fetchone()
+        assert lost is not None
+        # Its successor was deferred after it (a newer job with the same queueing lock).
+        conn.execute(
+            "WITH old AS (DELETE FROM procrastinate_jobs WHERE status = 'todo' RETURNING *)"
+            " INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args,"
+            " status) SELECT queue_name, task_name, lock, queueing_lock, args, 'todo' FROM old"
+        )
+        conn.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at) VALUES (%s, 'started', now())",
+            (lost[0],),
+        )
+    await node.jobs._recover_stalled(0)
+    statuses = {job_id: status for job_id, status in _jobs(node)}
+    assert statuses[lost[0]] == "doing"  # started just now: maybe still running
+    with psycopg.connect(libpq_url(node.url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE procrastinate_events SET at = now() - interval '1 minute' WHERE job_id = %s",
+            (lost[0],),
+        )
+    await node.jobs._recover_stalled(0)
+    assert [status for _, status in _jobs(node)] == ["todo"]
+
+
+def _jobs(node: Node) -> list[tuple[int, str]]:
+    with psycopg.connect(libpq_url(node.url)) as conn:
+        rows = conn.execute("SELECT id, status FROM procrastinate_jobs ORDER BY id").fetchall()
+    return [(int(i), str(s)) for i, s in rows]
+
+
 async def test_a_second_file_with_claimed_content_is_a_duplicate(node: Node) -> None:
     """A second file whose content another document is processing is journaled as its
     duplicate and goes straight to its final action."""

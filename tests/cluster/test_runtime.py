@@ -278,3 +278,58 @@ async def test_a_node_waiting_for_postgresql_says_why_and_stops(
     assert not node.ready.is_set()
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_node_waits_for_the_journal_while_the_database_refuses_connections(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """After joining, the node's journal connections are refused for a while (the server out of
+    connection slots, restarting): the node waits, /readyz saying why, and opens it once they
+    are accepted again; it does not crash with its name taken."""
+    import psycopg
+
+    from docutray_watch.cluster.app import libpq_url
+
+    config = node_config(tmp_path, initialised_url, emulator_factory(), "n1")
+    node = ClusterNode(config, plugin_manager=load_plugins().pm)
+    store = PostgresStore(initialised_url, node="n1", migrate=False)
+    server, name = libpq_url(initialised_url).rsplit("/", 1)
+    with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            opening = asyncio.ensure_future(node._open_journal(store, asyncio.Event()))
+            await asyncio.sleep(1.5)
+            assert not opening.done()
+            assert node.waiting_for is not None
+            assert "waiting for the cluster database" in node.waiting_for
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    try:
+        assert await asyncio.wait_for(opening, 10) is True
+        assert (await store.outcome_counts()) == {}
+    finally:
+        await store.close()
+
+
+async def test_a_stop_while_waiting_for_the_journal_starts_nothing(
+    tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
+) -> None:
+    """SIGTERM while the journal's connections are refused: the wait ends at once, False."""
+    import psycopg
+
+    from docutray_watch.cluster.app import libpq_url
+
+    config = node_config(tmp_path, initialised_url, emulator_factory(), "n1")
+    node = ClusterNode(config, plugin_manager=load_plugins().pm)
+    store = PostgresStore(initialised_url, node="n1", migrate=False)
+    server, name = libpq_url(initialised_url).rsplit("/", 1)
+    stop = asyncio.Event()
+    with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            opening = asyncio.ensure_future(node._open_journal(store, stop))
+            await asyncio.sleep(0.5)
+            stop.set()
+            assert await asyncio.wait_for(opening, 5) is False
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')

@@ -1,4 +1,5 @@
-"""The peaks in /_emulator/stats: most executions running at once, most requests in one second."""
+"""The peaks in /_emulator/stats: most executions running at once (all, or the latest of each
+document), most requests in one second."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from docutray_watch.emulator import EmulatorServer
-from docutray_watch.emulator._peaks import RunningPeak, WindowPeak
+from docutray_watch.emulator._peaks import LatestRunningPeak, RunningPeak, WindowPeak
 from docutray_watch.testing import EmulatorFactory, ManualClock
 
 Connect = Callable[[EmulatorServer], httpx.Client]
@@ -54,6 +55,38 @@ class TestRunningPeak:
         assert peak.peak == 0
 
 
+class TestLatestRunningPeak:
+    def test_a_resubmission_replaces_the_running_execution_it_supersedes(self) -> None:
+        """A document submitted again while its first execution runs counts once; the plain
+        peak counts both."""
+        latest, everything = LatestRunningPeak(), RunningPeak()
+        for now, ends, key, ident in (
+            (0.0, 10.0, ("s", "a"), "e1"),
+            (1.0, 10.0, ("s", "b"), "e2"),
+            (2.0, 10.0, ("s", "a"), "e3"),  # resubmits a: e1 runs on, superseded
+        ):
+            latest.started(now, ends, key, ident)
+            everything.started(now, ends)
+        assert (latest.peak, everything.peak) == (2, 3)
+
+    def test_distinct_documents_count_like_the_plain_peak(self) -> None:
+        """Without resubmissions both peaks agree, finished executions no longer counting."""
+        latest = LatestRunningPeak()
+        latest.started(0.0, 5.0, ("s", "a"), "e1")
+        latest.started(1.0, 5.0, ("s", "b"), "e2")
+        latest.started(6.0, 9.0, ("s", "c"), "e3")
+        latest.started(6.5, 9.0, ("t", "c"), "e4")  # another step of the same document
+        assert latest.peak == 2
+
+    def test_a_finished_superseded_execution_is_not_counted_twice(self) -> None:
+        """An execution superseded after it finished frees nothing more: the count stays right."""
+        latest = LatestRunningPeak()
+        latest.started(0.0, 1.0, ("s", "a"), "e1")
+        latest.started(2.0, 5.0, ("s", "a"), "e2")
+        latest.started(3.0, 5.0, ("s", "b"), "e3")
+        assert latest.peak == 2
+
+
 class TestWindowPeak:
     def test_window_slides_across_calendar_seconds(self) -> None:
         """Requests at 0.6 s and 1.4 s are within one second of each other: both count."""
@@ -92,6 +125,27 @@ class TestStatsEndpoint:
         assert stats["peak_executions_running"] == 2
         assert stats["executions_in_flight"] == 1
 
+    def test_a_resubmitted_document_counts_once_in_the_latest_peak(
+        self,
+        emulator_factory: EmulatorFactory,
+        connect: Connect,
+        make_pdf: MakePdf,
+        clock: ManualClock,
+    ) -> None:
+        """The same document POSTed twice while the first runs: both endpoints (HTTP and
+        `EmulatorServer.stats()`) show a running peak of two and a latest-only peak of one."""
+        emulator = emulator_factory(clock=clock, latency=10.0)
+        client = connect(emulator)
+        document = make_pdf()
+        _submit(client, document)
+        clock.advance(1.0)
+        _submit(client, document)
+        stats = _stats(client)
+        assert (stats["peak_executions_running"], stats["peak_latest_executions_running"]) == (2, 1)
+        direct = emulator.stats(include_executions=False)
+        assert (direct.peak_executions_running, direct.peak_latest_executions_running) == (2, 1)
+        assert direct.resubmissions == 1
+
     def test_most_requests_in_one_second(
         self,
         emulator_factory: EmulatorFactory,
@@ -125,4 +179,5 @@ class TestStatsEndpoint:
         client.post("/_emulator/reset").raise_for_status()
         stats = _stats(client)
         assert stats["peak_executions_running"] == 0
+        assert stats["peak_latest_executions_running"] == 0
         assert stats["peak_requests_per_second"] == 0

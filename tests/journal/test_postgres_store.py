@@ -412,6 +412,31 @@ class TestRetries:
         await queued(store, 2)
         assert store.write_error is None
 
+    async def test_a_read_whose_connection_is_terminated_mid_query_runs_again(
+        self, pg_url: str
+    ) -> None:
+        """A read-only transaction whose backend is terminated under it (the server closes the
+        connection mid-query) runs again on a new connection; a write is not run again (its
+        COMMIT may have landed) and reaches the caller."""
+        engine = make_engine(pg_url, "docutray")
+        attempts: list[int] = []
+
+        async def work(conn: AsyncConnection) -> int:
+            attempts.append(1)
+            if len(attempts) == 1:
+                await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            return int(await conn.scalar(sa.text("SELECT 41 + 1")))
+
+        try:
+            assert await in_transaction(engine, work, read_only=True) == 42
+            assert len(attempts) == 2
+            attempts.clear()
+            with pytest.raises(sa.exc.OperationalError):
+                await in_transaction(engine, work)
+            assert len(attempts) == 1
+        finally:
+            await engine.dispose()
+
     async def test_a_refused_connection_is_the_write_error_until_a_write_goes_through(
         self, store: PostgresStore
     ) -> None:
@@ -500,6 +525,33 @@ class TestConcurrency:
             await record_then_fail()
         async with store.transaction() as conn:
             assert await claims.record_source(conn, **facts, document_id=None, now=1.0)
+
+    async def test_known_sources_lists_the_identities_recorded_for_paths(
+        self, store: PostgresStore
+    ) -> None:
+        """One query answers, for a folder listing, which (path, size, mtime_ns, inode) were
+        recorded for that node: other nodes' and other paths' are not listed."""
+        from docutray_watch.journal.postgres import claims
+
+        async with store.transaction() as conn:
+            for node, path, size in ((None, "/a", 1), (None, "/a", 2), ("n", "/b", 1)):
+                await claims.record_source(
+                    conn,
+                    node=node,
+                    path=path,
+                    size=size,
+                    mtime_ns=5,
+                    inode=None,
+                    pipeline="p",
+                    document_id=None,
+                    now=1.0,
+                )
+            shared = await claims.known_sources(conn, node=None, paths=["/a", "/b", "/c"])
+            local = await claims.known_sources(conn, node="n", paths=["/a", "/b"])
+            nothing = await claims.known_sources(conn, node=None, paths=[])
+        assert shared == {("/a", 1, 5, 0), ("/a", 2, 5, 0)}
+        assert local == {("/b", 1, 5, 0)}
+        assert nothing == set()
 
 
 async def _operator_call(

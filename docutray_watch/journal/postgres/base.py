@@ -80,8 +80,12 @@ class StoreBase:
     # -- life cycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, and bring the schema up to date (or check it is, without `migrate`)."""
-        engine = make_engine(self.url, self.schema)
+        """Connect, and bring the schema up to date (or check it is, without `migrate`); does
+        nothing when the store is open already (a cluster node opens it, waiting for the
+        database, before its engine starts)."""
+        if self._shared.engine is not None:
+            return
+        engine = make_engine(self.url, self.schema, node=self.node)
         try:
             async with engine.begin() as conn:
                 if self._migrate:
@@ -155,7 +159,9 @@ class StoreBase:
         def run(conn: AsyncConnection) -> Awaitable[T]:
             return work(Tx(conn, self._clock(), self._lease, self.node))
 
-        task = asyncio.ensure_future(self._tracked(in_transaction(engine, run), write=write))
+        task = asyncio.ensure_future(
+            self._tracked(in_transaction(engine, run, read_only=not write), write=write)
+        )
         self._shared.pending.add(task)
         task.add_done_callback(self._shared.pending.discard)
         task.add_done_callback(_retrieve)

@@ -19,11 +19,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from docutray_watch.journal.postgres import documents as _documents
+from docutray_watch.journal.postgres import rows
 from docutray_watch.journal.postgres.migrations import CLAIMING_STATES
 from docutray_watch.journal.postgres.tables import documents, source_identity
+from docutray_watch.journal.postgres.tx import Tx
+from docutray_watch.journal.rows import DocumentRow
 
 __all__ = [
+    "PATH_LOCK_NAMESPACE",
+    "add_document_once",
     "content_holder",
+    "known_sources",
     "next_generation",
     "record_source",
     "record_sources",
@@ -114,6 +121,65 @@ async def record_sources(
         )
         recorded.update((str(p), int(s), int(m), int(i)) for p, s, m, i in inserted)
     return recorded
+
+
+async def known_sources(
+    conn: AsyncConnection, *, node: str | None, paths: list[str]
+) -> set[tuple[str, int, int, int]]:
+    """The source identities already recorded for these paths, as (path, size, mtime_ns, inode)
+    (inode 0 for none): one query for a whole folder listing, so a periodic scan of a folder
+    of many files taken before costs one round trip, not one per file."""
+    if not paths:
+        return set()
+    rows = await conn.execute(
+        sa.select(
+            source_identity.c.path,
+            source_identity.c.size,
+            source_identity.c.mtime_ns,
+            source_identity.c.inode,
+        ).where(source_identity.c.node == (node or ""), source_identity.c.path.in_(paths))
+    )
+    return {(str(p), int(s), int(m), int(i)) for p, s, m, i in rows}
+
+
+PATH_LOCK_NAMESPACE = 0x44545722
+"""`pg_advisory_xact_lock(namespace, hashtext(path))`: serialises the intakes of one path."""
+
+
+async def add_document_once(
+    tx: Tx,
+    pipeline: str,
+    path: str,
+    relative_path: str,
+    size: int,
+    mtime_ns: int,
+    *,
+    ctime_ns: int | None,
+    inode: int | None,
+) -> DocumentRow:
+    """Record a found file as `discovered`, unless the path has an unfinished document already:
+    that one is returned. Two intakes of one file at once (a job judged stalled and run again
+    while its first run goes on) journal one document, not two. The path's advisory lock is
+    the transaction's first statement."""
+    await tx.conn.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(PATH_LOCK_NAMESPACE, sa.func.hashtext(path)))
+    )
+    found = await tx.conn.execute(
+        sa.select(documents)
+        .where(
+            documents.c.pipeline == pipeline,
+            documents.c.path == path,
+            documents.c.finished_at.is_(None),
+        )
+        .order_by(documents.c.id.desc())
+        .limit(1)
+    )
+    row = found.mappings().first()
+    if row is not None:
+        return rows.document(row)
+    return await _documents.add_document(
+        tx, pipeline, path, relative_path, size, mtime_ns, ctime_ns=ctime_ns, inode=inode
+    )
 
 
 async def next_generation(conn: AsyncConnection, pipeline: str, sha256: str) -> int:

@@ -29,8 +29,10 @@ __all__ = [
     "ContentClaimed",
     "DriverMissing",
     "LeaseLost",
+    "application_name",
     "async_url",
     "in_transaction",
+    "is_disconnect",
     "is_retryable",
     "make_engine",
     "sqlstate",
@@ -72,10 +74,19 @@ class DriverMissing(RuntimeError):
     """psycopg 3 is not installed: the `cluster` extra brings it."""
 
 
-def make_engine(url: str, schema: str | None = None, *, pooled: bool = True) -> AsyncEngine:
+def application_name(node: str | None = None) -> str:
+    """What a connection of this program says it is in `pg_stat_activity`: the node's name
+    with it in multi-node mode, so an operator (or a test) can tell each node's backends."""
+    return "docutray-watch" if node is None else f"docutray-watch/{node}"
+
+
+def make_engine(
+    url: str, schema: str | None = None, *, pooled: bool = True, node: str | None = None
+) -> AsyncEngine:
     """An async engine (whose unqualified tables are `schema`'s); `pooled=False` for one-off
-    work such as a migration, which should leave no idle connection behind."""
-    options: dict[str, object] = {}
+    work such as a migration, which should leave no idle connection behind. Its connections
+    carry `application_name(node)`."""
+    options: dict[str, object] = {"connect_args": {"application_name": application_name(node)}}
     if schema is not None:
         options["execution_options"] = {"schema_translate_map": {None: schema}}
     if pooled:
@@ -104,11 +115,27 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and sqlstate(exc) in RETRIED_SQLSTATES
 
 
-async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+def is_disconnect(exc: BaseException) -> bool:
+    """The connection was lost under the transaction (its backend terminated, the server
+    restarted): SQLAlchemy has dropped it from the pool, a new transaction gets a new one."""
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+async def in_transaction(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    *,
+    read_only: bool = False,
+) -> T:
     """Run `work` in a transaction of its own, committed when it returns, run again on a
-    deadlock or serialization failure."""
+    deadlock or serialization failure; a `read_only` one also when its connection was lost
+    (nothing it did can have been committed twice). A write that lost its connection is not run
+    again here: its COMMIT may have landed, and the caller (a job, retried) reads before it
+    writes again."""
     retrying = AsyncRetrying(
-        retry=retry_if_exception(is_retryable),
+        retry=retry_if_exception(
+            lambda exc: is_retryable(exc) or (read_only and is_disconnect(exc))
+        ),
         stop=stop_after_attempt(_ATTEMPTS),
         wait=wait_exponential_jitter(multiplier=0.02, max=1.0),
         reraise=True,

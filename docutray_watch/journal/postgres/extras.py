@@ -23,6 +23,28 @@ class ExtraCalls(StoreBase):
         """Take a document: its lease, incremented (see `claims.take_lease`)."""
         return await self._call(lambda tx: claims.take_lease(tx.conn, doc_id))
 
+    async def add_document_once(
+        self,
+        pipeline: str,
+        path: str,
+        relative_path: str,
+        size: int,
+        mtime_ns: int,
+        *,
+        ctime_ns: int | None = None,
+        inode: int | None = None,
+    ) -> DocumentRow:
+        """`add_document`, or the path's unfinished document (see `claims.add_document_once`)."""
+        return await self._call(
+            lambda tx: claims.add_document_once(
+                tx, pipeline, path, relative_path, size, mtime_ns, ctime_ns=ctime_ns, inode=inode
+            )
+        )
+
+    async def unfinished_of_node(self, node: str) -> list[DocumentRow]:
+        """The unfinished documents node `node` journaled, in id order."""
+        return await self._call(lambda tx: reports.unfinished_of_node(tx, node), write=False)
+
     async def record_source(
         self,
         *,

@@ -79,6 +79,16 @@ async def unfinished_by_path(tx: Tx, pipeline: str) -> dict[str, DocumentRow]:
     return {r["path"]: rows.document(r) for r in found.mappings()}
 
 
+async def unfinished_of_node(tx: Tx, node: str) -> list[DocumentRow]:
+    """The unfinished documents a node journaled (its own folders' and the ones it took in)."""
+    found = await tx.conn.execute(
+        sa.select(documents)
+        .where(documents.c.finished_at.is_(None), documents.c.node == node)
+        .order_by(documents.c.id)
+    )
+    return [rows.document(r) for r in found.mappings()]
+
+
 async def kept_stamps(tx: Tx, pipeline: str) -> dict[str, int]:
     """Each path kept where it was found, with `kept_stamp(size, mtime_ns)` of its newest row."""
     found = await tx.conn.execute(
