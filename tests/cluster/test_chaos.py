@@ -242,14 +242,6 @@ def test_three_nodes_survive_kills_and_cut_connections_on_a_shared_inbox(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=False,
-    reason="found by this test, not fixed yet: a submit job that fails after journaling "
-    "`submitting` (the database refusing a connection, a backend cut) counts, when run again, "
-    "as an uncertain submission; two in a row fail the document ('the outcome of two "
-    "submissions is unknown'). Keeping the execution id and retrying only the journal write "
-    "is the fix.",
-)
 def test_local_inboxes_stay_on_their_node_through_kills(
     tmp_path: Path,
     initialised_url: str,

@@ -36,6 +36,7 @@ from docutray_watch.journal.postgres import (
     SchemaNotReady,
     migrate,
 )
+from docutray_watch.journal.postgres import connection as pg_connection
 from docutray_watch.journal.postgres.connection import in_transaction, make_engine
 from docutray_watch.journal.postgres.tables import metadata
 from docutray_watch.journal.sqlite.counts import today_counts, utc_day
@@ -438,10 +439,12 @@ class TestRetries:
             await engine.dispose()
 
     async def test_a_refused_connection_is_the_write_error_until_a_write_goes_through(
-        self, store: PostgresStore
+        self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """While the database refuses connections a call raises and write_error says why (for
-        /readyz); the first write after it accepts them again clears it."""
+        """While the database refuses connections a call raises (once its retries are spent)
+        and write_error says why (for /readyz); the first write after it accepts them again
+        clears it."""
+        monkeypatch.setattr(pg_connection, "_UNSENT_RETRY_S", 0.5)
         await queued(store, 1)
         server, name = plain(store.url).rsplit("/", 1)
         with psycopg.connect(f"{server}/test", autocommit=True) as admin:
@@ -459,6 +462,59 @@ class TestRetries:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await queued(store, 3)
         assert store.write_error is None
+
+    async def test_a_write_that_could_not_connect_is_tried_again_until_it_can(
+        self, store: PostgresStore
+    ) -> None:
+        """No connection could be had (the database refusing them for a moment): nothing was
+        sent, so the write is tried again and goes through once connections are accepted."""
+        await queued(store, 1)
+        server, name = plain(store.url).rsplit("/", 1)
+        with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            write = asyncio.ensure_future(queued(store, 2))
+            await asyncio.sleep(1.0)
+            assert not write.done()
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert await asyncio.wait_for(write, 30) > 0
+
+    async def test_an_idempotent_write_whose_connection_is_cut_runs_again(
+        self, pg_url: str
+    ) -> None:
+        """An `idempotent` write whose backend is terminated under it runs again on a new
+        connection (it finds out itself whether its first COMMIT landed)."""
+        engine = make_engine(pg_url, "docutray")
+        attempts: list[int] = []
+
+        async def work(conn: AsyncConnection) -> int:
+            attempts.append(1)
+            if len(attempts) == 1:
+                await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            return int(await conn.scalar(sa.text("SELECT 41 + 1")))
+
+        try:
+            assert await in_transaction(engine, work, idempotent=True) == 42
+            assert len(attempts) == 2
+        finally:
+            await engine.dispose()
+
+    async def test_step_accepted_run_again_finds_its_own_commit(self, store: PostgresStore) -> None:
+        """`step_accepted` run a second time with the same execution id (its first COMMIT
+        landed, its answer was lost with the connection) returns the step as it is: polling
+        that execution, not an uncertain submission."""
+        doc_id = await queued(store, 1)
+        [step] = await store.steps_of(doc_id)
+        await store.take_lease(doc_id)
+        await store.step_submitting(step.id)
+        first = await store.step_accepted(step.id, "exec-1", "ENQUEUED")
+        again = await store.step_accepted(step.id, "exec-1", "ENQUEUED")
+        assert again.state == "polling"
+        assert (again.execution_id, again.uncertain) == ("exec-1", 0)
+        assert again.submitted_at == first.submitted_at
 
 
 class TestConcurrency:

@@ -153,14 +153,19 @@ class StoreBase:
             raise RuntimeError("the journal is not open")
         return self._shared.engine
 
-    async def _call(self, work: Callable[[Tx], Awaitable[T]], *, write: bool = True) -> T:
+    async def _call(
+        self, work: Callable[[Tx], Awaitable[T]], *, write: bool = True, idempotent: bool = False
+    ) -> T:
         engine = self._engine()
 
         def run(conn: AsyncConnection) -> Awaitable[T]:
             return work(Tx(conn, self._clock(), self._lease, self.node))
 
         task = asyncio.ensure_future(
-            self._tracked(in_transaction(engine, run, read_only=not write), write=write)
+            self._tracked(
+                in_transaction(engine, run, read_only=not write, idempotent=idempotent),
+                write=write,
+            )
         )
         self._shared.pending.add(task)
         task.add_done_callback(self._shared.pending.discard)

@@ -20,6 +20,7 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -43,6 +44,8 @@ T = TypeVar("T")
 RETRIED_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 
 _ATTEMPTS = 6
+_UNSENT_RETRY_S = 30.0  # how long a transaction that could not start, or an idempotent one, is
+# tried again while the server refuses connections or cuts them (a restart, no slot free)
 
 CONTENT_INDEX = "documents_content_once"  # the unique (pipeline, sha256, generation) index
 
@@ -126,24 +129,35 @@ async def in_transaction(
     work: Callable[[AsyncConnection], Awaitable[T]],
     *,
     read_only: bool = False,
+    idempotent: bool = False,
 ) -> T:
     """Run `work` in a transaction of its own, committed when it returns, run again on a
-    deadlock or serialization failure; a `read_only` one also when its connection was lost
-    (nothing it did can have been committed twice). A write that lost its connection is not run
-    again here: its COMMIT may have landed, and the caller (a job, retried) reads before it
-    writes again."""
+    deadlock or serialization failure, and for up to `_UNSENT_RETRY_S` when no connection
+    could be had (nothing was sent: any transaction may be run again) or, for a `read_only` or
+    `idempotent` one (`work` finds out itself whether its write landed), when its connection
+    was lost. Any other write that lost its connection is not run again here: its COMMIT may
+    have landed, and the caller (a job, retried) reads before it writes again."""
+    started = False
+
+    def again(exc: BaseException) -> bool:
+        if is_retryable(exc):
+            return True
+        if not started and isinstance(exc, sa.exc.OperationalError):
+            return True  # the connection could not be had: nothing was sent
+        return (read_only or idempotent) and is_disconnect(exc)
+
     retrying = AsyncRetrying(
-        retry=retry_if_exception(
-            lambda exc: is_retryable(exc) or (read_only and is_disconnect(exc))
-        ),
-        stop=stop_after_attempt(_ATTEMPTS),
+        retry=retry_if_exception(again),
+        stop=stop_after_attempt(_ATTEMPTS) & stop_after_delay(_UNSENT_RETRY_S),
         wait=wait_exponential_jitter(multiplier=0.02, max=1.0),
         reraise=True,
     )
     try:
         async for attempt in retrying:
             with attempt:
+                started = False
                 async with engine.begin() as conn:
+                    started = True
                     return await work(conn)
     except sa.exc.IntegrityError as exc:
         diag = getattr(exc.orig, "diag", None)

@@ -67,7 +67,12 @@ async def step_submitting(tx: Tx, step_row: int) -> StepRow:
 
 
 async def step_accepted(tx: Tx, step_row: int, execution_id: str, status: str) -> StepRow:
-    """The service accepted the submission: store its execution id and start polling."""
+    """The service accepted the submission: store its execution id and start polling.
+    Idempotent: run again after its connection was lost, it finds its own earlier commit (the
+    execution id is only in the submitting job's memory until this lands)."""
+    current = await tx.lock_step(step_row)
+    if current.state == StepState.POLLING and current.execution_id == execution_id:
+        return current
     step = await tx.update_step(
         step_row,
         StepState.POLLING,

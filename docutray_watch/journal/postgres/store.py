@@ -243,7 +243,9 @@ class PostgresStore(ExtraCalls):
 
     async def step_accepted(self, step_row: int, execution_id: str, status: str) -> StepRow:
         """The service accepted the submission: store its execution id, start polling."""
-        return await self._call(lambda tx: _steps.step_accepted(tx, step_row, execution_id, status))
+        return await self._call(
+            lambda tx: _steps.step_accepted(tx, step_row, execution_id, status), idempotent=True
+        )
 
     async def step_not_accepted(self, step_row: int, error: str) -> StepRow:
         """The submission provably never reached the service: back to pending."""
