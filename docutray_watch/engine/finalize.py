@@ -130,18 +130,25 @@ async def finalize(
         action=action.action,
         destination=str(destination) if destination else None,
     )
+    _announce_archived(ctx, found, outcome, destination)
+    return doc
+
+
+def _announce_archived(
+    ctx: Context, doc: DocumentRow, outcome: str, destination: Path | str | None
+) -> None:
+    """`after_document_archived`, its arguments built only when a plugin listens."""
     if has_observers(ctx.pm, "after_document_archived"):
         call_observers(
             ctx.pm,
             "after_document_archived",
             pipeline=doc.pipeline,
-            document=document_of(found) if found.sha256 else None,
+            document=document_of(doc) if doc.sha256 else None,
             path=Path(doc.path),
             location=doc.path,
             outcome=outcome,
             destination=destination,
         )
-    return doc
 
 
 async def _leave_unrouted(ctx: Context, doc: DocumentRow, log: FilteringBoundLogger) -> DocumentRow:
@@ -160,16 +167,7 @@ async def _leave_unrouted(ctx: Context, doc: DocumentRow, log: FilteringBoundLog
     documents.known[doc.pipeline].pop(doc.path, None)
     documents.kept[doc.pipeline][doc.path] = kept_stamp(doc.size, doc.mtime_ns)
     log.info("document_unrouted", reason=doc.error, identified_type=doc.identified_type)
-    call_observers(
-        ctx.pm,
-        "after_document_archived",
-        pipeline=doc.pipeline,
-        document=document_of(doc) if doc.sha256 else None,
-        path=Path(doc.path),
-        location=doc.path,
-        outcome=outcome,
-        destination=None,
-    )
+    _announce_archived(ctx, doc, outcome, None)
     return doc
 
 
