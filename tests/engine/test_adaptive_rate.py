@@ -43,7 +43,7 @@ class TestUnannouncedRateLimit:
         pm: pluggy.PluginManager,
         emulator: EmulatorServer,
     ) -> None:
-        """Every document is processed, with at most a tenth of the documents' worth of 429s
+        """Every document is processed, with at most a fifth of the documents' worth of 429s
         (a fixed rate of twice the limit draws 76), and the learned rate is near the limit.
 
         The 60 files reach the limiter at once (intake takes a backlog in batches); slow start
@@ -60,7 +60,9 @@ class TestUnannouncedRateLimit:
         assert engine.summary.outcomes["success"] == DOCUMENTS
         stats = emulator.stats()
         assert stats.retry_after_violations == 0
-        assert stats.responses_by_status.get(429, 0) <= DOCUMENTS // 10
+        # Typically 3; 11 once in a full CI run (the timing of answers on a busy box). A
+        # limiter that does not adapt draws 76: a fifth of the documents still tells them apart.
+        assert stats.responses_by_status.get(429, 0) <= DOCUMENTS // 5
         assert engine.limiter.decreases >= 1
         assert 0.5 * RATE <= engine.limiter.rate <= 1.5 * RATE
         scraped = engine.metrics.render().decode()
