@@ -67,6 +67,7 @@ class SourceIntake:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._looks = itertools.count()
         # False in multi-node mode: only `listing` (the periodic job) looks, nothing is queued.
+        self._listing_locks: dict[str, asyncio.Lock] = {}
         self.looks_itself = True
         self._collected: dict[str, list[SourceDocument]] = {}
 
@@ -161,13 +162,16 @@ class SourceIntake:
         runtime = self.ctx.pipelines.get(pipeline)
         if runtime is None or runtime.source is None or runtime.retired:
             return []
-        found: list[SourceDocument] = []
-        self._collected[pipeline] = found
-        try:
-            await self._look(pipeline, runtime.source)
-        finally:
-            del self._collected[pipeline]
-        return found
+        # One listing of a pipeline at a time: two overlapping ones (a periodic scan and an
+        # extra one) would share `_collected`, and a version offered to one would be lost.
+        async with self._listing_locks.setdefault(pipeline, asyncio.Lock()):
+            found: list[SourceDocument] = []
+            self._collected[pipeline] = found
+            try:
+                await self._look(pipeline, runtime.source)
+            finally:
+                del self._collected[pipeline]
+            return found
 
     async def _look(self, name: str, source: Source[SourceConfig]) -> int:
         try:
