@@ -18,6 +18,7 @@ import os
 import posixpath
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -49,6 +50,30 @@ def _intake_key(pipeline: str, doc: SourceDocument) -> str:
     return f"intake:{pipeline}:{doc.identity}:{doc.version}"
 
 
+async def _defer_intake(
+    jobs: Jobs,
+    pipeline: str,
+    doc: SourceDocument,
+    *,
+    connection: Any = None,
+    schedule_in: float = 0.0,
+) -> None:
+    """The intake job of one version of a source's document, on the shared queue."""
+    await jobs.defer_job(
+        jobs.intake,
+        queue=SHARED_QUEUE,
+        priority=PRIORITY_DRAIN,
+        key=_intake_key(pipeline, doc),
+        connection=connection,
+        schedule_in=schedule_in,
+        pipeline=pipeline,
+        path=doc.identity,
+        relative_path=doc.relative_path,
+        version=doc.version,
+        size=doc.size,
+    )
+
+
 async def defer_source_intakes(jobs: Jobs, pipeline: str, found: list[SourceDocument]) -> int:
     """Record the identities of what a listing found and defer the intake of each one new;
     how many were new."""
@@ -60,18 +85,7 @@ async def defer_source_intakes(jobs: Jobs, pipeline: str, found: list[SourceDocu
         for key, doc in by_key.items():
             if key not in fresh:
                 continue  # taken already (by this or another node)
-            await jobs.defer_job(
-                jobs.intake,
-                queue=SHARED_QUEUE,
-                priority=PRIORITY_DRAIN,
-                key=_intake_key(pipeline, doc),
-                connection=raw,
-                pipeline=pipeline,
-                path=doc.identity,
-                relative_path=doc.relative_path,
-                version=doc.version,
-                size=doc.size,
-            )
+            await _defer_intake(jobs, pipeline, doc, connection=raw)
     return len(fresh)
 
 
@@ -143,18 +157,7 @@ async def _take_source_document(
     if known is not None and known.source_version != version:
         if known.state != DocumentState.DISCOVERED:
             # An older version is in progress: this one is taken once it ends.
-            await jobs.defer_job(
-                jobs.intake,
-                queue=SHARED_QUEUE,
-                priority=PRIORITY_DRAIN,
-                key=_intake_key(pipeline, doc),
-                schedule_in=IN_PROGRESS_RETRY_S,
-                pipeline=pipeline,
-                path=identity,
-                relative_path=relative_path,
-                version=version,
-                size=size,
-            )
+            await _defer_intake(jobs, pipeline, doc, schedule_in=IN_PROGRESS_RETRY_S)
             return
         # An older version's intake was cut short: it is not the object there now.
         await svc.discovery.reject(known, f"a newer version ({version}) was listed", forget=True)
