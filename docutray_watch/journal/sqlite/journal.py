@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from docutray_watch.journal.rows import DocumentRow, JSONObject, LatencyRow, StepRow
+from docutray_watch.journal.sqlite import rows
 from docutray_watch.journal.sqlite.backlog import BacklogWrites
 from docutray_watch.journal.sqlite.reports import API_PAUSE_KEY, REQUEUED_KEY
 from docutray_watch.journal.sqlite.steps import INSERT_PENDING_STEP, StepWrites
@@ -31,7 +32,6 @@ from docutray_watch.journal.states import (
     DeliveryState,
     DocumentState,
     InvalidTransition,
-    check_document,
 )
 
 __all__ = ["Journal"]
@@ -273,18 +273,23 @@ class Journal(StepWrites, BacklogWrites):
         with self._write() as conn:
             # Both moves checked; one UPDATE writes where they end (`delivered` lasts no longer
             # than the transaction, so no reader could ever see it).
-            current = self._state_of(conn, "documents", doc_id)
-            check_document(doc_id, current, _D.DELIVERED)
-            return self._set_state(
+            row = self._checked_update(
                 conn,
+                "documents",
                 doc_id,
-                _D.ARCHIVED,
-                known_state=_D.DELIVERED,
-                outcome="success",
-                archived_to=archived_to,
-                archive_to=None,
-                finished_at=self._clock(),
+                _D.DELIVERED,
+                {
+                    "outcome": "success",
+                    "archived_to": archived_to,
+                    "archive_to": None,
+                    "finished_at": self._clock(),
+                    "updated_at": self._clock(),
+                },
+                then=_D.ARCHIVED,
             )
+            if row is None:
+                raise KeyError(f"document {doc_id} is not in the journal")
+            return rows.document(row)
 
     def finish(self, doc_id: int, archived_to: str | None) -> DocumentRow:
         """The final file action is done; a delivered or duplicate document becomes archived."""
@@ -304,6 +309,7 @@ class Journal(StepWrites, BacklogWrites):
                 conn,
                 doc_id,
                 new_state,
+                known_state=state,
                 archived_to=archived_to,
                 archive_to=None,
                 finished_at=self._clock(),

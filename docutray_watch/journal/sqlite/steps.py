@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from docutray_watch.journal.rows import Completion, DeliveryRow, JSONObject, StepRow
 from docutray_watch.journal.sqlite import rows
-from docutray_watch.journal.sqlite.connection import Connection
+from docutray_watch.journal.sqlite.connection import Connection, Expr
 from docutray_watch.journal.states import (
     IDENTIFY_STEP,
     STEP_END_STATES,
@@ -61,15 +61,17 @@ class StepWrites(Connection):
             step = self._step_row(conn, step_row)
             if step.state not in (StepState.PENDING, StepState.SUBMITTING):
                 raise InvalidTransition(f"step {step_row}: {step.state} → submitting")
-            doc_state = self._state_of(conn, "documents", step.document_id)
-            if doc_state == DocumentState.QUEUED:
-                self._move_document(
-                    conn, step.document_id, DocumentState.SUBMITTING, known_state=doc_state
-                )
+            # A queued document starts submitting with its first step (one UPDATE: a document
+            # in any other state is left as it is).
+            conn.execute(
+                "UPDATE documents SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+                (DocumentState.SUBMITTING, self._clock(), step.document_id, DocumentState.QUEUED),
+            )
             return self._update_step(
                 conn,
                 step_row,
                 StepState.SUBMITTING,
+                known_state=step.state,
                 attempts=step.attempts + 1,
                 first_try_at=step.first_try_at or now,
             )
@@ -168,13 +170,18 @@ class StepWrites(Connection):
         A document whose only step is a successful `@identify` is not complete: it waits for
         its route (the engine adds the routed steps, or ends it as failed or unrouted).
         """
+        # The document's state comes with its steps (one read; no steps: nothing to advance).
         found = conn.execute(
-            "SELECT step_id, state FROM steps WHERE document_id = ?", (doc_id,)
+            "SELECT s.step_id, s.state, d.state AS doc_state FROM steps s"
+            " JOIN documents d ON d.id = s.document_id WHERE s.document_id = ?",
+            (doc_id,),
         ).fetchall()
+        if not found:
+            return False
         states = [r["state"] for r in found]
         if [(r["step_id"], r["state"]) for r in found] == [(IDENTIFY_STEP, StepState.SUCCESS)]:
             return False
-        doc_state = self._state_of(conn, "documents", doc_id)
+        doc_state = found[0]["doc_state"]
         if states and all(s in STEP_END_STATES for s in states):
             if doc_state == DocumentState.QUEUED:
                 self._move_document(conn, doc_id, DocumentState.SUBMITTING, known_state=doc_state)
@@ -210,28 +217,23 @@ class StepWrites(Connection):
     def delivery_done(self, delivery_id: int, receipt: str | None) -> None:
         """The sink stored the record."""
         with self._write() as conn:
-            state = self._check_delivery(conn, delivery_id, DeliveryState.DELIVERED)
-            conn.execute(
-                "UPDATE deliveries SET state = ?, receipt = ?, delivered_at = ?,"
-                " attempts = attempts + 1, error = NULL WHERE id = ?",
-                (state, receipt, self._clock(), delivery_id),
+            self._move_delivery(
+                conn,
+                delivery_id,
+                DeliveryState.DELIVERED,
+                receipt=receipt,
+                delivered_at=self._clock(),
+                attempts=Expr("attempts + 1"),
+                error=None,
             )
 
     def delivery_attempt_failed(self, delivery_id: int, error: str, *, final: bool) -> None:
         """A delivery attempt failed; `final` when the engine gives up on it."""
         new = DeliveryState.FAILED if final else DeliveryState.PENDING
         with self._write() as conn:
-            state = self._check_delivery(conn, delivery_id, new)
-            conn.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, error = ?, state = ? WHERE id = ?",
-                (error, state, delivery_id),
-            )
+            self._move_delivery(conn, delivery_id, new, attempts=Expr("attempts + 1"), error=error)
 
     def delivery_gave_up(self, delivery_id: int, error: str) -> None:
         """The engine gave up on a delivery; its failed attempts are already counted."""
         with self._write() as conn:
-            state = self._check_delivery(conn, delivery_id, DeliveryState.FAILED)
-            conn.execute(
-                "UPDATE deliveries SET error = ?, state = ? WHERE id = ?",
-                (error, state, delivery_id),
-            )
+            self._move_delivery(conn, delivery_id, DeliveryState.FAILED, error=error)

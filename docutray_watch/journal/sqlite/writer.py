@@ -2,9 +2,11 @@
 
 SQLite allows one writer at a time and each commit costs an fsync. All journal calls of the daemon
 run on one dedicated thread; calls queued while a transaction is being committed run together in
-the next one (each inside its own savepoint), so many documents share one fsync without weakening
-what a returned call guarantees: it returns only after its changes are committed. The outcomes of
-a batch reach the event loop in one wake-up, not one per call (each wake-up is a system call).
+the next one, so many documents share one fsync without weakening what a returned call
+guarantees: it returns only after its changes are committed. A batch runs without savepoints
+first; should a call fail, it runs again with one per call, so a failed call never takes the
+others' changes with it. The outcomes of a batch reach the event loop in one wake-up, not one per
+call (each wake-up is a system call).
 """
 
 from __future__ import annotations
@@ -86,22 +88,15 @@ class GroupCommitWriter:
 
     def _run_batch(self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]]) -> None:
         conn = self.journal.conn
-        outcomes: list[_Outcome] = []
         changes_before = conn.total_changes
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
-                # A call whose caller was cancelled still runs: a write that was asked for (an
-                # execution id, say) must not be lost because the task waiting on it stopped.
-                try:
-                    outcomes.append((future, True, fn()))
-                except BaseException as exc:
-                    outcomes.append((future, False, exc))
-                    if isinstance(exc, sqlite3.OperationalError):
-                        self._write_error = f"{type(exc).__name__}: {exc}"
-                    if not conn.in_transaction:
-                        raise  # SQLite rolled the whole batch back: every call in it failed
-            conn.execute("COMMIT")
+            try:
+                outcomes = self._transaction(conn, batch, savepoints=False)
+            except _RunAgain:
+                # A call failed part-way, with no savepoint to undo only its changes: the whole
+                # batch was rolled back, and runs again with a savepoint per call. The calls
+                # change nothing but the database, so running them again is safe.
+                outcomes = self._transaction(conn, batch, savepoints=True)
         except BaseException as exc:  # noqa: BLE001 - the batch failed: every call fails
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -115,9 +110,47 @@ class GroupCommitWriter:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             _hand_over([(future, False, exc) for _fn, future in batch])
             return
+        finally:
+            self.journal.savepoints = True
         if conn.total_changes != changes_before:
             self._write_error = None  # a write went through: the journal takes changes again
         _hand_over(outcomes)
+
+    def _transaction(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]],
+        *,
+        savepoints: bool,
+    ) -> list[_Outcome]:
+        """Run the batch in one transaction and commit it; the outcome of each call. Without
+        `savepoints` (two statements less per call) the first call that fails rolls the whole
+        transaction back and raises `_RunAgain` (a batch of one fails as it is)."""
+        self.journal.savepoints = savepoints
+        outcomes: list[_Outcome] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, future in batch:
+            # A call whose caller was cancelled still runs: a write that was asked for (an
+            # execution id, say) must not be lost because the task waiting on it stopped.
+            try:
+                outcomes.append((future, True, fn()))
+            except BaseException as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    self._write_error = f"{type(exc).__name__}: {exc}"
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole batch back: every call in it failed
+                if not savepoints:
+                    conn.execute("ROLLBACK")
+                    if len(batch) > 1:
+                        raise _RunAgain from exc
+                    return [(future, False, exc)]
+                outcomes.append((future, False, exc))
+        conn.execute("COMMIT")
+        return outcomes
+
+
+class _RunAgain(Exception):
+    """A batch run without savepoints was rolled back: run it again with them."""
 
 
 def _is_disk_full(exc: sqlite3.Error) -> bool:
