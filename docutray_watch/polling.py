@@ -4,9 +4,9 @@ Fixed-interval polling either asks too often (wasted requests) or notices comple
 engine instead keeps, per step ID and size class, an exponentially weighted mean and variance of
 the processing time the service reports (`response_timestamp - request_timestamp`), and schedules
 the first status read just after the expected completion (`first_read`: mean + 2 standard
-deviations + a margin of 1 % of the mean, at least 5 ms). A read that comes too early is followed
-by short re-reads (`recheck_schedule`: the result is due, so a spread of the estimate at first,
-doubling up to `poll.max`), not by a full polling interval.
+deviations + a margin of 0.25 % of the mean, at least 5 ms). A read that comes too early is
+followed by short re-reads (`recheck_schedule`: the result is due, so a spread of the estimate
+at first, doubling up to `poll.max`), not by a full polling interval.
 
 While nothing is known about a step yet, one execution ("the probe") polls and the others wait
 for what it learns, so a cold start does not multiply status requests. The probe reads at a
@@ -29,7 +29,7 @@ _MARGIN = 0.05  # seconds added to `expected`, the conservative "surely done by 
 # The first read: a margin that only absorbs timer and clock granularity (an early read costs a
 # re-read soon after, see `recheck_schedule`, so it need not be large).
 _READ_MARGIN_MIN = 0.005
-_READ_MARGIN_SHARE = 0.01
+_READ_MARGIN_SHARE = 0.0025
 # Re-reads after an early read start at a spread of the estimate (at least this share of the mean).
 _RECHECK_MIN = 0.01
 _RECHECK_SHARE = 0.02
@@ -92,7 +92,7 @@ class LatencyModel:
     def first_read(self, step_id: str, size: int) -> float | None:
         """Seconds after submission at which to read the status first, if anything is known.
 
-        Mean + 2 standard deviations + a margin of 1 % of the mean (at least 5 ms): tighter
+        Mean + 2 standard deviations + a margin of 0.25 % of the mean (at least 5 ms): tighter
         than `expected`, because a read that comes too early is followed by a short re-read. The
         clock starts when the service accepted the submission, after it started processing, so
         the margin only absorbs timer granularity.

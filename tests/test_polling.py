@@ -102,11 +102,11 @@ class TestFirstReadAndRecheck:
         assert LatencyModel().first_read("stp", SMALL) is None
 
     def test_first_read_adds_a_small_margin(self) -> None:
-        """The first read is the mean + 2 std deviations + 1 % of the mean (at least 5 ms)."""
+        """The first read is the mean + 2 std deviations + 0.25 % of the mean (at least 5 ms)."""
         model = LatencyModel()
         model.observe("stp", SMALL, 4.0)
         model.observe("quick", SMALL, 0.1)
-        assert model.first_read("stp", SMALL) == pytest.approx(4.04)
+        assert model.first_read("stp", SMALL) == pytest.approx(4.01)
         assert model.first_read("quick", SMALL) == pytest.approx(0.105)
 
     def test_first_read_lies_between_mean_and_expected(self) -> None:

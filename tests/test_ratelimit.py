@@ -218,17 +218,19 @@ def after_a_decrease(clock: FakeTime, to: float) -> RateLimiter:
 class TestAdaptive:
     """`RateLimiter.adaptive_rate()`: slow start, then AIMD driven by 429 answers."""
 
-    def test_slow_start_paces_its_first_window(self, clock: FakeTime) -> None:
-        """Slow start sends no burst: the first slots are 1/INITIAL_RATE apart from the start."""
+    def test_slow_start_sends_its_initial_window_then_paces(self, clock: FakeTime) -> None:
+        """Slow start sends INITIAL_RATE requests at once (TCP's initial window), then one
+        slot of the rate apart: no larger burst."""
         limiter = in_slow_start(clock)
-        delays = [limiter.reserve() for _ in range(17)]
+        window = int(ratelimit.INITIAL_RATE)
+        delays = [limiter.reserve() for _ in range(window + 3)]
         interval = 1 / ratelimit.INITIAL_RATE
-        assert delays == pytest.approx([i * interval for i in range(17)], abs=1e-9)
+        assert delays == pytest.approx([0.0] * window + [interval * i for i in (1, 2, 3)])
         assert limiter.slow_start
 
     async def test_a_backlog_of_submissions_is_paced_not_burst(self, clock: FakeTime) -> None:
-        """60 submissions arriving at once (a batched intake) go one slot of the current rate
-        apart, not INITIAL_RATE of them at t=0."""
+        """60 submissions arriving at once (a batched intake): the initial window at t=0, the
+        rest one slot of the current rate apart, not all 60 at once."""
         limiter = in_slow_start(clock)
         start = clock.now
         sent: list[float] = []
@@ -238,8 +240,10 @@ class TestAdaptive:
             sent.append(clock.now - start)
 
         await asyncio.gather(*(submit() for _ in range(60)))
+        window = int(ratelimit.INITIAL_RATE)
         interval = 1 / ratelimit.INITIAL_RATE
-        assert sent == pytest.approx([i * interval for i in range(60)], abs=1e-9)
+        paced = [i * interval for i in range(1, 60 - window + 1)]
+        assert sent == pytest.approx([0.0] * window + paced, abs=1e-9)
 
     def test_each_accepted_answer_grows_the_rate_while_the_bucket_is_empty(
         self, clock: FakeTime
@@ -248,6 +252,8 @@ class TestAdaptive:
         accepted answer adds SLOW_START_GAIN requests/s; a sender at the full rate has doubled
         it within half a second, still paced."""
         limiter = in_slow_start(clock)
+        for _ in range(int(ratelimit.INITIAL_RATE)):
+            assert limiter.reserve() == 0.0  # the initial window, sent at once (not answered)
         start = clock.now
         rates: list[float] = []
         sent: list[float] = []
@@ -268,14 +274,14 @@ class TestAdaptive:
         """Answers that grow the window space the next slots closer; slots already handed out
         keep their times, and nothing is free before the last one (no burst)."""
         limiter = in_slow_start(clock)
-        reserved = [limiter.reserve() for _ in range(16)]
-        for _ in range(16):
+        reserved = [limiter.reserve() for _ in range(17)]
+        for _ in range(17):
             limiter.accepted(sent_at=clock.now)
-        rate = ratelimit.INITIAL_RATE + 16 * ratelimit.SLOW_START_GAIN
+        rate = ratelimit.INITIAL_RATE + 17 * ratelimit.SLOW_START_GAIN
         assert limiter.rate == pytest.approx(rate)
-        assert reserved[-1] == pytest.approx(15 / 16)
+        assert reserved == pytest.approx([0.0] * 16 + [1 / 16])  # the initial window, then paced
         following = [limiter.reserve() for _ in range(3)]
-        assert following == pytest.approx([1.0, 1.0 + 1 / rate, 1.0 + 2 / rate])
+        assert following == pytest.approx([2 / 16, 2 / 16 + 1 / rate, 2 / 16 + 2 / rate])
 
     def test_a_window_not_in_use_does_not_grow(self, clock: FakeTime) -> None:
         """Answers while the bucket is more than half full leave the rate alone (RFC 7661)."""
@@ -457,12 +463,14 @@ class TestResume:
 
     def test_a_rate_slow_start_reached_resumes_slow_start_from_half(self, clock: FakeTime) -> None:
         """A rate never refused is no limit the service gave: slow start goes on from half of
-        it (never below INITIAL_RATE), still paced."""
+        it (never below INITIAL_RATE), paced after its initial window."""
         limiter = in_slow_start(clock)
         limiter.resume(272.0, slow_start=True)
         assert limiter.slow_start
         assert limiter.rate == pytest.approx(136.0)
-        assert [limiter.reserve() for _ in range(2)] == pytest.approx([0.0, 1 / 136])
+        window = int(ratelimit.INITIAL_RATE)  # sent at once, as at any start; then paced
+        delays = [limiter.reserve() for _ in range(window + 1)]
+        assert delays == pytest.approx([0.0] * window + [1 / 136])
         low = in_slow_start(clock)
         low.resume(20.0, slow_start=True)
         assert low.rate == ratelimit.INITIAL_RATE

@@ -18,13 +18,14 @@ The engine reports every answer: `accepted(sent_at)` for any answer but 429, and
 `throttled(wait, sent_at)` for a 429. The rate is a window of `rate` requests per second with a
 burst of one second's worth:
 
-- *slow start*: it begins at `INITIAL_RATE` with an empty bucket, so its slots are paced (one
-  interval of the current rate apart) instead of a window going out at t=0; while requests come
-  as fast as the slots (the bucket stays empty), every accepted answer adds `SLOW_START_GAIN`
-  requests/s, and slots already handed out keep their times, so growing sends no burst either:
-  a backlog that reaches the limiter at once is spread out, and the first 429 comes when the
-  rate first exceeds what the service accepts, not after a burst far beyond it. Only idle time
-  fills the bucket (up to one second's worth);
+- *slow start*: it begins at `INITIAL_RATE`: that many requests may go at once (TCP's initial
+  window, RFC 6928: no service limits a client below a few requests a second), the rest are
+  paced (one interval of the current rate apart) instead of a whole backlog going out at t=0;
+  while requests come as fast as the slots (the bucket stays empty), every accepted answer adds
+  `SLOW_START_GAIN` requests/s, and slots already handed out keep their times, so growing sends
+  no burst either: a backlog that reaches the limiter at once is spread out, and the first 429
+  comes when the rate first exceeds what the service accepts, not after a burst far beyond
+  it. Only idle time fills the bucket (up to one second's worth);
 - *decrease*: a 429 sets the rate to `DECREASE` * the rate that drew it and empties the burst.
   That rate is the window while it is in use; in slow start (the window has outgrown what was
   tried) and while it is not in use (the daemon sent less), the accepted rate measured over the
@@ -92,6 +93,7 @@ class RateLimiter:
         self._accepted_at = float("-inf")
         self._event_accepted: float | None = None  # see `accepted`, after slow start ended
         self._busy = False  # the last request found the bucket (nearly) empty
+        self._initial_window = 0.0  # adaptive: requests sent at once before pacing begins
 
     @classmethod
     def adaptive_rate(
@@ -100,6 +102,7 @@ class RateLimiter:
         """A limiter that learns the service's rate from its 429 answers (slow start first)."""
         limiter = cls(_capped(INITIAL_RATE, max_rate), clock=clock)
         limiter.adaptive, limiter.max_rate, limiter.slow_start = True, max_rate, True
+        limiter._initial_window = INITIAL_RATE
         return limiter
 
     def resume(self, rate: float, *, slow_start: bool) -> None:
@@ -109,13 +112,15 @@ class RateLimiter:
         A rate lowered by a 429 is taken as it is, out of slow start: the service refused more,
         and starting from `INITIAL_RATE` would draw the 429s again. A rate that slow start
         reached without a 429 only says what was accepted, not what the service allows now, so
-        slow start goes on from half of it (as an idle TCP window decays, RFC 2861). Either
-        way the first slots are paced, never a burst; a fixed-rate limiter ignores it."""
+        slow start goes on from half of it (as an idle TCP window decays, RFC 2861), its first
+        `INITIAL_RATE` requests at once as at any start; a learned rate is paced from its first
+        request, never a burst. A fixed-rate limiter ignores it."""
         if not self.adaptive or rate <= 0:
             return
         start = max(INITIAL_RATE, rate / 2) if slow_start else max(MIN_RATE, rate)
         self.slow_start = slow_start
         if not slow_start:
+            self._initial_window = 0.0
             self._step = max(MIN_STEP, INCREASE * start)
         self.set_rate(_capped(start, self.max_rate))
 
@@ -129,6 +134,7 @@ class RateLimiter:
             return
         if not self.adaptive:
             self.adaptive, self.slow_start = True, True
+            self._initial_window = INITIAL_RATE
             self._decreased_at = float("-inf")
             self._resize(INITIAL_RATE)
         self.max_rate = max_rate
@@ -171,7 +177,10 @@ class RateLimiter:
         # The bucket is (nearly) empty: requests come at least as fast as the rate.
         self._busy = earliest >= now - self._interval
         if self.adaptive and self._next_free == float("-inf"):
-            earliest = now  # adaptive: an empty bucket at first, its first slots are paced
+            # The first window: `_initial_window` slots at once (TCP's initial window, RFC
+            # 6928), the rest paced; 0 (a rate a 429 taught a previous run): all paced.
+            window = min(self._initial_window, self.burst)
+            earliest = now - (window - 1) * self._interval if window >= 1 else now
         self._next_free = earliest + self._interval
         return max(0.0, earliest - now)
 
