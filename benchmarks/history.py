@@ -3,8 +3,9 @@
 Builds, in a work folder:
 
 - a journal created by the real `Journal` class, then filled by bulk SQL with N finished
-  documents (archived, moved to a done folder; one step row each; 1 % of them failed) — the
-  journal's own triggers keep its counts as they would in a daemon's life;
+  documents (archived, moved to a done folder; one step row each; 1 % of them failed; a share
+  of them, `--routed`, identified as one of three types, as a pipeline that routes by type
+  leaves them) — the journal's own triggers keep its counts as they would in a daemon's life;
 - an inbox of M files kept in place (`on_success: keep`), each registered in the journal as a
   finished document whose file was kept where it was found, plus one new file;
 
@@ -18,7 +19,8 @@ then measures, against the API emulator in its own process:
 
 Prints each figure with the target of issue 16 and the ratio to it.
 
-    .venv/bin/python benchmarks/history.py [--docs 1000000] [--kept 100000] [--workdir DIR]
+    .venv/bin/python benchmarks/history.py [--docs 1000000] [--kept 100000] [--routed 0.5]
+        [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ TARGETS = {
 }
 _CHUNK = 50_000
 _T0 = 1_700_000_000.0  # when the history starts (epoch s)
+_TYPES = ("invoice", "receipt", "id_card")  # the codes routed documents were identified as
 
 
 def _config(folder: Path, emulator: Emulator, rescan: float) -> Path:
@@ -80,8 +83,8 @@ def _config(folder: Path, emulator: Emulator, rescan: float) -> Path:
 _INSERT_DOC = (
     "INSERT INTO documents (id, pipeline, path, relative_path, size, mtime_ns, ctime_ns, inode,"
     " sha256, content_type, state, outcome, attempts, error, error_stage, archived_to,"
-    " created_at, updated_at, finished_at) VALUES"
-    " (?, 'bench', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)"
+    " created_at, updated_at, finished_at, identified_type) VALUES"
+    " (?, 'bench', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_STEP = (
     "INSERT INTO steps (id, document_id, step_id, state, execution_id, status, attempts,"
@@ -90,8 +93,9 @@ _INSERT_STEP = (
 )
 
 
-def build(folder: Path, docs: int, kept: int) -> None:
-    """The journal (created by `Journal`, filled by bulk SQL) and the inbox of kept files."""
+def build(folder: Path, docs: int, kept: int, routed: float = 0.0) -> None:
+    """The journal (created by `Journal`, filled by bulk SQL) and the inbox of kept files;
+    a `routed` share of the finished documents carries an identified type."""
     journal_path = folder / "state" / "journal.sqlite3"
     Journal(journal_path).open().close()  # the real schema, triggers and indexes
     inbox = folder / "inbox"
@@ -111,6 +115,9 @@ def build(folder: Path, docs: int, kept: int) -> None:
                 failed = index % 100 == 0
                 state, outcome = ("failed", "failed") if failed else ("archived", "success")
                 archived_to = f"{folder}/{'failed' if failed else 'done'}/{name}"
+                # Evenly spread over the history (not its first rows only), as a pipeline would.
+                is_routed = int((index + 1) * routed) > int(index * routed)
+                code = _TYPES[index % 3] if is_routed else None
             else:
                 name = f"kept-{index - docs:07d}.pdf"
                 path = str(inbox / name)
@@ -119,11 +126,12 @@ def build(folder: Path, docs: int, kept: int) -> None:
                 st = os.stat(path)
                 size, mtime_ns, inode = st.st_size, st.st_mtime_ns, st.st_ino
                 failed, state, outcome, archived_to = False, "archived", "success", path
+                code = None
             sha = rng.randbytes(32).hex()
             rows.append(
                 (next_id, path, name, size, mtime_ns, mtime_ns, inode, sha, "image/png", state,
                  outcome, "boom" if failed else None, "result" if failed else None,
-                 archived_to, t, t + 3, t + 3)
+                 archived_to, t, t + 3, t + 3, code)
             )  # fmt: skip
             steps.append(
                 (next_id, next_id, STEP_ID, "error" if failed else "success", f"exec_{next_id}",
@@ -263,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--docs", type=int, default=1_000_000, help="finished documents")
     parser.add_argument("--kept", type=int, default=100_000, help="files kept in place")
+    parser.add_argument(
+        "--routed", type=float, default=0.5, help="share of the finished documents identified"
+    )
     parser.add_argument("--rescan-interval", type=float, default=5.0)
     parser.add_argument("--workdir", type=Path, help="build here (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -271,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.workdir or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        build(folder, args.docs, args.kept)
+        build(folder, args.docs, args.kept, args.routed)
         built_s = time.monotonic() - started
         journal_mb = (folder / "state" / "journal.sqlite3").stat().st_size / 1e6
         with start_emulator(folder=folder, api_key=API_KEY, latency=0.2, jitter=0.0,
@@ -284,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"machine: {machine['cpu_model']}, {machine['logical_cpus']} CPUs")
     print(
-        f"journal: {args.docs} finished documents + {args.kept} kept files, {journal_mb:.0f} MB"
+        f"journal: {args.docs} finished documents ({args.routed:.0%} routed) + {args.kept} kept"
+        f" files, {journal_mb:.0f} MB"
         f" (built in {built_s:.1f} s); load average {os.getloadavg()[0]:.1f}"
     )
     print(f"{'figure':<42}{'value':>10}{'target':>10}{'÷ target':>10}")
@@ -311,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<42}{shown}{target if target else '':>10}{ratio}")
     if args.json:
         args.json.write_text(
-            json.dumps({"docs": args.docs, "kept": args.kept, "figures": figures}, indent=2)
+            json.dumps(
+                {"docs": args.docs, "kept": args.kept, "routed": args.routed, "figures": figures},
+                indent=2,
+            )
         )
     return 0 if figures["submissions"] == 1 else 1
 

@@ -17,6 +17,8 @@ from types import ModuleType
 
 import pytest
 
+from docutray_watch.journal import Journal
+
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 pytest.importorskip("docutray", reason="the baseline needs the official SDK (dev extra)")
@@ -263,6 +265,9 @@ def test_history_benchmark_builds_and_measures_at_smoke_size(tmp_path: Path) -> 
     figures = json.loads(report.read_text())["figures"]
     assert figures["submissions"] == 1
     assert {"status_json_s", "first_submission_s", "idle_rss_mb", "rescan_cpu_s"} <= set(figures)
+    # Half the finished documents are routed (--routed 0.5 by default): status counts them.
+    with Journal(tmp_path / "work" / "state" / "journal.sqlite3") as journal:
+        assert sum(journal.counts_by_type()["bench"].values()) == 150
 
 
 def test_cli_start_benchmark_measures_each_code_tree(tmp_path: Path) -> None:

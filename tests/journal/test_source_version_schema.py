@@ -36,7 +36,7 @@ def test_a_sqlite_v3_journal_gains_source_version(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     _v3_journal(path)
     with Journal(path) as journal:
-        assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 4
         old = journal.document(1)
         assert (old.state, old.path, old.source_version) == ("queued", "/in/a.pdf", None)
         new = journal.add_document("p", "s3://b/k.pdf", "k.pdf", 3, 0, source_version='"e"')
@@ -61,7 +61,7 @@ async def test_a_postgres_schema_2_journal_gains_source_version(
             " 'queued', 1, 1, 1)",
             ("d" * 64,),
         )
-    assert migrations.SCHEMA_VERSION == 3
+    assert migrations.SCHEMA_VERSION >= 3
     assert await migrate(pg_url) == 2
     store = PostgresStore(pg_url, migrate=False)
     await store.open()

@@ -14,6 +14,9 @@ Versions:
 2. documents' `identified_type` (the type code the service answered for a pipeline that
    identifies) and `identification` (its whole answer, JSON), both NULL for the others; a
    partial index to count documents per identified type; `unrouted` claims its content.
+3. documents' `source_version` (a source document's ETag… at intake).
+4. `type_counts` (identified documents per pipeline, type code and word, for `status`'s table
+   per type), kept by triggers as `doc_counts` is and filled once from the rows already there.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = [
     "schema_version_of",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The advisory lock's two keys: a constant naming "migrating docutray-watch's journal", and the
 # schema's hash (two journals in one database do not wait for each other).
@@ -270,7 +273,88 @@ _V2: Sequence[str] = (
 # Sources that are not folders: the version (ETag…) taken at intake, for the final action.
 _V3: Sequence[str] = ("ALTER TABLE documents ADD COLUMN source_version TEXT",)
 
-MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3}
+# `status`'s table per type without reading `documents`: identified documents per pipeline, type
+# code and word (as `doc_counts`'s), kept by triggers in the transaction of every insert, move,
+# (re-)identification and delete. A document counts under its current type; a row without one
+# has no key and counts nowhere. The WHEN clauses keep documents of pipelines that do not
+# identify from calling the function at all.
+_V4: Sequence[str] = (
+    """
+    CREATE TABLE type_counts (
+        pipeline         TEXT   NOT NULL,
+        identified_type  TEXT   NOT NULL,
+        word             TEXT   NOT NULL,
+        n                BIGINT NOT NULL,
+        PRIMARY KEY (pipeline, identified_type, word)
+    )
+    """,
+    """
+    CREATE FUNCTION type_counts_key(d documents) RETURNS TEXT[] LANGUAGE sql STABLE
+    AS $$ SELECT CASE WHEN d.identified_type IS NULL THEN NULL ELSE ARRAY[
+        d.pipeline,
+        d.identified_type,
+        CASE WHEN d.state = 'archived' THEN COALESCE(d.outcome, 'success') ELSE d.state END
+    ] END $$
+    """,
+    """
+    CREATE FUNCTION type_counts_add(k TEXT[], delta INTEGER) RETURNS void LANGUAGE sql
+    SET search_path FROM CURRENT
+    AS $$ INSERT INTO type_counts (pipeline, identified_type, word, n)
+          VALUES (k[1], k[2], k[3], delta)
+          ON CONFLICT (pipeline, identified_type, word) DO UPDATE SET n = type_counts.n + delta $$
+    """,
+    # In key order, as doc_counts_track (no deadlock between opposite moves); the triggers fire
+    # after doc_counts_track (by name), so every transaction locks the counters in one order.
+    """
+    CREATE FUNCTION type_counts_track() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+    DECLARE
+        before_key TEXT[];
+        after_key TEXT[];
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN before_key := type_counts_key(OLD); END IF;
+        IF TG_OP <> 'DELETE' THEN after_key := type_counts_key(NEW); END IF;
+        IF before_key IS NOT DISTINCT FROM after_key THEN RETURN NULL; END IF;
+        IF after_key IS NULL OR (before_key IS NOT NULL AND before_key < after_key) THEN
+            PERFORM type_counts_add(before_key, -1);
+            IF after_key IS NOT NULL THEN PERFORM type_counts_add(after_key, 1); END IF;
+        ELSE
+            PERFORM type_counts_add(after_key, 1);
+            IF before_key IS NOT NULL THEN PERFORM type_counts_add(before_key, -1); END IF;
+        END IF;
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE TRIGGER type_counts_insert AFTER INSERT ON documents
+        FOR EACH ROW WHEN (NEW.identified_type IS NOT NULL)
+        EXECUTE FUNCTION type_counts_track()
+    """,
+    """
+    CREATE TRIGGER type_counts_delete AFTER DELETE ON documents
+        FOR EACH ROW WHEN (OLD.identified_type IS NOT NULL)
+        EXECUTE FUNCTION type_counts_track()
+    """,
+    """
+    CREATE TRIGGER type_counts_update
+        AFTER UPDATE OF pipeline, state, outcome, identified_type ON documents
+        FOR EACH ROW WHEN (OLD.identified_type IS NOT NULL OR NEW.identified_type IS NOT NULL)
+        EXECUTE FUNCTION type_counts_track()
+    """,
+    # After the triggers: CREATE TRIGGER holds a lock that keeps every writer (an older node
+    # still running) out until this transaction commits, and this statement's snapshot, taken
+    # later (READ COMMITTED), holds every change committed before. Counted once, nothing twice.
+    """
+    INSERT INTO type_counts (pipeline, identified_type, word, n)
+    SELECT pipeline, identified_type,
+           CASE WHEN state = 'archived' THEN COALESCE(outcome, 'success') ELSE state END,
+           count(*)
+    FROM documents WHERE identified_type IS NOT NULL GROUP BY 1, 2, 3
+    """,
+)
+
+MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 """Migration n brings a journal from version n - 1 to n (its statements, in order)."""
 
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))

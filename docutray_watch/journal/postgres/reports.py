@@ -1,7 +1,7 @@
 """Reads for the engine's start-up and for `status`, and the small facts kept in `meta`.
 
-Counts come from `doc_counts` (kept by a trigger, see `migrations.py`), never from a scan of
-`documents`; the other reads use partial indexes on unfinished or kept documents.
+Counts come from `doc_counts` and `type_counts` (kept by triggers, see `migrations.py`), never
+from a scan of `documents`; the other reads use partial indexes on unfinished or kept documents.
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from docutray_watch.journal.postgres import rows
-from docutray_watch.journal.postgres.tables import doc_counts, documents, meta, step_latency
+from docutray_watch.journal.postgres.tables import (
+    doc_counts,
+    documents,
+    meta,
+    step_latency,
+    type_counts,
+)
 from docutray_watch.journal.postgres.tx import Tx
 from docutray_watch.journal.rows import DocumentRow, LatencyRow, kept_stamp
 from docutray_watch.journal.sqlite.reports import API_PAUSE_KEY, REQUEUED_KEY
@@ -126,13 +132,13 @@ async def outcome_counts(tx: Tx) -> dict[str, dict[str, int]]:
 
 async def counts_by_type(tx: Tx) -> dict[str, dict[str, int]]:
     """Documents per pipeline and identified type code (pipelines that identify; a document
-    counts once its identification succeeded, whatever happened next). Reads the partial index
-    `documents_by_type`, which holds identified documents only."""
+    counts once its identification succeeded, whatever happened next), from `type_counts`."""
+    total = sa.func.sum(type_counts.c.n)
     found = await tx.conn.execute(
-        sa.select(documents.c.pipeline, documents.c.identified_type, sa.func.count())
-        .where(documents.c.identified_type.is_not(None))
-        .group_by(documents.c.pipeline, documents.c.identified_type)
-        .order_by(documents.c.pipeline, documents.c.identified_type)
+        sa.select(type_counts.c.pipeline, type_counts.c.identified_type, total)
+        .group_by(type_counts.c.pipeline, type_counts.c.identified_type)
+        .having(total > 0)
+        .order_by(type_counts.c.pipeline, type_counts.c.identified_type)
     )
     result: dict[str, dict[str, int]] = {}
     for pipeline, code, n in found:
@@ -142,16 +148,16 @@ async def counts_by_type(tx: Tx) -> dict[str, dict[str, int]]:
 
 async def outcomes_by_type(tx: Tx) -> dict[str, dict[str, dict[str, int]]]:
     """Identified documents per pipeline, type code and word (finished ones by outcome,
-    `unrouted` included; unfinished ones by state)."""
-    word = sa.case(
-        (documents.c.state == "archived", sa.func.coalesce(documents.c.outcome, "success")),
-        else_=documents.c.state,
-    ).label("word")
+    `unrouted` included; unfinished ones by state), from `type_counts`."""
     found = await tx.conn.execute(
-        sa.select(documents.c.pipeline, documents.c.identified_type, word, sa.func.count())
-        .where(documents.c.identified_type.is_not(None))
-        .group_by(documents.c.pipeline, documents.c.identified_type, word)
-        .order_by(documents.c.pipeline, documents.c.identified_type, word)
+        sa.select(
+            type_counts.c.pipeline,
+            type_counts.c.identified_type,
+            type_counts.c.word,
+            type_counts.c.n,
+        )
+        .where(type_counts.c.n > 0)
+        .order_by(type_counts.c.pipeline, type_counts.c.identified_type, type_counts.c.word)
     )
     result: dict[str, dict[str, dict[str, int]]] = {}
     for pipeline, code, key, n in found:

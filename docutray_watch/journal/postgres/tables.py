@@ -20,6 +20,7 @@ __all__ = [
     "source_identity",
     "step_latency",
     "steps",
+    "type_counts",
 ]
 
 metadata = sa.MetaData()
@@ -130,6 +131,15 @@ doc_counts = sa.Table(
     sa.Column("state", sa.Text, primary_key=True),
     sa.Column("word", sa.Text, primary_key=True),
     sa.Column("day", sa.Text, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+type_counts = sa.Table(
+    "type_counts",
+    metadata,
+    sa.Column("pipeline", sa.Text, primary_key=True),
+    sa.Column("identified_type", sa.Text, primary_key=True),
+    sa.Column("word", sa.Text, primary_key=True),
     sa.Column("n", sa.BigInteger, nullable=False),
 )
 

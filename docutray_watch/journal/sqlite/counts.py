@@ -11,6 +11,11 @@ unfinished one's state) and one *day*: the UTC date its final file action was do
 is unfinished. The table has a row per pipeline, word and day, so it stays small (days are
 bounded by `journal.retention_days`); a journal that predates it is counted once when it is
 created.
+
+`type_counts` does the same for identified documents (pipelines that route by type, schema 5): a
+row per pipeline, identified type code and word (no day), for `status`'s table per type. A
+document counts under its current type: re-identified (`retry --force`), it moves; its
+identification cleared, it leaves.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ __all__ = [
     "IN_FLIGHT_STATES",
     "WAITING_STATES",
     "install_counts",
+    "install_type_counts",
     "pipeline_counts",
     "today_counts",
+    "type_counts",
+    "type_outcome_counts",
     "utc_day",
 ]
 
@@ -109,6 +117,81 @@ def install_counts(conn: sqlite3.Connection) -> None:
         conn.execute(trigger)
 
 
+_TYPE_TABLE = """
+CREATE TABLE type_counts (
+    pipeline        TEXT    NOT NULL,
+    identified_type TEXT    NOT NULL,
+    word            TEXT    NOT NULL,
+    n               INTEGER NOT NULL,
+    PRIMARY KEY (pipeline, identified_type, word)
+) WITHOUT ROWID
+"""
+
+
+def _add_typed(row: str, delta: str) -> list[str]:
+    # A row without a type matches no counter (`identified_type = NULL` is never true) and
+    # inserts none (the SELECT's WHERE), so a change into or out of "identified" counts right.
+    key = f"pipeline = {row}.pipeline AND identified_type = {row}.identified_type"
+    # Fixed SQL built from constants (no value from outside): the triggers' bodies.
+    statements = [
+        f"UPDATE type_counts SET n = n {delta} 1 WHERE {key} AND word = {_word(row)}"  # noqa: S608
+    ]
+    if delta == "+":
+        statements.insert(
+            0,
+            "INSERT OR IGNORE INTO type_counts (pipeline, identified_type, word, n)"
+            f" SELECT {row}.pipeline, {row}.identified_type, {_word(row)}, 0"
+            f" WHERE {row}.identified_type IS NOT NULL",
+        )
+    return statements
+
+
+# Documents of pipelines that do not identify never fire them (the WHEN clauses).
+_TYPE_TRIGGERS = (
+    _trigger(
+        "type_counts_insert",
+        "INSERT",
+        _add_typed("NEW", "+"),
+        when="WHEN NEW.identified_type IS NOT NULL",
+    ),
+    _trigger(
+        "type_counts_delete",
+        "DELETE",
+        _add_typed("OLD", "-"),
+        when="WHEN OLD.identified_type IS NOT NULL",
+    ),
+    _trigger(
+        "type_counts_update",
+        "UPDATE OF state, outcome, identified_type, pipeline",
+        [*_add_typed("OLD", "-"), *_add_typed("NEW", "+")],
+        when=(
+            "WHEN (OLD.identified_type IS NOT NULL OR NEW.identified_type IS NOT NULL)"
+            " AND (OLD.identified_type IS NOT NEW.identified_type"
+            f" OR {_word('OLD')} IS NOT {_word('NEW')} OR OLD.pipeline IS NOT NEW.pipeline)"
+        ),
+    ),
+)
+
+_TYPE_BACKFILL = (
+    "INSERT INTO type_counts (pipeline, identified_type, word, n)"  # noqa: S608 - constants only
+    f" SELECT pipeline, identified_type, {_word('documents')}, COUNT(*) FROM documents"
+    " WHERE identified_type IS NOT NULL GROUP BY 1, 2, 3"
+)
+
+
+def install_type_counts(conn: sqlite3.Connection) -> None:
+    """Create the per-type counts and their triggers if missing, counting the identified
+    documents already there once (inside the caller's write transaction, as `install_counts`)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'type_counts'"
+    ).fetchone()
+    if not exists:
+        conn.execute(_TYPE_TABLE)
+        conn.execute(_TYPE_BACKFILL)
+    for trigger in _TYPE_TRIGGERS:
+        conn.execute(trigger)
+
+
 def pipeline_counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     """Documents in the journal per pipeline and word (what `Journal.outcome_counts` counts)."""
     result: dict[str, dict[str, int]] = {}
@@ -127,6 +210,29 @@ def today_counts(conn: sqlite3.Connection, day: str) -> dict[str, dict[str, int]
         "SELECT pipeline, word, n FROM doc_counts WHERE day = ? AND n > 0", (day,)
     ):
         result.setdefault(pipeline, {})[word] = n
+    return result
+
+
+def type_counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Identified documents per pipeline and type code, whatever their state
+    (`Journal.counts_by_type`)."""
+    result: dict[str, dict[str, int]] = {}
+    for pipeline, code, n in conn.execute(
+        "SELECT pipeline, identified_type, SUM(n) FROM type_counts"
+        " GROUP BY pipeline, identified_type HAVING SUM(n) > 0 ORDER BY pipeline, identified_type"
+    ):
+        result.setdefault(pipeline, {})[code] = n
+    return result
+
+
+def type_outcome_counts(conn: sqlite3.Connection) -> dict[str, dict[str, dict[str, int]]]:
+    """Identified documents per pipeline, type code and word (`Journal.outcomes_by_type`)."""
+    result: dict[str, dict[str, dict[str, int]]] = {}
+    for pipeline, code, word, n in conn.execute(
+        "SELECT pipeline, identified_type, word, n FROM type_counts WHERE n > 0"
+        " ORDER BY pipeline, identified_type, word"
+    ):
+        result.setdefault(pipeline, {}).setdefault(code, {})[word] = n
     return result
 
 

@@ -8,6 +8,7 @@ import sqlite3
 from docutray_watch.journal.rows import DocumentRow, LatencyRow, PruneCandidate
 from docutray_watch.journal.sqlite import rows
 from docutray_watch.journal.sqlite.connection import Connection
+from docutray_watch.journal.sqlite.counts import type_counts, type_outcome_counts
 
 __all__ = ["API_PAUSE_KEY", "REQUEUED_KEY", "Reports"]
 
@@ -41,28 +42,15 @@ class Reports(Connection):
 
     def counts_by_type(self) -> dict[str, dict[str, int]]:
         """Documents per pipeline and identified type code (pipelines that identify; a
-        document counts once its identification succeeded, whatever happened next)."""
-        result: dict[str, dict[str, int]] = {}
-        for pipeline, code, n in self.conn.execute(
-            "SELECT pipeline, identified_type, COUNT(*) FROM documents"
-            " WHERE identified_type IS NOT NULL GROUP BY pipeline, identified_type"
-            " ORDER BY pipeline, identified_type"
-        ):
-            result.setdefault(pipeline, {})[code] = n
-        return result
+        document counts once its identification succeeded, whatever happened next). Read from
+        the counts the triggers keep (`type_counts`), not from the documents."""
+        return type_counts(self.conn)
 
     def outcomes_by_type(self) -> dict[str, dict[str, dict[str, int]]]:
         """Identified documents per pipeline, type code and word (finished ones by outcome,
-        `unrouted` included; unfinished ones by state): the status page's table per type."""
-        result: dict[str, dict[str, dict[str, int]]] = {}
-        for pipeline, code, word, n in self.conn.execute(
-            "SELECT pipeline, identified_type, CASE WHEN state = 'archived'"
-            " THEN COALESCE(outcome, 'success') ELSE state END AS word, COUNT(*)"
-            " FROM documents WHERE identified_type IS NOT NULL"
-            " GROUP BY pipeline, identified_type, word ORDER BY pipeline, identified_type, word"
-        ):
-            result.setdefault(pipeline, {}).setdefault(code, {})[word] = n
-        return result
+        `unrouted` included; unfinished ones by state): the status page's table per type. Read
+        from `type_counts`, not from the documents."""
+        return type_outcome_counts(self.conn)
 
     def superseded_results(self) -> dict[str, int]:
         """Delivered results later found to describe an older version of their file, per

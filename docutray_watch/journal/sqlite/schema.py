@@ -18,6 +18,9 @@ Versions:
 3. documents' `identified_type` (the type code the service answered for a pipeline that
    identifies) and `identification` (its whole answer, JSON text), both NULL for the others,
    and an index to count documents per identified type for `status`.
+4. documents' `source_version` (a source document's ETag… at intake).
+5. `type_counts` kept by triggers (identified documents per pipeline, type and word, for
+   `status`'s table per type; see `counts.py`), filled once from the rows already there.
 """
 
 from __future__ import annotations
@@ -28,13 +31,13 @@ from pathlib import Path
 
 import structlog
 
-from docutray_watch.journal.sqlite.counts import install_counts
+from docutray_watch.journal.sqlite.counts import install_counts, install_type_counts
 
 __all__ = ["SCHEMA_VERSION", "NewerJournalError", "backup_path", "migrate"]
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class NewerJournalError(RuntimeError):
@@ -164,11 +167,16 @@ def _to_v4(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE documents ADD COLUMN source_version TEXT")
 
 
+def _to_v5(conn: sqlite3.Connection) -> None:
+    install_type_counts(conn)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _to_v1,
     2: _to_v2,
     3: _to_v3,
     4: _to_v4,
+    5: _to_v5,
 }
 """Migration n brings a journal from version n - 1 to n."""
 
