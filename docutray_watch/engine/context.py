@@ -24,7 +24,7 @@ from docutray_watch.config import Config, PipelineConfig
 from docutray_watch.delivery import SinkRunner
 from docutray_watch.engine.kept import KeptStamps
 from docutray_watch.engine.limits import Limits
-from docutray_watch.journal import DocumentRow, StateStore
+from docutray_watch.journal import Completion, DocumentRow, StateStore
 from docutray_watch.metrics import Metrics
 from docutray_watch.polling import LatencyModel
 from docutray_watch.records import Document
@@ -83,6 +83,9 @@ class Documents:
         self.in_progress: dict[tuple[str, str], asyncio.Event] = {}
         # Files left alone by a rule, so each is logged once: bounded, a daemon runs for months.
         self.ignored: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        # The rows read back when a step of a document in hand ended (`StateStore.finish_step`):
+        # what its run needs next (did every step end, what to deliver), not read again.
+        self.views: dict[int, Completion] = {}
         self.idle = asyncio.Event()
         self.idle.set()
         self.last_progress = time.monotonic()
@@ -117,8 +120,18 @@ class Documents:
         if doc.id in self.active:
             self.active[doc.id] = doc
 
+    def step_ended(self, view: Completion) -> None:
+        """A step of a document ended: keep the rows read back with it, if it is in hand."""
+        if view.document.id in self.active:
+            self.views[view.document.id] = view
+
+    def take_view(self, doc_id: int) -> Completion | None:
+        """The rows read back when the document's last step ended (once), or None."""
+        return self.views.pop(doc_id, None)
+
     def forget(self, doc: DocumentRow) -> None:
         """The engine is done with this document (for now); wake anyone waiting on its twin."""
+        self.views.pop(doc.id, None)
         if self.active.pop(doc.id, None) is None:
             return  # already let go
         event = self.in_progress.pop((doc.pipeline, doc.sha256 or ""), None)

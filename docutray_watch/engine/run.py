@@ -112,8 +112,12 @@ class DocumentRun:
             else:
                 steps_and_slots = zip(steps, held, strict=True)
                 await asyncio.gather(*(self._step(step, slot) for step, slot in steps_and_slots))
-            # One read for both questions: did every step end, and what does delivery need.
-            self._ended = await ctx.store.completion(doc.id)
+            # One read for both questions: did every step end, and what does delivery need. The
+            # last step's end read it back already, unless a step ended some other way.
+            view = ctx.documents.take_view(doc.id)
+            if view is None or not all(s.finished for s in view.steps):
+                view = await ctx.store.completion(doc.id)
+            self._ended = view
             rows = self._ended.steps
             identified = _identified_awaiting_route(rows)
             if identified is None:

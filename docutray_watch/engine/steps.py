@@ -11,7 +11,7 @@ from structlog.typing import FilteringBoundLogger
 from docutray_watch.client import IdentificationStatus, StepExecutionStatus
 from docutray_watch.engine.context import Context, document_of
 from docutray_watch.engine.limits import SlotPool
-from docutray_watch.journal import DocumentRow, StepRow
+from docutray_watch.journal import Completion, DocumentRow, StepRow
 from docutray_watch.plugins import call_observers, has_observers
 from docutray_watch.records import ResultRecord
 from docutray_watch.routing import identification_of
@@ -108,13 +108,17 @@ async def step_ended(
         "response_timestamp": _iso(status.response_timestamp),
     }
     error = None if success else f"the step ended in ERROR: {error_text(status.error)}"
-    step, _completed = await ctx.store.step_finished(
+    step = _ended(
+        ctx,
         step.id,
-        state="success" if success else "error",
-        status=status.status,
-        result=result,
-        error=error,
-        sinks=list(runtime.sinks) if deliver else [],
+        await ctx.store.finish_step(
+            step.id,
+            state="success" if success else "error",
+            status=status.status,
+            result=result,
+            error=error,
+            sinks=list(runtime.sinks) if deliver else [],
+        ),
     )
     log.info(
         "step_completed",
@@ -141,12 +145,16 @@ async def identification_ended(
     """Journal a SUCCESS or ERROR identification (its whole answer: a restart routes without
     asking again). Nothing is delivered: the routed steps' results are."""
     outcome = identification_outcome(status)
-    step, _completed = await ctx.store.step_finished(
+    step = _ended(
+        ctx,
         step.id,
-        state=outcome.state,
-        status=status.status,
-        result=outcome.result,
-        error=outcome.error,
+        await ctx.store.finish_step(
+            step.id,
+            state=outcome.state,
+            status=status.status,
+            result=outcome.result,
+            error=outcome.error,
+        ),
     )
     log.info(
         "identification_completed",
@@ -167,8 +175,10 @@ async def step_failed(
     http_status: int | None = None,
 ) -> StepRow:
     """Journal that a step failed (the document fails with it once every step has ended)."""
-    step, _completed = await ctx.store.step_finished(
-        step.id, state="failed", error=reason, http_status=http_status
+    step = _ended(
+        ctx,
+        step.id,
+        await ctx.store.finish_step(step.id, state="failed", error=reason, http_status=http_status),
     )
     log.warning(
         "step_failed",
@@ -178,6 +188,12 @@ async def step_failed(
         reason=reason,
     )
     return step
+
+
+def _ended(ctx: Context, step_row: int, view: Completion) -> StepRow:
+    """The ended step's row, out of the rows `finish_step` read back (kept for the run)."""
+    ctx.documents.step_ended(view)
+    return next(s for s in view.steps if s.id == step_row)
 
 
 def _iso(value: object) -> str | None:

@@ -225,6 +225,21 @@ class StateStore(Protocol):
         """A step reached its end; create its deliveries. (step, document completed?)"""
         ...
 
+    async def finish_step(
+        self,
+        step_row: int,
+        *,
+        state: StepState | str,
+        status: str | None = None,
+        result: JSONObject | None = None,
+        error: str | None = None,
+        http_status: int | None = None,
+        sinks: Iterable[str] = (),
+    ) -> Completion:
+        """`step_finished`, then the document with its steps and deliveries as they are now, in the
+        same call (what delivery needs once the last step ended: one round trip less)."""
+        ...
+
     # -- deliveries and ends -----------------------------------------------------------------
 
     async def completion(self, doc_id: int) -> Completion:

@@ -17,6 +17,7 @@ from docutray_watch.journal.postgres import batch, deliveries, documents, report
 from docutray_watch.journal.postgres import steps as _steps
 from docutray_watch.journal.postgres.connection import ContentClaimed
 from docutray_watch.journal.postgres.extras import ExtraCalls
+from docutray_watch.journal.postgres.tx import Tx
 from docutray_watch.journal.rows import (
     Completion,
     DeliveryRow,
@@ -284,6 +285,36 @@ class PostgresStore(ExtraCalls):
                 sinks=sink_names,
             )
         )
+
+    async def finish_step(
+        self,
+        step_row: int,
+        *,
+        state: StepState | str,
+        status: str | None = None,
+        result: JSONObject | None = None,
+        error: str | None = None,
+        http_status: int | None = None,
+        sinks: Iterable[str] = (),
+    ) -> Completion:
+        """`step_finished`, then the document with its steps and deliveries as they are now, in the
+        same call (what delivery needs once the last step ended: one round trip less)."""
+        sink_names = list(sinks)
+
+        async def finish(tx: Tx) -> Completion:
+            step, _completed = await _steps.step_finished(
+                tx,
+                step_row,
+                state=str(state),
+                status=status,
+                result=result,
+                error=error,
+                http_status=http_status,
+                sinks=sink_names,
+            )
+            return await deliveries.completion(tx, step.document_id)
+
+        return await self._call(finish)
 
     # -- deliveries and ends -----------------------------------------------------------------
 

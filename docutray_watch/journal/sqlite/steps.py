@@ -145,6 +145,29 @@ class StepWrites(Connection):
             completed = self._advance_document(conn, step.document_id)
             return step, completed
 
+    def finish_step(
+        self,
+        step_row: int,
+        *,
+        state: str,
+        status: str | None = None,
+        result: JSONObject | None = None,
+        error: str | None = None,
+        http_status: int | None = None,
+        sinks: Iterable[str] = (),
+    ) -> Completion:
+        """`step_finished`, then the document with its steps and deliveries as they are now."""
+        step, _completed = self.step_finished(
+            step_row,
+            state=state,
+            status=status,
+            result=result,
+            error=error,
+            http_status=http_status,
+            sinks=sinks,
+        )
+        return self.completion(step.document_id)
+
     def ensure_steps(self, doc_id: int, steps: Sequence[str]) -> list[StepRow]:
         """Add a pending row for each configured step the document has no row for (after a
         retry, or when a step was added to the pipeline); returns all its step rows."""

@@ -106,14 +106,16 @@ async def test_a_refused_execution_id_write_is_retried_into_the_store_never_resu
 
 
 async def test_a_successful_document_reads_its_rows_once_after_its_steps(unit: Unit) -> None:
-    """Once its steps end, the run reads `completion` once (whether every step ended, and what
-    to deliver) and never `steps_of`: the state machine's calls, each once."""
+    """The step's end reads the rows back in the same call (`finish_step`: whether every step
+    ended, and what to deliver): no `completion` or `steps_of` after it, the state machine's
+    calls each once: five per document."""
     await unit.start(on_success={"action": "keep"})
     unit.drop()
     await unit.settled()
     names = [call.name for call in unit.store.calls]
     assert "steps_of" not in names
-    for name in ("step_submitting", "step_accepted", "step_finished", "completion"):
+    assert "completion" not in names
+    for name in ("step_submitting", "step_accepted", "finish_step"):
         assert names.count(name) == 1, name
     assert names.count("delivery_done") == 1
     assert names.count("deliver_and_finish") == 1
