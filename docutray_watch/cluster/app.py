@@ -43,7 +43,8 @@ def create_app(
 
     Its workers heartbeat every `heartbeat_interval` and count a worker as stalled after
     `stalled_timeout`, the same figures the node registry uses, so "dead" means one thing.
-    Its connections say `docutray-watch/<node>` in `pg_stat_activity`.
+    Its connections say `docutray-watch/<node>` in `pg_stat_activity`: `max_connections` in its
+    pool, and a worker's LISTEN connection besides (procrastinate opens that one on its own).
     """
     import procrastinate  # the `cluster` extra; single-node installs never import it
     from psycopg.conninfo import make_conninfo

@@ -6,8 +6,9 @@ on what is local to a machine. So the normalised config leaves out:
 - local paths: a local inbox (`watch.path` without `shared: true`) and its `on_success.to` /
   `on_failure.to`, `state_dir`, a filesystem sink's `path` (unless the sink says `shared: true`),
   a SQLite database sink's URL;
-- per-node settings: `cluster.node`, `cluster.node_max_in_flight`, `cluster.database` (hosts may
-  reach the database by different names), `metrics`, `web`, `log`, `shutdown_grace`;
+- per-node settings: `cluster.node`, `cluster.node_max_in_flight`,
+  `cluster.node_max_connections`, `cluster.database` (hosts may reach the database by different
+  names), `metrics`, `web`, `log`, `shutdown_grace`;
 - secrets: `api.api_key` and `api.api_key_file` are dropped outright (not even a hash of the key
   is stored: a hash of a short key could be guessed), every other secret value (passwords in
   URLs, tokens, headers) is dropped or masked.
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 _NODE_LOCAL_TOP = ("state_dir", "metrics", "web", "log", "shutdown_grace")
-_NODE_LOCAL_CLUSTER = ("node", "node_max_in_flight", "database")
+_NODE_LOCAL_CLUSTER = ("node", "node_max_in_flight", "node_max_connections", "database")
 _API_SECRETS = ("api_key", "api_key_file")
 # Keys whose values are secrets wherever they appear (plugin sinks included).
 _SECRET_KEYS = frozenset(

@@ -12,10 +12,10 @@ What single-node `run` offers, for a cluster node:
   at start must not make systemd kill it), `READY=1` once it serves, then `WATCHDOG=1` from the
   event loop — also while PostgreSQL is away (a restart would not bring it back);
 - SIGHUP: the file is read again. A change to the cluster's shared configuration (its
-  fingerprint: what every node must agree on) or to the node's name or database is refused,
-  naming the keys, and the node keeps its running configuration; otherwise what single-node
-  mode reloads is applied (log level and format, the API key, local paths, the page's
-  settings);
+  fingerprint: what every node must agree on) or to the node's name, database or connection cap
+  is refused, naming the keys, and the node keeps its running configuration; otherwise what
+  single-node mode reloads is applied (log level and format, the API key, local paths, the
+  page's settings);
 - SIGTERM/SIGINT: the node drains (`ClusterNode.run`).
 """
 
@@ -56,11 +56,12 @@ def reload_refusal(running: Config, new: Config) -> tuple[str, list[str]] | None
     assert running.cluster is not None
     keys = [
         f"cluster.{key}"
-        for key in ("node", "database")
+        for key in ("node", "database", "node_max_connections")
         if getattr(new.cluster, key) != getattr(running.cluster, key)
     ]
     if keys:
-        return "the node's name and database change only with a restart", keys
+        # The pools are sized when the node starts (`cluster.connections`).
+        return "the node's name, database and connection cap change only with a restart", keys
     keys = differing_keys(normalised_config(running), normalised_config(new))
     if keys:
         return (

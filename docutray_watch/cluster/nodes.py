@@ -50,6 +50,7 @@ __all__ = [
     "Registration",
     "deregister_node",
     "list_nodes",
+    "list_nodes_on",
     "node_info",
     "register_node",
 ]
@@ -113,6 +114,14 @@ def list_nodes(url: str, *, stalled_timeout: float) -> list[NodeInfo]:
     """Every node that ever joined, by name."""
     with connect(url) as conn:
         rows = conn.execute(_SELECT + " ORDER BY name").fetchall()
+    return [_info(row, stalled_timeout) for row in rows]
+
+
+async def list_nodes_on(
+    conn: psycopg.AsyncConnection[Any], *, stalled_timeout: float
+) -> list[NodeInfo]:
+    """`list_nodes` on a connection the caller holds (a running node's journal's)."""
+    rows = await (await conn.execute(_SELECT + " ORDER BY name")).fetchall()
     return [_info(row, stalled_timeout) for row in rows]
 
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from docutray_watch.cluster._db import connect, safe_url
 from docutray_watch.cluster.errors import ClusterUnreachableError
-from docutray_watch.cluster.nodes import NodeInfo, list_nodes
+from docutray_watch.cluster.nodes import NodeInfo, list_nodes, list_nodes_on
 from docutray_watch.config import Config
 from docutray_watch.journal import REQUEST_RATE_KEY, InvalidTransition
 from docutray_watch.journal.postgres import PostgresStore
@@ -85,11 +85,21 @@ async def cluster_status(
 ) -> dict[str, Any]:
     """`cluster_status_report`, in a running loop: what a cluster node's status page serves as
     `GET /api/status` (one code path for both). `store`: an open cluster journal to read (a
-    node's own); else one is opened and closed."""
+    node's own, whose connections it then reads through: no other); else one is opened and
+    closed."""
     assert config.cluster is not None
     url, node = _cluster(config)
-    nodes = await asyncio.to_thread(list_nodes, url, stalled_timeout=config.cluster.stalled_timeout)
-    rate = await asyncio.to_thread(_cluster_rate, url)
+    stalled = config.cluster.stalled_timeout
+    if store is None:
+        nodes = await asyncio.to_thread(list_nodes, url, stalled_timeout=stalled)
+        rate = await asyncio.to_thread(_cluster_rate, url)
+    else:
+        # A node's own page: within its connection budget (`cluster.connections`).
+        async with store.transaction() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            nodes = await list_nodes_on(raw, stalled_timeout=stalled)
+            rate = _rate_json(await (await raw.execute(_RATE_ROW)).fetchone())
     facts, held = await _status_facts(config, failures, store)
     now = time.time()
     report = status_document(
@@ -136,13 +146,20 @@ async def _status_facts(
     return facts, held
 
 
+_RATE_ROW = (
+    "SELECT rate, pause_until, extract(epoch FROM pause_until)::float8,"
+    " extract(epoch FROM clock_timestamp())::float8 FROM docutray_cluster.rate"
+)
+
+
 def _cluster_rate(url: str) -> dict[str, Any] | None:
     """The cluster's shared request rate row (`docutray_cluster.rate`), if the schema has it."""
     with connect(url) as conn:
-        row = conn.execute(
-            "SELECT rate, pause_until, extract(epoch FROM pause_until)::float8,"
-            " extract(epoch FROM clock_timestamp())::float8 FROM docutray_cluster.rate"
-        ).fetchone()
+        row = conn.execute(_RATE_ROW).fetchone()
+    return _rate_json(row)
+
+
+def _rate_json(row: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     rate, pause_until, pause_epoch, now = row

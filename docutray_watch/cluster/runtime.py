@@ -29,6 +29,7 @@ import sqlalchemy as sa
 import structlog
 
 from docutray_watch.cluster.app import create_app, libpq_url, node_queue
+from docutray_watch.cluster.connections import connection_budget, worker_concurrency
 from docutray_watch.cluster.handoff import DeferFailed
 from docutray_watch.cluster.jobs import SHARED_QUEUE, ClusterHandoff, ClusterJobs, NodeServices
 from docutray_watch.cluster.limits import ClusterRate, ClusterSlots, open_pool
@@ -44,8 +45,6 @@ from docutray_watch.metrics import Metrics
 __all__ = ["ClusterNode"]
 
 log = structlog.get_logger("docutray_watch.cluster")
-
-_MIN_CONCURRENCY = 4
 
 
 class ClusterNode:
@@ -98,7 +97,16 @@ class ClusterNode:
         membership = joining.result()
         node = membership.node
         url = self.cluster.database.get_secret_value()
-        store = PostgresStore(url, node=node, migrate=False)
+        budget = connection_budget(self.config)  # each pool's size (`connections.py`)
+        log.info(
+            "cluster_connections",
+            node=node,
+            journal=budget.journal,
+            queue=budget.queue,
+            limits=budget.limits,
+            at_most=budget.total,
+        )
+        store = PostgresStore(url, node=node, migrate=False, pool_size=budget.journal)
         engine = Engine(
             self.config,
             plugin_manager=self.pm,
@@ -115,10 +123,10 @@ class ClusterNode:
         try:
             if not await self._open_journal(store, stop):
                 return  # stopped while waiting for PostgreSQL: nothing was started
-            async with open_pool(libpq_url(url), node=node) as pool:
+            async with open_pool(libpq_url(url), max_size=budget.limits, node=node) as pool:
                 await engine.start(resume=False)
                 try:
-                    app = create_app(self.cluster)
+                    app = create_app(self.cluster, max_connections=budget.queue)
                     cap = self.cluster.node_max_in_flight or self.config.api.max_in_flight
                     services = NodeServices(
                         ctx=engine.ctx,
@@ -225,7 +233,7 @@ class ClusterNode:
             app.run_worker_async(
                 queues=[node_queue(node), SHARED_QUEUE],
                 name=node,
-                concurrency=max(_MIN_CONCURRENCY, self.config.api.max_in_flight),
+                concurrency=worker_concurrency(self.config),
                 delete_jobs="successful",
                 install_signal_handlers=False,
                 # SIGTERM drains: running jobs finish (a POST under way is journaled).

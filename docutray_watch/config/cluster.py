@@ -9,6 +9,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from docutray_watch.config._base import _NAME_PATTERN, _FieldError, _Model
 
+MIN_NODE_CONNECTIONS = 5
+"""The least `node_max_connections`: one connection for each of the journal's, the job queue's
+and the shared limits' pools, the job queue's LISTEN and the heartbeat (`cluster.connections`)."""
+
 
 class ClusterConfig(_Model):
     """Multi-node mode: several daemons share the work through one PostgreSQL database."""
@@ -31,6 +35,12 @@ class ClusterConfig(_Model):
         description="Executions this node keeps in flight at most (default: api.max_in_flight, "
         "which caps the whole cluster).",
     )
+    node_max_connections: int | None = Field(
+        None,
+        description="PostgreSQL connections this node opens at most, all together (default: "
+        "sized from api.max_in_flight, 12 for its default 32; at least "
+        f"{MIN_NODE_CONNECTIONS}). Read at start only.",
+    )
     heartbeat_interval: float = Field(
         10.0, gt=0, le=3600, description="Seconds between two heartbeats of a node."
     )
@@ -46,6 +56,17 @@ class ClusterConfig(_Model):
     def _postgresql_url(cls, value: SecretStr) -> SecretStr:
         if not re.match(r"^postgresql(\+psycopg)?://", value.get_secret_value()):
             raise ValueError("must be a postgresql+psycopg://user@host/database URL")
+        return value
+
+    @field_validator("node_max_connections")
+    @classmethod
+    def _one_connection_per_pool(cls, value: int | None) -> int | None:
+        if value is not None and value < MIN_NODE_CONNECTIONS:
+            raise ValueError(
+                f"must be at least {MIN_NODE_CONNECTIONS}: a node needs one connection for each "
+                "of its journal, its job queue, the shared limits, the job queue's listener and "
+                "its heartbeat"
+            )
         return value
 
     @model_validator(mode="after")

@@ -27,11 +27,12 @@ def _error_paths(data: dict[str, Any]) -> list[str]:
 
 
 def test_defaults(tmp_path: Path) -> None:
-    """Heartbeat every 10 s, stalled after 30 s, no per-node cap, no shared folder."""
+    """Heartbeat every 10 s, stalled after 30 s, no per-node caps, no shared folder."""
     config = _parse(config_data(tmp_path, URL))
     assert config.cluster.heartbeat_interval == 10
     assert config.cluster.stalled_timeout == 30
     assert config.cluster.node_max_in_flight is None
+    assert config.cluster.node_max_connections is None
     assert config.pipelines[0].watch.shared is False
 
 
@@ -100,6 +101,18 @@ def test_node_max_in_flight_at_most_the_cluster_cap(tmp_path: Path) -> None:
     assert _parse(data).cluster.node_max_in_flight == 8
 
 
+def test_node_max_connections_at_least_one_per_pool(tmp_path: Path) -> None:
+    """`node_max_connections` below 5 (a connection for each pool, the listener and the
+    heartbeat) is refused at its own key, saying why; 5 is taken."""
+    data = config_data(tmp_path, URL, node_max_connections=4)
+    with pytest.raises(ConfigError) as caught:
+        _parse(data)
+    assert [issue.path for issue in caught.value.issues] == ["cluster.node_max_connections"]
+    assert "at least 5" in str(caught.value)
+    data["cluster"]["node_max_connections"] = 5
+    assert _parse(data).cluster.node_max_connections == 5
+
+
 def test_stalled_timeout_more_than_two_heartbeats(tmp_path: Path) -> None:
     """A stalled timeout of two heartbeats or less is refused at `cluster.stalled_timeout`."""
     data = config_data(tmp_path, URL, heartbeat_interval=5, stalled_timeout=10)
@@ -119,6 +132,8 @@ def test_unknown_cluster_key(tmp_path: Path) -> None:
     [
         ({"stalled_timeout": 1}, "cluster.stalled_timeout"),
         ({"node_max_in_flight": 0}, "cluster.node_max_in_flight"),
+        ({"node_max_connections": 4}, "cluster.node_max_connections"),
+        ({"node_max_connections": "many"}, "cluster.node_max_connections"),
         ({"database": "sqlite:///x.db"}, "cluster.database"),
     ],
 )

@@ -48,6 +48,7 @@ def _on_another_node(tmp_path: Path) -> dict[str, Any]:
     data["state_dir"] = str(other / "state")
     data["cluster"]["node"] = "node-b"
     data["cluster"]["node_max_in_flight"] = 4
+    data["cluster"]["node_max_connections"] = 7
     data["cluster"]["database"] = "postgresql+psycopg://docutray@10.0.0.5/docutray"
     pipeline = data["pipelines"][0]
     pipeline["watch"]["path"] = str(other / "inbox")

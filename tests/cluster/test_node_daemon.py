@@ -165,7 +165,8 @@ def _changed(config: Config, change: Any) -> Config:
 
 def test_reload_refusal_names_the_keys(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
     """A reload that changes the shared configuration is refused naming the keys; a node name
-    change is refused; log level, shutdown grace and a local path are accepted."""
+    or connection cap change is refused; log level, shutdown grace and a local path are
+    accepted."""
     url = "postgresql+psycopg://postgres@127.0.0.1:5432/unused"
     running = node_config(tmp_path, url, emulator_factory(), "n1")
 
@@ -181,6 +182,11 @@ def test_reload_refusal_names_the_keys(tmp_path: Path, emulator_factory: Emulato
     renamed = reload_refusal(running, _changed(running, lambda d: d["cluster"].update(node="x")))
     assert renamed is not None
     assert renamed[1] == ["cluster.node"]
+    capped = reload_refusal(
+        running, _changed(running, lambda d: d["cluster"].update(node_max_connections=6))
+    )
+    assert capped is not None
+    assert capped[1] == ["cluster.node_max_connections"]
 
     def local(data: dict[str, Any]) -> None:
         data["log"] = {"level": "debug"}

@@ -57,7 +57,7 @@ class StoreBase:
     for a shared source). With `migrate` (the default, as SQLite creates its journal on open)
     `open` applies missing migrations; without it, `open` refuses a missing or older schema
     (`SchemaNotReady`: run `docutray-watch cluster init`). A newer schema is always refused
-    (`NewerSchemaError`).
+    (`NewerSchemaError`). `pool_size` caps its connections (`make_engine`).
     """
 
     def __init__(
@@ -68,8 +68,10 @@ class StoreBase:
         node: str | None = None,
         migrate: bool = True,
         clock: Callable[[], float] = time.time,
+        pool_size: int | None = None,
     ) -> None:
         self.url = url
+        self.pool_size = pool_size
         self.schema = schema
         self.node = node
         self._migrate = migrate
@@ -85,7 +87,7 @@ class StoreBase:
         database, before its engine starts)."""
         if self._shared.engine is not None:
             return
-        engine = make_engine(self.url, self.schema, node=self.node)
+        engine = make_engine(self.url, self.schema, node=self.node, pool_size=self.pool_size)
         try:
             async with engine.begin() as conn:
                 if self._migrate:

@@ -84,16 +84,25 @@ def application_name(node: str | None = None) -> str:
 
 
 def make_engine(
-    url: str, schema: str | None = None, *, pooled: bool = True, node: str | None = None
+    url: str,
+    schema: str | None = None,
+    *,
+    pooled: bool = True,
+    node: str | None = None,
+    pool_size: int | None = None,
 ) -> AsyncEngine:
     """An async engine (whose unqualified tables are `schema`'s); `pooled=False` for one-off
     work such as a migration, which should leave no idle connection behind. Its connections
-    carry `application_name(node)`."""
+    carry `application_name(node)`. `pool_size`: at most that many connections, opened as they
+    are needed and kept (none over it: an overflow connection is a new backend per checkout);
+    None: SQLAlchemy's default (5, and 10 more for a burst)."""
     options: dict[str, object] = {"connect_args": {"application_name": application_name(node)}}
     if schema is not None:
         options["execution_options"] = {"schema_translate_map": {None: schema}}
     if pooled:
         options["pool_pre_ping"] = True
+        if pool_size is not None:
+            options.update(pool_size=pool_size, max_overflow=0)
     else:
         options["poolclass"] = NullPool
     try:
