@@ -32,9 +32,14 @@ async def deliver_all(
     runtime = ctx.pipelines[doc.pipeline]
     steps = {s.id: s for s in view.steps}
     pending = [d for d in deliveries if d.state == "pending"]
-    results = await asyncio.gather(
-        *(deliver(ctx, doc, runtime, steps[d.step_row], d, log) for d in pending)
-    )
+    if len(pending) == 1:
+        # The usual case, one result to one sink: awaited here, no task to wrap it in.
+        (only,) = pending
+        results = [await deliver(ctx, doc, runtime, steps[only.step_row], only, log)]
+    else:
+        results = await asyncio.gather(
+            *(deliver(ctx, doc, runtime, steps[d.step_row], d, log) for d in pending)
+        )
     delivery_errors = [r for r in results if r is not None]
     # Deliveries that had already given up before (in an earlier run) fail it too.
     for d in deliveries:
