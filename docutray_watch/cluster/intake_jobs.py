@@ -182,7 +182,21 @@ async def _classify(jobs: Jobs, known: DocumentRow, facts: intake.FileFacts | Un
     svc = jobs.svc
     handoff = svc.discovery.handoff
     assert isinstance(handoff, ClusterHandoff)
-    # Content another document claims: a duplicate of it, or its next generation.
-    await claiming.classify(svc, known, facts)
-    await handoff.flush()
-    handoff.raise_if_failed(known.id)  # no next job deferred: fail, so the job runs again
+    try:
+        # Content another document claims: a duplicate of it, or its next generation.
+        await claiming.classify(svc, known, facts)
+        await handoff.flush()
+        handoff.raise_if_failed(known.id)  # no next job deferred: fail, so the job runs again
+    finally:
+        _let_go(jobs, known)
+
+
+def _let_go(jobs: Jobs, doc: DocumentRow) -> None:
+    """The intake job ends: its document's next job is deferred (or this job failed and runs
+    again), so the jobs hold it now, not this node's memory, which must not grow with every
+    document over months. A local folder's path stays known until its finalize, which runs on
+    this node, lets go of it: a rescan meanwhile must not take the file again."""
+    documents = jobs.svc.ctx.documents
+    documents.forget(doc)
+    if jobs.holder_of(doc.pipeline) is None:
+        documents.known.get(doc.pipeline, {}).pop(doc.path, None)

@@ -428,3 +428,24 @@ async def test_an_api_pause_extends_the_deadlines_of_the_jobs(node: Node) -> Non
     deadline = node.jobs._deadline(first_try, 10.0, "invoices")
     assert deadline >= first_try + 10.3
     assert node.jobs._deadline(time.time(), 10.0, "invoices") < time.time() + 10.1
+
+
+async def test_a_finished_document_is_not_held_in_the_nodes_memory(node: Node) -> None:
+    """Intake remembers the document it journals; once its jobs ended it, the node holds
+    nothing of it (a node runs for months: what it holds must not grow per document)."""
+    inbox = node.root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "x.pdf").write_bytes(b"%PDF-1.4\nx")
+    await node.jobs._intake("invoices", str(inbox / "x.pdf"), "x.pdf")
+    [doc] = await node.store.unfinished_documents()
+    (step,) = await node.store.steps_of(doc.id)
+    await node.jobs._submit(doc.id, step.id, holder=None)
+    node.clock.advance(1.0)
+    await node.jobs._poll(doc.id, step.id, holder=None)
+    await node.jobs._deliver(doc.id, holder=None)
+    await node.jobs._finalize(doc.id, holder=None)
+    assert (await node.store.document(doc.id)).state == "archived"
+    documents = node.jobs.svc.ctx.documents
+    assert doc.id not in documents.active
+    assert doc.id not in documents.views
+    assert doc.path not in documents.known.get("invoices", {})
