@@ -191,6 +191,17 @@ class TestTransitions:
         with pytest.raises(KeyError):
             journal.mark_delivered(404)
 
+    def test_a_refused_step_move_changes_nothing(self, journal: Journal) -> None:
+        """A step's checked move is one UPDATE naming the states it may come from: a pending
+        step cannot be accepted (pending → polling), and is left exactly as it was."""
+        doc_id = queued(journal)
+        (step,) = journal.steps_of(doc_id)
+        with pytest.raises(InvalidTransition, match="pending → polling"):
+            journal.step_accepted(step.id, "exe-1", "RUNNING")
+        assert journal.step(step.id) == step
+        with pytest.raises(KeyError):
+            journal.step_accepted(404, "exe-1", "RUNNING")
+
 
 class TestDocumentLifecycle:
     def test_new_document_is_discovered(self, journal: Journal) -> None:
