@@ -5,12 +5,8 @@ Each test takes well under two minutes on a busy two-core box.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ import yaml
 from docutray_watch.cluster.app import libpq_url
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.testing import EmulatorFactory
+from tests.cluster.daemons import EXECUTABLE, Daemons, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -28,7 +25,6 @@ DOCUMENTS = 60
 MAX_IN_FLIGHT = 6
 NODES = ("n1", "n2", "n3")
 STALLED_TIMEOUT = 3.0
-EXECUTABLE = Path(sys.executable).with_name("docutray-watch")
 
 
 def write_node_config(root: Path, url: str, emulator: EmulatorServer, node: str) -> Path:
@@ -66,62 +62,21 @@ def write_node_config(root: Path, url: str, emulator: EmulatorServer, node: str)
     return path
 
 
-class Nodes:
-    """The daemon processes of a test, by node name; each logs to `<root>/<node>.log`."""
-
-    def __init__(self, root: Path, configs: dict[str, Path]) -> None:
-        self.root = root
-        self.configs = configs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, node: str) -> None:
-        log = (self.root / f"{node}.log").open("ab")
-        env = {**os.environ, "DOCUTRAY_API_KEY": ""}
-        self.procs[node] = subprocess.Popen(
-            [str(EXECUTABLE), "run", "-c", str(self.configs[node])],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def kill(self, node: str) -> None:
-        self.procs[node].send_signal(signal.SIGKILL)
-        self.procs[node].wait(10)
-
-    def stop_all(self) -> dict[str, int]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        return {node: proc.wait(30) for node, proc in self.procs.items()}
-
-
 @pytest.fixture(name="nodes")
 def nodes_fixture(
     tmp_path: Path, initialised_url: str, emulator_factory: EmulatorFactory
-) -> Iterator[tuple[Nodes, EmulatorServer]]:
+) -> Iterator[tuple[Daemons, EmulatorServer]]:
     emulator = emulator_factory(latency=1.0)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for i in range(DOCUMENTS):
         (inbox / f"doc-{i:03}.pdf").write_bytes(b"%PDF-1.4\n" + f"document {i}\n".encode() * 20)
     configs = {n: write_node_config(tmp_path, initialised_url, emulator, n) for n in NODES}
-    nodes = Nodes(tmp_path, configs)
+    daemons = Daemons(tmp_path, configs, initialised_url)
     try:
-        yield nodes, emulator
+        yield daemons, emulator
     finally:
-        for proc in nodes.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for what other processes bring about (files, rows): looked at every 0.2 s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
+        daemons.kill_all()
 
 
 def done_count(root: Path) -> int:
@@ -144,7 +99,7 @@ def assert_every_document_once(root: Path, url: str, emulator: EmulatorServer) -
 
 
 def test_three_nodes_process_a_shared_inbox(
-    tmp_path: Path, initialised_url: str, nodes: tuple[Nodes, EmulatorServer]
+    tmp_path: Path, initialised_url: str, nodes: tuple[Daemons, EmulatorServer]
 ) -> None:
     """Three daemons on one shared inbox of 60 documents: each ends delivered once, each
     content POSTed once, never more than max_in_flight executions running at the service."""
@@ -159,7 +114,7 @@ def test_three_nodes_process_a_shared_inbox(
 
 
 def test_a_node_killed_mid_run_loses_nothing(
-    tmp_path: Path, initialised_url: str, nodes: tuple[Nodes, EmulatorServer]
+    tmp_path: Path, initialised_url: str, nodes: tuple[Daemons, EmulatorServer]
 ) -> None:
     """A node killed with SIGKILL mid-run and restarted: its stalled jobs are retried by the
     others, every document still ends delivered once, at most one extra POST per kill."""
@@ -170,22 +125,12 @@ def test_a_node_killed_mid_run_loses_nothing(
     daemons.kill("n2")
     kills = 1
     # Its name is free once its heartbeat is older than the stalled timeout.
-    wait_until(lambda: _silent_for(initialised_url, "n2") > STALLED_TIMEOUT, 30, "n2 stale")
+    wait_until(lambda: daemons.silent_for("n2") > STALLED_TIMEOUT, 30, "n2 stale")
     daemons.start("n2")
     wait_until(lambda: done_count(tmp_path) == DOCUMENTS, 100, "every document done")
     assert daemons.stop_all() == dict.fromkeys(NODES, 0)
     stats = assert_every_document_once(tmp_path, initialised_url, emulator)
     assert stats.resubmissions <= kills
-
-
-def _silent_for(url: str, node: str) -> float:
-    with psycopg.connect(libpq_url(url)) as conn:
-        row = conn.execute(
-            "SELECT EXTRACT(EPOCH FROM now() - last_heartbeat) FROM docutray_cluster.nodes"
-            " WHERE name = %s",
-            (node,),
-        ).fetchone()
-    return float(row[0]) if row else float("inf")
 
 
 def test_run_refuses_an_uninitialised_database(

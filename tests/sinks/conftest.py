@@ -20,88 +20,47 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.s3kit import (
+    REGION,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    MotoServer,
+    client,
+    hide_aws_setup,
+    new_bucket,
+    running_moto,
+)
+
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_URL = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/test"
-S3_ACCESS_KEY = "AKIATESTDOCUTRAY"
-S3_SECRET_KEY = "test-secret-never-shown"
 
 
 # --- S3 (moto server mode) ----------------------------------------------------------------------
 
 
-class MotoServer:
-    """moto's S3 server in this process, restartable on the port it first bound."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: Any = None
-
-    @property
-    def endpoint_url(self) -> str:
-        """Where boto3 reaches the server."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Listen (again) on the remembered port, or on a free one the first time."""
-        from moto.server import ThreadedMotoServer
-
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        server.start()
-        self.port = server.get_host_and_port()[1]
-        self._server = server
-
-    def stop(self) -> None:
-        """Stop answering; the port is closed (moto keeps its buckets in this process)."""
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-
 @pytest.fixture(name="aws_isolation", autouse=False)
 def aws_isolation_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Hide the machine's AWS configuration and credentials from boto3."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "aws-empty"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    hide_aws_setup(monkeypatch, tmp_path)
 
 
 @pytest.fixture(name="moto_server", scope="session")
 def moto_server_fixture() -> Iterator[MotoServer]:
     """One moto S3 server for the whole session."""
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
+    yield from running_moto()
 
 
 @pytest.fixture(name="s3_client")
 def s3_client_fixture(moto_server: MotoServer, aws_isolation: None) -> Any:
     """A plain boto3 client of the moto server, to look at what a sink stored."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_server.endpoint_url,
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-        region_name="us-east-1",
-    )
+    return client("s3", moto_server, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY)
 
 
 @pytest.fixture(name="bucket")
 def bucket_fixture(s3_client: Any) -> Iterator[str]:
     """A fresh, empty bucket, removed with its objects afterwards."""
-    name = f"test-{uuid.uuid4().hex[:20]}"
-    s3_client.create_bucket(Bucket=name)
-    yield name
-    for item in s3_client.list_objects_v2(Bucket=name).get("Contents", []):
-        s3_client.delete_object(Bucket=name, Key=item["Key"])
-    s3_client.delete_bucket(Bucket=name)
+    with new_bucket(s3_client, "test") as name:
+        yield name
 
 
 S3Options = Callable[..., dict[str, Any]]
@@ -116,7 +75,7 @@ def s3_options_fixture(moto_server: MotoServer) -> S3Options:
             "type": "s3",
             "bucket": bucket,
             "endpoint_url": moto_server.endpoint_url,
-            "region": "us-east-1",
+            "region": REGION,
             "aws_access_key_id": S3_ACCESS_KEY,
             "aws_secret_access_key": S3_SECRET_KEY,
             "max_attempts": 1,  # botocore retries would only slow the failure tests down
@@ -130,10 +89,7 @@ def s3_options_fixture(moto_server: MotoServer) -> S3Options:
 @pytest.fixture(name="own_moto_server")
 def own_moto_server_fixture(moto_server: MotoServer) -> Iterator[MotoServer]:
     """A second moto server (sharing the first one's buckets) that a test may stop and restart."""
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
+    yield from running_moto()
 
 
 # --- SQL databases ------------------------------------------------------------------------------

@@ -15,34 +15,29 @@ import pytest
 
 from docutray_watch.sources.base import SourceDocument
 from docutray_watch.sources.s3 import S3Source, S3SourceConfig
-from tests.sinks.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, MotoServer
-
-REGION = "us-east-1"
+from tests.s3kit import (
+    REGION,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    MotoServer,
+    client,
+    hide_aws_setup,
+    new_bucket,
+    running_moto,
+)
 
 
 @pytest.fixture(name="moto", scope="session")
 def moto_fixture() -> Iterator[MotoServer]:
     """One moto server (S3 and SQS) for the session."""
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
+    yield from running_moto()
 
 
 @pytest.fixture(name="aws_env")
 def aws_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Test credentials in the environment (the boto3 chain), nothing from the machine."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "aws-empty"
-    empty.write_text("")
     env = {
-        "AWS_CONFIG_FILE": str(empty),
-        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-        "AWS_EC2_METADATA_DISABLED": "true",
+        **hide_aws_setup(monkeypatch, tmp_path),
         "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
         "AWS_DEFAULT_REGION": REGION,
@@ -55,45 +50,27 @@ def aws_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str
 @pytest.fixture(name="s3")
 def s3_fixture(moto: MotoServer, aws_env: dict[str, str]) -> Any:
     """A plain boto3 S3 client, to arrange and inspect the bucket."""
-    import boto3
-
-    return boto3.client("s3", endpoint_url=moto.endpoint_url, region_name=REGION)
+    return client("s3", moto)
 
 
 @pytest.fixture(name="sqs")
 def sqs_fixture(moto: MotoServer, aws_env: dict[str, str]) -> Any:
     """A plain boto3 SQS client."""
-    import boto3
-
-    return boto3.client("sqs", endpoint_url=moto.endpoint_url, region_name=REGION)
-
-
-def _empty(s3: Any, bucket: str) -> None:
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    return client("sqs", moto)
 
 
 @pytest.fixture(name="bucket")
 def bucket_fixture(s3: Any) -> Iterator[str]:
     """A fresh bucket, emptied and removed afterwards."""
-    name = f"src-{uuid.uuid4().hex[:16]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    _empty(s3, name)
-    s3.delete_bucket(Bucket=name)
+    with new_bucket(s3, "src") as name:
+        yield name
 
 
 @pytest.fixture(name="archive_bucket")
 def archive_bucket_fixture(s3: Any) -> Iterator[str]:
     """A second bucket that moves go to."""
-    name = f"arc-{uuid.uuid4().hex[:16]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    _empty(s3, name)
-    s3.delete_bucket(Bucket=name)
+    with new_bucket(s3, "arc") as name:
+        yield name
 
 
 @pytest.fixture(name="queue_url")
@@ -130,6 +107,19 @@ class Nominations:
         return [doc.identity for doc in self.docs]
 
 
+def s3_source(moto: MotoServer, bucket: str, /, **options: Any) -> dict[str, Any]:
+    """An s3 source block on `bucket` at `moto` (`options` may name another bucket), failing at
+    the first error (no retries)."""
+    return {
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint_url": moto.endpoint_url,
+        "region": REGION,
+        "max_attempts": 1,
+        **options,
+    }
+
+
 MakeSource = Callable[..., Awaitable[tuple[S3Source, Nominations]]]
 
 
@@ -139,14 +129,7 @@ async def make_source_fixture(moto: MotoServer, bucket: str) -> AsyncIterator[Ma
     started: list[S3Source] = []
 
     async def make(**options: Any) -> tuple[S3Source, Nominations]:
-        block = {
-            "type": "s3",
-            "bucket": bucket,
-            "endpoint_url": moto.endpoint_url,
-            "region": REGION,
-            "max_attempts": 1,
-            **options,
-        }
+        block = s3_source(moto, bucket, **options)
         source = S3Source(S3SourceConfig.model_validate(block), pipeline="scans")
         nominations = Nominations()
         await source.start(nominations)

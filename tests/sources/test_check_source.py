@@ -11,8 +11,7 @@ from docutray_watch.sources.base import SourceDocument
 from docutray_watch.sources.folder import FolderSource, FolderSourceConfig
 from docutray_watch.sources.s3 import S3Source, S3SourceConfig
 from docutray_watch.testing import check_source
-from tests.sinks.conftest import MotoServer
-from tests.sources.conftest import REGION
+from tests.s3kit import REGION, MotoServer
 
 ALL = ["nominate once", "open", "keep", "sidecar", "delete", "move", "version"]
 

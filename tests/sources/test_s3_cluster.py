@@ -21,8 +21,8 @@ from docutray_watch.sources.s3 import S3Source
 from docutray_watch.testing import EmulatorFactory
 from tests.cluster.conftest import cluster_url_fixture, initialised_url_fixture
 from tests.cluster.test_runtime import running, wait_until
-from tests.sinks.conftest import MotoServer
-from tests.sources.conftest import REGION
+from tests.s3kit import MotoServer
+from tests.sources.conftest import s3_source
 
 __all__ = ["cluster_url_fixture", "initialised_url_fixture"]  # the cluster's fixtures, used here
 
@@ -49,15 +49,7 @@ def node_data(
         "pipelines": [
             {
                 "name": "scans",
-                "source": {
-                    "type": "s3",
-                    "bucket": bucket,
-                    "prefix": "in/",
-                    "endpoint_url": moto.endpoint_url,
-                    "region": REGION,
-                    "max_attempts": 1,
-                    "rescan_interval": 1,
-                },
+                "source": s3_source(moto, bucket, prefix="in/", rescan_interval=1),
                 "steps": ["stp_test"],
                 "poll": {"initial": 0.2, "max": 0.5, "timeout": 60},
                 "on_success": {"action": "move", "to": f"s3://{bucket}/done/"},

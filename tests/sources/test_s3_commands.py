@@ -8,8 +8,8 @@ from typing import Any
 from docutray_watch.config import parse_config
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.runner import dry_run_report, validate_online
-from tests.sinks.conftest import MotoServer
-from tests.sources.conftest import REGION, pdf
+from tests.s3kit import MotoServer
+from tests.sources.conftest import pdf, s3_source
 
 
 def _config(tmp_path: Path, moto: MotoServer, bucket: str, **source: Any) -> Any:
@@ -19,15 +19,7 @@ def _config(tmp_path: Path, moto: MotoServer, bucket: str, **source: Any) -> Any
         "pipelines": [
             {
                 "name": "scans",
-                "source": {
-                    "type": "s3",
-                    "bucket": bucket,
-                    "prefix": "in/",
-                    "endpoint_url": moto.endpoint_url,
-                    "region": REGION,
-                    "max_attempts": 1,
-                    **source,
-                },
+                "source": s3_source(moto, bucket, **{"prefix": "in/", **source}),
                 "steps": ["s"],
                 "sinks": [{"type": "filesystem", "path": str(tmp_path / "out")}],
             }

@@ -11,8 +11,8 @@ from typing import Any
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.samples import make_pdf
 from tests.daemon.conftest import DaemonProcess, daemon_config, pipeline, wait_for
-from tests.sinks.conftest import MotoServer
-from tests.sources.conftest import REGION
+from tests.s3kit import MotoServer
+from tests.sources.conftest import s3_source
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -42,16 +42,13 @@ def test_the_daemon_takes_objects_announced_by_events_and_files_beside_them(
     a file dropped in the folder pipeline's inbox is processed too."""
     s3_pipeline = {
         "name": "scans",
-        "source": {
-            "type": "s3",
-            "bucket": bucket,
-            "prefix": "in/",
-            "endpoint_url": moto.endpoint_url,
-            "region": REGION,
-            "max_attempts": 1,
-            "rescan_interval": 3600,
-            "events": {"sqs_queue_url": queue_url, "wait_seconds": 1},
-        },
+        "source": s3_source(
+            moto,
+            bucket,
+            prefix="in/",
+            rescan_interval=3600,
+            events={"sqs_queue_url": queue_url, "wait_seconds": 1},
+        ),
         "steps": ["stp_one"],
         "poll": {"initial": 0.1, "max": 0.5, "timeout": 60},
         "on_success": {"action": "move", "to": f"s3://{bucket}/done/"},

@@ -27,8 +27,8 @@ from docutray_watch.runner import process_once
 from docutray_watch.samples import make_pdf
 from docutray_watch.sources.base import SourceDocument
 from docutray_watch.sources.s3 import S3Source
-from tests.sinks.conftest import MotoServer
-from tests.sources.conftest import REGION
+from tests.s3kit import MotoServer
+from tests.sources.conftest import s3_source
 
 
 def sha(data: bytes) -> str:
@@ -53,15 +53,7 @@ def s3_config(
     """One pipeline taking s3://bucket/in/, moving to done/ or failed/, results on disk."""
     pipeline = {
         "name": "scans",
-        "source": {
-            "type": "s3",
-            "bucket": bucket,
-            "prefix": "in/",
-            "endpoint_url": moto.endpoint_url,
-            "region": REGION,
-            "max_attempts": 1,
-            **(source or {}),
-        },
+        "source": s3_source(moto, bucket, **{"prefix": "in/", **(source or {})}),
         "steps": ["stp_one"],
         "poll": {"initial": 0.05, "max": 0.2, "timeout": 30},
         "on_success": {"action": "move", "to": f"s3://{bucket}/done/"},

@@ -21,7 +21,7 @@ from docutray_watch.journal import DocumentRow, StepRow
 from docutray_watch.runner import dry_run_report
 from docutray_watch.samples import make_pdf
 from docutray_watch.testing import HookRecorder
-from tests.sinks.conftest import MotoServer
+from tests.s3kit import MotoServer
 from tests.sources.conftest import pdf
 from tests.sources.test_s3_engine import keys, pm_fixture, run, s3_config
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.sources.s3 import S3Source
-from tests.sinks.conftest import MotoServer
-from tests.sources.conftest import REGION, MakeSource, pdf
+from tests.s3kit import MotoServer
+from tests.sources.conftest import MakeSource, pdf, s3_source
 
 CHILD = Path(__file__).with_name("s3_child.py")
 GOAL_MB = 16.0
@@ -34,14 +34,7 @@ def _child(
 
 
 def _config(moto: MotoServer, bucket: str) -> dict[str, Any]:
-    return {
-        "type": "s3",
-        "bucket": bucket,
-        "prefix": "in/",
-        "endpoint_url": moto.endpoint_url,
-        "region": REGION,
-        "max_attempts": 1,
-    }
+    return s3_source(moto, bucket, prefix="in/")
 
 
 def _keys(s3: Any, bucket: str) -> list[str]:
