@@ -6,7 +6,7 @@ things differ from a step, and this module does them:
 - what is sent: `submit_identification` (`POST /api/identify-async` with the pipeline's
   `identify.options`; no `document_metadata`, no `before_document_submit`), whose id the engine
   journals with `step_accepted` like an execution id; `read_identification` polls it;
-- what is journaled when it ends: `identification_outcome(status)` gives `step_finished`'s
+- what is journaled when it ends: `identification_outcome(status)` gives `finish_step`'s
   `state`, `result` and `error` (and no sinks: an identification is never delivered);
 - what follows a SUCCESS: `route_identified` journals the identification on the document, says
   whether it is new (the engine then fires `after_document_identified` and counts the metric),
@@ -82,7 +82,7 @@ async def read_identification(
 
 @dataclass(frozen=True)
 class Outcome:
-    """The arguments of `step_finished` for an identification that reached SUCCESS or ERROR."""
+    """The arguments of `finish_step` for an identification that reached SUCCESS or ERROR."""
 
     state: str  # "success" | "error"
     result: JSONObject

@@ -1,5 +1,5 @@
 """`docutray_watch.routing_phase`: the identification phase against the emulator, journaled in a
-`MemoryStore` exactly as the engine will (submit, poll, step_finished, route)."""
+`MemoryStore` exactly as the engine will (submit, poll, finish_step, route)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ async def queued(store: MemoryStore, path: Path) -> tuple[DocumentRow, StepRow]:
 async def identify(
     store: MemoryStore, client: AsyncClient, pipeline: PipelineConfig, path: Path
 ) -> tuple[DocumentRow, StepRow]:
-    """Run the `@identify` row through submit, poll and step_finished; the finished row."""
+    """Run the `@identify` row through submit, poll and finish_step; the finished row."""
     doc, step = await queued(store, path)
     await store.step_submitting(step.id)
     started = await submit_identification(client, pipeline, doc)
@@ -84,14 +84,16 @@ async def identify(
     again = await read_identification(client, started.identification_id)
     assert again.status == final.status
     outcome = identification_outcome(final)
-    step, completed = await store.step_finished(
+    view = await store.finish_step(
         step.id,
         state=outcome.state,
         status=final.status,
         result=outcome.result,
         error=outcome.error,
     )
-    assert not completed or outcome.state == "error"
+    step = next(s for s in view.steps if s.id == step.id)
+    # Only an ERROR completes the document; a SUCCESS leaves it waiting for its route.
+    assert (view.document.state == "completed") == (outcome.state == "error")
     return await store.document(doc.id), step
 
 

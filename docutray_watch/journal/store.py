@@ -211,20 +211,6 @@ class StateStore(Protocol):
         """Remember the last non-final status seen while polling (no transition)."""
         ...
 
-    async def step_finished(
-        self,
-        step_row: int,
-        *,
-        state: StepState | str,
-        status: str | None = None,
-        result: JSONObject | None = None,
-        error: str | None = None,
-        http_status: int | None = None,
-        sinks: Iterable[str] = (),
-    ) -> tuple[StepRow, bool]:
-        """A step reached its end; create its deliveries. (step, document completed?)"""
-        ...
-
     async def finish_step(
         self,
         step_row: int,
@@ -236,8 +222,9 @@ class StateStore(Protocol):
         http_status: int | None = None,
         sinks: Iterable[str] = (),
     ) -> Completion:
-        """`step_finished`, then the document with its steps and deliveries as they are now, in the
-        same call (what delivery needs once the last step ended: one round trip less)."""
+        """A step reached its end: journal it and create its deliveries (one per sink), then read
+        back the document with its steps and deliveries as they are now, in the same call (what
+        delivery needs once the last step ended: one round trip less)."""
         ...
 
     # -- deliveries and ends -----------------------------------------------------------------

@@ -79,7 +79,7 @@ async def test_a_slot_ends_with_its_step(store: PostgresStore, pool: Any) -> Non
     await store.step_submitting(first)
     await store.step_accepted(first, "exe_1", "ENQUEUED")
     assert not await slots.try_take(second)  # polling: still running at the service
-    await store.step_finished(first, state="failed", error="gone")
+    await store.finish_step(first, state="failed", error="gone")
     assert await slots.try_take(second)
     assert await slots.tidy() == 1
 

@@ -236,8 +236,8 @@ class TestMemoryStore:
             )
             await store.step_submitting(steps[0].id)
             await store.step_accepted(steps[0].id, "id-1", "ENQUEUED")
-            _, completed = await store.step_finished(steps[0].id, state="success")
-            assert not completed
+            view = await store.finish_step(steps[0].id, state="success")
+            assert view.document.state == "polling"  # identified: waits for its route
             row = await store.set_identification(doc.id, INVOICE.model_dump_json(), "invoice")
             assert row.identified_type == "invoice"
             assert await store.counts_by_type() == {"mixed": {"invoice": 1}}

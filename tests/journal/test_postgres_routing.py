@@ -51,7 +51,7 @@ async def unrouted(store: PostgresStore, path: str = "/in/a.pdf") -> int:
     )  # fmt: skip
     await store.step_submitting(step.id)
     await store.step_accepted(step.id, "exe-1", "ENQUEUED")
-    await store.step_finished(step.id, state=StepState.SUCCESS)
+    await store.finish_step(step.id, state=StepState.SUCCESS)
     await store.set_identification(doc.id, INVOICE.model_dump_json(), "invoice")
     await store.mark_unrouted(doc.id, "no route")
     return doc.id

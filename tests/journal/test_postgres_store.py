@@ -170,7 +170,7 @@ class TestFencing:
         fenced = store.fenced(mine)
         await fenced.step_submitting(step.id)
         await fenced.step_accepted(step.id, "exe-1", "RUNNING")
-        await fenced.step_finished(step.id, state=StepState.SUCCESS, sinks=["fs"])
+        await fenced.finish_step(step.id, state=StepState.SUCCESS, sinks=["fs"])
         (delivery,) = await store.deliveries_of(doc_id)
 
         assert await store.take_lease(doc_id) == 2
@@ -531,7 +531,7 @@ class TestConcurrency:
             (step,) = await store.steps_of(doc_id)
             await store.step_submitting(step.id)
             await store.step_accepted(step.id, f"exe-{n}", "RUNNING")
-            await store.step_finished(step.id, state=StepState.SUCCESS, sinks=["fs"])
+            await store.finish_step(step.id, state=StepState.SUCCESS, sinks=["fs"])
             for delivery in await store.deliveries_of(doc_id):
                 await store.delivery_done(delivery.id, None)
             await store.mark_delivered(doc_id)
@@ -630,7 +630,7 @@ async def _operator_scenario(store: SqliteStore | PostgresStore) -> dict[str, An
         (step,) = await store.steps_of(doc_id)
         await store.step_submitting(step.id)
         await store.step_accepted(step.id, f"exe-{n}", "RUNNING")
-        await store.step_finished(step.id, state=end, sinks=["fs"])
+        await store.finish_step(step.id, state=end, sinks=["fs"])
         return doc_id
 
     archived = await run(1, StepState.SUCCESS)

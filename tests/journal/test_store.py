@@ -35,7 +35,7 @@ def _hints(name: str) -> dict[str, object]:
 class TestStateStore:
     def test_the_protocol_has_the_engines_methods(self) -> None:
         """The protocol spells out the calls the engine makes (a sample of them)."""
-        for name in ("step_submitting", "step_accepted", "step_finished", "delivery_done", "probe"):
+        for name in ("step_submitting", "step_accepted", "finish_step", "delivery_done", "probe"):
             assert name in PROTOCOL_METHODS
 
     @pytest.mark.parametrize("name", PROTOCOL_METHODS)

@@ -30,6 +30,7 @@ from docutray_watch.journal import (
     StepState,
 )
 from docutray_watch.journal.postgres import PostgresStore, migrate
+from docutray_watch.journal.rows import Completion, StepRow
 from docutray_watch.journal.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from docutray_watch.journal.sqlite.reports import REQUEUED_KEY
 
@@ -56,13 +57,20 @@ async def queued(
     return doc.id
 
 
+def ended(view: Completion, step_row: int) -> tuple[StepRow, bool]:
+    """What `finish_step` read back as (the ended step's row, whether the document is now
+    completed): only the end of its last step completes a document."""
+    step = next(s for s in view.steps if s.id == step_row)
+    return step, view.document.state == DocumentState.COMPLETED
+
+
 async def delivered(store: StateStore, n: int, *, sinks: tuple[str, ...] = ("fs",)) -> int:
     """A document of content `n` run to `delivered`, its one step a success; its id."""
     doc_id = await queued(store, n)
     (step,) = await store.steps_of(doc_id)
     await store.step_submitting(step.id)
     await store.step_accepted(step.id, f"exe-{n}", "RUNNING")
-    await store.step_finished(step.id, state=StepState.SUCCESS, result={"n": n}, sinks=sinks)
+    await store.finish_step(step.id, state=StepState.SUCCESS, result={"n": n}, sinks=sinks)
     for delivery in await store.deliveries_of(doc_id):
         await store.delivery_done(delivery.id, "ok")
     await store.mark_delivered(doc_id)
@@ -193,17 +201,19 @@ class TestSteps:
         await store.step_status(step.id, "STILL_RUNNING")
         assert (await store.step(step.id)).status == "STILL_RUNNING"
         assert [s.id for s in await store.steps_in(StepState.POLLING)] == [step.id]
-        row, completed = await store.step_finished(
+        view = await store.finish_step(
             step.id,
             state=StepState.SUCCESS,
             status="SUCCESS",
             result={"total": 3},
             sinks=["fs", "s3"],
         )
+        row, completed = ended(view, step.id)
         assert completed
         assert (row.state, row.result, row.finished) == (StepState.SUCCESS, {"total": 3}, True)
         assert (await store.document(doc_id)).state == DocumentState.COMPLETED
         done = await store.completion(doc_id)
+        assert view == done  # what the end read back is what a later read sees
         assert [(d.sink, d.state) for d in done.deliveries] == [
             ("fs", DeliveryState.PENDING),
             ("s3", DeliveryState.PENDING),
@@ -217,9 +227,10 @@ class TestSteps:
         for step in (first, second):
             await store.step_submitting(step.id)
             await store.step_accepted(step.id, f"exe-{step.id}", "RUNNING")
-        _, completed = await store.step_finished(first.id, state=StepState.ERROR, error="bad")
-        assert not completed
-        _, completed = await store.step_finished(second.id, state=StepState.SUCCESS)
+        view = await store.finish_step(first.id, state=StepState.ERROR, error="bad")
+        assert view.document.state == DocumentState.POLLING
+        assert [s.state for s in view.steps] == [StepState.ERROR, StepState.POLLING]
+        _, completed = ended(await store.finish_step(second.id, state=StepState.SUCCESS), second.id)
         assert completed
 
     async def test_not_accepted_returns_to_pending_and_uncertain_is_counted(
@@ -251,11 +262,11 @@ class TestSteps:
         with pytest.raises(InvalidTransition):
             await store.step_uncertain(step.id, "x")
         with pytest.raises(InvalidTransition):
-            await store.step_finished(step.id, state=StepState.POLLING)
+            await store.finish_step(step.id, state=StepState.POLLING)
         assert await store.step(step.id) == step
         await store.step_submitting(step.id)
         await store.step_accepted(step.id, "exe", "RUNNING")
-        await store.step_finished(step.id, state=StepState.FAILED, error="gone")
+        await store.finish_step(step.id, state=StepState.FAILED, error="gone")
         with pytest.raises(InvalidTransition):
             await store.step_submitting(step.id)
         assert (await store.step(step.id)).state == StepState.FAILED
@@ -302,7 +313,7 @@ class TestDeliveriesAndEnds:
         (step,) = await store.steps_of(doc_id)
         await store.step_submitting(step.id)
         await store.step_accepted(step.id, "exe", "RUNNING")
-        await store.step_finished(step.id, state=StepState.SUCCESS, sinks=["fs"])
+        await store.finish_step(step.id, state=StepState.SUCCESS, sinks=["fs"])
         (delivery,) = await store.deliveries_of(doc_id)
         await store.delivery_attempt_failed(delivery.id, "disk full", final=False)
         (row,) = await store.deliveries_of(doc_id)
@@ -346,7 +357,7 @@ class TestDeliveriesAndEnds:
         (step,) = await store.steps_of(other)
         await store.step_submitting(step.id)
         await store.step_accepted(step.id, "exe", "RUNNING")
-        await store.step_finished(step.id, state=StepState.SUCCESS)
+        await store.finish_step(step.id, state=StepState.SUCCESS)
         row = await store.deliver_and_finish(other, "/in/2.pdf")
         assert (row.state, row.outcome, row.archived_to) == (
             DocumentState.ARCHIVED,
@@ -363,7 +374,7 @@ class TestDeliveriesAndEnds:
         (step,) = await store.steps_of(doc_id)
         await store.step_submitting(step.id)
         await store.step_accepted(step.id, "exe", "RUNNING")
-        await store.step_finished(step.id, state=StepState.SUCCESS, sinks=["fs", "s3"])
+        await store.finish_step(step.id, state=StepState.SUCCESS, sinks=["fs", "s3"])
         fs, _s3 = await store.deliveries_of(doc_id)
         await store.delivery_done(fs.id, None)
         row, superseded = await store.supersede(doc_id, "file changed")
@@ -383,7 +394,7 @@ class TestDeliveriesAndEnds:
         (step,) = await store.steps_of(doc_id)
         await store.step_submitting(step.id)
         await store.step_accepted(step.id, "exe", "RUNNING")
-        await store.step_finished(step.id, state=StepState.SUCCESS, sinks=["fs"])
+        await store.finish_step(step.id, state=StepState.SUCCESS, sinks=["fs"])
         row = await store.fail_changed(doc_id, "changed")
         assert (row.state, row.error_stage) == (DocumentState.FAILED, "changed")
         assert [d.state for d in await store.deliveries_of(doc_id)] == [DeliveryState.DROPPED]

@@ -21,7 +21,7 @@ from docutray_watch.journal import (
 )
 from docutray_watch.journal.postgres import PostgresStore
 from docutray_watch.records import Identification
-from tests.journal.test_store_contract import queued
+from tests.journal.test_store_contract import ended, queued
 
 INVOICE = Identification(code="invoice", name="Invoice", confidence=0.9)
 RECEIPT = Identification(code="receipt", name="Receipt", confidence=0.7)
@@ -34,14 +34,14 @@ async def run_step(
     step = next(s for s in await store.steps_of(doc_id) if s.step_id == step_id)
     await store.step_submitting(step.id)
     await store.step_accepted(step.id, f"exe-{doc_id}-{step_id}", "ENQUEUED")
-    _, completed = await store.step_finished(
+    view = await store.finish_step(
         step.id,
         state=state,
         status="SUCCESS" if state == StepState.SUCCESS else "ERROR",
         result={"document_type": {"code": "invoice"}} if state == StepState.SUCCESS else None,
         error=None if state == StepState.SUCCESS else "unreadable",
     )
-    return completed
+    return ended(view, step.id)[1]
 
 
 async def identified(

@@ -43,7 +43,7 @@ async def _lifecycles(journal: AsyncJournal, worker: int, acks: TextIO) -> None:
         ack(doc.id, "submitting")
         await journal.step_accepted(step.id, f"exec_{doc.id}", "ENQUEUED")
         ack(doc.id, "polling")
-        await journal.step_finished(
+        await journal.finish_step(
             step.id,
             state="success",
             status="SUCCESS",

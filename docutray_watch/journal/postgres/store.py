@@ -260,32 +260,6 @@ class PostgresStore(ExtraCalls):
         """Remember the last non-final status seen while polling (no transition)."""
         await self._call(lambda tx: _steps.step_status(tx, step_row, status))
 
-    async def step_finished(
-        self,
-        step_row: int,
-        *,
-        state: StepState | str,
-        status: str | None = None,
-        result: JSONObject | None = None,
-        error: str | None = None,
-        http_status: int | None = None,
-        sinks: Iterable[str] = (),
-    ) -> tuple[StepRow, bool]:
-        """A step reached its end; create its deliveries. (step, document completed?)"""
-        sink_names = list(sinks)
-        return await self._call(
-            lambda tx: _steps.step_finished(
-                tx,
-                step_row,
-                state=str(state),
-                status=status,
-                result=result,
-                error=error,
-                http_status=http_status,
-                sinks=sink_names,
-            )
-        )
-
     async def finish_step(
         self,
         step_row: int,
@@ -297,8 +271,9 @@ class PostgresStore(ExtraCalls):
         http_status: int | None = None,
         sinks: Iterable[str] = (),
     ) -> Completion:
-        """`step_finished`, then the document with its steps and deliveries as they are now, in the
-        same call (what delivery needs once the last step ended: one round trip less)."""
+        """A step reached its end: journal it and create its deliveries (one per sink), then read
+        back the document with its steps and deliveries as they are now, in the same call (what
+        delivery needs once the last step ended: one round trip less)."""
         sink_names = list(sinks)
 
         async def finish(tx: Tx) -> Completion:

@@ -236,29 +236,6 @@ class SqliteStore(GroupCommitWriter):
         """Remember the last non-final status seen while polling (no transition)."""
         await self.call(self.journal.step_status, step_row, status)
 
-    async def step_finished(
-        self,
-        step_row: int,
-        *,
-        state: StepState | str,
-        status: str | None = None,
-        result: JSONObject | None = None,
-        error: str | None = None,
-        http_status: int | None = None,
-        sinks: Iterable[str] = (),
-    ) -> tuple[StepRow, bool]:
-        """A step reached its end; create its deliveries. (step, document completed?)"""
-        return await self.call(
-            self.journal.step_finished,
-            step_row,
-            state=state,
-            status=status,
-            result=result,
-            error=error,
-            http_status=http_status,
-            sinks=list(sinks),
-        )
-
     async def finish_step(
         self,
         step_row: int,
@@ -270,8 +247,9 @@ class SqliteStore(GroupCommitWriter):
         http_status: int | None = None,
         sinks: Iterable[str] = (),
     ) -> Completion:
-        """`step_finished`, then the document with its steps and deliveries as they are now, in the
-        same call (what delivery needs once the last step ended: one round trip less)."""
+        """A step reached its end: journal it and create its deliveries (one per sink), then read
+        back the document with its steps and deliveries as they are now, in the same call (what
+        delivery needs once the last step ended: one round trip less)."""
         return await self.call(
             self.journal.finish_step,
             step_row,
