@@ -89,6 +89,34 @@ def _content_once(states: Sequence[str]) -> str:
     """
 
 
+def _counts_track(table: str) -> str:
+    """The trigger function keeping `table`'s counters (`doc_counts`, `type_counts`): the
+    document's key before and after a change, each counter moved once. The two counter rows are
+    touched in key order, so two transactions moving documents in opposite directions wait for
+    each other instead of deadlocking. The text is what the migrations ran, byte for byte."""
+    return f"""
+    CREATE FUNCTION {table}_track() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+    DECLARE
+        before_key TEXT[];
+        after_key TEXT[];
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN before_key := {table}_key(OLD); END IF;
+        IF TG_OP <> 'DELETE' THEN after_key := {table}_key(NEW); END IF;
+        IF before_key IS NOT DISTINCT FROM after_key THEN RETURN NULL; END IF;
+        IF after_key IS NULL OR (before_key IS NOT NULL AND before_key < after_key) THEN
+            PERFORM {table}_add(before_key, -1);
+            IF after_key IS NOT NULL THEN PERFORM {table}_add(after_key, 1); END IF;
+        ELSE
+            PERFORM {table}_add(after_key, 1);
+            IF before_key IS NOT NULL THEN PERFORM {table}_add(before_key, -1); END IF;
+        END IF;
+        RETURN NULL;
+    END $$
+    """
+
+
 _V1: Sequence[str] = (
     """
     CREATE TABLE documents (
@@ -229,29 +257,7 @@ _V1: Sequence[str] = (
           VALUES (k[1], k[2], k[3], k[4], delta)
           ON CONFLICT (pipeline, state, word, day) DO UPDATE SET n = doc_counts.n + delta $$
     """,
-    # The two counter rows are touched in key order, so two transactions moving documents in
-    # opposite directions wait for each other instead of deadlocking.
-    """
-    CREATE FUNCTION doc_counts_track() RETURNS trigger LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$
-    DECLARE
-        before_key TEXT[];
-        after_key TEXT[];
-    BEGIN
-        IF TG_OP <> 'INSERT' THEN before_key := doc_counts_key(OLD); END IF;
-        IF TG_OP <> 'DELETE' THEN after_key := doc_counts_key(NEW); END IF;
-        IF before_key IS NOT DISTINCT FROM after_key THEN RETURN NULL; END IF;
-        IF after_key IS NULL OR (before_key IS NOT NULL AND before_key < after_key) THEN
-            PERFORM doc_counts_add(before_key, -1);
-            IF after_key IS NOT NULL THEN PERFORM doc_counts_add(after_key, 1); END IF;
-        ELSE
-            PERFORM doc_counts_add(after_key, 1);
-            IF before_key IS NOT NULL THEN PERFORM doc_counts_add(before_key, -1); END IF;
-        END IF;
-        RETURN NULL;
-    END $$
-    """,
+    _counts_track("doc_counts"),  # counters touched in key order: no deadlock
     """
     CREATE TRIGGER doc_counts_track
         AFTER INSERT OR DELETE OR UPDATE OF pipeline, state, outcome, finished_at ON documents
@@ -305,27 +311,7 @@ _V4: Sequence[str] = (
     """,
     # In key order, as doc_counts_track (no deadlock between opposite moves); the triggers fire
     # after doc_counts_track (by name), so every transaction locks the counters in one order.
-    """
-    CREATE FUNCTION type_counts_track() RETURNS trigger LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$
-    DECLARE
-        before_key TEXT[];
-        after_key TEXT[];
-    BEGIN
-        IF TG_OP <> 'INSERT' THEN before_key := type_counts_key(OLD); END IF;
-        IF TG_OP <> 'DELETE' THEN after_key := type_counts_key(NEW); END IF;
-        IF before_key IS NOT DISTINCT FROM after_key THEN RETURN NULL; END IF;
-        IF after_key IS NULL OR (before_key IS NOT NULL AND before_key < after_key) THEN
-            PERFORM type_counts_add(before_key, -1);
-            IF after_key IS NOT NULL THEN PERFORM type_counts_add(after_key, 1); END IF;
-        ELSE
-            PERFORM type_counts_add(after_key, 1);
-            IF before_key IS NOT NULL THEN PERFORM type_counts_add(before_key, -1); END IF;
-        END IF;
-        RETURN NULL;
-    END $$
-    """,
+    _counts_track("type_counts"),
     """
     CREATE TRIGGER type_counts_insert AFTER INSERT ON documents
         FOR EACH ROW WHEN (NEW.identified_type IS NOT NULL)
