@@ -107,13 +107,21 @@ _BACKFILL = (
 def install_counts(conn: sqlite3.Connection) -> None:
     """Create the counts table and its triggers if missing (inside the caller's write
     transaction, so no document changes between the one-time count and the triggers)."""
+    _install(conn, "doc_counts", _TABLE, _BACKFILL, _TRIGGERS)
+
+
+def _install(
+    conn: sqlite3.Connection, name: str, table: str, backfill: str, triggers: tuple[str, ...]
+) -> None:
+    """A kept-counts table: created and counted once from the documents already there when it
+    is missing; its triggers created if missing."""
     exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'doc_counts'"
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ).fetchone()
     if not exists:
-        conn.execute(_TABLE)
-        conn.execute(_BACKFILL)
-    for trigger in _TRIGGERS:
+        conn.execute(table)
+        conn.execute(backfill)
+    for trigger in triggers:
         conn.execute(trigger)
 
 
@@ -182,14 +190,7 @@ _TYPE_BACKFILL = (
 def install_type_counts(conn: sqlite3.Connection) -> None:
     """Create the per-type counts and their triggers if missing, counting the identified
     documents already there once (inside the caller's write transaction, as `install_counts`)."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'type_counts'"
-    ).fetchone()
-    if not exists:
-        conn.execute(_TYPE_TABLE)
-        conn.execute(_TYPE_BACKFILL)
-    for trigger in _TYPE_TRIGGERS:
-        conn.execute(trigger)
+    _install(conn, "type_counts", _TYPE_TABLE, _TYPE_BACKFILL, _TYPE_TRIGGERS)
 
 
 def pipeline_counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
