@@ -101,6 +101,8 @@ def atomic_write_bytes(target: Path, data: bytes, *, fsync: bool = True, mode: i
 
 def is_within(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
     """True when `path` (after resolving symlinks) lies inside `root` (also resolved)."""
+    if os.fspath(path) == os.fspath(root):
+        return True  # a folder lies inside itself, whatever it resolves to: nothing to resolve
     real_root = os.path.realpath(root)
     real_path = os.path.realpath(path)
     return os.path.commonpath([real_root, real_path]) == real_root

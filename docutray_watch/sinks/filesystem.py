@@ -89,17 +89,14 @@ class FilesystemSink(Sink[FilesystemConfig]):
         """Write the record; the same record delivered twice lands in the same file."""
         target = self.target_for(record)
         target = self._avoid_foreign_file(target, record)
-        # A file named into the root itself is inside it, whatever the root resolves to: the
-        # symlink checks (four path resolutions) are for names with folders in them.
-        in_root = target.parent == self.root
-        if not in_root and not is_within(target.parent, self.root):
+        if not is_within(target.parent, self.root):
             # Checked before mkdir too, which would otherwise create folders through the link.
             raise PermanentSinkError(f"{target} would be written outside {self.root}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create {target.parent}: {exc.strerror}") from exc
-        if not in_root and not is_within(target.parent, self.root):
+        if not is_within(target.parent, self.root):
             # A symlinked folder inside the root must not redirect results elsewhere.
             raise PermanentSinkError(f"{target} would be written outside {self.root}")
         payload = json.dumps(record.to_dict(), indent=self.config.indent, ensure_ascii=False)
