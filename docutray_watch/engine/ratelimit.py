@@ -93,7 +93,6 @@ class RateLimiter:
         self._accepted_at = float("-inf")
         self._event_accepted: float | None = None  # see `accepted`, after slow start ended
         self._busy = False  # the last request found the bucket (nearly) empty
-        self._initial_window = 0.0  # adaptive: requests sent at once before pacing begins
 
     @classmethod
     def adaptive_rate(
@@ -102,7 +101,6 @@ class RateLimiter:
         """A limiter that learns the service's rate from its 429 answers (slow start first)."""
         limiter = cls(_capped(INITIAL_RATE, max_rate), clock=clock)
         limiter.adaptive, limiter.max_rate, limiter.slow_start = True, max_rate, True
-        limiter._initial_window = INITIAL_RATE
         return limiter
 
     def resume(self, rate: float, *, slow_start: bool) -> None:
@@ -120,7 +118,6 @@ class RateLimiter:
         start = max(INITIAL_RATE, rate / 2) if slow_start else max(MIN_RATE, rate)
         self.slow_start = slow_start
         if not slow_start:
-            self._initial_window = 0.0
             self._step = max(MIN_STEP, INCREASE * start)
         self.set_rate(_capped(start, self.max_rate))
 
@@ -134,7 +131,6 @@ class RateLimiter:
             return
         if not self.adaptive:
             self.adaptive, self.slow_start = True, True
-            self._initial_window = INITIAL_RATE
             self._decreased_at = float("-inf")
             self._resize(INITIAL_RATE)
         self.max_rate = max_rate
@@ -177,9 +173,9 @@ class RateLimiter:
         # The bucket is (nearly) empty: requests come at least as fast as the rate.
         self._busy = earliest >= now - self._interval
         if self.adaptive and self._next_free == float("-inf"):
-            # The first window: `_initial_window` slots at once (TCP's initial window, RFC
-            # 6928), the rest paced; 0 (a rate a 429 taught a previous run): all paced.
-            window = min(self._initial_window, self.burst)
+            # Slow start's first window: INITIAL_RATE slots at once (TCP's initial window, RFC
+            # 6928), the rest paced; a rate a 429 taught an earlier run (no slow start): all paced.
+            window = min(INITIAL_RATE, self.burst) if self.slow_start else 0.0
             earliest = now - (window - 1) * self._interval if window >= 1 else now
         self._next_free = earliest + self._interval
         return max(0.0, earliest - now)
