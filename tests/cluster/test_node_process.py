@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from docutray_watch.cluster.app import libpq_url
 from docutray_watch.emulator import EmulatorServer
 from docutray_watch.testing import EmulatorFactory
 from tests.cluster.conftest import PG_ADMIN
+from tests.cluster.daemons import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -115,15 +116,6 @@ def started_fixture() -> Iterator[list[Node]]:
             if node.proc.poll() is None:
                 node.proc.kill()
                 node.proc.wait(10)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for what the node process brings about: looked at every 0.2 s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def readyz(port: int) -> tuple[int, dict[str, Any]]:

@@ -7,10 +7,11 @@ The behaviour it shares with SQLite is in `test_store_contract.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,37 @@ def sha(n: int) -> str:
 def plain(url: str) -> str:
     """The URL for psycopg itself."""
     return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@contextlib.contextmanager
+def connections_refused(store: PostgresStore) -> Iterator[None]:
+    """The store's database refuses new connections, and its open ones are cut, until the block
+    ends."""
+    server, name = plain(store.url).rsplit("/", 1)
+    with psycopg.connect(f"{server}/test", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        try:
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def cut_the_first_time(
+    attempts: list[int],
+) -> Callable[[AsyncConnection], Coroutine[Any, Any, int]]:
+    """Work for `in_transaction` whose first run terminates its own backend mid-transaction
+    (the server closing the connection under it); each run is counted in `attempts`."""
+
+    async def work(conn: AsyncConnection) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return int(await conn.scalar(sa.text("SELECT 41 + 1")))
+
+    return work
 
 
 @pytest.fixture(name="store")
@@ -421,12 +453,7 @@ class TestRetries:
         COMMIT may have landed) and reaches the caller."""
         engine = make_engine(pg_url, "docutray")
         attempts: list[int] = []
-
-        async def work(conn: AsyncConnection) -> int:
-            attempts.append(1)
-            if len(attempts) == 1:
-                await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
-            return int(await conn.scalar(sa.text("SELECT 41 + 1")))
+        work = cut_the_first_time(attempts)
 
         try:
             assert await in_transaction(engine, work, read_only=True) == 42
@@ -446,20 +473,11 @@ class TestRetries:
         clears it."""
         monkeypatch.setattr(pg_connection, "_UNSENT_RETRY_S", 0.5)
         await queued(store, 1)
-        server, name = plain(store.url).rsplit("/", 1)
-        with psycopg.connect(f"{server}/test", autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            try:
-                with pytest.raises(sa.exc.OperationalError):
-                    await queued(store, 2)
-                assert store.write_error is not None
-                assert "connections" in store.write_error
-            finally:
-                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with connections_refused(store):
+            with pytest.raises(sa.exc.OperationalError):
+                await queued(store, 2)
+            assert store.write_error is not None
+            assert "connections" in store.write_error
         await queued(store, 3)
         assert store.write_error is None
 
@@ -469,17 +487,10 @@ class TestRetries:
         """No connection could be had (the database refusing them for a moment): nothing was
         sent, so the write is tried again and goes through once connections are accepted."""
         await queued(store, 1)
-        server, name = plain(store.url).rsplit("/", 1)
-        with psycopg.connect(f"{server}/test", autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
+        with connections_refused(store):
             write = asyncio.ensure_future(queued(store, 2))
             await asyncio.sleep(1.0)
             assert not write.done()
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert await asyncio.wait_for(write, 30) > 0
 
     async def test_an_idempotent_write_whose_connection_is_cut_runs_again(
@@ -489,12 +500,7 @@ class TestRetries:
         connection (it finds out itself whether its first COMMIT landed)."""
         engine = make_engine(pg_url, "docutray")
         attempts: list[int] = []
-
-        async def work(conn: AsyncConnection) -> int:
-            attempts.append(1)
-            if len(attempts) == 1:
-                await conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
-            return int(await conn.scalar(sa.text("SELECT 41 + 1")))
+        work = cut_the_first_time(attempts)
 
         try:
             assert await in_transaction(engine, work, idempotent=True) == 42
